@@ -1,0 +1,42 @@
+# ptreloc — `make` (or `make help`) lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+NODES  ?= 2
+
+.DEFAULT_GOAL := help
+.PHONY: help deps venv build test test-host test-vm demo lint clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+
+deps: ## install the system packages the build and the NUMA test bed need (apt, as root)
+	scripts/install-deps
+
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "cffi>=1.16" "setuptools>=68" wheel
+	touch $@
+
+venv: $(VENV)/.stamp ## create the virtual environment in .venv
+
+build: $(VENV)/.stamp ## compile the C core and install ptreloc (editable) into .venv
+	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+
+test: deps build ## run every test: host suite, then the multi-node suite inside the NUMA guest
+	$(PY) -m pytest -m 'not multinode'
+	$(MAKE) test-vm
+
+test-host: build ## run the host suite only
+	$(PY) -m pytest -m 'not multinode'
+
+test-vm: build ## run the multi-node suite inside a $(NODES)-node QEMU guest (scripts/numa-vm)
+	scripts/numa-vm --nodes $(NODES) -- $(PY) -m pytest -m multinode -p no:cacheprovider
+
+lint: build ## ruff over the Python sources
+	$(PY) -m pip install -q ruff
+	$(PY) -m ruff check ptreloc tests csrc/build.py
+
+clean: ## remove build products (keeps .venv and the test-bed cache)
+	rm -rf build *.egg-info ptreloc/_core*.so ptreloc/_core*.c ptreloc/_core*.o

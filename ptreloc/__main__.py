@@ -1,0 +1,3 @@
+from ptreloc.cli import main
+
+main()

@@ -1,0 +1,60 @@
+"""The only module that touches cffi's ``ffi``/``lib`` objects.
+
+Sections, each owned by the layer above it:
+
+* build check  -- refuses a missing or stale compiled core with one clear line;
+* libnuma      -- ``libnuma.so.1`` loaded at run time in cffi ABI mode (for ptreloc.numa);
+* raw syscalls -- migrate_pages/move_pages/mbind/get_mempolicy compiled into the core;
+* core         -- typed wrappers over the emulated page-table core (for ptreloc.core).
+
+Everything here checks its arguments before calling C and turns ``-errno`` returns into
+exceptions from ``ptreloc.errors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import pathlib
+from types import ModuleType
+
+from ptreloc.errors import BuildError
+
+_SRC = pathlib.Path(__file__).resolve().parent.parent / "csrc"
+
+
+def _source_hash() -> str | None:
+    """Same hash as csrc/build.py computes, when the sources are next to us (a checkout)."""
+    if not (_SRC / "build.py").is_file():
+        return None
+    files = sorted(
+        [*_SRC.glob("*.c"), *_SRC.glob("*.cdef"), *_SRC.glob("*.h")], key=lambda p: p.name
+    )
+    h = hashlib.sha256()
+    for path in files:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _load(name: str) -> ModuleType:
+    try:
+        mod = importlib.import_module(f"ptreloc.{name}")
+    except ImportError as err:
+        raise BuildError(
+            f"the ptreloc C core ({name}) is not built: run 'make build' "
+            f"(or 'pip install .') first"
+        ) from err
+    want = _source_hash()
+    have = mod.ffi.string(mod.lib.ptr_build_id()).decode()
+    if want is not None and have != want:
+        raise BuildError(
+            f"the ptreloc C core ({name}) is stale: csrc/ changed since it was built; "
+            f"run 'make build'"
+        )
+    return mod
+
+
+_core = _load("_core")
+ffi = _core.ffi
+lib = _core.lib

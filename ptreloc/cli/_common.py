@@ -1,0 +1,61 @@
+"""Shared pieces of the command modules: the ``--json`` option, output, error handling."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from ptreloc.errors import PtrelocError
+
+__all__ = ["json_option", "guarded", "emit_json", "stderr_console", "stdout_console", "fail"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Write only JSON to stdout (for scripts and CI)."
+)
+
+# Human output: rich, no markup surprises (user-controlled strings are never parsed as markup).
+stdout_console = Console(highlight=False)
+stderr_console = Console(stderr=True, highlight=False)
+
+
+def emit_json(data: Any) -> None:
+    """Write one JSON document (or JSON line) to stdout and flush."""
+    sys.stdout.write(json.dumps(data, sort_keys=False, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "to_json"):
+        return obj.to_json()
+    if isinstance(obj, set | frozenset):
+        return sorted(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def fail(message: str, exit_code: int) -> None:
+    """Print one error line on stderr and exit (never a traceback)."""
+    click.echo(f"ptreloc: error: {message}", err=True)
+    sys.exit(exit_code)
+
+
+def guarded(func: F) -> F:
+    """Turn PtrelocError (and Ctrl-C) into one line on stderr and the documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PtrelocError as err:
+            fail(str(err), err.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+    return wrapper  # type: ignore[return-value]
