@@ -22,7 +22,7 @@ $(VENV)/.stamp: pyproject.toml
 venv: $(VENV)/.stamp ## create the virtual environment in .venv
 
 build: $(VENV)/.stamp ## compile the C core and install ptreloc (editable) into .venv
-	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	flock $(VENV)/.build.lock $(PY) -m pip install -q --no-build-isolation -e '.[test]'
 
 test: deps build ## run every test: host suite, then the multi-node suite inside the NUMA guest
 	$(PY) -m pytest -m 'not multinode'

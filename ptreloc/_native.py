@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import pathlib
+import functools
 from types import ModuleType
 
 from ptreloc.errors import BuildError
@@ -37,7 +38,12 @@ def _source_hash() -> str | None:
     return h.hexdigest()[:16]
 
 
-def _load(name: str) -> ModuleType:
+@functools.cache
+def load_core(name: str = "_core") -> ModuleType:
+    """Import a compiled core (``_core`` or ``_core_norelo``), refusing a missing or stale one.
+
+    Loaded lazily, so the NUMA layer (which needs no compiled code) works without a build.
+    """
     try:
         mod = importlib.import_module(f"ptreloc.{name}")
     except ImportError as err:
@@ -54,7 +60,3 @@ def _load(name: str) -> ModuleType:
         )
     return mod
 
-
-_core = _load("_core")
-ffi = _core.ffi
-lib = _core.lib
