@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 from workloads import spawn_workload
 
-from ptreloc import _native, numa
+from ptreloc import numa
 from ptreloc.errors import (
     EXIT_USAGE,
     AccessDenied,
