@@ -52,7 +52,8 @@ def testbed() -> None:
 def test_output_and_failing_status_come_out_of_the_guest(testbed: None) -> None:
     # One boot checks the status, the output (both streams, a last line without newline, no
     # marker or boot noise), the working directory and the environment promised inside.
-    cmd = ('echo "cwd=$(pwd)"; echo "vm=$PTRELOC_IN_VM home=$HOME bytecode=$PYTHONDONTWRITEBYTECODE"; '
+    cmd = ('echo "cwd=$(pwd)"; '
+           'echo "vm=$PTRELOC_IN_VM home=$HOME bytecode=$PYTHONDONTWRITEBYTECODE"; '
            'echo to-stderr >&2; printf no-newline; exit 7')
     r = run_numa_vm("--", "sh", "-c", cmd)
     assert r.returncode == 7, r.stderr
@@ -63,7 +64,8 @@ def test_output_and_failing_status_come_out_of_the_guest(testbed: None) -> None:
 def test_timeout_kills_qemu(testbed: None, tmp_path: Path) -> None:
     # The run directory (shared with the guest, so on QEMU's command line) lives under TMPDIR:
     # a QEMU left behind would still show tmp_path in its command line.
-    r = run_numa_vm("--timeout", "2", "--", "sleep", "600", env={**os.environ, "TMPDIR": str(tmp_path)})
+    r = run_numa_vm("--timeout", "2", "--", "sleep", "600",
+                    env={**os.environ, "TMPDIR": str(tmp_path)})
     assert r.returncode == EXIT_TIMEOUT, r.stderr
     assert "timed out after 2 s" in r.stderr
     leftovers = []
