@@ -16,7 +16,10 @@ from ptreloc import __version__
 __all__ = ["main"]
 
 # command name -> module defining a click command called ``command``.  Keep in help order.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "nodes": "ptreloc.cli.nodes",
+    "doctor": "ptreloc.cli.doctor",
+}
 
 
 class _Group(click.Group):
