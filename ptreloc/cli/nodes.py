@@ -12,19 +12,45 @@ __all__ = ["command"]
 
 
 @click.command("nodes")
+@click.option(
+    "--nodes",
+    "node_list",
+    metavar="LIST",
+    help="Only these nodes, in numactl syntax: 0, 1,3, 0-3,5, all, !1.",
+)
+@click.option(
+    "--pid",
+    type=int,
+    help="Also show this process's allowed nodes (Mems_allowed) and its resident pages per node.",
+)
 @json_option
 @guarded
-def command(as_json: bool) -> None:
+def command(node_list: str | None, pid: int | None, as_json: bool) -> None:
     """Show the NUMA nodes: online and possible, CPUs, memory and distances.
 
     Read from /sys/devices/system/node, the same source as `numactl --hardware`.
-    Memory is in MiB (numactl's "MB").
+    Memory is in MiB (numactl's "MB").  Exit codes: 2 for a bad or offline node in
+    --nodes, 1 for a --pid that does not exist.
     """
     topo = numa.topology()
-    if as_json:
-        emit_json(topo.to_json())
-        return
     ordered = sorted(topo.nodes)
+    if node_list is not None:
+        ordered = sorted(numa.parse_nodes(node_list, topo))
+    process = None
+    if pid is not None:
+        # both reads before any output, so a bad pid prints nothing but the error
+        process = {
+            "pid": pid,
+            "mems_allowed": sorted(numa.process_mems_allowed(pid)),
+            "pages": {str(k): v for k, v in sorted(numa.numa_maps_node_pages(pid).items())},
+        }
+    if as_json:
+        data = topo.to_json()
+        data["nodes"] = [topo.nodes[n].to_json() for n in ordered]
+        if process is not None:
+            data["process"] = process
+        emit_json(data)
+        return
     stdout_console.print(
         f"available: {len(topo.online)} nodes ({numa.format_nodes(topo.online)}), "
         f"possible: {numa.format_nodes(topo.possible)}, "
@@ -53,3 +79,11 @@ def command(as_json: bool) -> None:
         row = topo.nodes[node].distances
         distances.add_row(str(node), *(str(row.get(other, "-")) for other in ordered))
     stdout_console.print(distances)
+    if process is not None:
+        pages = process["pages"]
+        stdout_console.print(
+            f"pid {pid}: Mems_allowed {numa.format_nodes(process['mems_allowed'])}; "
+            "resident pages per node (numa_maps): "
+            + (", ".join(f"node {n}: {c}" for n, c in pages.items()) or "none"),
+            markup=False,
+        )
