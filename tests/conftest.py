@@ -36,6 +36,9 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+# tryfirst: ahead of the tests' own skipif marks, so that the test bed's reason is the one
+# reported and CI fails rather than skips.
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("multinode") is None:
         return
