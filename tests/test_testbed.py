@@ -107,6 +107,32 @@ def test_project_path_with_space_is_refused(tmp_path: Path) -> None:
     assert "my clone" in r.stdout and "contains characters" in r.stdout
 
 
+def test_missing_qemu_is_reported_as_unavailable() -> None:
+    r = run_numa_vm("--prepare", env={**os.environ, "PTRELOC_VM_QEMU": "/nonexistent/qemu"})
+    assert r.returncode == EXIT_UNAVAILABLE
+    assert r.stdout.strip() == ("PTRELOC_VM_QEMU=/nonexistent/qemu is not an executable QEMU; "
+                                "point it at qemu-system-x86_64 or unset it")
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_multinode_tests_skip_or_fail_when_the_test_bed_is_unavailable(ci: str) -> None:
+    # What `make test-vm` does when numa-vm exits 77: the multi-node tests run on the host with
+    # numa-vm's reason, and conftest turns them into skips - or, under CI, into failures.
+    if len(online_nodes()) >= 2 or os.environ.get("PTRELOC_IN_VM") == "1":
+        pytest.skip("needs a one-node host, where multi-node tests cannot run")
+    env = {**os.environ, "CI": ci, "PTRELOC_VM_UNAVAILABLE": "no QEMU here"}
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rsE",
+         f"{__file__}::test_nodes_are_online_with_memory"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert "NUMA test bed unavailable: no QEMU here" in r.stdout
+    if ci:
+        assert r.returncode == 1 and "1 error" in r.stdout, r.stdout
+        assert "CI is set, so the multi-node suite must run" in r.stdout
+    else:
+        assert r.returncode == 0 and "1 skipped" in r.stdout, r.stdout
+
+
 # --- inside the guest: is it a real multi-node NUMA machine? ---------------------------------
 
 
