@@ -26,6 +26,8 @@ from ptreloc.errors import (
 )
 
 PAGE = mmap.PAGESIZE
+# private anonymous memory: Python's mmap(-1, n) defaults to MAP_SHARED (shmem)
+PRIVATE = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
 BACKENDS = ["libnuma", "syscall"]
 HOST = numa.topology()
 MULTINODE = len(HOST.online & HOST.with_memory) >= 2
@@ -43,7 +45,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def region() -> Iterator[mmap.mmap]:
     """16 private anonymous 4 KiB pages (THP off), none touched yet."""
-    m = mmap.mmap(-1, 16 * PAGE)
+    m = mmap.mmap(-1, 16 * PAGE, flags=PRIVATE)
     m.madvise(mmap.MADV_NOHUGEPAGE)
     yield m
     m.close()
@@ -269,7 +271,7 @@ def test_move_pages_query_reports_touched_and_untouched(backend: str, region: mm
 
 
 def test_move_pages_query_of_an_unmapped_address(backend: str) -> None:
-    guard = mmap.mmap(-1, 2 * PAGE)
+    guard = mmap.mmap(-1, 2 * PAGE, flags=PRIVATE)
     base = numa.buffer_address(guard)
     guard.close()  # the address range is unmapped now
     assert numa.move_pages(0, [base], backend=backend) == [-errno.EFAULT]
@@ -328,7 +330,7 @@ def test_mbind_rejects_bad_arguments(backend: str, region: mmap.mmap) -> None:
 def test_mbind_strict_reports_misplaced_pages_not_a_bad_node(backend: str) -> None:
     """EIO from MPOL_MF_STRICT means 'pages elsewhere', not 'bad node'; on one node nothing is
     elsewhere, so strict bind to node 0 must succeed."""
-    m = mmap.mmap(-1, 4 * PAGE)
+    m = mmap.mmap(-1, 4 * PAGE, flags=PRIVATE)
     m[0] = 1
     numa.mbind(numa.buffer_address(m), 4 * PAGE, "bind", "0", numa.MPOL_MF_STRICT, backend=backend)
     m.close()
@@ -366,7 +368,7 @@ def test_bad_node_checked_by_ptreloc_and_by_the_kernel(backend: str) -> None:
     assert isinstance(info.value.__cause__, SyscallError)
     assert info.value.__cause__.errno == errno.EINVAL
     # move_pages says ENODEV for the same thing
-    m = mmap.mmap(-1, PAGE)
+    m = mmap.mmap(-1, PAGE, flags=PRIVATE)
     m[0] = 1
     with pytest.raises(InvalidNode, match=f"move_pages: node {missing} is not online") as info:
         numa.move_pages(0, [numa.buffer_address(m)], missing, backend=backend, check_nodes=False)
@@ -512,7 +514,7 @@ def test_multinode_migrate_pages_of_a_bound_workload(how: str) -> None:
 @pytest.mark.parametrize("how", BACKENDS)
 def test_multinode_mbind_to_node_one_then_query(how: str) -> None:
     pages = 256
-    m = mmap.mmap(-1, pages * PAGE)
+    m = mmap.mmap(-1, pages * PAGE, flags=PRIVATE)
     m.madvise(mmap.MADV_NOHUGEPAGE)
     base = numa.buffer_address(m)
     numa.mbind(base, pages * PAGE, "bind", "1", backend=how)

@@ -18,7 +18,8 @@ _CHILD = r"""
 import mmap, sys
 from ptreloc import numa
 pages, every = int(sys.argv[1]), int(sys.argv[2])
-region = mmap.mmap(-1, pages * mmap.PAGESIZE)
+# private anonymous memory (Python's default for fd -1 is MAP_SHARED, i.e. shmem)
+region = mmap.mmap(-1, pages * mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 # 4 KiB pages on purpose: a THP-backed region would hide the lowest-level tables
 region.madvise(mmap.MADV_NOHUGEPAGE)
 touched = 0

@@ -41,7 +41,7 @@ def _probe_backend(name: str) -> dict[str, Any]:
         impl = numa.backend(name)
     except PtrelocError as err:
         return {"loads": False, "works": False, "detail": str(err)}
-    page = mmap.mmap(-1, mmap.PAGESIZE)
+    page = mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
         page[0] = 1
         status = numa.move_pages(0, [numa.buffer_address(page)], backend=impl)
