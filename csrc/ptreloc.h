@@ -480,7 +480,8 @@ struct ptr_region {
  * @relocating:       > 0 while a relocation is in progress (incremented under page_table_lock);
  *                    makes lock holders rewalk.  Not present in the norelo build.
  * @tlb_gen:          shootdown generation; CPUs running the mm ack by copying it
- * @reload_gen:       generation at which the last root reload was requested
+ * @reload_gen:       count of root-reload requests; bumped BEFORE @tlb_gen by a reloading
+ *                    shootdown, so a CPU that sees the new @tlb_gen also sees the request
  * @node:             pool new tables come from by default
  * @regions:          demand-fault regions, append-only (lockless readers use @nregions)
  */
@@ -639,6 +640,24 @@ struct ptr_walk {
  */
 int ptr_walk_range(struct ptr_walk *w, uint64_t start, uint64_t end);
 
+/** ptr_mm_root() - the current root frame. */
+uint32_t ptr_mm_root(struct ptr_mm *mm);
+
+/** Plain descriptions of the geometries for Python (no atomics, no inline functions). */
+struct ptr_level_info {
+	const char *name;
+	int shift, bits, entry_size, table_bytes, leaf_ok;
+};
+struct ptr_geometry_info {
+	const char *name;
+	int arch, nlevels, va_bits, canonical, top_preloaded;
+	uint32_t frame_bytes;
+	uint64_t phys_limit;
+	struct ptr_level_info level[PTR_MAX_LEVELS];
+};
+/** ptr_describe_geometry() - describe built-in geometry @i (0..ptr_geometry_count()-1). */
+int ptr_describe_geometry(int i, struct ptr_geometry_info *out);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Emulated CPUs (cpu.c)                                                                       */
 /* ------------------------------------------------------------------------------------------ */
@@ -679,6 +698,7 @@ struct ptr_cpu {
 	_Atomic(struct ptr_mm *) mm;
 	ptr_spinlock_t busy;
 	_Atomic uint64_t seen_gen;
+	uint64_t seen_reload;  /* mm->reload_gen at the last root load */
 	_Atomic uint64_t seq;
 	uint32_t root;
 	uint64_t pdpte[4];

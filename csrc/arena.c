@@ -1,0 +1,238 @@
+/*
+ * arena.c - per-node pools of table frames in one mmap'd region.
+ *
+ * One anonymous MAP_NORESERVE mapping is sliced into nnodes pools; each pool whose node is real
+ * is bound with mbind(MPOL_BIND) before any of its pages is touched, so the first write (the
+ * zeroing at allocation) faults the page in on that node - move_pages(2) in query mode confirms
+ * it.  A virtual node's pool is left unbound (it lives wherever the kernel puts it).
+ *
+ * Frame contents are written with relaxed atomic stores (zeroing and poisoning), because under
+ * a broken protocol a stale walker may read a table concurrently; the walker then detects the
+ * FREE state or the poison and counts it, and ThreadSanitizer sees no plain data race.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "ptreloc.h"
+
+#define MPOL_BIND_MODE 2
+#define NODEMASK_LONGS 16 /* 1024 nodes */
+
+static int bind_range(void *addr, size_t len, int node)
+{
+	unsigned long mask[NODEMASK_LONGS] = { 0 };
+	if (node < 0 || node >= NODEMASK_LONGS * 64)
+		return -EINVAL;
+	mask[node / 64] = 1UL << (node % 64);
+	/* maxnode is the number of bits plus one: the kernel decrements it before use. */
+	long rc = syscall(SYS_mbind, addr, len, MPOL_BIND_MODE, mask,
+			  (unsigned long)NODEMASK_LONGS * 64 + 1, 0UL);
+	return rc == 0 ? 0 : -errno;
+}
+
+int ptr_arena_create(const char *geometry, int nnodes, const int *bind_nodes,
+		     uint32_t frames_per_node, struct ptr_arena **out)
+{
+	const struct ptr_geometry *g = ptr_geometry_find(geometry);
+	if (!g || nnodes < 1 || nnodes > PTR_MAX_NODES || frames_per_node < 1 || !out)
+		return -EINVAL;
+	uint64_t nframes = (uint64_t)nnodes * frames_per_node;
+	/* every frame's phys must be encodable in an entry of this format */
+	if (nframes >= UINT32_MAX || nframes * g->frame_bytes > g->phys_limit)
+		return -E2BIG;
+
+	struct ptr_arena *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->geo = g;
+	a->frame_bytes = g->frame_bytes;
+	a->nframes = (uint32_t)nframes;
+	a->nnodes = nnodes;
+	a->map_bytes = (size_t)nframes * g->frame_bytes;
+	a->frames = calloc(nframes, sizeof(*a->frames));
+	if (!a->frames) {
+		free(a);
+		return -ENOMEM;
+	}
+	void *base = mmap(NULL, a->map_bytes, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (base == MAP_FAILED) {
+		int err = -errno;
+		free(a->frames);
+		free(a);
+		return err;
+	}
+	a->base = base;
+	for (int n = 0; n < nnodes; n++) {
+		struct ptr_pool *p = &a->pool[n];
+		p->bind_node = bind_nodes ? bind_nodes[n] : -1;
+		p->first = (uint32_t)n * frames_per_node;
+		p->nframes = frames_per_node;
+		atomic_store(&p->capacity, frames_per_node);
+		p->free_head = PTR_NO_FRAME;
+		for (uint32_t i = 0; i < frames_per_node; i++)
+			a->frames[p->first + i].node = (uint16_t)n;
+		if (p->bind_node >= 0) {
+			int rc = bind_range(a->base + (size_t)p->first * a->frame_bytes,
+					    (size_t)frames_per_node * a->frame_bytes, p->bind_node);
+			if (rc) {
+				munmap(a->base, a->map_bytes);
+				free(a->frames);
+				free(a);
+				return rc;
+			}
+		}
+	}
+	*out = a;
+	return 0;
+}
+
+int ptr_arena_destroy(struct ptr_arena *a)
+{
+	for (int i = 0; i < PTR_MAX_CPUS; i++)
+		if (a->cpus[i])
+			return -EBUSY;
+	for (int n = 0; n < a->nnodes; n++)
+		if (atomic_load(&a->pool[n].in_use))
+			return -EBUSY;
+	munmap(a->base, a->map_bytes);
+	free(a->frames);
+	free(a);
+	return 0;
+}
+
+int ptr_arena_set_capacity(struct ptr_arena *a, int node, uint32_t frames)
+{
+	if (node < 0 || node >= a->nnodes)
+		return -ENODEV;
+	if (frames > a->pool[node].nframes)
+		return -E2BIG;
+	atomic_store(&a->pool[node].capacity, frames);
+	return 0;
+}
+
+void ptr_arena_fail_nth_alloc(struct ptr_arena *a, uint64_t k)
+{
+	atomic_store(&a->fail_alloc_at, k ? atomic_load(&a->alloc_calls) + k : 0);
+}
+
+static void fill_table(struct ptr_arena *a, uint32_t f, uint32_t bytes, uint64_t pattern)
+{
+	_Atomic uint64_t *w = (_Atomic uint64_t *)ptr_frame_data(a, f);
+	for (uint32_t i = 0; i < bytes / 8; i++)
+		atomic_store_explicit(&w[i], pattern, memory_order_relaxed);
+}
+
+int ptr_frame_alloc(struct ptr_arena *a, int node, int level, uint32_t *out)
+{
+	if (node < 0 || node >= a->nnodes || level < 0 || level >= a->geo->nlevels)
+		return -ENODEV;
+	struct ptr_pool *p = &a->pool[node];
+	uint64_t n = atomic_fetch_add(&a->alloc_calls, 1) + 1;
+	uint64_t at = atomic_load(&a->fail_alloc_at);
+	if (unlikely(at) && n == at && atomic_compare_exchange_strong(&a->fail_alloc_at, &at, 0))
+		return -ENOMEM;
+
+	uint32_t f;
+	ptr_lock(&p->lock, NULL);
+	if (atomic_load(&p->in_use) >= atomic_load(&p->capacity)) {
+		ptr_unlock(&p->lock);
+		return -ENOSPC;
+	}
+	if (p->free_head != PTR_NO_FRAME) {
+		f = p->free_head;
+		p->free_head = a->frames[f].next_free;
+	} else if (p->bump < p->nframes) {
+		f = p->first + p->bump++;
+	} else {
+		ptr_unlock(&p->lock);
+		return -ENOSPC;
+	}
+	atomic_fetch_add(&p->in_use, 1);
+	ptr_unlock(&p->lock);
+
+	struct ptr_frame *fr = &a->frames[f];
+	fill_table(a, f, ptr_table_bytes(a->geo, level), 0);
+	fr->level = (uint8_t)level;
+	atomic_store(&fr->sharers, 1);
+	atomic_store(&fr->base_va, 0);
+	atomic_store_explicit(&fr->state, PTR_FRAME_LIVE, memory_order_release);
+	atomic_fetch_add(&p->live[level], 1);
+	*out = f;
+	return 0;
+}
+
+void ptr_frame_free(struct ptr_arena *a, uint32_t f)
+{
+	struct ptr_frame *fr = &a->frames[f];
+	struct ptr_pool *p = &a->pool[fr->node];
+	int state = atomic_load(&fr->state);
+	if (state == PTR_FRAME_FREE)
+		return;
+	fill_table(a, f, ptr_table_bytes(a->geo, fr->level), 0x0101010101010101ULL * PTR_POISON_BYTE);
+	atomic_store_explicit(&fr->state, PTR_FRAME_FREE, memory_order_release);
+	if (state == PTR_FRAME_LIVE)
+		atomic_fetch_sub(&p->live[fr->level], 1);
+	else
+		atomic_fetch_sub(&p->limbo, 1);
+	ptr_lock(&p->lock, NULL);
+	fr->next_free = p->free_head;
+	p->free_head = f;
+	atomic_fetch_sub(&p->in_use, 1);
+	ptr_unlock(&p->lock);
+}
+
+#if PTR_RELOCATION
+void ptr_frame_limbo(struct ptr_arena *a, uint32_t f)
+{
+	struct ptr_frame *fr = &a->frames[f];
+	uint8_t live = PTR_FRAME_LIVE;
+	if (atomic_compare_exchange_strong(&fr->state, &live, PTR_FRAME_LIMBO)) {
+		atomic_fetch_sub(&a->pool[fr->node].live[fr->level], 1);
+		atomic_fetch_add(&a->pool[fr->node].limbo, 1);
+	}
+}
+#endif
+
+int ptr_arena_pool_info(struct ptr_arena *a, int node, struct ptr_pool_info *out)
+{
+	if (node < 0 || node >= a->nnodes)
+		return -ENODEV;
+	struct ptr_pool *p = &a->pool[node];
+	out->bind_node = p->bind_node;
+	out->mbind_errno = p->mbind_errno;
+	out->nframes = p->nframes;
+	out->capacity = atomic_load(&p->capacity);
+	out->in_use = atomic_load(&p->in_use);
+	out->limbo = atomic_load(&p->limbo);
+	for (int l = 0; l < PTR_MAX_LEVELS; l++)
+		out->live[l] = atomic_load(&p->live[l]);
+	return 0;
+}
+
+uint64_t ptr_arena_freed_frame_accesses(struct ptr_arena *a)
+{
+	return atomic_load(&a->freed_frame_accesses);
+}
+
+int ptr_frame_info(struct ptr_arena *a, uint32_t f, int *state, int *level, int *node,
+		   int *sharers)
+{
+	if (f >= a->nframes)
+		return -EINVAL;
+	struct ptr_frame *fr = &a->frames[f];
+	*state = atomic_load(&fr->state);
+	*level = fr->level;
+	*node = fr->node;
+	*sharers = atomic_load(&fr->sharers);
+	return 0;
+}
+
+uintptr_t ptr_frame_address(struct ptr_arena *a, uint32_t f)
+{
+	return f < a->nframes ? (uintptr_t)ptr_frame_data(a, f) : 0;
+}

@@ -1,0 +1,516 @@
+/*
+ * cpu.c - locks, emulated CPUs (TLB, paging-structure caches, cached root, hardware walk),
+ * TLB shootdown, and grace periods.
+ *
+ * The hardware walk is modelled on the x86 and Arm rules that matter for relocation:
+ * - paging-structure caches hold POINTERS to table frames, keyed by VA prefix; after a
+ *   relocation they point at the old copy until a flush, and a walk that starts there sets A/D
+ *   in the old copy - exactly the window the relocation protocol's merge step closes;
+ * - A/D updates are atomic read-modify-writes of the entry the walk read (a CAS that retries
+ *   when the entry changed, so a cleared entry is never resurrected with stray A/D bits);
+ * - x86 PAE loads the four PDPTEs into registers at CR3 load: the walk reads those copies,
+ *   never the top table, so changing the top table needs a root reload.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ptreloc.h"
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#else
+	atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
+/* ---- locks ---------------------------------------------------------------------------------- */
+
+bool ptr_trylock(ptr_spinlock_t *lock)
+{
+	int zero = 0;
+	return atomic_load_explicit(&lock->locked, memory_order_relaxed) == 0 &&
+	       atomic_compare_exchange_strong_explicit(&lock->locked, &zero, 1,
+						       memory_order_acquire, memory_order_relaxed);
+}
+
+void ptr_lock(ptr_spinlock_t *lock, struct ptr_cpu *cpu)
+{
+	unsigned spins = 0;
+	while (!ptr_trylock(lock)) {
+		/* Rule 5: the holder may be waiting for this CPU's shootdown ack. */
+		if (cpu)
+			ptr_cpu_service(cpu);
+		if (++spins > 64)
+			sched_yield();
+		else
+			cpu_relax();
+	}
+}
+
+void ptr_unlock(ptr_spinlock_t *lock)
+{
+	atomic_store_explicit(&lock->locked, 0, memory_order_release);
+}
+
+/* ---- read-side sections and grace periods ---------------------------------------------------- */
+
+#if PTR_RELOCATION
+int ptr_read_lock(struct ptr_arena *a)
+{
+	for (;;) {
+		int idx = (int)(atomic_load(&a->rd_epoch) & 1);
+		atomic_fetch_add(&a->rd_count[idx], 1);
+		/* If the epoch flipped meanwhile, a synchronize may already have checked this
+		 * counter; retry on the new one (our table reads all follow the flip). */
+		if ((int)(atomic_load(&a->rd_epoch) & 1) == idx)
+			return idx;
+		atomic_fetch_sub(&a->rd_count[idx], 1);
+	}
+}
+
+void ptr_read_unlock(struct ptr_arena *a, int token)
+{
+	atomic_fetch_sub(&a->rd_count[token], 1);
+}
+
+void ptr_synchronize(struct ptr_arena *a)
+{
+	ptr_lock(&a->cpus_lock, NULL);
+	for (int i = 0; i < PTR_MAX_CPUS; i++) {
+		struct ptr_cpu *c = a->cpus[i];
+		if (!c)
+			continue;
+		uint64_t s = atomic_load(&c->seq);
+		if (s & 1) /* inside an access: wait for it to end (a quiescent point) */
+			while (atomic_load(&c->seq) == s)
+				sched_yield();
+	}
+	ptr_unlock(&a->cpus_lock);
+	/* Software readers: flip the epoch, wait for the old side to drain. */
+	int old = (int)(atomic_fetch_add(&a->rd_epoch, 1) & 1);
+	while (atomic_load(&a->rd_count[old]) != 0)
+		sched_yield();
+}
+#endif
+
+/* ---- CPUs ----------------------------------------------------------------------------------- */
+
+int ptr_cpu_create(struct ptr_arena *a, struct ptr_cpu **out)
+{
+	struct ptr_cpu *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->arena = a;
+	c->root = PTR_NO_FRAME;
+	ptr_lock(&a->cpus_lock, NULL);
+	for (int i = 0; i < PTR_MAX_CPUS; i++) {
+		if (!a->cpus[i]) {
+			c->slot = i;
+			a->cpus[i] = c;
+			ptr_unlock(&a->cpus_lock);
+			*out = c;
+			return 0;
+		}
+	}
+	ptr_unlock(&a->cpus_lock);
+	free(c);
+	return -EMFILE;
+}
+
+int ptr_cpu_destroy(struct ptr_cpu *c)
+{
+	struct ptr_arena *a = c->arena;
+	ptr_cpu_switch_to(c, NULL);
+	ptr_lock(&a->cpus_lock, NULL);
+	a->cpus[c->slot] = NULL;
+	ptr_unlock(&a->cpus_lock);
+	free(c);
+	return 0;
+}
+
+void ptr_cpu_flush(struct ptr_cpu *c)
+{
+	memset(c->tlb, 0, sizeof(c->tlb));
+	memset(c->pwc, 0, sizeof(c->pwc));
+}
+
+/* CR3 load.  Gens were read before this, so a root change after the read is re-serviced. */
+static void load_root(struct ptr_cpu *c, struct ptr_mm *mm)
+{
+	const struct ptr_geometry *g = mm->geo;
+	c->root = atomic_load(&mm->root);
+	if (g->top_preloaded) {
+		int top = g->nlevels - 1;
+		void *t = ptr_frame_data(c->arena, c->root);
+		for (uint32_t i = 0; i < (1u << g->level[top].bits) && i < 4; i++)
+			c->pdpte[i] = ptr_entry_load(g, top, t, i);
+	}
+	c->st.reloads++;
+}
+
+/* Caller holds c->busy. */
+static void service_locked(struct ptr_cpu *c)
+{
+	struct ptr_mm *mm = atomic_load_explicit(&c->mm, memory_order_relaxed);
+	if (!mm)
+		return;
+	uint64_t gen = atomic_load(&mm->tlb_gen);
+	if (gen == atomic_load_explicit(&c->seen_gen, memory_order_relaxed))
+		return;
+	uint64_t reload = atomic_load(&mm->reload_gen);
+	ptr_cpu_flush(c);
+	if (reload != c->seen_reload) {
+		c->seen_reload = reload;
+		load_root(c, mm);
+	}
+	c->st.shootdowns++;
+	atomic_store(&c->seen_gen, gen);
+}
+
+void ptr_cpu_service(struct ptr_cpu *c)
+{
+	service_locked(c);
+}
+
+int ptr_cpu_switch_to(struct ptr_cpu *c, struct ptr_mm *mm)
+{
+	if (mm && mm->arena != c->arena)
+		return -EINVAL;
+	ptr_lock(&c->busy, NULL);
+	atomic_store(&c->mm, mm);
+	ptr_cpu_flush(c);
+	if (mm) {
+		/* gens first, then the root: see load_root() */
+		uint64_t gen = atomic_load(&mm->tlb_gen);
+		c->seen_reload = atomic_load(&mm->reload_gen);
+		load_root(c, mm);
+		atomic_store(&c->seen_gen, gen);
+	} else {
+		c->root = PTR_NO_FRAME;
+	}
+	ptr_unlock(&c->busy);
+	return 0;
+}
+
+void ptr_cpu_get_stats(struct ptr_cpu *c, struct ptr_cpu_stats *out)
+{
+	ptr_lock(&c->busy, NULL);
+	*out = c->st;
+	ptr_unlock(&c->busy);
+}
+
+static inline void enter_access(struct ptr_cpu *c)
+{
+	ptr_lock(&c->busy, NULL);
+#if PTR_RELOCATION
+	atomic_fetch_add(&c->seq, 1); /* odd: inside a read-side section */
+#endif
+}
+
+static inline void leave_access(struct ptr_cpu *c)
+{
+#if PTR_RELOCATION
+	atomic_fetch_add(&c->seq, 1); /* even: quiescent */
+#endif
+	ptr_unlock(&c->busy);
+}
+
+static inline uint32_t tlb_set(uint64_t vpn)
+{
+	return (uint32_t)(vpn % PTR_TLB_SETS);
+}
+
+static void tlb_invalidate_page(struct ptr_cpu *c, const struct ptr_geometry *g, uint64_t va)
+{
+	for (int l = 0; l < g->nlevels; l++) {
+		if (!g->level[l].leaf_ok)
+			continue;
+		uint64_t vpn = (va >> g->level[l].shift) + 1;
+		struct ptr_tlb_entry *t = &c->tlb[l][tlb_set(vpn)];
+		if (t->vpn == vpn)
+			t->vpn = 0;
+	}
+}
+
+static int count_freed(struct ptr_cpu *c)
+{
+	atomic_fetch_add(&c->arena->freed_frame_accesses, 1);
+	c->st.freed_reads++;
+	return PTR_FAULT_FREED;
+}
+
+static inline bool frame_ok(struct ptr_arena *a, uint32_t f)
+{
+	return f < a->nframes &&
+	       atomic_load_explicit(&a->frames[f].state, memory_order_acquire) != PTR_FRAME_FREE;
+}
+
+/*
+ * Set A (and D on write) on the leaf at (table, idx) the way the hardware does: an atomic
+ * read-modify-write that re-checks the entry.  Returns 0 and the updated entry in *e, or a
+ * fault code.
+ */
+static int hw_update_leaf(const struct ptr_geometry *g, int level, void *table, uint32_t idx,
+			  bool write, uint64_t *e)
+{
+	uint64_t old = *e;
+	for (;;) {
+		if (!ptr_entry_is_leaf(g, level, old))
+			return PTR_FAULT_NOT_PRESENT;
+		uint64_t neu = old | g->e_accessed;
+		if (write) {
+			if (!ptr_entry_writable(g, old))
+				return PTR_FAULT_PROT;
+			if (g->arch == PTR_ARCH_X86)
+				neu |= g->e_dirty;
+			else
+				neu &= ~g->e_rdonly; /* DBM: writable-clean -> dirty */
+		}
+		if (neu == old || ptr_entry_cas(g, level, table, idx, &old, neu)) {
+			*e = neu;
+			return 0;
+		}
+	}
+}
+
+static int access_inner(struct ptr_cpu *c, struct ptr_mm *mm, uint64_t va, bool write,
+			uint64_t *phys)
+{
+	const struct ptr_geometry *g = mm->geo;
+	struct ptr_arena *a = c->arena;
+	int top = g->nlevels - 1;
+
+	service_locked(c);
+	c->st.accesses++;
+
+	/* TLB */
+	for (int l = 0; l < g->nlevels; l++) {
+		if (!g->level[l].leaf_ok)
+			continue;
+		uint64_t vpn = (va >> g->level[l].shift) + 1;
+		struct ptr_tlb_entry *t = &c->tlb[l][tlb_set(vpn)];
+		if (t->vpn != vpn)
+			continue;
+		if (write && !t->writable) {
+			c->st.faults++;
+			return PTR_FAULT_PROT;
+		}
+		if (!write || t->dirty_known) {
+			c->st.tlb_hits++;
+			if (phys)
+				*phys = t->phys + (va & (ptr_level_size(g, l) - 1));
+			return 0;
+		}
+		break; /* write through a clean entry: walk to set D */
+	}
+
+	/* Walk from the deepest paging-structure-cache hit. */
+	c->st.walks++;
+	int level = top;
+	uint32_t table = c->root;
+	for (int l = 0; l < top; l++) {
+		uint64_t tag = (va >> (g->level[l].shift + g->level[l].bits)) + 1;
+		struct ptr_pwc_entry *p = &c->pwc[l][tag % PTR_PWC_SETS];
+		if (p->tag == tag) {
+			level = l;
+			table = p->frame;
+			c->st.pwc_hits++;
+			break;
+		}
+	}
+	if (level == top && g->top_preloaded) {
+		/* PAE: the PDPTE registers, not memory */
+		uint64_t e = c->pdpte[ptr_index(g, top, va) & 3];
+		if (!ptr_entry_present(g, top, e)) {
+			c->st.faults++;
+			return PTR_FAULT_NOT_PRESENT;
+		}
+		table = ptr_phys_frame(a, ptr_entry_phys(g, top, e));
+		level = top - 1;
+		c->pwc[level][((va >> (g->level[level].shift + g->level[level].bits)) + 1) %
+			      PTR_PWC_SETS] = (struct ptr_pwc_entry){
+			(va >> (g->level[level].shift + g->level[level].bits)) + 1, table };
+	}
+	for (;;) {
+		if (!frame_ok(a, table))
+			return count_freed(c);
+		void *t = ptr_frame_data(a, table);
+		uint32_t idx = ptr_index(g, level, va);
+		uint64_t e = ptr_entry_load(g, level, t, idx);
+		if (!frame_ok(a, table)) /* freed under us: what we read may be poison */
+			return count_freed(c);
+		if (!ptr_entry_present(g, level, e)) {
+			c->st.faults++;
+			return PTR_FAULT_NOT_PRESENT;
+		}
+		if (ptr_entry_is_leaf(g, level, e)) {
+			int rc = hw_update_leaf(g, level, t, idx, write, &e);
+			if (rc) {
+				c->st.faults++;
+				return rc;
+			}
+			uint64_t base = ptr_entry_phys(g, level, e);
+			uint64_t vpn = (va >> g->level[level].shift) + 1;
+			struct ptr_tlb_entry *te = &c->tlb[level][tlb_set(vpn)];
+			te->vpn = vpn;
+			te->phys = base;
+			te->writable = ptr_entry_writable(g, e);
+			te->dirty_known = ptr_entry_dirty(g, e);
+			if (phys)
+				*phys = base + (va & (ptr_level_size(g, level) - 1));
+			return 0;
+		}
+		uint32_t child = ptr_phys_frame(a, ptr_entry_phys(g, level, e));
+		if (child == PTR_NO_FRAME)
+			return count_freed(c); /* poison decoded as a pointer */
+		level--;
+		uint64_t tag = (va >> (g->level[level].shift + g->level[level].bits)) + 1;
+		c->pwc[level][tag % PTR_PWC_SETS] = (struct ptr_pwc_entry){ tag, child };
+		table = child;
+	}
+}
+
+int ptr_cpu_access(struct ptr_cpu *c, uint64_t va, bool write, uint64_t *phys)
+{
+	struct ptr_mm *mm = atomic_load_explicit(&c->mm, memory_order_relaxed);
+	if (!mm)
+		return -EINVAL;
+	int rc = ptr_va_check(mm->geo, va);
+	if (rc)
+		return rc;
+	enter_access(c);
+	rc = access_inner(c, mm, va, write, phys);
+	leave_access(c);
+	return rc;
+}
+
+int ptr_cpu_access_fault(struct ptr_cpu *c, uint64_t va, bool write, uint64_t *phys)
+{
+	struct ptr_mm *mm = atomic_load_explicit(&c->mm, memory_order_relaxed);
+	if (!mm)
+		return -EINVAL;
+	int rc = ptr_va_check(mm->geo, va);
+	if (rc)
+		return rc;
+	enter_access(c);
+	for (int tries = 0; tries < 8; tries++) {
+		rc = access_inner(c, mm, va, write, phys);
+		if (rc <= 0 || rc == PTR_FAULT_FREED)
+			break;
+		c->st.fault_path_runs++;
+		int frc = ptr_fault(mm, c, va, write);
+		if (frc < 0) {
+			rc = frc;
+			break;
+		}
+		/* the fault path fixed the entry; drop a stale TLB entry (spurious fault) */
+		tlb_invalidate_page(c, mm->geo, va);
+	}
+	leave_access(c);
+	return rc;
+}
+
+/* ---- shootdown ------------------------------------------------------------------------------ */
+
+void ptr_shootdown(struct ptr_mm *mm, bool reload_root)
+{
+	struct ptr_arena *a = mm->arena;
+	if (reload_root)
+		atomic_fetch_add(&mm->reload_gen, 1);
+	uint64_t gen = atomic_fetch_add(&mm->tlb_gen, 1) + 1;
+	ptr_lock(&a->cpus_lock, NULL);
+	for (int i = 0; i < PTR_MAX_CPUS; i++) {
+		struct ptr_cpu *c = a->cpus[i];
+		if (!c)
+			continue;
+		while (atomic_load(&c->mm) == mm && atomic_load(&c->seen_gen) < gen) {
+			/* Between accesses: service it ourselves, like an IPI to an idle core. */
+			if (ptr_trylock(&c->busy)) {
+				service_locked(c);
+				ptr_unlock(&c->busy);
+				continue;
+			}
+			sched_yield();
+		}
+	}
+	ptr_unlock(&a->cpus_lock);
+}
+
+/* ---- many CPUs at once (tests, benchmarks) --------------------------------------------------- */
+
+struct run_arg {
+	struct ptr_mm *mm;
+	uint64_t n, start, npages, seed;
+	int page_shift, write_pct, rc;
+	struct ptr_cpu_stats st;
+};
+
+static void *run_thread(void *p)
+{
+	struct run_arg *r = p;
+	struct ptr_cpu *c;
+	r->rc = ptr_cpu_create(r->mm->arena, &c);
+	if (r->rc)
+		return NULL;
+	ptr_cpu_switch_to(c, r->mm);
+	uint64_t x = r->seed | 1;
+	for (uint64_t i = 0; i < r->n; i++) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		uint64_t va = r->start + ((x >> 8) % r->npages << r->page_shift);
+		int rc = ptr_cpu_access_fault(c, va, (int)(x % 100) < r->write_pct, NULL);
+		if (rc) {
+			r->rc = rc;
+			break;
+		}
+	}
+	ptr_cpu_get_stats(c, &r->st);
+	ptr_cpu_destroy(c);
+	return NULL;
+}
+
+int ptr_run_cpus(struct ptr_mm *mm, int ncpus, uint64_t naccesses, uint64_t start, uint64_t end,
+		 int write_pct, uint64_t seed, struct ptr_cpu_stats *total)
+{
+	const struct ptr_geometry *g = mm->geo;
+	int shift = g->level[0].shift;
+	if (ncpus < 1 || ncpus > PTR_MAX_CPUS || end <= start || ((end - start) >> shift) == 0)
+		return -EINVAL;
+	struct run_arg *args = calloc((size_t)ncpus, sizeof(*args));
+	pthread_t *th = calloc((size_t)ncpus, sizeof(*th));
+	if (!args || !th) {
+		free(args);
+		free(th);
+		return -ENOMEM;
+	}
+	int rc = 0, started = 0;
+	for (int i = 0; i < ncpus; i++) {
+		args[i] = (struct run_arg){ .mm = mm, .n = naccesses, .start = start,
+					    .npages = (end - start) >> shift,
+					    .seed = seed * 0x9e3779b97f4a7c15ULL + (uint64_t)i * 7919 + 1,
+					    .page_shift = shift, .write_pct = write_pct };
+		if (pthread_create(&th[i], NULL, run_thread, &args[i])) {
+			rc = -EAGAIN;
+			break;
+		}
+		started++;
+	}
+	memset(total, 0, sizeof(*total));
+	for (int i = 0; i < started; i++) {
+		pthread_join(th[i], NULL);
+		if (!rc && args[i].rc)
+			rc = args[i].rc;
+		uint64_t *dst = (uint64_t *)total, *src = (uint64_t *)&args[i].st;
+		for (size_t k = 0; k < sizeof(*total) / sizeof(uint64_t); k++)
+			dst[k] += src[k];
+	}
+	free(args);
+	free(th);
+	return rc;
+}

@@ -1,0 +1,908 @@
+/*
+ * pgtable.c - address spaces: the fault path, map/unmap/protect, A/D consumers, the range
+ * walker, table sharing, and the low-level repoint helper.
+ *
+ * Shape: the kernel's.  The fault path walks locklessly, allocates a missing table outside
+ * any lock, takes the lock that protects the entry (ptreloc.h, LOCKING RULES), and - only
+ * when a relocation is in progress - rewalks from the root under that lock, because the table
+ * it walked may since have been copied and unlinked (reading it was safe: it is in limbo until
+ * a grace period, but populating it would be lost).  Then it double-checks that the entry is
+ * still empty and populates it, or frees the table it preallocated.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ptreloc.h"
+
+#define TOP(g) ((g)->nlevels - 1)
+
+static inline void *fdata(struct ptr_mm *mm, uint32_t f)
+{
+	return ptr_frame_data(mm->arena, f);
+}
+
+static inline bool frame_live(struct ptr_arena *a, uint32_t f)
+{
+	return f < a->nframes &&
+	       atomic_load_explicit(&a->frames[f].state, memory_order_acquire) != PTR_FRAME_FREE;
+}
+
+static int freed_access(struct ptr_arena *a)
+{
+	atomic_fetch_add(&a->freed_frame_accesses, 1);
+	return -EFAULT;
+}
+
+/* The lock protecting the entries of the level-@level table @f (rules 1 and 2). */
+static inline ptr_spinlock_t *table_lock(struct ptr_mm *mm, int level, uint32_t f)
+{
+	return level <= 1 ? &mm->arena->frames[f].ptl : &mm->page_table_lock;
+}
+
+static uint32_t entry_child(struct ptr_mm *mm, int level, uint64_t e)
+{
+	return ptr_phys_frame(mm->arena, ptr_entry_phys(mm->geo, level, e));
+}
+
+/* ---- walks ---------------------------------------------------------------------------------- */
+
+int ptr_walk_path(struct ptr_mm *mm, uint64_t va, uint32_t frames[PTR_MAX_LEVELS])
+{
+	const struct ptr_geometry *g = mm->geo;
+	struct ptr_arena *a = mm->arena;
+	for (int l = 0; l < PTR_MAX_LEVELS; l++)
+		frames[l] = PTR_NO_FRAME;
+	uint32_t table = atomic_load(&mm->root);
+	for (int level = TOP(g);; level--) {
+		if (!frame_live(a, table))
+			return freed_access(a);
+		frames[level] = table;
+		uint64_t e = ptr_entry_load(g, level, fdata(mm, table), ptr_index(g, level, va));
+		if (!ptr_entry_is_table(g, level, e))
+			return level;
+		table = entry_child(mm, level, e);
+	}
+}
+
+/*
+ * lock_table() - take the lock protecting the entries of the level-@level table covering @va,
+ * which the caller found at *@table.  While a relocation is in progress, rewalk under the lock
+ * and chase the table if it moved.  Return: 0 with *@lockp held; -EAGAIN when the path no
+ * longer reaches @level (caller restarts); -EFAULT on a freed frame.
+ */
+static int lock_table(struct ptr_mm *mm, struct ptr_cpu *cpu, int level, uint64_t va,
+		      uint32_t *table, ptr_spinlock_t **lockp)
+{
+	for (;;) {
+		ptr_spinlock_t *lock = table_lock(mm, level, *table);
+		ptr_lock(lock, cpu);
+#if PTR_RELOCATION
+		if (unlikely(atomic_load_explicit(&mm->relocating, memory_order_acquire))) {
+			uint32_t frames[PTR_MAX_LEVELS];
+			int rc = ptr_walk_path(mm, va, frames);
+			if (rc < 0 || frames[level] != *table) {
+				ptr_unlock(lock);
+				if (rc < 0)
+					return rc;
+				if (frames[level] == PTR_NO_FRAME)
+					return -EAGAIN;
+				*table = frames[level];
+				continue;
+			}
+		}
+#endif
+		*lockp = lock;
+		return 0;
+	}
+}
+
+static int walk_level(struct ptr_walk *w, int level, uint32_t table, uint64_t addr, uint64_t end);
+
+static int walk_entries(struct ptr_walk *w, int level, uint32_t table, uint64_t addr,
+			uint64_t end)
+{
+	struct ptr_mm *mm = w->mm;
+	const struct ptr_geometry *g = mm->geo;
+	void *t = fdata(mm, table);
+	int rc = 0;
+	uint64_t next;
+	bool locked_table = level == 0 && w->lock_leaves; /* caller holds the PTE table lock */
+
+	for (; addr != end; addr = next) {
+		next = ptr_level_addr_end(g, level, addr, end);
+		uint32_t idx = ptr_index(g, level, addr);
+		uint64_t e = ptr_entry_load(g, level, t, idx);
+		if (!ptr_entry_present(g, level, e)) {
+			if (w->ops->hole && (rc = w->ops->hole(w, level, addr, next)))
+				break;
+			continue;
+		}
+		if (ptr_entry_is_leaf(g, level, e)) {
+			if (!w->ops->leaf)
+				continue;
+			if (locked_table || !w->lock_leaves) {
+				rc = w->ops->leaf(w, t, idx, level, addr, next);
+			} else {
+				/* huge leaf: lock its table, maybe chasing a relocated copy */
+				uint32_t tt = table;
+				ptr_spinlock_t *lock;
+				rc = lock_table(mm, w->cpu, level, addr, &tt, &lock);
+				if (rc)
+					break;
+				void *tp = fdata(mm, tt);
+				if (ptr_entry_is_leaf(g, level, ptr_entry_load(g, level, tp, idx)))
+					rc = w->ops->leaf(w, tp, idx, level, addr, next);
+				ptr_unlock(lock);
+			}
+			if (rc)
+				break;
+			continue;
+		}
+		if (w->ops->table && (rc = w->ops->table(w, t, idx, level, addr, next)))
+			break;
+		uint32_t child = entry_child(mm, level, e);
+		if (!frame_live(mm->arena, child)) {
+			rc = freed_access(mm->arena);
+			break;
+		}
+		if ((rc = walk_level(w, level - 1, child, addr, next)))
+			break;
+	}
+	return rc;
+}
+
+/* One level of the walk; level 0 takes its table's split lock when asked (pte_offset_map_lock). */
+static int walk_level(struct ptr_walk *w, int level, uint32_t table, uint64_t addr, uint64_t end)
+{
+	if (level != 0 || !w->lock_leaves)
+		return walk_entries(w, level, table, addr, end);
+	ptr_spinlock_t *lock;
+	int rc = lock_table(w->mm, w->cpu, 0, addr, &table, &lock);
+	if (rc == -EAGAIN)
+		return 0; /* the path vanished: nothing mapped there any more */
+	if (rc)
+		return rc;
+	rc = walk_entries(w, 0, table, addr, end);
+	ptr_unlock(lock);
+	return rc;
+}
+
+static int check_range(const struct ptr_geometry *g, uint64_t start, uint64_t end)
+{
+	if (end <= start)
+		return -EINVAL;
+	int rc = ptr_va_check(g, start);
+	if (!rc)
+		rc = ptr_va_check(g, end - 1);
+	/* x86-64: a range may not straddle the non-canonical hole */
+	if (!rc && g->canonical && ((start ^ (end - 1)) >> 63))
+		rc = -EDOM;
+	return rc;
+}
+
+int ptr_walk_range(struct ptr_walk *w, uint64_t start, uint64_t end)
+{
+	struct ptr_mm *mm = w->mm;
+	int rc = check_range(mm->geo, start, end);
+	if (rc)
+		return rc;
+	int tok = w->cpu ? 0 : PTR_READ_LOCK(mm->arena);
+	rc = walk_level(w, TOP(mm->geo), atomic_load(&mm->root), start, end);
+	if (!w->cpu)
+		PTR_READ_UNLOCK(mm->arena, tok);
+	(void)tok;
+	return rc;
+}
+
+/* ---- address spaces ------------------------------------------------------------------------ */
+
+static void free_tree(struct ptr_mm *mm, int level, uint32_t f)
+{
+	struct ptr_arena *a = mm->arena;
+	const struct ptr_geometry *g = mm->geo;
+	/* a shared table goes with its last sharer */
+	if (atomic_fetch_sub(&a->frames[f].sharers, 1) > 1)
+		return;
+	if (level > 0) {
+		void *t = fdata(mm, f);
+		for (uint32_t i = 0; i < (1u << g->level[level].bits); i++) {
+			uint64_t e = ptr_entry_load(g, level, t, i);
+			if (ptr_entry_is_table(g, level, e)) {
+				uint32_t c = entry_child(mm, level, e);
+				if (c != PTR_NO_FRAME)
+					free_tree(mm, level - 1, c);
+			}
+		}
+	}
+	ptr_frame_free(a, f);
+}
+
+int ptr_mm_create(struct ptr_arena *a, int node, struct ptr_mm **out)
+{
+	const struct ptr_geometry *g = a->geo;
+	if (node < 0 || node >= a->nnodes)
+		return -ENODEV;
+	struct ptr_mm *mm = calloc(1, sizeof(*mm));
+	if (!mm)
+		return -ENOMEM;
+	mm->arena = a;
+	mm->geo = g;
+	mm->node = node;
+	mm->id = atomic_fetch_add(&a->next_mm_id, 1);
+	uint32_t root;
+	int rc = ptr_frame_alloc(a, node, TOP(g), &root);
+	if (rc) {
+		free(mm);
+		return rc;
+	}
+	atomic_store(&mm->root, root);
+	if (g->top_preloaded) {
+		/* PAE: the CPU latches all PDPTEs at CR3 load, so they are populated up front
+		 * (Linux's pgd_prepopulate_pmd) and never change without a root reload. */
+		int top = TOP(g);
+		for (uint32_t i = 0; i < (1u << g->level[top].bits); i++) {
+			uint32_t f;
+			rc = ptr_frame_alloc(a, node, top - 1, &f);
+			if (rc) {
+				free_tree(mm, top, root);
+				free(mm);
+				return rc;
+			}
+			atomic_store(&a->frames[f].base_va, (uint64_t)i << g->level[top].shift);
+			ptr_entry_store(g, top, fdata(mm, root), i,
+					ptr_entry_make_table(g, top, ptr_frame_phys(a, f)));
+		}
+	}
+	*out = mm;
+	return 0;
+}
+
+int ptr_mm_destroy(struct ptr_mm *mm)
+{
+	struct ptr_arena *a = mm->arena;
+	ptr_lock(&a->cpus_lock, NULL);
+	for (int i = 0; i < PTR_MAX_CPUS; i++) {
+		if (a->cpus[i] && atomic_load(&a->cpus[i]->mm) == mm) {
+			ptr_unlock(&a->cpus_lock);
+			return -EBUSY;
+		}
+	}
+	ptr_unlock(&a->cpus_lock);
+	free_tree(mm, TOP(mm->geo), atomic_load(&mm->root));
+	free(mm);
+	return 0;
+}
+
+int ptr_mm_set_node(struct ptr_mm *mm, int node)
+{
+	if (node < 0 || node >= mm->arena->nnodes)
+		return -ENODEV;
+	mm->node = node;
+	return 0;
+}
+
+int ptr_add_region(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phys,
+		   bool writable, int leaf_level)
+{
+	const struct ptr_geometry *g = mm->geo;
+	if (leaf_level < 0 || leaf_level >= g->nlevels || !g->level[leaf_level].leaf_ok)
+		return -EINVAL;
+	int rc = check_range(g, start, end);
+	if (rc)
+		return rc;
+	uint64_t size = ptr_level_size(g, leaf_level);
+	if ((start | end | phys) & (size - 1))
+		return -EINVAL;
+	if (phys + (end - start) > g->phys_limit || phys + (end - start) < phys)
+		return -ERANGE;
+	ptr_lock(&mm->page_table_lock, NULL);
+	int n = atomic_load(&mm->nregions);
+	for (int i = 0; i < n; i++) {
+		if (start < mm->regions[i].end && mm->regions[i].start < end) {
+			ptr_unlock(&mm->page_table_lock);
+			return -EEXIST;
+		}
+	}
+	if (n == PTR_MAX_REGIONS) {
+		ptr_unlock(&mm->page_table_lock);
+		return -ENOSPC;
+	}
+	mm->regions[n] = (struct ptr_region){ start, end, phys, writable, leaf_level };
+	atomic_store_explicit(&mm->nregions, n + 1, memory_order_release);
+	ptr_unlock(&mm->page_table_lock);
+	return 0;
+}
+
+/*
+ * populate_table() - make the level-@level entry covering @va in *@table point to a (new)
+ * level-(@level-1) table, the fault path's way: allocate outside the lock, lock, (rewalk),
+ * double-check, populate or free.  On return *@table is the child.
+ * Return: 0; -EEXIST (a leaf sits there); -EAGAIN (restart from the root); -errno.
+ */
+static int populate_table(struct ptr_mm *mm, struct ptr_cpu *cpu, int level, uint64_t va,
+			  uint32_t *table, int node)
+{
+	const struct ptr_geometry *g = mm->geo;
+	struct ptr_arena *a = mm->arena;
+	uint32_t idx = ptr_index(g, level, va), fresh;
+	int rc = ptr_frame_alloc(a, node, level - 1, &fresh);
+	if (rc)
+		return rc;
+	atomic_store(&a->frames[fresh].base_va, va & ~(ptr_level_size(g, level) - 1));
+	ptr_spinlock_t *lock;
+	rc = lock_table(mm, cpu, level, va, table, &lock);
+	if (rc) {
+		ptr_frame_free(a, fresh);
+		return rc;
+	}
+	void *t = fdata(mm, *table);
+	uint64_t e = ptr_entry_load(g, level, t, idx);
+	if (e == 0) {
+		ptr_entry_store(g, level, t, idx,
+				ptr_entry_make_table(g, level, ptr_frame_phys(a, fresh)));
+		e = 0;
+		*table = fresh;
+		fresh = PTR_NO_FRAME;
+	}
+	ptr_unlock(lock);
+	if (fresh != PTR_NO_FRAME) {
+		ptr_frame_free(a, fresh); /* somebody else populated it first */
+		if (!ptr_entry_is_table(g, level, e))
+			return -EEXIST;
+		*table = entry_child(mm, level, e);
+	}
+	return 0;
+}
+
+/*
+ * descend() - walk (populating missing tables on @node) from the root down to the level-@leaf
+ * table covering @va.  Return: 0 and *@table; -EEXIST when a leaf sits above @leaf; -errno.
+ */
+static int descend(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, int leaf, int node,
+		   uint32_t *table)
+{
+	const struct ptr_geometry *g = mm->geo;
+restart:;
+	uint32_t t = atomic_load(&mm->root);
+	for (int level = TOP(g); level > leaf; level--) {
+		if (!frame_live(mm->arena, t))
+			return freed_access(mm->arena);
+		uint64_t e = ptr_entry_load(g, level, fdata(mm, t), ptr_index(g, level, va));
+		if (ptr_entry_is_table(g, level, e)) {
+			t = entry_child(mm, level, e);
+			continue;
+		}
+		if (e != 0)
+			return -EEXIST;
+		int rc = populate_table(mm, cpu, level, va, &t, node);
+		if (rc == -EAGAIN)
+			goto restart;
+		if (rc)
+			return rc;
+	}
+	*table = t;
+	return 0;
+}
+
+/* Install a leaf at (@leaf, va) if the entry is empty.  Return 0, -EEXIST (present), -errno. */
+static int install_leaf(struct ptr_mm *mm, struct ptr_cpu *cpu, uint32_t table, int leaf,
+			uint64_t va, uint64_t e_new)
+{
+	const struct ptr_geometry *g = mm->geo;
+	ptr_spinlock_t *lock;
+	int rc = lock_table(mm, cpu, leaf, va, &table, &lock);
+	if (rc)
+		return rc;
+	uint64_t expected = 0;
+	rc = ptr_entry_cas(g, leaf, fdata(mm, table), ptr_index(g, leaf, va), &expected, e_new)
+		     ? 0 : -EEXIST;
+	ptr_unlock(lock);
+	return rc;
+}
+
+int ptr_fault(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write)
+{
+	const struct ptr_geometry *g = mm->geo;
+	int rc = ptr_va_check(g, va);
+	if (rc)
+		return rc;
+	int n = atomic_load_explicit(&mm->nregions, memory_order_acquire);
+	const struct ptr_region *r = NULL;
+	for (int i = 0; i < n; i++)
+		if (va >= mm->regions[i].start && va < mm->regions[i].end)
+			r = &mm->regions[i];
+	if (!r)
+		return -EFAULT;
+	if (write && !r->writable)
+		return -EACCES;
+	int tok = cpu ? 0 : PTR_READ_LOCK(mm->arena);
+	uint64_t base = va & ~(ptr_level_size(g, r->leaf_level) - 1);
+	uint32_t table;
+	for (int tries = 0; tries < 16; tries++) {
+		rc = descend(mm, cpu, va, r->leaf_level, mm->node, &table);
+		if (rc == -EEXIST) {
+			rc = 0; /* a leaf above: mapped already (e.g. by map) */
+			break;
+		}
+		if (rc)
+			break;
+		rc = install_leaf(mm, cpu, table, r->leaf_level, va,
+				  ptr_entry_make_leaf(g, r->leaf_level,
+						      r->phys + (base - r->start), r->writable));
+		if (rc == -EAGAIN)
+			continue;
+		if (rc == -EEXIST)
+			rc = 0; /* another CPU won the race: a spurious fault */
+		break;
+	}
+	if (!rc) {
+		/* a present leaf that forbids the write (protect() made it read-only) */
+		struct ptr_translation tr;
+		if (write && ptr_translate(mm, va, &tr) == 0 && !tr.writable)
+			rc = -EACCES;
+	}
+	if (!cpu)
+		PTR_READ_UNLOCK(mm->arena, tok);
+	(void)tok;
+	return rc;
+}
+
+/* ---- map / unmap / protect ------------------------------------------------------------------ */
+
+static int leaf_present_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint64_t a,
+			   uint64_t n)
+{
+	return 1;
+}
+
+static const struct ptr_walk_ops any_leaf_ops = { .leaf = leaf_present_cb };
+
+static int64_t unmap_nolock_flush(struct ptr_mm *mm, uint64_t start, uint64_t end,
+				  uint64_t *dirty, bool flush);
+
+int ptr_map(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phys, int leaf_level,
+	    bool writable, int table_node)
+{
+	const struct ptr_geometry *g = mm->geo;
+	struct ptr_arena *a = mm->arena;
+	if (leaf_level < 0 || leaf_level >= g->nlevels || !g->level[leaf_level].leaf_ok)
+		return -EINVAL;
+	int rc = check_range(g, start, end);
+	if (rc)
+		return rc;
+	uint64_t size = ptr_level_size(g, leaf_level);
+	if ((start | end | phys) & (size - 1))
+		return -EINVAL;
+	if (phys + (end - start) > g->phys_limit || phys + (end - start) < phys)
+		return -ERANGE;
+	if (table_node < 0)
+		table_node = mm->node;
+	if (table_node >= a->nnodes)
+		return -ENODEV;
+	/* refuse before changing anything */
+	struct ptr_walk w = { .mm = mm, .ops = &any_leaf_ops };
+	rc = ptr_walk_range(&w, start, end);
+	if (rc)
+		return rc > 0 ? -EEXIST : rc;
+
+	int tok = PTR_READ_LOCK(a);
+	uint64_t va = start;
+	while (va != end) {
+		uint32_t table;
+		rc = descend(mm, NULL, va, leaf_level, table_node, &table);
+		if (rc)
+			break;
+		/* fill the rest of this table under one lock acquisition */
+		uint64_t tend = leaf_level + 1 < g->nlevels
+					? ptr_level_addr_end(g, leaf_level + 1, va, end)
+					: end; /* leaves in the root (x86_32 PSE) */
+		ptr_spinlock_t *lock;
+		rc = lock_table(mm, NULL, leaf_level, va, &table, &lock);
+		if (rc == -EAGAIN)
+			continue;
+		if (rc)
+			break;
+		void *t = fdata(mm, table);
+		for (; va != tend; va += size) {
+			uint64_t expected = 0;
+			uint64_t e = ptr_entry_make_leaf(g, leaf_level, phys + (va - start), writable);
+			if (!ptr_entry_cas(g, leaf_level, t, ptr_index(g, leaf_level, va), &expected,
+					   e)) {
+				rc = -EEXIST; /* a concurrent fault filled it */
+				break;
+			}
+		}
+		ptr_unlock(lock);
+		if (rc)
+			break;
+	}
+	PTR_READ_UNLOCK(a, tok);
+	(void)tok;
+	if (rc && va != start)
+		unmap_nolock_flush(mm, start, va, NULL, true); /* roll back our leaves */
+	return rc;
+}
+
+struct unmap_priv {
+	int64_t leaves;
+	uint64_t dirty;
+	bool writable;
+};
+
+static int unmap_leaf_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint64_t a,
+			 uint64_t n)
+{
+	struct unmap_priv *p = w->priv;
+	uint64_t old = ptr_entry_xchg(w->mm->geo, level, t, i, 0);
+	if (ptr_entry_is_leaf(w->mm->geo, level, old)) {
+		p->leaves++;
+		if (ptr_entry_dirty(w->mm->geo, old))
+			p->dirty++;
+	}
+	return 0;
+}
+
+static const struct ptr_walk_ops unmap_ops = { .leaf = unmap_leaf_cb };
+
+static int64_t unmap_nolock_flush(struct ptr_mm *mm, uint64_t start, uint64_t end,
+				  uint64_t *dirty, bool flush)
+{
+	struct unmap_priv p = { 0 };
+	struct ptr_walk w = { .mm = mm, .ops = &unmap_ops, .priv = &p, .lock_leaves = true };
+	int rc = ptr_walk_range(&w, start, end);
+	if (p.leaves && flush)
+		ptr_shootdown(mm, false);
+	if (dirty)
+		*dirty = p.dirty;
+	return rc < 0 ? rc : p.leaves;
+}
+
+static int straddle_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint64_t a,
+		       uint64_t n)
+{
+	uint64_t *range = w->priv;
+	uint64_t size = ptr_level_size(w->mm->geo, level);
+	uint64_t lstart = a & ~(size - 1);
+	return (lstart < range[0] || lstart + size > range[1]) ? 1 : 0;
+}
+
+static const struct ptr_walk_ops straddle_ops = { .leaf = straddle_cb };
+
+/* Does a huge leaf stick out of [start, end)?  Only the two ends can. */
+static int check_straddle(struct ptr_mm *mm, uint64_t start, uint64_t end)
+{
+	uint64_t range[2] = { start, end };
+	struct ptr_walk w = { .mm = mm, .ops = &straddle_ops, .priv = range };
+	int rc = ptr_walk_range(&w, start, start + 1);
+	if (!rc)
+		rc = ptr_walk_range(&w, end - 1, end);
+	return rc > 0 ? -EINVAL : rc;
+}
+
+int64_t ptr_unmap(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t *dirty_pages)
+{
+	int rc = check_range(mm->geo, start, end);
+	if (!rc)
+		rc = check_straddle(mm, start, end);
+	if (rc)
+		return rc;
+	return unmap_nolock_flush(mm, start, end, dirty_pages, true);
+}
+
+static int protect_leaf_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint64_t a,
+			   uint64_t n)
+{
+	const struct ptr_geometry *g = w->mm->geo;
+	struct unmap_priv *p = w->priv;
+	uint64_t old = ptr_entry_load(g, level, t, i), neu;
+	do {
+		if (!ptr_entry_is_leaf(g, level, old))
+			return 0;
+		if (ptr_entry_writable(g, old) == p->writable)
+			return 0;
+		neu = old;
+		if (g->arch == PTR_ARCH_X86) {
+			neu = p->writable ? neu | g->e_write : neu & ~g->e_write;
+		} else if (p->writable) {
+			neu |= g->e_dbm; /* writable-clean; a software-dirty page stays dirty */
+		} else {
+			if (ptr_entry_dirty(g, neu))
+				neu |= g->e_swdirty; /* keep dirtiness once AP[2] is set */
+			neu = (neu | g->e_rdonly) & ~g->e_dbm;
+		}
+	} while (!ptr_entry_cas(g, level, t, i, &old, neu));
+	p->leaves++;
+	return 0;
+}
+
+static const struct ptr_walk_ops protect_ops = { .leaf = protect_leaf_cb };
+
+int64_t ptr_protect(struct ptr_mm *mm, uint64_t start, uint64_t end, bool writable)
+{
+	int rc = check_range(mm->geo, start, end);
+	if (!rc)
+		rc = check_straddle(mm, start, end);
+	if (rc)
+		return rc;
+	struct unmap_priv p = { .writable = writable };
+	struct ptr_walk w = { .mm = mm, .ops = &protect_ops, .priv = &p, .lock_leaves = true };
+	rc = ptr_walk_range(&w, start, end);
+	if (p.leaves && !writable)
+		ptr_shootdown(mm, false); /* CPUs must stop writing through cached entries */
+	return rc < 0 ? rc : p.leaves;
+}
+
+/* ---- translate and the A/D consumers --------------------------------------------------------- */
+
+int ptr_translate(struct ptr_mm *mm, uint64_t va, struct ptr_translation *out)
+{
+	const struct ptr_geometry *g = mm->geo;
+	int rc = ptr_va_check(g, va);
+	if (rc)
+		return rc;
+	int tok = PTR_READ_LOCK(mm->arena);
+	uint32_t frames[PTR_MAX_LEVELS];
+	int level = ptr_walk_path(mm, va, frames);
+	rc = level;
+	if (level >= 0) {
+		uint64_t e = ptr_entry_load(g, level, fdata(mm, frames[level]),
+					    ptr_index(g, level, va));
+		if (!ptr_entry_is_leaf(g, level, e)) {
+			rc = -ENOENT;
+		} else {
+			uint64_t size = ptr_level_size(g, level);
+			*out = (struct ptr_translation){
+				.phys = ptr_entry_phys(g, level, e) + (va & (size - 1)),
+				.page_size = size, .entry = e, .table = frames[level], .level = level,
+				.writable = ptr_entry_writable(g, e), .young = ptr_entry_young(g, e),
+				.dirty = ptr_entry_dirty(g, e) };
+			rc = 0;
+		}
+	}
+	PTR_READ_UNLOCK(mm->arena, tok);
+	(void)tok;
+	return rc;
+}
+
+/* Find va's leaf, lock its table (rewalking if relocating) and apply @op under the lock. */
+static int with_locked_leaf(struct ptr_mm *mm, uint64_t va,
+			    int (*op)(struct ptr_mm *, void *, uint32_t, int))
+{
+	const struct ptr_geometry *g = mm->geo;
+	int rc = ptr_va_check(g, va);
+	if (rc)
+		return rc;
+	int tok = PTR_READ_LOCK(mm->arena);
+	for (;;) {
+		uint32_t frames[PTR_MAX_LEVELS];
+		int level = ptr_walk_path(mm, va, frames);
+		if (level < 0) {
+			rc = level;
+			break;
+		}
+		uint32_t t = frames[level];
+		ptr_spinlock_t *lock;
+		rc = lock_table(mm, NULL, level, va, &t, &lock);
+		if (rc == -EAGAIN)
+			continue;
+		if (rc)
+			break;
+		uint32_t idx = ptr_index(g, level, va);
+		void *tp = fdata(mm, t);
+		uint64_t e = ptr_entry_load(g, level, tp, idx);
+		if (ptr_entry_is_table(g, level, e)) { /* populated meanwhile: go deeper */
+			ptr_unlock(lock);
+			continue;
+		}
+		rc = ptr_entry_is_leaf(g, level, e) ? op(mm, tp, idx, level) : -ENOENT;
+		ptr_unlock(lock);
+		break;
+	}
+	PTR_READ_UNLOCK(mm->arena, tok);
+	(void)tok;
+	return rc;
+}
+
+static int clear_young_op(struct ptr_mm *mm, void *t, uint32_t idx, int level)
+{
+	const struct ptr_geometry *g = mm->geo;
+	return (ptr_entry_and(g, level, t, idx, ~g->e_accessed) & g->e_accessed) ? 1 : 0;
+}
+
+static int clear_dirty_op(struct ptr_mm *mm, void *t, uint32_t idx, int level)
+{
+	const struct ptr_geometry *g = mm->geo;
+	if (g->arch == PTR_ARCH_X86)
+		return (ptr_entry_and(g, level, t, idx, ~g->e_dirty) & g->e_dirty) ? 1 : 0;
+	uint64_t old = ptr_entry_load(g, level, t, idx), neu;
+	do {
+		if (!ptr_entry_dirty(g, old))
+			return 0;
+		neu = old & ~g->e_swdirty;
+		if (neu & g->e_dbm)
+			neu |= g->e_rdonly; /* back to writable-clean */
+	} while (!ptr_entry_cas(g, level, t, idx, &old, neu));
+	return 1;
+}
+
+int ptr_test_and_clear_young(struct ptr_mm *mm, uint64_t va)
+{
+	return with_locked_leaf(mm, va, clear_young_op);
+}
+
+int ptr_test_and_clear_dirty(struct ptr_mm *mm, uint64_t va)
+{
+	int rc = with_locked_leaf(mm, va, clear_dirty_op);
+	if (rc == 1)
+		ptr_shootdown(mm, false); /* drop dirty-known TLB entries: next write sets D */
+	return rc;
+}
+
+/* ---- sharing and repointing ----------------------------------------------------------------- */
+
+int ptr_share_table(struct ptr_mm *dst, struct ptr_mm *src, uint64_t va, int level)
+{
+	const struct ptr_geometry *g = src->geo;
+	struct ptr_arena *a = src->arena;
+	if (dst->arena != a || dst == src || level < 0 || level > 1 || level + 1 > TOP(g))
+		return -EINVAL;
+	if (g->top_preloaded && level + 1 == TOP(g))
+		return -EINVAL; /* PAE PDPTEs are fixed at mm creation */
+	int rc = ptr_va_check(g, va);
+	if (rc)
+		return rc;
+	int tok = PTR_READ_LOCK(a);
+	uint32_t frames[PTR_MAX_LEVELS];
+	rc = ptr_walk_path(src, va, frames);
+	uint32_t shared = rc >= 0 ? frames[level] : PTR_NO_FRAME;
+	if (rc >= 0 && shared == PTR_NO_FRAME)
+		rc = -ENOENT;
+	uint32_t parent;
+	if (rc >= 0)
+		rc = descend(dst, NULL, va, level + 1, dst->node, &parent);
+	if (rc >= 0) {
+		ptr_spinlock_t *lock;
+		rc = lock_table(dst, NULL, level + 1, va, &parent, &lock);
+		if (!rc) {
+			uint64_t expected = 0;
+			atomic_fetch_add(&a->frames[shared].sharers, 1);
+			if (!ptr_entry_cas(g, level + 1, fdata(dst, parent),
+					   ptr_index(g, level + 1, va), &expected,
+					   ptr_entry_make_table(g, level + 1,
+								ptr_frame_phys(a, shared)))) {
+				atomic_fetch_sub(&a->frames[shared].sharers, 1);
+				rc = -EEXIST;
+			}
+			ptr_unlock(lock);
+		}
+	}
+	PTR_READ_UNLOCK(a, tok);
+	(void)tok;
+	return rc < 0 ? rc : 0;
+}
+
+int ptr_repoint(struct ptr_mm *mm, uint64_t va, int level, int node, uint32_t *old_frame,
+		uint32_t *new_frame)
+{
+	const struct ptr_geometry *g = mm->geo;
+	struct ptr_arena *a = mm->arena;
+	if (level < 0 || level > TOP(g) || node < 0 || node >= a->nnodes)
+		return -EINVAL;
+	int rc = ptr_va_check(g, va);
+	if (rc)
+		return rc;
+	uint32_t fresh;
+	rc = ptr_frame_alloc(a, node, level, &fresh);
+	if (rc)
+		return rc;
+	int tok = PTR_READ_LOCK(a);
+	uint32_t frames[PTR_MAX_LEVELS];
+	rc = ptr_walk_path(mm, va, frames);
+	uint32_t old = rc >= 0 ? frames[level] : PTR_NO_FRAME;
+	if (rc >= 0 && old == PTR_NO_FRAME)
+		rc = -ENOENT;
+	if (rc >= 0 && atomic_load(&a->frames[old].sharers) > 1)
+		rc = -EBUSY;
+	if (rc < 0) {
+		PTR_READ_UNLOCK(a, tok);
+		ptr_frame_free(a, fresh);
+		return rc;
+	}
+	/* parent's lock, then the table's (rule 3); at levels >= 2 both are page_table_lock */
+	ptr_spinlock_t *plock = level == TOP(g) ? &mm->page_table_lock
+						: table_lock(mm, level + 1, frames[level + 1]);
+	ptr_spinlock_t *tlock = table_lock(mm, level, old);
+	ptr_lock(plock, NULL);
+	if (tlock != plock)
+		ptr_lock(tlock, NULL);
+	void *src = fdata(mm, old), *dstp = fdata(mm, fresh);
+	for (uint32_t i = 0; i < (1u << g->level[level].bits); i++)
+		ptr_entry_store(g, level, dstp, i, ptr_entry_load(g, level, src, i));
+	atomic_store(&a->frames[fresh].base_va, atomic_load(&a->frames[old].base_va));
+	if (level == TOP(g)) {
+		atomic_store(&mm->root, fresh);
+	} else {
+		uint64_t pe = ptr_entry_load(g, level + 1, fdata(mm, frames[level + 1]),
+					     ptr_index(g, level + 1, va));
+		uint64_t ne = (pe & ~g->e_addr) | ptr_frame_phys(a, fresh);
+		ptr_entry_store(g, level + 1, fdata(mm, frames[level + 1]),
+				ptr_index(g, level + 1, va), ne);
+	}
+#if PTR_RELOCATION
+	ptr_frame_limbo(a, old);
+#endif
+	if (tlock != plock)
+		ptr_unlock(tlock);
+	ptr_unlock(plock);
+	PTR_READ_UNLOCK(a, tok);
+	(void)tok;
+	*old_frame = old;
+	*new_frame = fresh;
+	return 0;
+}
+
+/* ---- counting ------------------------------------------------------------------------------- */
+
+static void count_tree(struct ptr_mm *mm, int level, uint32_t f, uint32_t *counts,
+		       uint32_t (*per_node)[PTR_MAX_LEVELS])
+{
+	const struct ptr_geometry *g = mm->geo;
+	counts[level]++;
+	if (per_node)
+		per_node[mm->arena->frames[f].node][level]++;
+	if (level == 0)
+		return;
+	void *t = fdata(mm, f);
+	for (uint32_t i = 0; i < (1u << g->level[level].bits); i++) {
+		uint64_t e = ptr_entry_load(g, level, t, i);
+		if (ptr_entry_is_table(g, level, e)) {
+			uint32_t c = entry_child(mm, level, e);
+			if (frame_live(mm->arena, c))
+				count_tree(mm, level - 1, c, counts, per_node);
+		}
+	}
+}
+
+int ptr_mm_count_tables(struct ptr_mm *mm, uint32_t counts[PTR_MAX_LEVELS],
+			uint32_t per_node[PTR_MAX_NODES][PTR_MAX_LEVELS])
+{
+	memset(counts, 0, sizeof(uint32_t) * PTR_MAX_LEVELS);
+	if (per_node)
+		memset(per_node, 0, sizeof(uint32_t) * PTR_MAX_NODES * PTR_MAX_LEVELS);
+	int tok = PTR_READ_LOCK(mm->arena);
+	count_tree(mm, TOP(mm->geo), atomic_load(&mm->root), counts, per_node);
+	PTR_READ_UNLOCK(mm->arena, tok);
+	(void)tok;
+	return 0;
+}
+
+uint32_t ptr_mm_root(struct ptr_mm *mm)
+{
+	return atomic_load(&mm->root);
+}
+
+int ptr_describe_geometry(int i, struct ptr_geometry_info *out)
+{
+	const struct ptr_geometry *g = ptr_geometry_at(i);
+	if (!g)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	out->name = g->name;
+	out->arch = g->arch;
+	out->nlevels = g->nlevels;
+	out->va_bits = g->va_bits;
+	out->canonical = g->canonical;
+	out->top_preloaded = g->top_preloaded;
+	out->frame_bytes = g->frame_bytes;
+	out->phys_limit = g->phys_limit;
+	for (int l = 0; l < g->nlevels; l++) {
+		out->level[l].name = g->level[l].name;
+		out->level[l].shift = g->level[l].shift;
+		out->level[l].bits = g->level[l].bits;
+		out->level[l].entry_size = g->level[l].entry_size;
+		out->level[l].table_bytes = g->level[l].table_bytes;
+		out->level[l].leaf_ok = g->level[l].leaf_ok;
+	}
+	return 0;
+}
