@@ -22,6 +22,14 @@ __all__ = [
     "SyscallError",
     "BuildError",
     "PartialResult",
+    "UnknownGeometry",
+    "AddressError",
+    "AlreadyMapped",
+    "NotMapped",
+    "ProtectionFault",
+    "PoolExhausted",
+    "FreedFrameAccess",
+    "RelocationUnsupported",
 ]
 
 EXIT_OK = 0
@@ -70,3 +78,38 @@ class PartialResult(PtrelocError):
     """Some of the work could not be done; raised only under --strict."""
 
     exit_code = EXIT_PARTIAL
+
+
+# ---- emulated page-table core (ptreloc.core) --------------------------------------------------
+
+
+class UnknownGeometry(UsageError):
+    """A paging-format name the core does not know."""
+
+
+class AddressError(UsageError):
+    """A virtual or physical address outside the format's range, not canonical, or unaligned."""
+
+
+class AlreadyMapped(UsageError):
+    """map() over a range where something is already mapped (nothing was changed)."""
+
+
+class NotMapped(PtrelocError, LookupError):
+    """No translation (or no demand-fault region) for the address."""
+
+
+class ProtectionFault(PtrelocError, PermissionError):
+    """A write to a read-only mapping or region."""
+
+
+class PoolExhausted(PtrelocError, MemoryError):
+    """A node's table-frame pool is at capacity (or an allocation failure was injected)."""
+
+
+class FreedFrameAccess(PtrelocError):
+    """A walk read a table frame that had been freed: a relocation-protocol bug, counted."""
+
+
+class RelocationUnsupported(PtrelocError, NotImplementedError):
+    """The core in use was built without relocation support (the norelo build)."""
