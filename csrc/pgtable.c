@@ -456,7 +456,15 @@ static int leaf_present_cb(struct ptr_walk *w, void *t, uint32_t i, int level, u
 	return 1;
 }
 
-static const struct ptr_walk_ops any_leaf_ops = { .leaf = leaf_present_cb };
+/* a table where the new leaf would go (e.g. an emptied PTE table under a huge map) */
+static int table_in_way_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint64_t a,
+			   uint64_t n)
+{
+	return level <= *(int *)w->priv ? 1 : 0;
+}
+
+static const struct ptr_walk_ops any_leaf_ops = { .leaf = leaf_present_cb,
+						  .table = table_in_way_cb };
 
 static int64_t unmap_nolock_flush(struct ptr_mm *mm, uint64_t start, uint64_t end,
 				  uint64_t *dirty, bool flush);
@@ -481,7 +489,7 @@ int ptr_map(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phys, int 
 	if (table_node >= a->nnodes)
 		return -ENODEV;
 	/* refuse before changing anything */
-	struct ptr_walk w = { .mm = mm, .ops = &any_leaf_ops };
+	struct ptr_walk w = { .mm = mm, .ops = &any_leaf_ops, .priv = &leaf_level };
 	rc = ptr_walk_range(&w, start, end);
 	if (rc)
 		return rc > 0 ? -EEXIST : rc;
@@ -905,4 +913,13 @@ int ptr_describe_geometry(int i, struct ptr_geometry_info *out)
 		out->level[l].leaf_ok = g->level[l].leaf_ok;
 	}
 	return 0;
+}
+
+uint64_t ptr_table_entry(struct ptr_arena *a, uint32_t f, int level, uint32_t index)
+{
+	const struct ptr_geometry *g = a->geo;
+	if (f >= a->nframes || level < 0 || level >= g->nlevels ||
+	    index >= (1u << g->level[level].bits))
+		return 0;
+	return ptr_entry_load(g, level, ptr_frame_data(a, f), index);
 }

@@ -640,6 +640,10 @@ struct ptr_walk {
  */
 int ptr_walk_range(struct ptr_walk *w, uint64_t start, uint64_t end);
 
+/** ptr_table_entry() - raw entry @index of the level-@level table in frame @f (tests: read a
+ * stale copy).  Return: the entry, 0 when out of range. */
+uint64_t ptr_table_entry(struct ptr_arena *a, uint32_t f, int level, uint32_t index);
+
 /** ptr_mm_root() - the current root frame. */
 uint32_t ptr_mm_root(struct ptr_mm *mm);
 

@@ -607,6 +607,13 @@ class Core:
     def frame_address(self, arena, frame: int) -> int:
         return int(self.lib.ptr_frame_address(arena, frame))
 
+    def table_entry(self, arena, frame: int, level: int, index: int) -> int:
+        return int(self.lib.ptr_table_entry(arena, frame, level, index))
+
+    def free_frame(self, arena, frame: int) -> None:
+        """Test helper: free (and poison) a frame regardless of who still points to it."""
+        self.lib.ptr_frame_free(arena, frame)
+
     # ---- address spaces ---------------------------------------------------------------------
     def mm_create(self, arena, node: int):
         out = self.ffi.new("struct ptr_mm **")

@@ -269,6 +269,14 @@ class Arena:
         """Address of the frame's bytes in this process (for move_pages queries)."""
         return self._core.frame_address(self._h, frame)
 
+    def table_entry(self, frame: int, level: int | str, index: int) -> int:
+        """Raw entry ``index`` of the table in ``frame`` (read a stale copy in tests)."""
+        return self._core.table_entry(self._h, frame, self.geometry.level_index(level), index)
+
+    def free_frame_unsafely(self, frame: int) -> None:
+        """Test helper: free and poison ``frame`` now, whoever still points to it."""
+        self._core.free_frame(self._h, frame)
+
     def close(self) -> None:
         """Unmap the arena; every address space and CPU must be closed first."""
         if self._fin.alive:
