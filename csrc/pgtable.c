@@ -31,7 +31,7 @@ static inline bool frame_live(struct ptr_arena *a, uint32_t f)
 static int freed_access(struct ptr_arena *a)
 {
 	atomic_fetch_add(&a->freed_frame_accesses, 1);
-	return -EFAULT;
+	return -ESTALE;
 }
 
 /* The lock protecting the entries of the level-@level table @f (rules 1 and 2). */
@@ -69,7 +69,7 @@ int ptr_walk_path(struct ptr_mm *mm, uint64_t va, uint32_t frames[PTR_MAX_LEVELS
  * lock_table() - take the lock protecting the entries of the level-@level table covering @va,
  * which the caller found at *@table.  While a relocation is in progress, rewalk under the lock
  * and chase the table if it moved.  Return: 0 with *@lockp held; -EAGAIN when the path no
- * longer reaches @level (caller restarts); -EFAULT on a freed frame.
+ * longer reaches @level (caller restarts); -ESTALE on a freed frame.
  */
 static int lock_table(struct ptr_mm *mm, struct ptr_cpu *cpu, int level, uint64_t va,
 		      uint32_t *table, ptr_spinlock_t **lockp)

@@ -550,8 +550,9 @@ struct ptr_translation {
 
 /**
  * ptr_translate() - lockless software walk of @va.
- * Return: 0 (mapped), -ENOENT (not mapped), -ERANGE/-EDOM (bad address), -EFAULT (walk met a
- * freed frame; counted).
+ * Return: 0 (mapped), -ENOENT (not mapped), -ERANGE/-EDOM (bad address), -ESTALE (the walk met
+ * a freed frame; counted in freed_frame_accesses).  Every software walk reports a freed frame
+ * with -ESTALE.
  */
 int ptr_translate(struct ptr_mm *mm, uint64_t va, struct ptr_translation *out);
 

@@ -521,7 +521,7 @@ class Core:
             ),
             _errno.ENOMEM: _PoolExhausted(f"{what}: table allocation failed (injected or out of memory)"),
             _errno.ENODEV: _InvalidNode(f"{what}: no such node in this arena"),
-            _errno.EFAULT: _FreedFrameAccess(f"{what}: the walk read a freed table frame"),
+            _errno.ESTALE: _FreedFrameAccess(f"{what}: the walk read a freed table frame"),
         }
         if err in common:
             raise common[err]

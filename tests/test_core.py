@@ -1,0 +1,462 @@
+"""The emulated page-table core, case by case: A/D semantics, stale paging-structure caches,
+exhaustion, big address spaces, sharing, demand faults, threads, both builds, bad input."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from ptreloc import core
+from ptreloc.core import AddressSpace, Arena, Cpu, geometries, geometry, run_cpus
+from ptreloc.errors import (
+    AddressError,
+    AlreadyMapped,
+    InvalidNode,
+    NotMapped,
+    PoolExhausted,
+    ProtectionFault,
+    RelocationUnsupported,
+    UnknownGeometry,
+    UsageError,
+)
+
+GEOMETRIES = sorted(geometries())
+VA = 0x40_0000 * 16  # 64 MiB: inside every format's range, 4 MiB/512 MiB aligned below
+
+
+@pytest.fixture(params=GEOMETRIES)
+def setup(request):
+    arena = Arena(request.param, nodes=2, frames_per_node=2048)
+    mm = AddressSpace(arena, node=0)
+    cpu = Cpu(arena)
+    cpu.switch_to(mm)
+    yield arena, mm, cpu
+    cpu.close()
+    mm.close()
+    assert arena.frames_in_use == 0, "tables leaked"
+    arena.close()
+
+
+# ---- geometry ------------------------------------------------------------------------------
+
+
+def test_geometry_tables_are_real_formats():
+    g = geometries()
+    assert set(g) == {"x86_64_4l", "x86_64_5l", "x86_pae", "x86_32", "arm64_4k_39", "arm64_64k_48"}
+    assert [lv.name for lv in g["x86_64_5l"].levels] == ["pte", "pmd", "pud", "p4d", "pgd"]
+    assert g["x86_pae"].levels[-1].table_bytes == 32 and g["x86_pae"].levels[-1].entries == 4
+    assert g["x86_32"].levels[0].entry_size == 4 and g["x86_32"].levels[1].leaf_ok
+    assert g["x86_32"].levels[1].entry_span == 4 << 20  # PSE 4 MiB leaves
+    a64 = g["arm64_64k_48"]
+    assert [lv.bits for lv in a64.levels] == [13, 13, 6]
+    assert a64.levels[0].table_bytes == 64 << 10 and a64.levels[-1].table_bytes == 512
+    assert a64.frame_bytes == 64 << 10 and a64.page_size == 64 << 10
+    assert [lv.name for lv in g["arm64_4k_39"].levels] == ["L3", "L2", "L1"]
+
+
+def test_entry_bits_are_the_hardware_layout():
+    arena = Arena("x86_64_4l")
+    mm = AddressSpace(arena)
+    mm.map(VA, 4096, phys=0x1234_5000)
+    e = mm.translate(VA).entry
+    assert e & 1 and e & 2 and e & 4 and not e & (1 << 5) and not e & (1 << 6)
+    assert e & 0x000F_FFFF_FFFF_F000 == 0x1234_5000
+    mm.close()
+    arena.close()
+    arena = Arena("arm64_4k_39")
+    mm = AddressSpace(arena)
+    mm.map(VA, 4096, phys=0x1234_5000)
+    e = mm.translate(VA).entry
+    # valid, page descriptor, AP[2] read-only + DBM = writable-clean, AF clear
+    assert e & 3 == 3 and e & (1 << 7) and e & (1 << 51) and not e & (1 << 10)
+    cpu = Cpu(arena)
+    cpu.switch_to(mm)
+    cpu.access(VA, write=True)
+    e = mm.translate(VA).entry
+    assert not e & (1 << 7) and e & (1 << 10)  # the write cleared AP[2] (dirty), set AF
+    cpu.close()
+    mm.close()
+    arena.close()
+
+
+def test_address_checks_per_format():
+    arena = Arena("x86_64_4l")
+    mm = AddressSpace(arena)
+    with pytest.raises(AddressError, match="canonical"):
+        mm.map(1 << 50, 4096)
+    mm.map(0xFFFF_8000_0000_0000, 4096, phys=0x1000)  # canonical upper half is fine
+    assert mm.translate(0xFFFF_8000_0000_0000).phys == 0x1000
+    with pytest.raises(AddressError, match="aligned"):
+        mm.map(0x1001, 4096)
+    with pytest.raises(AddressError):
+        mm.map(0x1000, 4096, phys=1 << 53)
+    mm.close()
+    arena.close()
+    arena = Arena("arm64_4k_39")
+    mm = AddressSpace(arena)
+    with pytest.raises(AddressError, match="range"):
+        mm.map(1 << 39, 4096)
+    mm.close()
+    arena.close()
+
+
+# ---- A/D semantics ---------------------------------------------------------------------------
+
+
+def test_read_sets_accessed_only(setup):
+    arena, mm, cpu = setup
+    page = arena.geometry.page_size
+    mm.map(VA, page)
+    assert cpu.access(VA + 8).phys == VA + 8
+    t = mm.translate(VA)
+    assert t.young and not t.dirty
+
+
+def test_write_sets_accessed_and_dirty(setup):
+    arena, mm, cpu = setup
+    mm.map(VA, arena.geometry.page_size)
+    assert cpu.access(VA, write=True).ok
+    t = mm.translate(VA)
+    assert t.young and t.dirty
+
+
+def test_write_through_clean_tlb_entry_walks_and_sets_dirty(setup):
+    arena, mm, cpu = setup
+    mm.map(VA, arena.geometry.page_size)
+    cpu.access(VA)  # TLB now holds a clean entry
+    walks = cpu.stats["walks"]
+    cpu.access(VA, write=True)
+    assert cpu.stats["walks"] == walks + 1
+    assert mm.translate(VA).dirty
+    cpu.access(VA, write=True)  # now dirty-known: a TLB hit, no walk
+    assert cpu.stats["walks"] == walks + 1
+
+
+def test_test_and_clear_semantics(setup):
+    arena, mm, cpu = setup
+    mm.map(VA, arena.geometry.page_size)
+    assert not mm.test_and_clear_young(VA)
+    assert not mm.test_and_clear_dirty(VA)
+    cpu.access(VA, write=True)
+    assert mm.test_and_clear_young(VA) and not mm.test_and_clear_young(VA)
+    assert mm.translate(VA).dirty  # clearing A leaves D alone
+    assert mm.test_and_clear_dirty(VA) and not mm.test_and_clear_dirty(VA)
+    # the dirty clear shot the TLB down: the next write walks and sets D again
+    cpu.access(VA, write=True)
+    assert mm.translate(VA).dirty
+    with pytest.raises(NotMapped):
+        mm.test_and_clear_young(VA + (1 << 30))
+
+
+def test_read_only_mapping_faults_on_write(setup):
+    arena, mm, cpu = setup
+    mm.map(VA, arena.geometry.page_size, writable=False)
+    assert cpu.access(VA, write=True, handle_faults=False).fault == "protection"
+    assert not mm.translate(VA).dirty
+    assert cpu.access(VA).ok
+
+
+def test_protect_downgrade_shoots_down_and_keeps_dirty(setup):
+    arena, mm, cpu = setup
+    mm.map(VA, arena.geometry.page_size)
+    cpu.access(VA, write=True)
+    assert mm.protect(VA, arena.geometry.page_size, writable=False) == 1
+    assert cpu.access(VA, write=True, handle_faults=False).fault == "protection"
+    t = mm.translate(VA)
+    assert t.dirty and not t.writable
+    mm.protect(VA, arena.geometry.page_size, writable=True)
+    assert cpu.access(VA, write=True).ok  # stale read-only TLB entry: spurious fault, retried
+
+
+def test_huge_leaves(setup):
+    arena, mm, cpu = setup
+    g = arena.geometry
+    hl = g.huge_levels[0]
+    size = g.levels[hl].entry_span
+    start = size * 2
+    if start + size > 1 << g.va_bits:
+        pytest.skip("no room")
+    mm.map(start, size, huge=True)
+    t = mm.translate(start + size - 1)
+    assert t.level == hl and t.page_size == size and t.phys == start + size - 1
+    assert cpu.access(start + 12345, write=True).ok
+    assert mm.translate(start).dirty
+    with pytest.raises(AddressError, match="huge page"):
+        mm.unmap(start, g.page_size)
+    assert mm.unmap(start, size) == (1, 1)
+
+
+# ---- stale paging-structure caches -------------------------------------------------------------
+
+
+def test_stale_pwc_sets_dirty_in_the_old_copy(setup):
+    """After a table is copied and its parent repointed, a CPU whose paging-structure cache
+    still points at the old copy sets A/D there - the window relocation must close."""
+    arena, mm, cpu = setup
+    page = arena.geometry.page_size
+    mm.map(VA, 2 * page)
+    cpu.access(VA)  # caches the PTE table's address and a clean TLB entry
+    old, new = mm.repoint_table(VA, 0, node=1)
+    assert old != new and arena.frame(new)["node"] == 1 and arena.frame(old)["state"] == "limbo"
+    assert mm.translate(VA).table_frame == new
+    cpu.access(VA, write=True)  # walks from the stale cached pointer
+    idx = (VA >> arena.geometry.levels[0].shift) & ((1 << arena.geometry.levels[0].bits) - 1)
+    old_entry = arena.table_entry(old, 0, idx)
+    assert mm.translate(VA).dirty is False, "new copy must not have seen the write"
+    assert old_entry == arena.table_entry(old, 0, idx) and old_entry != mm.translate(VA).entry
+    # after a shootdown the CPU walks the new copy
+    mm.shootdown()
+    cpu.access(VA + page, write=True)
+    assert mm.translate(VA + page).dirty
+    arena.free_frame_unsafely(old)
+
+
+def test_walk_through_freed_frame_is_counted_not_fatal(setup):
+    arena, mm, cpu = setup
+    mm.map(VA, arena.geometry.page_size)
+    cpu.access(VA)
+    old, _ = mm.repoint_table(VA, 0, node=1)
+    arena.free_frame_unsafely(old)  # the protocol bug: free without a flush and grace period
+    cpu.access(VA + 0, write=False)  # TLB hit: no walk, nothing read
+    r = cpu.access(VA, write=True)  # walk from the stale PWC pointer into a freed frame
+    assert r.fault == "freed_frame"
+    assert arena.freed_frame_accesses == 1 and cpu.stats["freed_reads"] == 1
+    mm.shootdown()
+    assert cpu.access(VA, write=True).ok
+
+
+def test_root_reload_needed_after_root_change(setup):
+    arena, mm, cpu = setup
+    page = arena.geometry.page_size
+    mm.map(VA, page)
+    top = arena.geometry.nlevels - 1
+    old, new = mm.repoint_table(VA, top, node=1)
+    assert mm.root_frame == new
+    mm.shootdown(reload_root=True)
+    cpu.flush()
+    cpu.access(VA, write=True)
+    assert mm.translate(VA).dirty
+    assert cpu.stats["reloads"] >= 2
+    arena.free_frame_unsafely(old)
+
+
+# ---- pools ------------------------------------------------------------------------------------
+
+
+def test_pool_exhaustion_is_clean_and_leaks_nothing(setup):
+    arena, mm, cpu = setup
+    g = arena.geometry
+    page = g.page_size
+    mm.map(VA, page)
+    before = arena.tables()
+    span0 = g.levels[0].entry_span * g.levels[0].entries  # one PTE table's reach
+    arena.set_capacity(0, arena.frames_in_use)  # nothing more fits on node 0
+    with pytest.raises(PoolExhausted, match="capacity"):
+        mm.map(VA + span0, page)
+    assert arena.tables() == before
+    assert mm.translate(VA + span0) is None
+    arena.set_capacity(0, 2048)
+    arena.fail_nth_allocation(1)
+    with pytest.raises(PoolExhausted, match="injected"):
+        mm.map(VA + span0, page)
+    mm.map(VA + span0, page)  # the knob disarmed itself
+    assert mm.translate(VA + span0).phys == VA + span0
+
+
+def test_tables_on_another_node(setup):
+    arena, mm, cpu = setup
+    g = arena.geometry
+    mm.map(VA, g.page_size, table_node=1)
+    t = mm.translate(VA)
+    assert t.table_node == 1
+    assert arena.tables()[1][g.levels[0].name] == 1
+    assert mm.tables()[1][g.levels[0].name] == 1
+
+
+def test_virtual_nodes_are_reported():
+    arena = Arena("x86_64_4l", nodes=3)
+    real = {n.node for n in arena.nodes if n.real}
+    assert 2 not in real or len(real) >= 3  # this machine has fewer than 3 nodes, usually
+    assert set(arena.virtual_nodes) == {n.node for n in arena.nodes} - real
+    arena.close()
+
+
+def test_64_gib_of_4k_pages():
+    """64 GiB at 4 KiB pages: 16 M leaves in 32,768 PTE tables, built and walked from C."""
+    arena = Arena("x86_64_4l", frames_per_node=40000)
+    mm = AddressSpace(arena)
+    size = 64 << 30
+    mm.map(1 << 39, size)
+    counts = mm.table_counts()
+    assert counts == {"pte": 32768, "pmd": 64, "pud": 1, "pgd": 1}
+    assert arena.tables()[0] == counts
+    assert mm.translate((1 << 39) + size - 1).phys == (1 << 39) + size - 1
+    stats = run_cpus(mm, 2, 20000, 1 << 39, size, write_pct=50, seed=7)
+    assert stats["accesses"] == 40000 and stats["walks"] > 0 and stats["fault_path_runs"] == 0
+    assert mm.unmap(1 << 39, size)[0] == size >> 12
+    mm.close()
+    assert arena.frames_in_use == 0
+    arena.close()
+
+
+# ---- sharing and demand faults --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", [0, 1])
+def test_shared_tables(level):
+    arena = Arena("x86_64_4l")
+    a, b = AddressSpace(arena), AddressSpace(arena)
+    a.map(VA, 4096)
+    b.share_table_from(a, VA, level)
+    shared = a.translate(VA).table_frame if level == 0 else None
+    assert b.translate(VA).phys == VA
+    if shared is not None:
+        assert arena.frame(shared)["sharers"] == 2
+    cpu = Cpu(arena)
+    cpu.switch_to(b)
+    cpu.access(VA, write=True)
+    assert a.translate(VA).dirty  # one table, two address spaces
+    with pytest.raises(AlreadyMapped):
+        b.share_table_from(a, VA, level)
+    cpu.close()
+    a.close()
+    assert b.translate(VA).phys == VA  # survives its first sharer
+    b.close()
+    assert arena.frames_in_use == 0
+    arena.close()
+
+
+def test_demand_faults(setup):
+    arena, mm, cpu = setup
+    page = arena.geometry.page_size
+    mm.add_region(VA, 16 * page, phys=0x10_0000_0000 if arena.geometry.phys_limit > 1 << 40 else 0)
+    assert mm.translate(VA + 3 * page) is None
+    assert cpu.access(VA + 3 * page, handle_faults=False).fault == "not_present"
+    r = cpu.access(VA + 3 * page + 5, write=True)
+    assert r.ok and mm.translate(VA + 3 * page).dirty
+    assert cpu.stats["fault_path_runs"] == 1
+    mm.fault(VA + 4 * page)
+    assert mm.translate(VA + 4 * page) is not None
+    with pytest.raises(NotMapped, match="region"):
+        mm.fault(VA + 64 * page)
+    with pytest.raises(NotMapped):
+        cpu.access(VA + 64 * page)
+    mm.add_region(VA + 64 * page, page, writable=False)
+    with pytest.raises(ProtectionFault):
+        cpu.access(VA + 64 * page, write=True)
+
+
+# ---- threads ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", GEOMETRIES)
+def test_many_cpu_threads_fault_the_same_tables(name):
+    """C threads race through the fault path on a demand region; every table is built once."""
+    arena = Arena(name, frames_per_node=4096)
+    g = arena.geometry
+    mm = AddressSpace(arena)
+    length = 256 * g.page_size
+    mm.add_region(VA, length)
+    stats = run_cpus(mm, 4, 3000, VA, length, write_pct=40, seed=3)
+    assert stats["accesses"] >= 12000 and stats["freed_reads"] == 0
+    mapped = [mm.translate(VA + i * g.page_size) for i in range(256)]
+    assert all(t is None or t.phys == VA + i * g.page_size for i, t in enumerate(mapped))
+    ref = AddressSpace(arena)
+    ref.add_region(VA, length)
+    for i, t in enumerate(mapped):
+        if t is not None:
+            ref.fault(VA + i * g.page_size)
+    assert mm.table_counts() == ref.table_counts()  # no duplicate tables from the races
+    ref.close()
+    mm.close()
+    assert arena.frames_in_use == 0
+    arena.close()
+
+
+def test_python_threads_drive_cpus_while_main_thread_shoots_down():
+    arena = Arena("x86_64_4l")
+    mm = AddressSpace(arena)
+    mm.map(VA, 64 * 4096)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def worker(seed: int) -> None:
+        cpu = Cpu(arena)
+        cpu.switch_to(mm)
+        try:
+            i = seed
+            while not stop.is_set():
+                i = (i * 1103515245 + 12345) % (1 << 31)
+                assert cpu.access(VA + (i % 64) * 4096, write=bool(i & 1)).ok
+        except BaseException as err:  # surfaced below
+            errors.append(err)
+        finally:
+            cpu.switch_to(None)
+            cpu.close()
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    dirty_seen = 0
+    for _ in range(300):
+        for p in range(64):
+            dirty_seen += mm.test_and_clear_dirty(VA + p * 4096)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert dirty_seen > 0
+    mm.close()
+    arena.close()
+
+
+# ---- builds and bad input ----------------------------------------------------------------------
+
+
+def test_both_builds_import_and_norelo_reports_it():
+    relo = Arena("x86_64_4l")
+    norelo = Arena("x86_64_4l", build="norelo")
+    assert relo.relocation_supported and not norelo.relocation_supported
+    relo.require_relocation()
+    with pytest.raises(RelocationUnsupported, match="norelo"):
+        norelo.require_relocation()
+    mm = AddressSpace(norelo)
+    mm.map(VA, 4096)
+    cpu = Cpu(norelo)
+    cpu.switch_to(mm)
+    assert cpu.access(VA, write=True).ok and mm.translate(VA).dirty
+    cpu.close()
+    mm.close()
+    relo.close()
+    norelo.close()
+
+
+def test_bad_input_raises_specific_errors():
+    with pytest.raises(UnknownGeometry, match="x86_64_4l"):
+        Arena("sparc")
+    with pytest.raises(UsageError, match="build"):
+        Arena("x86_64_4l", build="fast")
+    with pytest.raises(InvalidNode):
+        Arena("x86_64_4l", nodes=0)
+    arena = Arena("x86_64_4l", nodes=2)
+    with pytest.raises(InvalidNode, match="no pool"):
+        AddressSpace(arena, node=2)
+    mm = AddressSpace(arena)
+    with pytest.raises(InvalidNode, match="no pool"):
+        mm.map(VA, 4096, table_node=5)
+    mm.map(VA, 4096)
+    with pytest.raises(AlreadyMapped, match="already mapped"):
+        mm.map(VA, 8192)
+    with pytest.raises(AddressError):
+        mm.map(-4096, 4096)
+    with pytest.raises(UsageError, match="level"):
+        mm.map(VA, 4096, huge="pgd")
+    assert mm.translate(VA + 4096) is None  # the refused map changed nothing
+    mm.close()
+    arena.close()
+
+
+def test_geometry_lookup():
+    assert geometry("x86_pae").top_preloaded
+    assert core.DEFAULT_FRAMES_PER_NODE > 32768
