@@ -1,0 +1,357 @@
+"""Mirror a live process's address space into emulated page tables that live on real nodes.
+
+``mirror(snapshot)`` builds an :class:`~ptreloc.core.AddressSpace` in the host's paging format
+that maps exactly the process's resident pages, with every table frame placed on the node where
+Linux would most likely have allocated the process's own table.
+
+Placement rule (documented in the README, "How a process is mirrored")
+----------------------------------------------------------------------
+Linux allocates a page table when the first page under it is faulted in (``__pte_alloc`` and
+friends), with the *task's* memory policy: by default on the node of the CPU that took the fault,
+under ``numactl --membind`` on the bound node.  Under first-touch placement that is also the node
+where that first page's data went.  Which page was touched first is not recorded anywhere, so
+ptreloc uses the page with the lowest address as a stand-in:
+
+    a table at any level is placed on the node of the lowest-addressed resident page it maps;
+    the root (allocated at exec) on the node of the process's lowest-addressed resident page.
+
+Pages whose node the kernel could not report (they moved or went away between pagemap and the
+move_pages query) inherit the node of the resident page before them.
+
+The mirror maps runs of contiguous resident pages that share a placement node with one call into
+the C core each (tables created during the call go to that node, and because runs are mapped in
+ascending address order each new table's lowest page is the first page of its run).  Physical
+addresses are the virtual ones (modulo the format's physical limit): the mirror exists to say
+*where tables are*, and identity translations make "translations unchanged" checkable per page.
+
+remote_table_fraction
+---------------------
+Of the resident pages whose data node is known, the fraction whose translation walks at least
+one table frame on a node other than the page's data node (the walk from the root to the leaf:
+``nlevels`` tables for a 4 KiB page).  Per level: the fraction whose table *at that level* is on
+another node.  0.0 means every translation walks only node-local tables; with no placed page it
+is 0.0 with ``pages`` 0.
+"""
+
+from __future__ import annotations
+
+import platform
+from array import array
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ptreloc import numa
+from ptreloc.core import AddressSpace, Arena, Geometry, geometry
+from ptreloc.errors import PtrelocError, UsageError
+from ptreloc.proc import ProcessSnapshot
+
+__all__ = [
+    "Mirror",
+    "RemoteFraction",
+    "host_geometry",
+    "mirror",
+    "ProgressCallback",
+]
+
+#: progress(done_pages, total_pages) while mapping
+ProgressCallback = Callable[[int, int], None]
+
+_LA57_VA = 1 << 47  # user addresses at or above this need 5-level paging
+
+
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def host_geometry(snapshot: ProcessSnapshot | None = None) -> str:
+    """The paging format the kernel uses for processes on this machine.
+
+    x86-64: 5-level when /proc/cpuinfo lists ``la57`` (the kernel clears that flag when it runs
+    with 4-level paging, so the flag means 5-level tables for every process) or when the process
+    has a mapping above 47 bits (which only 5-level paging can give); 4-level otherwise.
+    arm64 hosts are mirrored in the 4 KiB-granule 39-bit format when every mapping fits.
+    """
+    machine = platform.machine()
+    high = snapshot is not None and any(
+        v.end > _LA57_VA for v in snapshot.vmas if v.path != "[vsyscall]"
+    )
+    if machine in ("x86_64", "amd64"):
+        return "x86_64_5l" if high or "la57" in _cpu_flags() else "x86_64_4l"
+    if machine in ("aarch64", "arm64"):
+        if snapshot is not None and any(v.end > 1 << 39 for v in snapshot.vmas):
+            raise UsageError(
+                "this arm64 process maps addresses above 39 bits; pass geometry= explicitly"
+            )
+        return "arm64_4k_39"
+    raise UsageError(f"no paging format for {machine}: pass geometry= explicitly")
+
+
+@dataclass(frozen=True)
+class RemoteFraction:
+    """How many translations walk a table on another node than their data."""
+
+    pages: int  # resident pages with a known data node
+    remote_pages: int  # of which walk at least one remote table
+    by_level: dict[str, int]  # level name -> pages whose table at that level is remote
+
+    @property
+    def fraction(self) -> float:
+        return self.remote_pages / self.pages if self.pages else 0.0
+
+    def level_fractions(self) -> dict[str, float]:
+        return {k: (v / self.pages if self.pages else 0.0) for k, v in self.by_level.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fraction": round(self.fraction, 6),
+            "pages": self.pages,
+            "remote_pages": self.remote_pages,
+            "by_level": {k: round(v, 6) for k, v in self.level_fractions().items()},
+        }
+
+
+@dataclass
+class Mirror:
+    """A process's resident pages mapped in an emulated address space.
+
+    ``data_nodes`` is parallel to ``snapshot.resident``: the data node of each page (the move_pages
+    status, updated by :meth:`update_data_nodes` after the real data moved).
+    """
+
+    snapshot: ProcessSnapshot
+    arena: Arena
+    mm: AddressSpace
+    geometry: Geometry
+    data_nodes: array  # 'i', per resident page: node >= 0 or -errno
+    runs: int  # map calls made (runs of contiguous pages with one placement node)
+    elapsed_s: dict[str, float] = field(default_factory=dict)
+    _frame_nodes: dict[int, int] = field(default_factory=dict, repr=False)
+
+    # ---- paging arithmetic -------------------------------------------------------------
+    @property
+    def block_shift(self) -> int:
+        """log2 of the VA span of one lowest-level table (2 MiB on x86-64)."""
+        lv = self.geometry.levels[0]
+        return lv.shift + lv.bits
+
+    def phys_of(self, va: int) -> int:
+        return va % self.geometry.phys_limit
+
+    # ---- walking the mirrored tree -----------------------------------------------------
+    def _entry_frame(self, entry: int) -> int:
+        # x86 entries: address in bits 12..51 (bit 63 is NX); tables are frame index * bytes
+        return ((entry & ((1 << 52) - 1)) & ~0xFFF) // self.geometry.frame_bytes
+
+    def table_path(self, va: int) -> list[int]:
+        """Table frames the walk for ``va`` reads, indexed by level (root last); levels below
+        a huge leaf are absent (the list is shorter by those levels at its start: see
+        :meth:`walk_levels`)."""
+        return [frame for _level, frame in self.walk_levels(va)]
+
+    def walk_levels(self, va: int) -> list[tuple[int, int]]:
+        """(level, frame) pairs of the walk for ``va`` from the leaf's table up to the root."""
+        g = self.geometry
+        if g.arch != "x86":
+            raise PtrelocError(f"walking {g.name} tables from Python is not supported")
+        frame = self.mm.root_frame
+        path: list[tuple[int, int]] = []
+        level = g.nlevels - 1
+        while level >= 0:
+            path.append((level, frame))
+            lv = g.levels[level]
+            index = (va >> lv.shift) & ((1 << lv.bits) - 1)
+            entry = self.arena._core.table_entry(self.arena._h, frame, level, index)
+            if not entry & 1:  # not present
+                raise PtrelocError(f"mirror has no translation for {va:#x} (level {lv.name})")
+            if level == 0 or entry & 0x80:  # a leaf: the PTE itself, or PS at levels >= 1
+                break
+            frame = self._entry_frame(entry)
+            level -= 1
+        path.reverse()
+        return path
+
+    def frame_node(self, frame: int) -> int:
+        node = self._frame_nodes.get(frame)
+        if node is None:
+            node = self.arena.frame(frame)["node"]
+            self._frame_nodes[frame] = node
+        return node
+
+    def _blocks(self) -> Iterable[tuple[int, int, int]]:
+        """(first index, end index, first va) of the resident pages per lowest-level table."""
+        resident = self.snapshot.resident
+        shift = self.block_shift
+        i, n = 0, len(resident)
+        while i < n:
+            va = resident[i]
+            j = bisect_left(resident, ((va >> shift) + 1) << shift, i)
+            yield i, j, va
+            i = j
+
+    # ---- what the mirror says ----------------------------------------------------------
+    def tables(self) -> dict[int, dict[str, int]]:
+        """Table frames reachable from the mirror, per node per level name."""
+        return self.mm.tables()
+
+    def frames(self) -> dict[int, int]:
+        """Every table frame of the mirror -> its level (a fresh walk of the tree)."""
+        self._frame_nodes.clear()
+        out: dict[int, int] = {}
+        for _i, _j, va in self._blocks():
+            for level, frame in self.walk_levels(va):
+                out[frame] = level
+        return out
+
+    def remote_fraction(self, data_nodes: array | None = None) -> RemoteFraction:
+        """remote_table_fraction for the current tables and ``data_nodes`` (default: the
+        mirror's own data nodes)."""
+        nodes = self.data_nodes if data_nodes is None else data_nodes
+        self._frame_nodes.clear()
+        names = [lv.name for lv in self.geometry.levels]
+        by_level = dict.fromkeys(names, 0)
+        pages = remote = 0
+        for i, j, va in self._blocks():
+            path = [(names[level], self.frame_node(frame)) for level, frame in self.walk_levels(va)]
+            for data_node, count in Counter(nodes[i:j]).items():
+                if data_node < 0:
+                    continue
+                pages += count
+                far = [name for name, node in path if node != data_node]
+                if far:
+                    remote += count
+                    for name in far:
+                        by_level[name] += count
+        return RemoteFraction(pages, remote, by_level)
+
+    def check_translations(self) -> int:
+        """Resident pages whose mirrored translation is missing or wrong (0 when intact)."""
+        bad = 0
+        for va in self.snapshot.resident:
+            t = self.mm.translate(va)
+            if t is None or t.phys != self.phys_of(va):
+                bad += 1
+        return bad
+
+    def frame_real_nodes(self, frames: Iterable[int]) -> dict[int, int]:
+        """The real node each frame's memory is on now, per the kernel (move_pages query of
+        the frames' addresses in this process); negative statuses are -errno."""
+        frames = list(frames)
+        if not frames:
+            return {}
+        statuses = numa.move_pages(0, [self.arena.frame_address(f) for f in frames])
+        return dict(zip(frames, statuses, strict=True))
+
+    def update_data_nodes(self, nodes: Iterable[int]) -> None:
+        self.data_nodes = array("i", nodes)
+
+    def close(self) -> None:
+        self.mm.close()
+        self.arena.close()
+
+
+def _placement_nodes(snap: ProcessSnapshot) -> array:
+    """Per resident page, the node its tables would be placed by (the rule in the module doc)."""
+    known = next((n for n in snap.nodes if n >= 0), None)
+    if known is None:
+        known = snap.last_cpu_node if snap.last_cpu_node is not None else 0
+    out = array("i", snap.nodes)
+    previous = known
+    for i, node in enumerate(out):
+        if node < 0:
+            out[i] = previous
+        else:
+            previous = node
+    return out
+
+
+def _tables_needed(resident: array, geo: Geometry) -> int:
+    """Upper bound of the tables a mirror of ``resident`` needs: distinct table spans per level."""
+    lowest = geo.levels[0]
+    spans = {va >> (lowest.shift + lowest.bits) for va in resident}
+    total = len(spans)
+    for lv in geo.levels[1:]:
+        spans = {s >> lv.bits for s in spans}
+        total += len(spans)
+    return total
+
+
+def mirror(
+    snap: ProcessSnapshot,
+    *,
+    geometry_name: str | None = None,
+    extra_nodes: Iterable[int] = (),
+    progress: ProgressCallback | None = None,
+    bind: bool = True,
+) -> Mirror:
+    """Mirror ``snap`` (see the module doc for the placement rule).
+
+    The arena has a pool for every node 0..max(online nodes, data nodes, ``extra_nodes``);
+    nodes online with memory are real (mbind-bound), the others virtual.
+    """
+    import time
+
+    clock = time.perf_counter
+    t0 = clock()
+    name = geometry_name or host_geometry(snap)
+    geo = geometry(name)
+    topo = numa.topology()
+    wanted = set(topo.online) | {n for n in snap.nodes if n >= 0} | set(extra_nodes)
+    count = max(wanted) + 1
+    needed = _tables_needed(snap.resident, geo) if snap.resident else 8
+    # every node must be able to hold the whole tree: a relocation moves all of it to one node
+    arena = Arena(name, count, frames_per_node=needed + 64, bind=bind)
+    place = _placement_nodes(snap)
+    root_node = place[0] if place else (snap.last_cpu_node or 0)
+    mm = AddressSpace(arena, node=root_node)
+    resident = snap.resident
+    vma_ends = [v.end for v in snap.vmas]
+    vma_writable = ["w" in v.perms for v in snap.vmas]
+    page = snap.page_size
+    limit = geo.phys_limit
+    total = len(resident)
+    runs = 0
+    i = 0
+    vi = 0
+    try:
+        while i < total:
+            start = resident[i]
+            node = place[i]
+            while vi < len(vma_ends) and vma_ends[vi] <= start:
+                vi += 1
+            vma_end = vma_ends[vi] if vi < len(vma_ends) else 1 << 64
+            j = i + 1
+            expect = start + page
+            while j < total and resident[j] == expect and place[j] == node and expect < vma_end:
+                j += 1
+                expect += page
+            writable = vma_writable[vi] if vi < len(vma_ends) else True
+            mm.map(start, expect - start, start % limit, writable=writable, table_node=node)
+            runs += 1
+            i = j
+            if progress is not None and (runs & 255 == 0 or i == total):
+                progress(i, total)
+    except BaseException:
+        mm.close()
+        arena.close()
+        raise
+    if progress is not None:
+        progress(total, total)
+    return Mirror(
+        snapshot=snap,
+        arena=arena,
+        mm=mm,
+        geometry=geo,
+        data_nodes=array("i", snap.nodes),
+        runs=runs,
+        elapsed_s={"mirror": round(clock() - t0, 6)},
+    )

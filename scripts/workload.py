@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""A real multi-threaded workload for ptreloc to look at and migrate.
+
+usage: scripts/workload.py [--mib N] [--threads T] [--touch-interval S] [--huge] [--ignore-stdin]
+
+Maps N MiB of private anonymous memory, has T threads touch (write) their share of it so every
+page is resident, prints ONE JSON line on stdout once it is:
+
+    {"ready": true, "pid": 1234, "address": 140..., "pages": 16384, "threads": 4, ...}
+
+then waits: until stdin reaches end of file (unless --ignore-stdin), or SIGTERM/SIGINT.  With --touch-interval S the
+threads keep re-writing their pages every S seconds meanwhile (so the data stays hot, as a real
+workload's would, and NUMA balancing has accesses to sample).  4 KiB pages unless --huge
+(MADV_NOHUGEPAGE by default: a THP-backed region has no lowest-level tables to mirror).
+
+Only the standard library is used, so the system python3 can run it too.  Bind it to a node
+with numactl:  numactl --membind=0 --cpunodebind=0 scripts/workload.py --mib 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import mmap
+import os
+import signal
+import sys
+import threading
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mib", type=int, default=64, help="MiB to map and touch (default 64)")
+    parser.add_argument("--threads", type=int, default=4, help="touching threads (default 4)")
+    parser.add_argument(
+        "--touch-interval",
+        type=float,
+        default=0.0,
+        help="re-touch every page every S seconds while waiting (0: just wait)",
+    )
+    parser.add_argument("--huge", action="store_true", help="allow transparent huge pages")
+    parser.add_argument(
+        "--ignore-stdin", action="store_true", help="wait for SIGTERM/SIGINT only, not stdin EOF"
+    )
+    args = parser.parse_args(argv)
+    if args.mib < 1 or args.threads < 1 or args.touch_interval < 0:
+        parser.error("--mib and --threads must be at least 1, --touch-interval at least 0")
+
+    page = mmap.PAGESIZE
+    pages = args.mib * (1 << 20) // page
+    # private anonymous (Python's default for fd -1 is MAP_SHARED, i.e. shmem, which
+    # migrate_pages treats differently)
+    region = mmap.mmap(-1, pages * page, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if not args.huge and hasattr(mmap, "MADV_NOHUGEPAGE"):
+        region.madvise(mmap.MADV_NOHUGEPAGE)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    stop = threading.Event()
+    touched = threading.Barrier(args.threads + 1)
+
+    def worker(index: int) -> None:
+        share = range(index, pages, args.threads)
+        value = 1
+        for i in share:
+            region[i * page] = value
+        touched.wait()
+        # the threads stay alive until the end either way: a migration moves a live,
+        # multi-threaded process, not one whose workers have already finished
+        while not stop.wait(args.touch_interval or None):
+            value = value % 255 + 1
+            for i in share:
+                region[i * page] = value
+
+    threads = [
+        threading.Thread(target=worker, args=(i,), name=f"touch-{i}", daemon=True)
+        for i in range(args.threads)
+    ]
+    for t in threads:
+        t.start()
+    touched.wait()
+    print(
+        json.dumps(
+            {
+                "ready": True,
+                "pid": os.getpid(),
+                "address": address,
+                "pages": pages,
+                "page_size": page,
+                "threads": args.threads + 1,  # the touching threads and the main thread
+            }
+        ),
+        flush=True,
+    )
+
+    def finish(_signo: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, finish)
+    signal.signal(signal.SIGINT, finish)
+    # wait for end of file on stdin in a thread, so a signal can end the wait too
+    if not args.ignore_stdin:
+        reader = threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True)
+        reader.start()
+    stop.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
