@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 NODES  ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv build test test-host test-vm demo lint clean
+.PHONY: help deps venv build test test-host test-vm test-sanitize demo lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -43,6 +43,14 @@ test-vm: build ## run the multi-node suite inside a $(NODES)-node QEMU guest (sc
 	    echo "scripts/numa-vm --nodes $(NODES) -- $(PY) -m pytest -m multinode -p no:cacheprovider"; \
 	    scripts/numa-vm --nodes $(NODES) -- $(PY) -m pytest -m multinode -p no:cacheprovider; \
 	fi
+
+# The core's tests under ASan+UBSan, built into a scratch copy (the in-tree build is untouched).
+# TSAN_TESTS: tests to run under ThreadSanitizer too (the relocation stress adds itself here).
+SANITIZE_TESTS ?= tests/test_core.py tests/test_core_model.py
+TSAN_TESTS ?= tests/test_core.py::test_many_cpu_threads_fault_the_same_tables tests/test_core.py::test_python_threads_drive_cpus_while_main_thread_shoots_down
+test-sanitize: build ## core tests under AddressSanitizer+UBSan (and ThreadSanitizer for TSAN_TESTS)
+	PY=$(abspath $(PY)) scripts/test-sanitize asan $(addprefix $(CURDIR)/,$(SANITIZE_TESTS))
+	$(if $(strip $(TSAN_TESTS)),PY=$(abspath $(PY)) scripts/test-sanitize tsan $(addprefix $(CURDIR)/,$(TSAN_TESTS)),@echo "test-sanitize: no TSAN_TESTS set, ThreadSanitizer skipped")
 
 lint: build ## ruff over the Python sources
 	$(PY) -m pip install -q ruff
