@@ -493,7 +493,7 @@ def _syntax_only(spec: NodeSpec) -> frozenset[int]:
 
 _PAGE_ERRORS = {
     errno.ENOENT: "not present (never touched, or swapped out)",
-    errno.EFAULT: "not mapped, or the shared zero page",
+    errno.EFAULT: "not mapped, the shared zero page, or (older kernels, e.g. 6.1) never touched",
     errno.EACCES: "mapped by several processes (needs MPOL_MF_MOVE_ALL)",
     errno.EBUSY: "busy (under I/O or pinned), cannot move now",
     errno.ENOMEM: "no memory on the target node",

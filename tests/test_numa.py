@@ -263,8 +263,15 @@ def test_move_pages_query_reports_touched_and_untouched(backend: str, region: mm
     for i in touched:
         region[i * PAGE] = 1
     status = numa.move_pages(0, [base + i * PAGE for i in range(16)], backend=backend)
-    assert [s for i, s in enumerate(status) if i in touched] == [0] * len(touched)
-    assert all(s == -errno.ENOENT for i, s in enumerate(status) if i not in touched)
+    # get_mempolicy(MPOL_F_NODE|MPOL_F_ADDR) is an independent kernel path to the same fact
+    expected = [numa.page_node(base + i * PAGE) for i in sorted(touched)]
+    assert [s for i, s in enumerate(status) if i in touched] == expected
+    if len(HOST.online) == 1:
+        assert expected == [0] * len(touched)
+    # never-touched anonymous pages: -ENOENT here; older kernels (the 6.1 guest of
+    # scripts/numa-vm) say -EFAULT for a range with no page table yet
+    untouched = {s for i, s in enumerate(status) if i not in touched}
+    assert untouched in ({-errno.ENOENT}, {-errno.EFAULT})
     # a pid of ours is the same as pid 0, and small batches give the same answer
     again = numa.move_pages(os.getpid(), [base + i * PAGE for i in range(16)], batch=3)
     assert again == status
@@ -289,7 +296,8 @@ def test_page_status_names() -> None:
 def test_move_pages_move_mode_to_node_zero(backend: str, region: mmap.mmap) -> None:
     base = numa.buffer_address(region)
     region[0] = 1
-    assert numa.move_pages(0, [base, base + PAGE], 0, backend=backend) == [0, -errno.ENOENT]
+    moved = numa.move_pages(0, [base, base + PAGE], 0, backend=backend)
+    assert moved[0] == 0 and moved[1] in (-errno.ENOENT, -errno.EFAULT)  # see the query test
 
 
 def test_mbind_then_get_mempolicy_agrees(backend: str, region: mmap.mmap) -> None:
@@ -328,18 +336,26 @@ def test_mbind_rejects_bad_arguments(backend: str, region: mmap.mmap) -> None:
 
 
 def test_mbind_strict_reports_misplaced_pages_not_a_bad_node(backend: str) -> None:
-    """EIO from MPOL_MF_STRICT means 'pages elsewhere', not 'bad node'; on one node nothing is
-    elsewhere, so strict bind to node 0 must succeed."""
+    """EIO from MPOL_MF_STRICT means 'pages are elsewhere', not 'bad node'."""
     m = mmap.mmap(-1, 4 * PAGE, flags=PRIVATE)
+    base = numa.buffer_address(m)
     m[0] = 1
-    numa.mbind(numa.buffer_address(m), 4 * PAGE, "bind", "0", numa.MPOL_MF_STRICT, backend=backend)
+    here = numa.page_node(base, backend=backend)
+    numa.mbind(base, 4 * PAGE, "bind", [here], numa.MPOL_MF_STRICT, backend=backend)
+    others = sorted((HOST.online & HOST.with_memory) - {here})
+    if others:  # only where there is an "elsewhere" (the test bed guest)
+        numa.mbind(base, 4 * PAGE, "default", backend=backend)
+        with pytest.raises(SyscallError, match="MPOL_MF_STRICT was given") as info:
+            numa.mbind(base, 4 * PAGE, "bind", [others[0]], numa.MPOL_MF_STRICT, backend=backend)
+        assert info.value.errno == errno.EIO
     m.close()
 
 
 def test_migrate_pages_self_and_child_zero_to_zero(backend: str) -> None:
     assert numa.migrate_pages(0, "0", "0", backend=backend) == 0
     with spawn_workload(64) as child:
-        assert numa.migrate_pages(child.pid, "0", "all", backend=backend) == 0
+        # "all" -> "0": on this one-node host that is 0 -> 0; in a guest it gathers on node 0
+        assert numa.migrate_pages(child.pid, "all", "0", backend=backend) == 0
         status = numa.move_pages(child.pid, child.page_addresses(PAGE), backend=backend)
         assert status == [0] * 64
 
