@@ -19,6 +19,9 @@ __all__ = ["main"]
 COMMANDS: dict[str, str] = {
     "nodes": "ptreloc.cli.nodes",
     "doctor": "ptreloc.cli.doctor",
+    "show": "ptreloc.cli.show",
+    "migrate": "ptreloc.cli.migrate",
+    "watch": "ptreloc.cli.watch",
 }
 
 

@@ -1,0 +1,148 @@
+"""``ptreloc migrate``: move a process's data between nodes and relocate its mirrored tables."""
+
+from __future__ import annotations
+
+import click
+
+from ptreloc import migrate as migrate_mod
+from ptreloc.cli._common import emit_json, fail, guarded, json_option, stdout_console
+from ptreloc.cli.show import data_table, progress_bar, tables_table
+from ptreloc.errors import EXIT_PARTIAL
+
+__all__ = ["command"]
+
+
+@click.command("migrate")
+@click.option("--pid", type=int, required=True, help="The process to migrate.")
+@click.option(
+    "--from-node",
+    "from_node",
+    required=True,
+    metavar="NODES",
+    help="Source node(s), numactl syntax: 0, 1,3, 0-3, all, !1.",
+)
+@click.option(
+    "--to-node",
+    "to_node",
+    required=True,
+    metavar="NODES",
+    help="Target node(s), numactl syntax (with several, each table follows most of its data).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Validate, snapshot and predict; move nothing real."
+)
+@click.option(
+    "--strict", is_flag=True, help="Exit 3 when any page was not migrated or table not relocated."
+)
+@click.option(
+    "--strategy",
+    type=click.Choice(migrate_mod.STRATEGIES),
+    default="rewalk",
+    show_default=True,
+    help="Table relocation protocol: rewalk (concurrent, the RFC's) or stop (quiesce, reload).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 1 << 20),
+    default=migrate_mod.DEFAULT_BATCH,
+    show_default=True,
+    help="Table frames per relocation batch (one shootdown each).",
+)
+@click.option(
+    "--in-place",
+    is_flag=True,
+    help="Allow --from-node equal to --to-node: run the whole path on that node (the kernel "
+    "moves nothing; the mirrored tables are copied to fresh frames on the same node).",
+)
+@json_option
+@guarded
+def command(
+    pid: int,
+    from_node: str,
+    to_node: str,
+    dry_run: bool,
+    strict: bool,
+    strategy: str,
+    batch: int,
+    in_place: bool,
+    as_json: bool,
+) -> None:
+    """Move process PID's pages from --from-node to --to-node with migrate_pages(2), as
+    numactl's migratepages does, and relocate its page tables - mirrored into emulated tables
+    on real nodes - to follow the data; then verify with the kernel's own answers.
+
+    Everything is validated before anything changes: the process (exists, not a zombie or
+    kernel thread, yours or you are root), the nodes (well formed, online, target with memory,
+    target inside the process's cpuset) and that from differs from to ("nothing to do"
+    otherwise; --in-place runs it on one node, e.g. 0 -> 0 on a one-node machine).
+
+    Exit codes: 0 done (check "verified"), 1 no such process / zombie / permission / target
+    outside the cpuset / syscall failure / the process exited mid-way, 2 usage error (bad
+    option, malformed or offline node, kernel thread, from equal to to), 3 with --strict when
+    some page was not migrated or some table not relocated.
+    """
+    with progress_bar(not as_json, f"mirroring pid {pid}") as update:
+        report = migrate_mod.migrate(
+            pid,
+            from_node,
+            to_node,
+            dry_run=dry_run,
+            strategy=strategy,
+            batch=batch,
+            in_place=in_place,
+            progress=update,
+        )
+    data = report.to_json()
+    if as_json:
+        emit_json(data)
+    else:
+        _print(data)
+    if strict and report.partial:
+        fail(
+            f"partial result: {report.data_not_migrated} pages not migrated, "
+            f"{sum(report.not_relocated.values())} tables not relocated",
+            EXIT_PARTIAL,
+        )
+
+
+def _print(data: dict) -> None:
+    out = stdout_console
+    verb = "would migrate" if data["dry_run"] else "migrated"
+    out.print(
+        f"pid {data['pid']} ({data['name']}): {verb} node "
+        f"{','.join(map(str, data['from_nodes']))} -> {','.join(map(str, data['to_nodes']))}"
+        f"{' (in place)' if data['in_place'] else ''}, strategy {data['strategy']}",
+        markup=False,
+    )
+    d = data["data"]
+    out.print(
+        data_table(
+            "data pages per node (move_pages query of the snapshot's pages)",
+            {"before": d["before"], "after": d["after"]},
+            data["page_size"],
+        )
+    )
+    t = data["tables"]
+    levels = list(next(iter(t["before"].values()), {}).keys()) or list(t["relocated"])
+    virtual = set(data["virtual_nodes"])
+    out.print(tables_table("mirrored tables before", t["before"], levels, virtual))
+    out.print(tables_table("mirrored tables after", t["after"], levels, virtual))
+    f = data["remote_table_fraction"]
+    out.print(
+        f"remote_table_fraction: before {f['before']:.3f}, after the data alone "
+        f"{f['after_data_only']:.3f} (what migratepages leaves), after relocation {f['after']:.3f}",
+        markup=False,
+    )
+    out.print(
+        f"tables relocated {sum(t['relocated'].values())}, not relocated "
+        f"{sum(t['not_relocated'].values())}, bytes copied {t['bytes_copied']}; pages not "
+        f"migrated {d['not_migrated']}",
+        markup=False,
+    )
+    timings = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in data["timings_s"].items())
+    out.print(f"timings: {timings}", markup=False)
+    if data["verified"] is None:
+        out.print("dry run: nothing was moved, nothing verified", markup=False)
+    else:
+        checks = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in data["checks"].items())
+        out.print(f"verified: {'yes' if data['verified'] else 'NO'} ({checks})", markup=False)

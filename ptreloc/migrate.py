@@ -1,0 +1,512 @@
+"""Move a live process's data with migrate_pages(2) and its mirrored page tables with it.
+
+``migrate(pid, from_nodes, to_nodes)`` is what ``ptreloc migrate`` runs:
+
+1. **validate** everything before touching anything (:func:`validate`): the pid, that it is a
+   live user process with a memory map (not a zombie, not a kernel thread), that we may read its
+   pagemap and move its pages, that both node lists are well formed and online (the target with
+   memory), that the target is inside the process's cpuset (Mems_allowed) and that the request
+   is not "from equal to to";
+2. snapshot the process and mirror it (:mod:`ptreloc.mirror`);
+3. move the real data: migrate_pages(2);
+4. re-query where each snapshot page is now (move_pages(2) query);
+5. relocate the mirrored tables that sit on a source node to the target (:mod:`ptreloc.relocate`);
+6. verify: every mirrored translation unchanged, every table frame physically on the target node
+   when that node is real (move_pages query of the frames' own addresses), and the kernel's
+   placement of the data;
+7. report (:class:`MigrationReport`, JSON keys per the command-line contract).
+
+Same node on both sides is "nothing to do" (a usage error) unless ``in_place`` is given: then the
+whole path runs for real on one node - migrate_pages from a node to itself (which the kernel
+accepts and does nothing for) and the mirrored tables copied to fresh frames on that same node -
+which is how the tool is exercised on a one-node machine.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from ptreloc import numa, proc
+from ptreloc.errors import (
+    AccessDenied,
+    InvalidNode,
+    NoSuchProcess,
+    PtrelocError,
+    SyscallError,
+    UsageError,
+)
+from ptreloc.mirror import Mirror, ProgressCallback, RemoteFraction, mirror
+
+__all__ = [
+    "STRATEGIES",
+    "MigrationRequest",
+    "MigrationReport",
+    "validate",
+    "migrate",
+    "remap_nodes",
+    "relocate_mirror",
+]
+
+#: table relocation strategies ``ptreloc migrate`` offers (``naive`` exists for ``stress`` only)
+STRATEGIES = ("rewalk", "stop")
+DEFAULT_BATCH = 64
+_CAP_SYS_NICE = 23  # include/uapi/linux/capability.h
+
+
+@dataclass(frozen=True)
+class MigrationRequest:
+    """A validated request: nothing has been changed yet."""
+
+    pid: int
+    name: str
+    from_nodes: frozenset[int]
+    to_nodes: frozenset[int]
+    mems_allowed: frozenset[int]
+    in_place: bool
+
+
+def _cap_effective(pid: int | str, cap: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> cap & 1)
+    except OSError:
+        pass
+    return False
+
+
+def _nodes(spec: numa.NodeSpec, topo: numa.Topology, *, memory: bool) -> frozenset[int]:
+    """A numactl node string or node numbers -> checked node set (InvalidNode otherwise)."""
+    if not isinstance(spec, str):
+        items = list(spec)
+        if any(isinstance(n, bool) or not isinstance(n, int) for n in items):
+            raise InvalidNode(f"nodes must be numbers, not {items!r}")
+        if any(n < 0 for n in items):
+            raise InvalidNode(f"node numbers cannot be negative: {items!r}")
+        spec = ",".join(str(n) for n in sorted(set(items)))
+    return numa.parse_nodes(spec, topo, need_memory=memory)
+
+
+def validate(
+    pid: int, from_spec: numa.NodeSpec, to_spec: numa.NodeSpec, *, in_place: bool = False
+) -> MigrationRequest:
+    """Check the whole request; raise the first problem found.  Changes nothing.
+
+    Raises UsageError/InvalidNode (exit 2): a pid that is not a positive number, a kernel
+    thread, malformed/unknown/offline nodes, a target without memory, the same nodes on both
+    sides without ``in_place`` (or ``in_place`` with different nodes).  NoSuchProcess (exit 1):
+    no such pid, a zombie.  AccessDenied (exit 1): another user's process without CAP_SYS_NICE,
+    no ptrace read access to its pagemap, a target outside its cpuset.
+    """
+    proc._check_pid(pid)
+    # nodes first: a malformed node list is a usage error whatever the pid
+    topo = numa.topology()
+    from_nodes = _nodes(from_spec, topo, memory=False)
+    to_nodes = _nodes(to_spec, topo, memory=True)
+    if from_nodes == to_nodes and not in_place:
+        raise UsageError(
+            f"from equal to to (nothing to do): both are node {numa.format_nodes(from_nodes)}; "
+            f"give a different --to-node, or --in-place to relocate the tables on that node"
+        )
+    if in_place and from_nodes != to_nodes:
+        raise UsageError(
+            "--in-place needs the same nodes on both sides "
+            f"(got {numa.format_nodes(from_nodes)} -> {numa.format_nodes(to_nodes)})"
+        )
+    # the process: exists, alive, a user process, ours to move
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            name = process.name()
+            status = process.status()
+            uids = process.uids()
+    except psutil.ZombieProcess as err:
+        raise NoSuchProcess(f"pid {pid} is a zombie (it has exited): nothing to migrate") from err
+    except psutil.NoSuchProcess as err:
+        raise NoSuchProcess(f"no process with pid {pid}") from err
+    except psutil.AccessDenied as err:
+        raise AccessDenied(f"cannot inspect pid {pid}: it belongs to another user; run as root") from err
+    if status == psutil.STATUS_ZOMBIE:
+        raise NoSuchProcess(f"pid {pid} is a zombie (it has exited): nothing to migrate")
+    if proc._is_kernel_thread(pid):
+        raise UsageError(
+            f"pid {pid} ({name}) is a kernel thread: it has no user memory to migrate; "
+            f"give the pid of a user process"
+        )
+    me_uid, me_euid = os.getuid(), os.geteuid()
+    if not _cap_effective("self", _CAP_SYS_NICE) and not (
+        {me_uid, me_euid} & {uids.real, uids.saved}
+    ):
+        raise AccessDenied(
+            f"pid {pid} ({name}) belongs to uid {uids.real}: moving another user's pages needs "
+            f"CAP_SYS_NICE; run as root"
+        )
+    try:  # reading pagemap needs ptrace read access: try it for real (opening changes nothing)
+        os.close(os.open(f"/proc/{pid}/pagemap", os.O_RDONLY))
+    except (FileNotFoundError, ProcessLookupError) as err:
+        raise NoSuchProcess(f"no process with pid {pid} (it exited)") from err
+    except PermissionError as err:
+        raise AccessDenied(
+            f"cannot read /proc/{pid}/pagemap of {name}: needs the same user or root"
+        ) from err
+    mems = numa.process_mems_allowed(pid)
+    outside = to_nodes - mems
+    if outside:
+        raise AccessDenied(
+            f"node {numa.format_nodes(outside)} is outside pid {pid}'s cpuset (Mems_allowed: "
+            f"{numa.format_nodes(mems) or 'none'}); choose a target from Mems_allowed or widen "
+            f"the cpuset"
+        )
+    return MigrationRequest(pid, name, from_nodes, to_nodes, mems, in_place)
+
+
+def remap_nodes(from_nodes: frozenset[int], to_nodes: frozenset[int]) -> dict[int, int]:
+    """Where migrate_pages(2) sends the pages of each source node: the n-th source node (in
+    order) to the (n mod |to|)-th target node, as the kernel's bitmap remap does."""
+    targets = sorted(to_nodes)
+    return {node: targets[i % len(targets)] for i, node in enumerate(sorted(from_nodes))}
+
+
+# ---- report ------------------------------------------------------------------------------
+
+
+def _pages_per_node(nodes: array) -> dict[str, int]:
+    counts = Counter(n for n in nodes if n >= 0)
+    return {str(k): v for k, v in sorted(counts.items())}
+
+
+def _tables_json(tables: dict[int, dict[str, int]]) -> dict[str, dict[str, int]]:
+    return {str(node): dict(levels) for node, levels in sorted(tables.items()) if any(levels.values())}
+
+
+@dataclass
+class MigrationReport:
+    request: MigrationRequest
+    dry_run: bool
+    strategy: str
+    batch: int
+    geometry: str
+    virtual_nodes: tuple[int, ...]
+    data_before: dict[str, int]
+    data_after: dict[str, int]
+    data_not_migrated: int
+    kernel_not_migrated: int | None
+    numa_maps_before: dict[int, int]
+    numa_maps_after: dict[int, int]
+    tables_before: dict[str, dict[str, int]]
+    tables_after: dict[str, dict[str, int]]
+    relocated: dict[str, int]
+    not_relocated: dict[str, int]
+    not_relocated_reasons: dict[str, int]
+    bytes_copied: int
+    fraction_before: RemoteFraction
+    fraction_after_data_only: RemoteFraction
+    fraction_after: RemoteFraction
+    checks: dict[str, bool | None]
+    timings_s: dict[str, float] = field(default_factory=dict)
+    page_size: int = numa.PAGE_SIZE
+
+    @property
+    def verified(self) -> bool | None:
+        if self.dry_run:
+            return None
+        return all(v is not False for v in self.checks.values())
+
+    @property
+    def partial(self) -> bool:
+        return self.data_not_migrated > 0 or sum(self.not_relocated.values()) > 0
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.request
+        return {
+            "pid": r.pid,
+            "name": r.name,
+            "from_nodes": sorted(r.from_nodes),
+            "to_nodes": sorted(r.to_nodes),
+            "in_place": r.in_place,
+            "dry_run": self.dry_run,
+            "strategy": self.strategy,
+            "batch": self.batch,
+            "geometry": self.geometry,
+            "virtual_nodes": list(self.virtual_nodes),
+            "page_size": self.page_size,
+            "data": {
+                "before": self.data_before,
+                "after": self.data_after,
+                "not_migrated": self.data_not_migrated,
+                "kernel_not_migrated": self.kernel_not_migrated,
+                "numa_maps_before": {str(k): v for k, v in sorted(self.numa_maps_before.items())},
+                "numa_maps_after": {str(k): v for k, v in sorted(self.numa_maps_after.items())},
+            },
+            "tables": {
+                "before": self.tables_before,
+                "after": self.tables_after,
+                "relocated": self.relocated,
+                "not_relocated": self.not_relocated,
+                "not_relocated_reasons": self.not_relocated_reasons,
+                "bytes_copied": self.bytes_copied,
+            },
+            "remote_table_fraction": {
+                "before": round(self.fraction_before.fraction, 6),
+                "after_data_only": round(self.fraction_after_data_only.fraction, 6),
+                "after": round(self.fraction_after.fraction, 6),
+                "detail": {
+                    "before": self.fraction_before.to_json(),
+                    "after_data_only": self.fraction_after_data_only.to_json(),
+                    "after": self.fraction_after.to_json(),
+                },
+            },
+            "checks": self.checks,
+            "verified": self.verified,
+            "timings_s": self.timings_s,
+        }
+
+
+# ---- relocation adapter ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Relocated:
+    relocated: dict[str, int]
+    not_relocated: dict[str, int]
+    reasons: dict[str, int]
+    bytes_copied: int
+
+
+def _level_counts(value: Any, names: list[str]) -> dict[str, int]:
+    """A per-level count in whatever shape the relocation report gives (list by level index,
+    or dict by index or name) -> {level name: count}."""
+    if value is None:
+        return dict.fromkeys(names, 0)
+    if isinstance(value, dict):
+        out = dict.fromkeys(names, 0)
+        for k, v in value.items():
+            key = names[k] if isinstance(k, int) else str(k)
+            out[key] = out.get(key, 0) + int(v if not isinstance(v, list | tuple) else len(v))
+        return out
+    if isinstance(value, list | tuple):
+        return {names[i]: int(v) for i, v in enumerate(value)}
+    return dict.fromkeys(names, 0)
+
+
+def relocate_mirror(
+    m: Mirror,
+    from_nodes: frozenset[int],
+    target: int | Callable[..., int],
+    *,
+    strategy: str = "rewalk",
+    batch: int = DEFAULT_BATCH,
+) -> _Relocated:
+    """Relocate the mirror's tables on ``from_nodes`` to ``target`` with ptreloc.relocate."""
+    try:
+        from ptreloc import relocate as engine
+    except ImportError as err:
+        raise PtrelocError(
+            "the relocation engine (ptreloc.relocate) is not in this build: update and "
+            "'make build'"
+        ) from err
+    report = engine.relocate(m.mm, sorted(from_nodes), target, strategy=strategy, batch=batch)
+    names = [lv.name for lv in m.geometry.levels]
+    reasons_raw = getattr(report, "reasons", None) or getattr(report, "not_relocated_reasons", None)
+    reasons: dict[str, int] = {}
+    if isinstance(reasons_raw, dict):
+        reasons = {str(k): (len(v) if isinstance(v, list | tuple) else int(v)) for k, v in reasons_raw.items()}
+    elif isinstance(reasons_raw, list | tuple):
+        reasons = dict(Counter(str(getattr(r, "reason", r)) for r in reasons_raw))
+    return _Relocated(
+        relocated=_level_counts(getattr(report, "relocated", None), names),
+        not_relocated=_level_counts(getattr(report, "not_relocated", None), names),
+        reasons=reasons,
+        bytes_copied=int(getattr(report, "bytes_copied", 0)),
+    )
+
+
+# ---- the migration -----------------------------------------------------------------------
+
+
+def _predicted(nodes: array, mapping: dict[int, int]) -> array:
+    return array("i", (mapping.get(n, n) if n >= 0 else n for n in nodes))
+
+
+def migrate(
+    pid: int,
+    from_spec: numa.NodeSpec,
+    to_spec: numa.NodeSpec,
+    *,
+    dry_run: bool = False,
+    strategy: str = "rewalk",
+    batch: int = DEFAULT_BATCH,
+    in_place: bool = False,
+    progress: ProgressCallback | None = None,
+) -> MigrationReport:
+    """Validate, snapshot, mirror, migrate the data, relocate the tables, verify (module doc).
+
+    With ``dry_run`` nothing real moves: ``data.after`` and ``remote_table_fraction`` give what
+    migrate_pages would do (the kernel's remap of source to target nodes), the tables are not
+    relocated and ``verified`` is None.
+    """
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown strategy {strategy!r}: use {' or '.join(STRATEGIES)}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 1 << 20:
+        raise UsageError(f"batch must be 1..{1 << 20} table frames, not {batch!r}")
+    clock = time.perf_counter
+    timings: dict[str, float] = {}
+    t_start = t = clock()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = clock()
+        timings[name] = round(now - t, 6)
+        t = now
+
+    request = validate(pid, from_spec, to_spec, in_place=in_place)
+    lap("validate")
+    try:
+        return _run(request, dry_run, strategy, batch, progress, timings, lap, t_start)
+    except (psutil.NoSuchProcess, ProcessLookupError, FileNotFoundError) as err:
+        raise NoSuchProcess(
+            f"pid {pid} exited during the migration; nothing more was done"
+        ) from err
+    except SyscallError as err:
+        if err.errno == errno.ESRCH:
+            raise NoSuchProcess(f"pid {pid} exited during the migration") from err
+        raise
+
+
+def _run(
+    request: MigrationRequest,
+    dry_run: bool,
+    strategy: str,
+    batch: int,
+    progress: ProgressCallback | None,
+    timings: dict[str, float],
+    lap: Callable[[str], None],
+    t_start: float,
+) -> MigrationReport:
+    pid = request.pid
+    try:
+        snap = proc.snapshot(pid)
+    except NoSuchProcess as err:
+        raise NoSuchProcess(f"{err} (during the migration; nothing was moved)") from err
+    lap("snapshot")
+    m = mirror(snap, extra_nodes=request.to_nodes, progress=progress)
+    try:
+        lap("mirror")
+        mapping = remap_nodes(request.from_nodes, request.to_nodes)
+        before_nodes = array("i", snap.nodes)
+        fraction_before = m.remote_fraction()
+        tables_before = _tables_json(m.tables())
+        lap("measure_before")
+        names = [lv.name for lv in m.geometry.levels]
+        kernel_left: int | None = None
+        if dry_run:
+            after_nodes = _predicted(before_nodes, mapping)
+            numa_after = dict(snap.numa_maps)
+            relocated = _Relocated(dict.fromkeys(names, 0), dict.fromkeys(names, 0), {}, 0)
+        else:
+            kernel_left = numa.migrate_pages(pid, request.from_nodes, request.to_nodes)
+            lap("migrate_pages")
+            after_nodes = array("i", numa.move_pages(pid, snap.resident)) if snap.resident else array("i")
+            numa_after = numa.numa_maps_node_pages(pid)
+            lap("requery")
+            m.update_data_nodes(after_nodes)
+        fraction_data_only = m.remote_fraction(after_nodes)
+        if not dry_run:
+            if len(request.to_nodes) == 1:
+                target: int | Callable[..., int] = next(iter(request.to_nodes))
+            else:
+                target = _majority_chooser(m, after_nodes, request.to_nodes)
+            relocated = relocate_mirror(m, request.from_nodes, target, strategy=strategy, batch=batch)
+            lap("relocate")
+        fraction_after = m.remote_fraction(after_nodes) if not dry_run else fraction_data_only
+        tables_after = _tables_json(m.tables())
+        # pages that were on a source node and are on a source node still (and not on a target)
+        stuck = sum(
+            1
+            for b, a in zip(before_nodes, after_nodes, strict=True)
+            if b in request.from_nodes and b not in request.to_nodes and a in request.from_nodes
+            and a not in request.to_nodes
+        ) if not dry_run else 0
+        checks: dict[str, bool | None] = {
+            "translations_unchanged": None,
+            "tables_on_target": None,
+            "data_on_target": None,
+        }
+        if not dry_run:
+            checks["translations_unchanged"] = m.check_translations() == 0
+            checks["tables_on_target"] = _tables_on_target(m, request)
+            checks["data_on_target"] = stuck == 0
+            lap("verify")
+        timings["total"] = round(time.perf_counter() - t_start, 6)
+        return MigrationReport(
+            request=request,
+            dry_run=dry_run,
+            strategy=strategy,
+            batch=batch,
+            geometry=m.geometry.name,
+            virtual_nodes=m.arena.virtual_nodes,
+            data_before=_pages_per_node(before_nodes),
+            data_after=_pages_per_node(after_nodes),
+            data_not_migrated=stuck,
+            kernel_not_migrated=kernel_left,
+            numa_maps_before=dict(snap.numa_maps),
+            numa_maps_after=numa_after,
+            tables_before=tables_before,
+            tables_after=tables_after,
+            relocated=relocated.relocated,
+            not_relocated=relocated.not_relocated,
+            not_relocated_reasons=relocated.reasons,
+            bytes_copied=relocated.bytes_copied,
+            fraction_before=fraction_before,
+            fraction_after_data_only=fraction_data_only,
+            fraction_after=fraction_after,
+            checks=checks,
+            timings_s=timings,
+            page_size=snap.page_size,
+        )
+    finally:
+        m.close()
+
+
+def _majority_chooser(
+    m: Mirror, nodes: array, targets: frozenset[int]
+) -> Callable[..., int]:
+    """For several target nodes: each table goes to the target node holding most of the data
+    pages under it (ties: the lowest node)."""
+    per_block: dict[int, int] = {}
+    shift = m.block_shift
+    for i, j, va in m._blocks():
+        counts = Counter(n for n in nodes[i:j] if n in targets)
+        per_block[va >> shift] = min(counts, key=lambda n: (-counts[n], n)) if counts else min(targets)
+    fallback = min(targets)
+
+    def choose(*args: Any, **kwargs: Any) -> int:
+        va = kwargs.get("va", args[0] if args else None)
+        if not isinstance(va, int):
+            return fallback
+        return per_block.get(va >> shift, fallback)
+
+    return choose
+
+
+def _tables_on_target(m: Mirror, request: MigrationRequest) -> bool | None:
+    """Every mirrored table frame that was on a source node is on a target node now - by the
+    arena's metadata and, for real nodes, by the kernel (move_pages query of the frame)."""
+    frames = m.frames()
+    real = {n.node for n in m.arena.nodes if n.real}
+    sources = request.from_nodes - request.to_nodes
+    meta_ok = all(m.frame_node(f) not in sources for f in frames)
+    to_check = [f for f in frames if m.frame_node(f) in real]
+    kernel = m.frame_real_nodes(to_check)
+    kernel_ok = all(kernel[f] == m.frame_node(f) for f in to_check)
+    return meta_ok and kernel_ok

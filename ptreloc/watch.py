@@ -1,0 +1,238 @@
+"""Follow a live process: when its data or its CPU moves node, relocate its mirrored tables.
+
+``watch(pid, ...)`` mirrors the process once (:mod:`ptreloc.mirror`), then every ``interval``
+seconds asks the kernel where the mirrored pages are now (move_pages query) and which node its
+threads last ran on (/proc/PID/task/*/stat, the node most threads are on).  Whatever moved them -
+automatic NUMA balancing, an administrator's ``migratepages``, a cpuset change - an event is
+produced and the tables follow:
+
+* ``data_moved``: some pages changed node.  Each table goes to the node that now holds most of
+  the data pages under it (``follow="data"`` or ``"auto"``).
+* ``cpu_moved``: the threads' node changed and the data did not.  With ``follow="cpu"`` or
+  ``"auto"`` every table goes to the CPU's node (a page walk is done by the CPU; this is the
+  placement Mitosis argues for when data is spread).  ``follow="data"`` only reports it.
+
+The mirror covers the pages resident when watching started; pages faulted in later are not
+followed (restart the watch to include them).  The watch ends when the process exits, on
+Ctrl-C, after ``count`` relocation events or after ``timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from ptreloc import numa, proc
+from ptreloc.errors import NoSuchProcess, UsageError
+from ptreloc.migrate import DEFAULT_BATCH, STRATEGIES, relocate_mirror
+from ptreloc.mirror import Mirror, mirror
+
+__all__ = ["FOLLOW", "WatchEvent", "watch", "threads_node"]
+
+FOLLOW = ("auto", "data", "cpu")
+
+
+@dataclass
+class WatchEvent:
+    event: str  # start, data_moved, cpu_moved, exit, stop
+    pid: int
+    time_s: float  # seconds since the watch started
+    data: dict[str, int]  # node -> pages (of the mirrored pages)
+    cpu_node: int | None
+    tables: dict[str, dict[str, int]]  # node -> level -> frames, after any relocation
+    remote_table_fraction: float
+    pages_moved: int = 0
+    tables_relocated: int = 0
+    bytes_copied: int = 0
+    target: str | None = None  # where tables were sent: a node, or "per-table majority"
+    remote_table_fraction_before: float | None = None
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "event": self.event,
+            "pid": self.pid,
+            "time_s": round(self.time_s, 3),
+            "data": self.data,
+            "cpu_node": self.cpu_node,
+            "tables": self.tables,
+            "remote_table_fraction": round(self.remote_table_fraction, 6),
+        }
+        if self.event in ("data_moved", "cpu_moved"):
+            out.update(
+                pages_moved=self.pages_moved,
+                tables_relocated=self.tables_relocated,
+                bytes_copied=self.bytes_copied,
+                target=self.target,
+                remote_table_fraction_before=round(self.remote_table_fraction_before or 0.0, 6),
+            )
+        if self.reason:
+            out["reason"] = self.reason
+        out.update(self.extra)
+        return out
+
+
+def threads_node(pid: int) -> int | None:
+    """The node most of the process's threads last ran on (ties: the lowest node)."""
+    topo = numa.topology()
+    nodes: Counter[int] = Counter()
+    try:
+        tids = psutil.Process(pid).threads()
+    except psutil.Error:
+        tids = []
+    for t in tids:
+        try:
+            with open(f"/proc/{pid}/task/{t.id}/stat", encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+        except OSError:
+            continue  # the thread exited meanwhile
+        cpu = int(text[text.rindex(")") + 2 :].split()[39 - 3])
+        node = topo.node_of_cpu(cpu)
+        if node is not None:
+            nodes[node] += 1
+    if not nodes:
+        return None
+    return min(nodes, key=lambda n: (-nodes[n], n))
+
+
+def _per_node(nodes: array) -> dict[str, int]:
+    counts = Counter(n for n in nodes if n >= 0)
+    return {str(k): v for k, v in sorted(counts.items())}
+
+
+def _tables(m: Mirror) -> dict[str, dict[str, int]]:
+    return {str(n): lv for n, lv in sorted(m.tables().items()) if any(lv.values())}
+
+
+def _majority_per_block(m: Mirror, nodes: array) -> Callable[..., int]:
+    shift = m.block_shift
+    per_block: dict[int, int] = {}
+    overall = Counter(n for n in nodes if n >= 0)
+    fallback = min(overall, key=lambda n: (-overall[n], n)) if overall else 0
+    for i, j, va in m._blocks():
+        counts = Counter(n for n in nodes[i:j] if n >= 0)
+        per_block[va >> shift] = min(counts, key=lambda n: (-counts[n], n)) if counts else fallback
+
+    def choose(*args: Any, **kwargs: Any) -> int:
+        va = kwargs.get("va", args[0] if args else None)
+        if not isinstance(va, int):
+            return fallback
+        # an upper-level table spans many blocks: the block of its first address decides
+        return per_block.get(va >> shift, fallback)
+
+    choose.fallback = fallback  # type: ignore[attr-defined]
+    return choose
+
+
+def _relocate_to(m: Mirror, target: int | Callable[..., int], strategy: str, batch: int) -> tuple[int, int]:
+    """Relocate every table not already where ``target`` wants it; (tables moved, bytes)."""
+    sources = frozenset(n.node for n in m.arena.nodes)
+    if isinstance(target, int):
+        sources = sources - {target}
+    if not sources:
+        return 0, 0
+    result = relocate_mirror(m, sources, target, strategy=strategy, batch=batch)
+    return sum(result.relocated.values()), result.bytes_copied
+
+
+def watch(
+    pid: int,
+    *,
+    interval: float = 1.0,
+    count: int | None = None,
+    timeout: float | None = None,
+    follow: str = "auto",
+    strategy: str = "rewalk",
+    batch: int = DEFAULT_BATCH,
+) -> Iterator[WatchEvent]:
+    """Yield events while following ``pid`` (see the module doc).  The first event is
+    ``start``; the last is ``exit`` (the process ended), or ``stop`` (count/timeout reached, or
+    the consumer closed the generator, e.g. on Ctrl-C)."""
+    if not isinstance(interval, int | float) or isinstance(interval, bool) or not 0 < interval <= 3600:
+        raise UsageError(f"interval must be more than 0 and at most 3600 seconds, not {interval!r}")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise UsageError(f"count must be a positive number of events, not {count!r}")
+    if timeout is not None and not 0 < timeout <= 10**7:
+        raise UsageError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    if follow not in FOLLOW:
+        raise UsageError(f"unknown follow mode {follow!r}: use {', '.join(FOLLOW)}")
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown strategy {strategy!r}: use {' or '.join(STRATEGIES)}")
+    clock = time.monotonic
+    t0 = clock()
+    snap = proc.snapshot(pid)
+    m = mirror(snap)
+    try:
+        nodes = array("i", snap.nodes)
+        cpu_node = threads_node(pid)
+        yield WatchEvent(
+            "start", pid, 0.0, _per_node(nodes), cpu_node, _tables(m),
+            m.remote_fraction(nodes).fraction,
+            extra={"resident_pages": len(snap.resident), "geometry": m.geometry.name,
+                   "virtual_nodes": list(m.arena.virtual_nodes)},
+        )
+        events = 0
+        while True:
+            if timeout is not None and clock() - t0 >= timeout:
+                yield WatchEvent("stop", pid, clock() - t0, _per_node(nodes), cpu_node,
+                                 _tables(m), m.remote_fraction(nodes).fraction, reason="timeout")
+                return
+            time.sleep(interval if timeout is None else max(0.0, min(interval, t0 + timeout - clock())))
+            try:
+                if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    raise NoSuchProcess(f"pid {pid} exited")
+                now = array("i", numa.move_pages(pid, snap.resident)) if snap.resident else array("i")
+                new_cpu = threads_node(pid)
+            except (NoSuchProcess, psutil.NoSuchProcess):
+                yield WatchEvent("exit", pid, clock() - t0, _per_node(nodes), cpu_node,
+                                 _tables(m), m.remote_fraction(nodes).fraction,
+                                 reason="the process exited")
+                return
+            # a page that vanished (-ENOENT/-EFAULT now) is not a move
+            moved = sum(1 for a, b in zip(nodes, now, strict=True) if a >= 0 and b >= 0 and a != b)
+            kind = None
+            if moved:
+                kind = "data_moved"
+            elif new_cpu is not None and new_cpu != cpu_node:
+                kind = "cpu_moved"
+            if kind is None:
+                nodes = now
+                continue
+            before = m.remote_fraction(now).fraction
+            target: int | Callable[..., int] | None
+            label: str | None
+            if kind == "data_moved" and follow in ("auto", "data"):
+                chooser = _majority_per_block(m, now)
+                spread = len({n for n in now if n >= 0}) > 1
+                target = chooser if spread else chooser.fallback  # type: ignore[attr-defined]
+                label = "per-table majority of its data" if spread else str(target)
+            elif kind == "cpu_moved" and follow in ("auto", "cpu") and new_cpu is not None:
+                target, label = new_cpu, str(new_cpu)
+            else:
+                target, label = None, None
+            relocated = copied = 0
+            if target is not None:
+                relocated, copied = _relocate_to(m, target, strategy, batch)
+            nodes = now
+            m.update_data_nodes(now)
+            cpu_node = new_cpu
+            events += 1
+            yield WatchEvent(
+                kind, pid, clock() - t0, _per_node(now), cpu_node, _tables(m),
+                m.remote_fraction(now).fraction, pages_moved=moved,
+                tables_relocated=relocated, bytes_copied=copied, target=label,
+                remote_table_fraction_before=before,
+            )
+            if count is not None and events >= count:
+                yield WatchEvent("stop", pid, clock() - t0, _per_node(nodes), cpu_node,
+                                 _tables(m), m.remote_fraction(nodes).fraction, reason="count")
+                return
+    finally:
+        m.close()
