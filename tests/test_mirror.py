@@ -1,0 +1,139 @@
+"""Mirroring live processes into emulated tables: placement rule, remote_table_fraction, bulk."""
+
+from __future__ import annotations
+
+import os
+from array import array
+
+import pytest
+
+from ptreloc import mirror as mirror_mod
+from ptreloc import proc
+from ptreloc.mirror import host_geometry, mirror
+from ptreloc.proc import ProcessSnapshot, Vma
+from tests.live_workload import live_workload
+
+BLOCK = 2 << 20  # one x86-64 PTE table maps 2 MiB
+BASE = 0x7F00_0000_0000  # 2 MiB aligned, below 47 bits, 512 GiB aligned too
+
+
+def _snapshot(pages: list[tuple[int, int]], *, vma_end: int | None = None) -> ProcessSnapshot:
+    """A snapshot of chosen pages (address, node status): the mirror's input, built by hand so
+    the placement rule can be checked exactly (nodes above 0 are virtual on one node)."""
+    addresses = array("Q", (a for a, _ in pages))
+    end = vma_end or (max(addresses) + 4096)
+    return ProcessSnapshot(
+        pid=os.getpid(), name="made", owner="root", uid=0, status="sleeping", threads=1,
+        vmas=[Vma(BASE, end, "rw-p", 0, "00:00", 0, "")],
+        resident=addresses, nodes=array("i", (n for _, n in pages)), pfns=None,
+        numa_maps={}, mems_allowed=frozenset({0}), cpus_allowed=frozenset({0}),
+        last_cpu=0, last_cpu_node=0,
+    )
+
+
+def test_real_workload_every_page_mirrored_on_its_node() -> None:
+    with live_workload(mib=8, threads=3) as w:
+        snap = proc.snapshot(w.pid)
+        m = mirror(snap)
+        try:
+            assert m.check_translations() == 0
+            for i in range(0, w.pages, 97):
+                t = m.mm.translate(w.address + i * 4096)
+                assert t is not None and t.phys == w.address + i * 4096
+            blocks = {(w.address + i * 4096) // BLOCK for i in range(w.pages)}
+            tables = m.tables()
+            assert sum(levels["pte"] for levels in tables.values()) >= len(blocks)
+            # everything is on node 0 here, data and tables: nothing walks remote memory
+            assert m.remote_fraction().fraction == 0.0
+            # the frames are real memory on node 0, per the kernel
+            frames = m.frames()
+            assert set(m.frame_real_nodes(frames).values()) == {0}
+            # contiguous runs are mapped in one call each, not a call per page
+            assert m.runs < len(snap.resident) // 8
+        finally:
+            m.close()
+
+
+def test_placement_rule_first_page_decides_and_fraction_is_exact() -> None:
+    # block 0: 512 pages on node 0; block 1: 512 pages on node 1 (virtual here)
+    pages = [(BASE + i * 4096, 0) for i in range(512)]
+    pages += [(BASE + BLOCK + i * 4096, 1) for i in range(512)]
+    m = mirror(_snapshot(pages), bind=False)
+    try:
+        tables = m.tables()
+        # the root, the PUD and PMD tables map page 0 first (node 0); PTE table 1 maps node 1
+        assert tables[0] == {"pte": 1, "pmd": 1, "pud": 1, "pgd": 1}
+        assert tables[1] == {"pte": 1, "pmd": 0, "pud": 0, "pgd": 0}
+        f = m.remote_fraction()
+        assert (f.pages, f.remote_pages) == (1024, 512)
+        assert f.fraction == 0.5
+        assert f.level_fractions() == {"pte": 0.0, "pmd": 0.5, "pud": 0.5, "pgd": 0.5}
+        # after "migratepages" of everything to node 1 with the tables left behind
+        moved = array("i", [1] * 1024)
+        assert m.remote_fraction(moved).fraction == 1.0
+        assert m.remote_fraction(moved).level_fractions()["pte"] == 0.5
+    finally:
+        m.close()
+
+
+def test_first_page_of_a_table_decides_even_when_most_pages_are_elsewhere() -> None:
+    pages = [(BASE, 1)] + [(BASE + i * 4096, 0) for i in range(1, 512)]
+    m = mirror(_snapshot(pages), bind=False)
+    try:
+        assert m.tables()[1] == {"pte": 1, "pmd": 1, "pud": 1, "pgd": 1}
+        assert m.remote_fraction().remote_pages == 511
+    finally:
+        m.close()
+
+
+def test_unplaced_pages_inherit_the_node_before_them_and_are_not_counted() -> None:
+    pages = [(BASE, 1), (BASE + 4096, -2)]  # -ENOENT: moved away between pagemap and query
+    pages += [(BASE + BLOCK, -14)]  # -EFAULT first in its block: inherits node 1
+    m = mirror(_snapshot(pages), bind=False)
+    try:
+        assert m.tables()[1]["pte"] == 2
+        assert m.remote_fraction().pages == 1
+        assert m.check_translations() == 0  # unplaced pages are still mirrored
+    finally:
+        m.close()
+
+
+def test_progress_reports_the_total() -> None:
+    seen: list[tuple[int, int]] = []
+    snap = proc.snapshot(os.getpid())
+    m = mirror(snap, progress=lambda done, total: seen.append((done, total)))
+    m.close()
+    assert seen[-1] == (len(snap.resident), len(snap.resident))
+
+
+def test_host_geometry_five_level_when_a_mapping_is_above_47_bits() -> None:
+    snap = proc.snapshot(os.getpid())
+    assert host_geometry(snap) in ("x86_64_4l", "x86_64_5l")
+    if "la57" not in mirror_mod._cpu_flags():
+        assert host_geometry(snap) == "x86_64_4l"
+    high = _snapshot([(1 << 48, 0)])
+    high.vmas[:] = [Vma(1 << 48, (1 << 48) + 4096, "rw-p", 0, "00:00", 0, "")]
+    assert host_geometry(high) == "x86_64_5l"
+
+
+def test_five_level_mirror_of_a_high_address() -> None:
+    va = 1 << 50
+    snap = _snapshot([(va, 0)])
+    snap.vmas[:] = [Vma(va, va + 4096, "rw-p", 0, "00:00", 0, "")]
+    m = mirror(snap)
+    try:
+        assert m.geometry.name == "x86_64_5l"
+        assert m.check_translations() == 0
+        assert sum(m.tables()[0].values()) == 5
+    finally:
+        m.close()
+
+
+@pytest.mark.parametrize("status", [-2, -14])
+def test_all_pages_unplaced_falls_back_to_the_cpu_node(status: int) -> None:
+    m = mirror(_snapshot([(BASE, status)]))
+    try:
+        assert m.tables()[0]["pgd"] == 1
+        assert m.remote_fraction().pages == 0 and m.remote_fraction().fraction == 0.0
+    finally:
+        m.close()
