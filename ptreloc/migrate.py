@@ -24,7 +24,6 @@ which is how the tool is exercised on a one-node machine.
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from array import array
@@ -41,7 +40,6 @@ from ptreloc.errors import (
     InvalidNode,
     NoSuchProcess,
     PtrelocError,
-    SyscallError,
     UsageError,
 )
 from ptreloc.mirror import Mirror, ProgressCallback, RemoteFraction, mirror
@@ -135,7 +133,9 @@ def validate(
     except psutil.NoSuchProcess as err:
         raise NoSuchProcess(f"no process with pid {pid}") from err
     except psutil.AccessDenied as err:
-        raise AccessDenied(f"cannot inspect pid {pid}: it belongs to another user; run as root") from err
+        raise AccessDenied(
+            f"cannot inspect pid {pid}: it belongs to another user; run as root"
+        ) from err
     if status == psutil.STATUS_ZOMBIE:
         raise NoSuchProcess(f"pid {pid} is a zombie (it has exited): nothing to migrate")
     if proc._is_kernel_thread(pid):
@@ -186,7 +186,9 @@ def _pages_per_node(nodes: array) -> dict[str, int]:
 
 
 def _tables_json(tables: dict[int, dict[str, int]]) -> dict[str, dict[str, int]]:
-    return {str(node): dict(levels) for node, levels in sorted(tables.items()) if any(levels.values())}
+    return {
+        str(node): dict(levels) for node, levels in sorted(tables.items()) if any(levels.values())
+    }
 
 
 @dataclass
@@ -312,15 +314,17 @@ def relocate_mirror(
         from ptreloc import relocate as engine
     except ImportError as err:
         raise PtrelocError(
-            "the relocation engine (ptreloc.relocate) is not in this build: update and "
-            "'make build'"
+            "the relocation engine (ptreloc.relocate) is not in this build: update and 'make build'"
         ) from err
     report = engine.relocate(m.mm, sorted(from_nodes), target, strategy=strategy, batch=batch)
     names = [lv.name for lv in m.geometry.levels]
     reasons_raw = getattr(report, "reasons", None) or getattr(report, "not_relocated_reasons", None)
     reasons: dict[str, int] = {}
     if isinstance(reasons_raw, dict):
-        reasons = {str(k): (len(v) if isinstance(v, list | tuple) else int(v)) for k, v in reasons_raw.items()}
+        reasons = {
+            str(k): (len(v) if isinstance(v, list | tuple) else int(v))
+            for k, v in reasons_raw.items()
+        }
     elif isinstance(reasons_raw, list | tuple):
         reasons = dict(Counter(str(getattr(r, "reason", r)) for r in reasons_raw))
     return _Relocated(
@@ -374,13 +378,26 @@ def migrate(
     try:
         return _run(request, dry_run, strategy, batch, progress, timings, lap, t_start)
     except (psutil.NoSuchProcess, ProcessLookupError, FileNotFoundError) as err:
-        raise NoSuchProcess(
-            f"pid {pid} exited during the migration; nothing more was done"
-        ) from err
-    except SyscallError as err:
-        if err.errno == errno.ESRCH:
-            raise NoSuchProcess(f"pid {pid} exited during the migration") from err
+        raise _exited(pid) from err
+    except PtrelocError as err:
+        # a process that exits under us makes the kernel answer ESRCH, or EINVAL once it is a
+        # zombie (no mm left): say what happened rather than what the syscall saw
+        if isinstance(err, NoSuchProcess) or not _alive(pid):
+            raise _exited(pid) from err
         raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _exited(pid: int) -> NoSuchProcess:
+    return NoSuchProcess(
+        f"pid {pid} exited during the migration; its memory is gone, nothing more was done"
+    )
 
 
 def _run(
@@ -394,10 +411,7 @@ def _run(
     t_start: float,
 ) -> MigrationReport:
     pid = request.pid
-    try:
-        snap = proc.snapshot(pid)
-    except NoSuchProcess as err:
-        raise NoSuchProcess(f"{err} (during the migration; nothing was moved)") from err
+    snap = proc.snapshot(pid)
     lap("snapshot")
     m = mirror(snap, extra_nodes=request.to_nodes, progress=progress)
     try:
@@ -416,7 +430,9 @@ def _run(
         else:
             kernel_left = numa.migrate_pages(pid, request.from_nodes, request.to_nodes)
             lap("migrate_pages")
-            after_nodes = array("i", numa.move_pages(pid, snap.resident)) if snap.resident else array("i")
+            after_nodes = (
+                array("i", numa.move_pages(pid, snap.resident)) if snap.resident else array("i")
+            )
             numa_after = numa.numa_maps_node_pages(pid)
             lap("requery")
             m.update_data_nodes(after_nodes)
@@ -426,17 +442,25 @@ def _run(
                 target: int | Callable[..., int] = next(iter(request.to_nodes))
             else:
                 target = _majority_chooser(m, after_nodes, request.to_nodes)
-            relocated = relocate_mirror(m, request.from_nodes, target, strategy=strategy, batch=batch)
+            relocated = relocate_mirror(
+                m, request.from_nodes, target, strategy=strategy, batch=batch
+            )
             lap("relocate")
         fraction_after = m.remote_fraction(after_nodes) if not dry_run else fraction_data_only
         tables_after = _tables_json(m.tables())
         # pages that were on a source node and are on a source node still (and not on a target)
-        stuck = sum(
-            1
-            for b, a in zip(before_nodes, after_nodes, strict=True)
-            if b in request.from_nodes and b not in request.to_nodes and a in request.from_nodes
-            and a not in request.to_nodes
-        ) if not dry_run else 0
+        stuck = (
+            sum(
+                1
+                for b, a in zip(before_nodes, after_nodes, strict=True)
+                if b in request.from_nodes
+                and b not in request.to_nodes
+                and a in request.from_nodes
+                and a not in request.to_nodes
+            )
+            if not dry_run
+            else 0
+        )
         checks: dict[str, bool | None] = {
             "translations_unchanged": None,
             "tables_on_target": None,
@@ -478,16 +502,16 @@ def _run(
         m.close()
 
 
-def _majority_chooser(
-    m: Mirror, nodes: array, targets: frozenset[int]
-) -> Callable[..., int]:
+def _majority_chooser(m: Mirror, nodes: array, targets: frozenset[int]) -> Callable[..., int]:
     """For several target nodes: each table goes to the target node holding most of the data
     pages under it (ties: the lowest node)."""
     per_block: dict[int, int] = {}
     shift = m.block_shift
     for i, j, va in m._blocks():
         counts = Counter(n for n in nodes[i:j] if n in targets)
-        per_block[va >> shift] = min(counts, key=lambda n: (-counts[n], n)) if counts else min(targets)
+        per_block[va >> shift] = (
+            min(counts, key=lambda n: (-counts[n], n)) if counts else min(targets)
+        )
     fallback = min(targets)
 
     def choose(*args: Any, **kwargs: Any) -> int:

@@ -131,7 +131,9 @@ def _majority_per_block(m: Mirror, nodes: array) -> Callable[..., int]:
     return choose
 
 
-def _relocate_to(m: Mirror, target: int | Callable[..., int], strategy: str, batch: int) -> tuple[int, int]:
+def _relocate_to(
+    m: Mirror, target: int | Callable[..., int], strategy: str, batch: int
+) -> tuple[int, int]:
     """Relocate every table not already where ``target`` wants it; (tables moved, bytes)."""
     sources = frozenset(n.node for n in m.arena.nodes)
     if isinstance(target, int):
@@ -155,7 +157,11 @@ def watch(
     """Yield events while following ``pid`` (see the module doc).  The first event is
     ``start``; the last is ``exit`` (the process ended), or ``stop`` (count/timeout reached, or
     the consumer closed the generator, e.g. on Ctrl-C)."""
-    if not isinstance(interval, int | float) or isinstance(interval, bool) or not 0 < interval <= 3600:
+    if (
+        not isinstance(interval, int | float)
+        or isinstance(interval, bool)
+        or not 0 < interval <= 3600
+    ):
         raise UsageError(f"interval must be more than 0 and at most 3600 seconds, not {interval!r}")
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise UsageError(f"count must be a positive number of events, not {count!r}")
@@ -173,27 +179,57 @@ def watch(
         nodes = array("i", snap.nodes)
         cpu_node = threads_node(pid)
         yield WatchEvent(
-            "start", pid, 0.0, _per_node(nodes), cpu_node, _tables(m),
+            "start",
+            pid,
+            0.0,
+            _per_node(nodes),
+            cpu_node,
+            _tables(m),
             m.remote_fraction(nodes).fraction,
-            extra={"resident_pages": len(snap.resident), "geometry": m.geometry.name,
-                   "virtual_nodes": list(m.arena.virtual_nodes)},
+            extra={
+                "resident_pages": len(snap.resident),
+                "geometry": m.geometry.name,
+                "virtual_nodes": list(m.arena.virtual_nodes),
+            },
         )
         events = 0
         while True:
             if timeout is not None and clock() - t0 >= timeout:
-                yield WatchEvent("stop", pid, clock() - t0, _per_node(nodes), cpu_node,
-                                 _tables(m), m.remote_fraction(nodes).fraction, reason="timeout")
+                yield WatchEvent(
+                    "stop",
+                    pid,
+                    clock() - t0,
+                    _per_node(nodes),
+                    cpu_node,
+                    _tables(m),
+                    m.remote_fraction(nodes).fraction,
+                    reason="timeout",
+                )
                 return
-            time.sleep(interval if timeout is None else max(0.0, min(interval, t0 + timeout - clock())))
+            time.sleep(
+                interval if timeout is None else max(0.0, min(interval, t0 + timeout - clock()))
+            )
             try:
-                if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                if (
+                    not psutil.pid_exists(pid)
+                    or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+                ):
                     raise NoSuchProcess(f"pid {pid} exited")
-                now = array("i", numa.move_pages(pid, snap.resident)) if snap.resident else array("i")
+                now = (
+                    array("i", numa.move_pages(pid, snap.resident)) if snap.resident else array("i")
+                )
                 new_cpu = threads_node(pid)
             except (NoSuchProcess, psutil.NoSuchProcess):
-                yield WatchEvent("exit", pid, clock() - t0, _per_node(nodes), cpu_node,
-                                 _tables(m), m.remote_fraction(nodes).fraction,
-                                 reason="the process exited")
+                yield WatchEvent(
+                    "exit",
+                    pid,
+                    clock() - t0,
+                    _per_node(nodes),
+                    cpu_node,
+                    _tables(m),
+                    m.remote_fraction(nodes).fraction,
+                    reason="the process exited",
+                )
                 return
             # a page that vanished (-ENOENT/-EFAULT now) is not a move
             moved = sum(1 for a, b in zip(nodes, now, strict=True) if a >= 0 and b >= 0 and a != b)
@@ -225,14 +261,30 @@ def watch(
             cpu_node = new_cpu
             events += 1
             yield WatchEvent(
-                kind, pid, clock() - t0, _per_node(now), cpu_node, _tables(m),
-                m.remote_fraction(now).fraction, pages_moved=moved,
-                tables_relocated=relocated, bytes_copied=copied, target=label,
+                kind,
+                pid,
+                clock() - t0,
+                _per_node(now),
+                cpu_node,
+                _tables(m),
+                m.remote_fraction(now).fraction,
+                pages_moved=moved,
+                tables_relocated=relocated,
+                bytes_copied=copied,
+                target=label,
                 remote_table_fraction_before=before,
             )
             if count is not None and events >= count:
-                yield WatchEvent("stop", pid, clock() - t0, _per_node(nodes), cpu_node,
-                                 _tables(m), m.remote_fraction(nodes).fraction, reason="count")
+                yield WatchEvent(
+                    "stop",
+                    pid,
+                    clock() - t0,
+                    _per_node(nodes),
+                    cpu_node,
+                    _tables(m),
+                    m.remote_fraction(nodes).fraction,
+                    reason="count",
+                )
                 return
     finally:
         m.close()

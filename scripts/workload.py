@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """A real multi-threaded workload for ptreloc to look at and migrate.
 
-usage: scripts/workload.py [--mib N] [--threads T] [--touch-interval S] [--huge] [--ignore-stdin]
+usage: scripts/workload.py [--mib N] [--threads T] [--touch-interval S] [--huge]
+                           [--ignore-stdin]
 
 Maps N MiB of private anonymous memory, has T threads touch (write) their share of it so every
 page is resident, prints ONE JSON line on stdout once it is:
 
     {"ready": true, "pid": 1234, "address": 140..., "pages": 16384, "threads": 4, ...}
 
-then waits: until stdin reaches end of file (unless --ignore-stdin), or SIGTERM/SIGINT.  With --touch-interval S the
-threads keep re-writing their pages every S seconds meanwhile (so the data stays hot, as a real
-workload's would, and NUMA balancing has accesses to sample).  4 KiB pages unless --huge
+then waits: until stdin reaches end of file (unless --ignore-stdin), or SIGTERM/SIGINT.  With
+--touch-interval S the threads keep re-writing their pages every S seconds meanwhile (so the
+data stays hot, as a real workload's would, and NUMA balancing has accesses to sample).  4 KiB pages unless --huge
 (MADV_NOHUGEPAGE by default: a THP-backed region has no lowest-level tables to mirror).
 
 Only the standard library is used, so the system python3 can run it too.  Bind it to a node

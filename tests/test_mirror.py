@@ -6,12 +6,12 @@ import os
 from array import array
 
 import pytest
+from live_workload import live_workload
 
 from ptreloc import mirror as mirror_mod
 from ptreloc import proc
 from ptreloc.mirror import host_geometry, mirror
 from ptreloc.proc import ProcessSnapshot, Vma
-from tests.live_workload import live_workload
 
 BLOCK = 2 << 20  # one x86-64 PTE table maps 2 MiB
 BASE = 0x7F00_0000_0000  # 2 MiB aligned, below 47 bits, 512 GiB aligned too
@@ -23,11 +23,21 @@ def _snapshot(pages: list[tuple[int, int]], *, vma_end: int | None = None) -> Pr
     addresses = array("Q", (a for a, _ in pages))
     end = vma_end or (max(addresses) + 4096)
     return ProcessSnapshot(
-        pid=os.getpid(), name="made", owner="root", uid=0, status="sleeping", threads=1,
+        pid=os.getpid(),
+        name="made",
+        owner="root",
+        uid=0,
+        status="sleeping",
+        threads=1,
         vmas=[Vma(BASE, end, "rw-p", 0, "00:00", 0, "")],
-        resident=addresses, nodes=array("i", (n for _, n in pages)), pfns=None,
-        numa_maps={}, mems_allowed=frozenset({0}), cpus_allowed=frozenset({0}),
-        last_cpu=0, last_cpu_node=0,
+        resident=addresses,
+        nodes=array("i", (n for _, n in pages)),
+        pfns=None,
+        numa_maps={},
+        mems_allowed=frozenset({0}),
+        cpus_allowed=frozenset({0}),
+        last_cpu=0,
+        last_cpu_node=0,
     )
 
 

@@ -28,9 +28,7 @@ __all__ = ["command"]
     metavar="NODES",
     help="Target node(s), numactl syntax (with several, each table follows most of its data).",
 )
-@click.option(
-    "--dry-run", is_flag=True, help="Validate, snapshot and predict; move nothing real."
-)
+@click.option("--dry-run", is_flag=True, help="Validate, snapshot and predict; move nothing real.")
 @click.option(
     "--strict", is_flag=True, help="Exit 3 when any page was not migrated or table not relocated."
 )

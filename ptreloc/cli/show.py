@@ -81,9 +81,7 @@ def show_data(pid: int, progress: bool) -> dict[str, Any]:
         m = mirror_mod.mirror(snap, progress=update)
     try:
         fraction = m.remote_fraction()
-        tables = {
-            str(node): levels for node, levels in m.tables().items() if any(levels.values())
-        }
+        tables = {str(node): levels for node, levels in m.tables().items() if any(levels.values())}
         return {
             "pid": snap.pid,
             "name": snap.name,
@@ -97,8 +95,7 @@ def show_data(pid: int, progress: bool) -> dict[str, Any]:
             "data": {
                 "pages": {str(k): v for k, v in snap.node_pages().items()},
                 "mb": {
-                    str(k): round(v * snap.page_size / MIB, 3)
-                    for k, v in snap.node_pages().items()
+                    str(k): round(v * snap.page_size / MIB, 3) for k, v in snap.node_pages().items()
                 },
                 "numa_maps_pages": {str(k): v for k, v in sorted(snap.numa_maps.items())},
                 "unplaced_pages": snap.unplaced_pages(),

@@ -20,11 +20,11 @@ __all__ = ["command"]
     show_default=True,
     help="Seconds between looks at the process.",
 )
+@click.option("--count", type=click.IntRange(1), help="Stop after this many relocation events.")
 @click.option(
-    "--count", type=click.IntRange(1), help="Stop after this many relocation events."
-)
-@click.option(
-    "--timeout", type=click.FloatRange(0, 10**7, min_open=True), help="Stop after this many seconds."
+    "--timeout",
+    type=click.FloatRange(0, 10**7, min_open=True),
+    help="Stop after this many seconds.",
 )
 @click.option(
     "--follow",
@@ -40,8 +40,13 @@ __all__ = ["command"]
     show_default=True,
     help="Table relocation protocol.",
 )
-@click.option("--batch", type=click.IntRange(1, 1 << 20), default=DEFAULT_BATCH, show_default=True,
-              help="Table frames per relocation batch.")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 1 << 20),
+    default=DEFAULT_BATCH,
+    show_default=True,
+    help="Table frames per relocation batch.",
+)
 @json_option
 @guarded
 def command(
@@ -63,8 +68,13 @@ def command(
     zombie / permission; 2 usage error.
     """
     events = watch_mod.watch(
-        pid, interval=interval, count=count, timeout=timeout, follow=follow,
-        strategy=strategy, batch=batch,
+        pid,
+        interval=interval,
+        count=count,
+        timeout=timeout,
+        follow=follow,
+        strategy=strategy,
+        batch=batch,
     )
     try:
         for event in events:
@@ -82,9 +92,7 @@ def _emit(event: watch_mod.WatchEvent, as_json: bool) -> None:
         emit_json(event.to_json())
         return
     data = " ".join(f"N{k}={v}" for k, v in event.data.items()) or "-"
-    tables = " ".join(
-        f"N{k}={sum(v.values())}" for k, v in event.tables.items()
-    ) or "-"
+    tables = " ".join(f"N{k}={sum(v.values())}" for k, v in event.tables.items()) or "-"
     line = (
         f"{event.time_s:8.2f}s {event.event:<10} pid {event.pid}: data {data}; "
         f"tables {tables}; cpu node {event.cpu_node}; "
