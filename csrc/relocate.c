@@ -1,0 +1,674 @@
+/*
+ * relocate.c - move the live page tables of address spaces between arena nodes.
+ *
+ * THE PROTOCOL (strategy "rewalk", the 2008 RFC's scheme with the review's holes closed)
+ * ---------------------------------------------------------------------------------------
+ * 0. Collect: walk each mm (read-side section) and record every table frame on a source node
+ *    as a typed record (level, frame, base VA, the set of mms that link it).  Ask the chooser
+ *    where each one goes.  Records are processed top level first, so the root switch (and its
+ *    root reload) happens in the first batch and every later rewalk starts from the new root.
+ *    The order is not what makes it correct: bottom-up would be correct too, because every
+ *    step below REWALKS to the current parent under the lock instead of trusting the parent it
+ *    saw at collection time (a parent relocated in an earlier batch is in limbo by then, and a
+ *    repoint written there would vanish with it).
+ * 1. Enter relocation mode: mm->relocating++ under page_table_lock.  Without it, a fault path
+ *    that walked locklessly to table T before T was copied, and got T's lock after we released
+ *    it, would populate T - now an unlinked limbo copy - and its new entry would be lost.  With
+ *    it, every lock holder rewalks after taking the lock and chases the new copy.
+ * 2. Per batch:
+ *    a. allocate every target frame first, with no lock held.  A failure (pool full, injected)
+ *       frees what this batch took and stops: nothing of this batch was touched, earlier
+ *       batches are complete, so every translation is unchanged (a consistent tree);
+ *    b. lock in the fixed order (ptreloc.h rules 1-3): page_table_lock of every mm (ascending
+ *       id), then the level-1 split locks, then the level-0 ones, ascending frame index; the
+ *       new frames' split locks last (unlinked frames may be locked at any point).  The new
+ *       frame's lock must be held BEFORE it is published: once the parent points at it, the
+ *       fault path and the A/D consumers lock it and would otherwise modify or read it before
+ *       the merge (step 4);
+ *    c. per record: rewalk from the root to the parent entry (the parent may have moved in
+ *       this very batch); copy the table's OWN bytes (ptr_table_bytes(): 32 bytes for the PAE
+ *       top, 512 for the arm64-64K top - never "a page"); repoint every link with one atomic
+ *       store (CAS on the parent entry; mm->root for the top level); old frame -> LIMBO;
+ * 3. one shootdown per mm per batch, with a root reload when the root moved or, on PAE, when
+ *    a top (PDPTE) entry changed - the CPU latches PDPTEs at CR3 load, so nothing else makes it
+ *    see the new PMD table.  When ptr_shootdown() returns, every CPU has finished any access
+ *    that could have started from a stale root/paging-structure-cache entry, so the old copies
+ *    receive no more A/D writes from now on;
+ * 4. MERGE, still holding every lock: OR into each new leaf entry the accessed/dirty state that
+ *    stale CPUs wrote into the old copy between the copy (2c) and the shootdown (3).  With a CAS
+ *    loop, because CPUs set A/D on the new copy concurrently.  Not before the shootdown (a stale
+ *    CPU could still write the old copy afterwards: lost), not after unlocking (writeback's
+ *    test_and_clear_dirty could read the new entry clean and skip a dirty page; unmap could
+ *    clear it and the merge would then resurrect a dead mapping or drop the dirty state);
+ * 5. unlock.  After the last batch: ptr_synchronize() - a grace period in which every CPU and
+ *    every software read-side section passed a quiescent point, because lockless walkers (the
+ *    fault path's first walk, translate, rewalks) may still be reading the old copies - then
+ *    free the old frames (per-level free: the poison covers the table's own bytes), then leave
+ *    relocation mode (only after the grace period: a walker that saw an old table must still
+ *    rewalk when it takes the lock).
+ *
+ * Strategy "stop" (the reviewer's alternative): take cpus_lock and every CPU's busy lock, so no
+ * emulated CPU is inside an access; relocate all batches without shootdowns or merges (no CPU
+ * can write A/D meanwhile); then one flush + root reload of every CPU, done by us while we hold
+ * their busy locks; resume; grace period (software readers still exist); free.
+ *
+ * Strategy "naive" (the RFC as posted): rewalk's steps without the merge.  It keeps relocation
+ * mode and the grace period, so it does not touch freed memory - it "only" loses the A/D bits
+ * stale CPUs write into old copies.  It counts them (ad_lost) so a test can show the loss.
+ *
+ * Relocations serialize on one process-wide mutex (the kernel would hold mmap_lock for write
+ * around a relocation of an mm); that also keeps two relocators from waiting on each other's
+ * stopped CPUs or grace periods.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ptreloc.h"
+
+#define TOP(g) ((g)->nlevels - 1)
+
+static const char *const reason_names[PTR_RELOC_NREASONS] = {
+	[PTR_RELOC_R_TARGET_FULL] = "target_full", [PTR_RELOC_R_ALLOC_FAILED] = "alloc_failed",
+	[PTR_RELOC_R_SHARED] = "shared",           [PTR_RELOC_R_ABORTED] = "aborted",
+	[PTR_RELOC_R_BAD_TARGET] = "bad_target",   [PTR_RELOC_R_KEPT] = "kept",
+	[PTR_RELOC_R_VANISHED] = "vanished",
+};
+
+const char *ptr_reloc_reason_name(int reason)
+{
+	return (reason >= 0 && reason < PTR_RELOC_NREASONS) ? reason_names[reason] : "?";
+}
+
+#if !PTR_RELOCATION
+
+int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, int to_node,
+		     ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
+		     struct ptr_reloc_report *out)
+{
+	if (out)
+		memset(out, 0, sizeof(*out));
+	return -EOPNOTSUPP;
+}
+
+#else
+
+enum rec_state { REC_PENDING = 0, REC_MOVED, REC_SKIPPED };
+
+struct reloc_rec {
+	uint64_t base_va;
+	uint32_t old, fresh;
+	uint32_t mm_mask;   /* bit i: mms[i] links this table */
+	uint8_t level;
+	uint8_t state;
+	uint8_t reason;
+	int16_t target;
+	int16_t nlinks;
+};
+
+struct reloc_ctx {
+	struct ptr_mm *const *mms;
+	int nmms;
+	struct ptr_arena *a;
+	const struct ptr_geometry *g;
+	uint32_t from_mask;
+	struct reloc_rec *recs;
+	size_t nrecs, cap;
+	int err;
+};
+
+static pthread_mutex_t reloc_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static inline void *fdata(struct reloc_ctx *c, uint32_t f)
+{
+	return ptr_frame_data(c->a, f);
+}
+
+static inline uint32_t entry_child(struct reloc_ctx *c, int level, uint64_t e)
+{
+	return ptr_phys_frame(c->a, ptr_entry_phys(c->g, level, e));
+}
+
+/* ---- 0. collection ----------------------------------------------------------------------- */
+
+static struct reloc_rec *find_rec(struct reloc_ctx *c, uint32_t f)
+{
+	for (size_t i = 0; i < c->nrecs; i++)
+		if (c->recs[i].old == f)
+			return &c->recs[i];
+	return NULL;
+}
+
+static void collect_table(struct reloc_ctx *c, int mi, int level, uint32_t f, uint64_t base)
+{
+	const struct ptr_geometry *g = c->g;
+	struct ptr_frame *fr = &c->a->frames[f];
+	if (c->err)
+		return;
+	if (c->from_mask & (1u << fr->node)) {
+		/* a shared table is reached from several mms: one record, several links */
+		struct reloc_rec *r = atomic_load(&fr->sharers) > 1 ? find_rec(c, f) : NULL;
+		if (!r) {
+			if (c->nrecs == c->cap) {
+				size_t cap = c->cap ? c->cap * 2 : 64;
+				struct reloc_rec *n = realloc(c->recs, cap * sizeof(*n));
+				if (!n) {
+					c->err = -ENOMEM;
+					return;
+				}
+				c->recs = n;
+				c->cap = cap;
+			}
+			r = &c->recs[c->nrecs++];
+			*r = (struct reloc_rec){ .base_va = base, .old = f, .fresh = PTR_NO_FRAME,
+						 .level = (uint8_t)level, .target = -1 };
+		} else if (r->mm_mask & (1u << mi)) {
+			return; /* already seen through this mm */
+		}
+		r->mm_mask |= 1u << mi;
+		r->nlinks++;
+	}
+	if (level == 0)
+		return;
+	void *t = fdata(c, f);
+	for (uint32_t i = 0; i < (1u << g->level[level].bits); i++) {
+		uint64_t e = ptr_entry_load(g, level, t, i);
+		if (!ptr_entry_is_table(g, level, e))
+			continue;
+		uint32_t child = entry_child(c, level, e);
+		if (child == PTR_NO_FRAME)
+			continue;
+		uint64_t va = base | ((uint64_t)i << g->level[level].shift);
+		if (level == TOP(g) && g->canonical && ((va >> (g->va_bits - 1)) & 1))
+			va |= ~0ULL << g->va_bits; /* upper half of x86-64: sign-extend */
+		collect_table(c, mi, level - 1, child, va);
+	}
+}
+
+static int rec_order(const void *pa, const void *pb)
+{
+	const struct reloc_rec *a = pa, *b = pb;
+	if (a->level != b->level)
+		return a->level > b->level ? -1 : 1; /* top level first */
+	return a->old < b->old ? -1 : a->old > b->old;
+}
+
+static int u32_order(const void *pa, const void *pb)
+{
+	uint32_t a = *(const uint32_t *)pa, b = *(const uint32_t *)pb;
+	return a < b ? -1 : a > b;
+}
+
+static int mm_order(const void *pa, const void *pb)
+{
+	const struct ptr_mm *a = *(struct ptr_mm *const *)pa, *b = *(struct ptr_mm *const *)pb;
+	return a->id < b->id ? -1 : a->id > b->id;
+}
+
+/* ---- locking ------------------------------------------------------------------------------ */
+
+struct lockset {
+	uint32_t *l1, *l0, *fresh;
+	size_t n1, n0, nfresh;
+};
+
+static size_t sort_unique(uint32_t *v, size_t n)
+{
+	if (n < 2)
+		return n;
+	qsort(v, n, sizeof(*v), u32_order);
+	size_t k = 1;
+	for (size_t i = 1; i < n; i++)
+		if (v[i] != v[k - 1])
+			v[k++] = v[i];
+	return k;
+}
+
+/*
+ * rewalk() - the current path of @r's table in mms[@mi]: the frame at r->level covering
+ * r->base_va and its parent (PTR_NO_FRAME for the root, whose "parent entry" is mm->root).
+ * Return: 0; -ENOENT when the table is no longer reachable there (it "vanished").
+ */
+static int rewalk(struct reloc_ctx *c, int mi, const struct reloc_rec *r, uint32_t *self,
+		  uint32_t *parent)
+{
+	uint32_t frames[PTR_MAX_LEVELS];
+	int rc = ptr_walk_path(c->mms[mi], r->base_va, frames);
+	if (rc < 0 || rc > r->level || frames[r->level] == PTR_NO_FRAME)
+		return -ENOENT;
+	*self = frames[r->level];
+	*parent = r->level == TOP(c->g) ? PTR_NO_FRAME : frames[r->level + 1];
+	return 0;
+}
+
+/* ---- 2c. copy and repoint ------------------------------------------------------------------ */
+
+static void copy_table(struct reloc_ctx *c, int level, uint32_t from, uint32_t to)
+{
+	const struct ptr_geometry *g = c->g;
+	void *s = fdata(c, from), *d = fdata(c, to);
+	/* entry by entry with atomic loads: CPUs may be setting A/D in the source right now */
+	for (uint32_t i = 0; i < (1u << g->level[level].bits); i++)
+		ptr_entry_store(g, level, d, i, ptr_entry_load(g, level, s, i));
+}
+
+/* Point mms[mi]'s link to @r's table at r->fresh.  Return: true when CPUs need a root reload. */
+static bool repoint_link(struct reloc_ctx *c, int mi, struct reloc_rec *r, uint32_t parent)
+{
+	const struct ptr_geometry *g = c->g;
+	struct ptr_mm *mm = c->mms[mi];
+	if (parent == PTR_NO_FRAME) {
+		/* the root: CPUs cache it (CR3), so only a reload makes them see the new one */
+		atomic_store(&mm->root, r->fresh);
+		return true;
+	}
+	int pl = r->level + 1;
+	void *pt = fdata(c, parent);
+	uint32_t idx = ptr_index(g, pl, r->base_va);
+	uint64_t e = ptr_entry_load(g, pl, pt, idx), neu;
+	do /* CAS: keep whatever else is in the entry (rule 4) */
+		neu = (e & ~g->e_addr) | ptr_frame_phys(c->a, r->fresh);
+	while (!ptr_entry_cas(g, pl, pt, idx, &e, neu));
+	/* PAE: PDPTEs are latched at CR3 load, a changed one needs the reload as well */
+	return g->top_preloaded && pl == TOP(g);
+}
+
+/* ---- 4. merge ------------------------------------------------------------------------------ */
+
+/*
+ * merge_table() - OR the A/D state the stale CPUs left in the old copy into the new one.
+ * @apply false (naive): only count the entries whose A/D state would be lost.
+ * Locking: the caller holds the new table's lock (rule 1/2), so no software consumer of A/D can
+ * run on it; CPUs may set A/D concurrently, hence the CAS.
+ */
+static uint64_t merge_table(struct reloc_ctx *c, const struct reloc_rec *r, bool apply)
+{
+	const struct ptr_geometry *g = c->g;
+	int level = r->level;
+	if (level > 0 && !g->level[level].leaf_ok)
+		return 0; /* no leaves at this level, no A/D to carry */
+	void *o = fdata(c, r->old), *n = fdata(c, r->fresh);
+	uint64_t changed = 0;
+	for (uint32_t i = 0; i < (1u << g->level[level].bits); i++) {
+		uint64_t oe = ptr_entry_load(g, level, o, i);
+		if (!ptr_entry_is_leaf(g, level, oe))
+			continue;
+		uint64_t ne = ptr_entry_load(g, level, n, i);
+		for (;;) {
+			/* under our locks nobody can have replaced the leaf; be defensive anyway */
+			if (!ptr_entry_is_leaf(g, level, ne) ||
+			    ptr_entry_phys(g, level, ne) != ptr_entry_phys(g, level, oe))
+				break;
+			uint64_t want = ptr_entry_merge_ad(g, ne, oe);
+			if (want == ne)
+				break;
+			if (!apply) {
+				changed++;
+				break;
+			}
+			if (ptr_entry_cas(g, level, n, i, &ne, want)) {
+				changed++;
+				break;
+			}
+		}
+	}
+	return changed;
+}
+
+/* ---- stop strategy: park every CPU ------------------------------------------------------------ */
+
+static void stop_cpus(struct ptr_arena *a)
+{
+	/* cpus_lock keeps the CPU set fixed; a busy lock is held by its CPU only inside an access,
+	 * and a CPU never waits for another CPU inside one, so this terminates. */
+	ptr_lock(&a->cpus_lock, NULL);
+	for (int i = 0; i < PTR_MAX_CPUS; i++)
+		if (a->cpus[i])
+			ptr_lock(&a->cpus[i]->busy, NULL);
+}
+
+static void resume_cpus(struct reloc_ctx *c, const bool *moved_any)
+{
+	struct ptr_arena *a = c->a;
+	for (int mi = 0; mi < c->nmms; mi++) {
+		if (!moved_any[mi])
+			continue;
+		atomic_fetch_add(&c->mms[mi]->reload_gen, 1); /* before tlb_gen, as ptr_shootdown */
+		atomic_fetch_add(&c->mms[mi]->tlb_gen, 1);
+	}
+	for (int i = 0; i < PTR_MAX_CPUS; i++) {
+		struct ptr_cpu *cpu = a->cpus[i];
+		if (!cpu)
+			continue;
+		ptr_cpu_service(cpu); /* we hold its busy lock: flush, reload, ack on its behalf */
+		ptr_unlock(&cpu->busy);
+	}
+	ptr_unlock(&a->cpus_lock);
+}
+
+/* ---- the batch ----------------------------------------------------------------------------- */
+
+static void skip(struct reloc_rec *r, int reason)
+{
+	r->state = REC_SKIPPED;
+	r->reason = (uint8_t)reason;
+}
+
+/*
+ * run_batch() - steps 2b..5 for recs[0..n) whose frames are allocated.
+ * Return: 0 (records end MOVED, or SKIPPED "vanished").
+ */
+static int run_batch(struct reloc_ctx *c, struct reloc_rec *recs, size_t n, int strategy,
+		     struct lockset *ls, struct ptr_reloc_report *out, bool *moved_any)
+{
+	const struct ptr_geometry *g = c->g;
+	struct ptr_arena *a = c->a;
+	bool reload[32] = { false }, touched[32] = { false };
+	uint64_t t0 = now_ns();
+
+	int tok = ptr_read_lock(a);
+	struct ptr_mm *sorted[32];
+	memcpy(sorted, c->mms, sizeof(*sorted) * (size_t)c->nmms);
+	qsort(sorted, (size_t)c->nmms, sizeof(*sorted), mm_order);
+	for (int i = 0; i < c->nmms; i++)
+		ptr_lock(&sorted[i]->page_table_lock, NULL);
+
+	/* With every page_table_lock held, no upper-level table can move or appear, so the split
+	 * locks we need are known now: each record's own (level <= 1) and its parents' (level 1). */
+	ls->n1 = ls->n0 = ls->nfresh = 0;
+	for (size_t k = 0; k < n; k++) {
+		struct reloc_rec *r = &recs[k];
+		for (int mi = 0; mi < c->nmms; mi++) {
+			if (!(r->mm_mask & (1u << mi)))
+				continue;
+			uint32_t self, parent;
+			if (rewalk(c, mi, r, &self, &parent) || self != r->old) {
+				ptr_frame_free(a, r->fresh);
+				r->fresh = PTR_NO_FRAME;
+				skip(r, PTR_RELOC_R_VANISHED);
+				break;
+			}
+			if (r->level == 0 && parent != PTR_NO_FRAME)
+				ls->l1[ls->n1++] = parent;
+		}
+		if (r->state == REC_SKIPPED)
+			continue;
+		if (r->level == 1)
+			ls->l1[ls->n1++] = r->old;
+		else if (r->level == 0)
+			ls->l0[ls->n0++] = r->old;
+		if (r->level <= 1)
+			ls->fresh[ls->nfresh++] = r->fresh;
+	}
+	ls->n1 = sort_unique(ls->l1, ls->n1);
+	ls->n0 = sort_unique(ls->l0, ls->n0);
+	for (size_t i = 0; i < ls->n1; i++)
+		ptr_lock(&a->frames[ls->l1[i]].ptl, NULL);
+	for (size_t i = 0; i < ls->n0; i++)
+		ptr_lock(&a->frames[ls->l0[i]].ptl, NULL);
+	for (size_t i = 0; i < ls->nfresh; i++)
+		ptr_lock(&a->frames[ls->fresh[i]].ptl, NULL); /* unlinked: any order is fine */
+
+	/* 2c: copy and repoint, parents first (recs are sorted top level first) */
+	for (size_t k = 0; k < n; k++) {
+		struct reloc_rec *r = &recs[k];
+		if (r->state != REC_PENDING)
+			continue;
+		copy_table(c, r->level, r->old, r->fresh);
+		struct ptr_frame *nf = &a->frames[r->fresh];
+		atomic_store(&nf->base_va, r->base_va);
+		atomic_store(&nf->sharers, atomic_load(&a->frames[r->old].sharers));
+		for (int mi = 0; mi < c->nmms; mi++) {
+			if (!(r->mm_mask & (1u << mi)))
+				continue;
+			uint32_t self = PTR_NO_FRAME, parent = PTR_NO_FRAME;
+			/* REWALK: the parent may itself have moved earlier in this batch.  Under our
+			 * locks the path cannot vanish (checked above), so this cannot fail. */
+			if (rewalk(c, mi, r, &self, &parent) || self != r->old)
+				continue;
+			if (repoint_link(c, mi, r, parent))
+				reload[mi] = true;
+			touched[mi] = moved_any[mi] = true;
+		}
+		ptr_frame_limbo(a, r->old);
+		r->state = REC_MOVED;
+		uint32_t bytes = ptr_table_bytes(g, r->level);
+		out->level[r->level].relocated++;
+		out->level[r->level].bytes_copied += bytes;
+		out->bytes_copied += bytes;
+		if (r->level == TOP(g))
+			out->root_switches++;
+	}
+	uint64_t t1 = now_ns();
+	out->ns_copy += t1 - t0;
+
+	/* 3: one shootdown per mm per batch (stop: the CPUs are parked, flushed at resume) */
+	if (strategy != PTR_RELOC_STOP) {
+		for (int mi = 0; mi < c->nmms; mi++) {
+			if (!touched[mi])
+				continue;
+			ptr_shootdown(c->mms[mi], reload[mi]);
+			out->shootdowns++;
+			if (reload[mi])
+				out->root_reloads++;
+		}
+	}
+	uint64_t t2 = now_ns();
+	out->ns_shootdown += t2 - t1;
+
+	/* 4: merge, still under every lock (naive: only count what is lost) */
+	if (strategy != PTR_RELOC_STOP) {
+		for (size_t k = 0; k < n; k++) {
+			if (recs[k].state != REC_MOVED)
+				continue;
+			uint64_t m = merge_table(c, &recs[k], strategy == PTR_RELOC_REWALK);
+			if (strategy == PTR_RELOC_REWALK)
+				out->ad_merged += m;
+			else
+				out->ad_lost += m;
+		}
+	}
+	out->ns_merge += now_ns() - t2;
+
+	/* 5: unlock (reverse order) */
+	for (size_t i = ls->nfresh; i-- > 0;)
+		ptr_unlock(&a->frames[ls->fresh[i]].ptl);
+	for (size_t i = ls->n0; i-- > 0;)
+		ptr_unlock(&a->frames[ls->l0[i]].ptl);
+	for (size_t i = ls->n1; i-- > 0;)
+		ptr_unlock(&a->frames[ls->l1[i]].ptl);
+	for (int i = c->nmms; i-- > 0;)
+		ptr_unlock(&sorted[i]->page_table_lock);
+	ptr_read_unlock(a, tok);
+	out->batches++;
+	return 0;
+}
+
+static void set_mode(struct reloc_ctx *c, int delta)
+{
+	for (int mi = 0; mi < c->nmms; mi++) {
+		struct ptr_mm *mm = c->mms[mi];
+		ptr_lock(&mm->page_table_lock, NULL);
+		atomic_fetch_add(&mm->relocating, delta);
+		ptr_unlock(&mm->page_table_lock);
+	}
+}
+
+int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, int to_node,
+		     ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
+		     struct ptr_reloc_report *out)
+{
+	if (!mms || nmms < 1 || nmms > 32 || !out || batch < 1 ||
+	    strategy < PTR_RELOC_REWALK || strategy > PTR_RELOC_NAIVE)
+		return -EINVAL;
+	struct ptr_arena *a = mms[0]->arena;
+	for (int i = 0; i < nmms; i++) {
+		if (!mms[i] || mms[i]->arena != a)
+			return -EINVAL;
+		for (int j = 0; j < i; j++)
+			if (mms[j] == mms[i])
+				return -EINVAL;
+	}
+	if (!choose && (to_node < 0 || to_node >= a->nnodes))
+		return -ENODEV;
+	from_mask &= (a->nnodes >= 32) ? UINT32_MAX : ((1u << a->nnodes) - 1);
+	memset(out, 0, sizeof(*out));
+	out->strategy = strategy;
+	out->batch = batch;
+
+	struct reloc_ctx c = { .mms = mms, .nmms = nmms, .a = a, .g = a->geo,
+			       .from_mask = from_mask };
+	const struct ptr_geometry *g = c.g;
+	uint64_t t_start = now_ns();
+	pthread_mutex_lock(&reloc_mutex);
+
+	/* 1: relocation mode (before the first repoint; tables populated after the collection are
+	 * simply not moved - they are created on mm->node) */
+	set_mode(&c, +1);
+
+	/* 0: collect */
+	int tok = ptr_read_lock(a);
+	for (int mi = 0; mi < nmms && !c.err; mi++)
+		collect_table(&c, mi, TOP(g), atomic_load(&mms[mi]->root), 0);
+	ptr_read_unlock(a, tok);
+	int rc = c.err;
+	if (!rc && c.nrecs)
+		qsort(c.recs, c.nrecs, sizeof(*c.recs), rec_order);
+
+	/* targets (the chooser runs with no lock held and no read-side section) */
+	for (size_t i = 0; i < c.nrecs && !rc; i++) {
+		struct reloc_rec *r = &c.recs[i];
+		int cur = a->frames[r->old].node;
+		int t = choose ? choose(priv, r->level, r->old, r->base_va, cur) : to_node;
+		out->level[r->level].found++;
+		out->frames_found++;
+		if (t < 0 || t == cur)
+			skip(r, PTR_RELOC_R_KEPT);
+		else if (t >= a->nnodes)
+			skip(r, PTR_RELOC_R_BAD_TARGET);
+		else if (atomic_load(&a->frames[r->old].sharers) > r->nlinks)
+			skip(r, PTR_RELOC_R_SHARED); /* a sharer outside this set would keep the old */
+		else
+			r->target = (int16_t)t;
+	}
+	uint64_t t_collected = now_ns();
+	out->ns_collect = t_collected - t_start;
+
+	struct lockset ls = { 0 };
+	size_t maxb = (size_t)batch < c.nrecs ? (size_t)batch : c.nrecs;
+	if (!rc && maxb) {
+		ls.l1 = malloc(sizeof(uint32_t) * 2 * maxb * (size_t)(nmms + 1));
+		ls.l0 = malloc(sizeof(uint32_t) * maxb);
+		ls.fresh = malloc(sizeof(uint32_t) * maxb);
+		if (!ls.l1 || !ls.l0 || !ls.fresh)
+			rc = -ENOMEM;
+	}
+	bool moved_any[32] = { false };
+	bool stopped = false;
+	uint64_t t_stop = 0;
+	if (!rc && strategy == PTR_RELOC_STOP && c.nrecs) {
+		stop_cpus(a);
+		stopped = true;
+		t_stop = now_ns();
+	}
+
+	/* 2..4 per batch */
+	size_t k = 0;
+	while (!rc && k < c.nrecs) {
+		/* the next batch: up to @batch pending records */
+		size_t lo = k, cnt = 0;
+		while (k < c.nrecs && cnt < (size_t)batch) {
+			if (c.recs[k].state == REC_PENDING)
+				cnt++;
+			k++;
+		}
+		if (!cnt)
+			break;
+		/* 2a: allocate outside any table lock */
+		uint64_t ta = now_ns();
+		for (size_t i = lo; i < k; i++) {
+			struct reloc_rec *r = &c.recs[i];
+			if (r->state != REC_PENDING)
+				continue;
+			int arc = ptr_frame_alloc(a, r->target, r->level, &r->fresh);
+			if (arc) {
+				for (size_t j = lo; j < i; j++) {
+					if (c.recs[j].state == REC_PENDING) {
+						ptr_frame_free(a, c.recs[j].fresh);
+						c.recs[j].fresh = PTR_NO_FRAME;
+					}
+				}
+				r->fresh = PTR_NO_FRAME;
+				skip(r, arc == -ENOSPC ? PTR_RELOC_R_TARGET_FULL
+					: arc == -ENODEV ? PTR_RELOC_R_BAD_TARGET
+							 : PTR_RELOC_R_ALLOC_FAILED);
+				rc = arc;
+				break;
+			}
+		}
+		out->ns_alloc += now_ns() - ta;
+		if (rc)
+			break;
+		run_batch(&c, &c.recs[lo], k - lo, strategy, &ls, out, moved_any);
+	}
+	for (size_t i = 0; i < c.nrecs; i++)
+		if (c.recs[i].state == REC_PENDING)
+			skip(&c.recs[i], PTR_RELOC_R_ABORTED); /* after an allocation failure */
+
+	if (stopped) {
+		uint64_t t = now_ns();
+		resume_cpus(&c, moved_any);
+		out->shootdowns++; /* the one flush + reload at resume */
+		out->root_reloads++;
+		out->ns_shootdown += now_ns() - t;
+		out->ns_stopped = now_ns() - t_stop;
+	}
+
+	/* 5: grace period, then free the old copies; then leave relocation mode */
+	uint64_t t_grace = now_ns();
+	ptr_synchronize(a);
+	uint64_t t_free = now_ns();
+	out->ns_grace = t_free - t_grace;
+	for (size_t i = 0; i < c.nrecs; i++)
+		if (c.recs[i].state == REC_MOVED)
+			ptr_frame_free(a, c.recs[i].old);
+	out->ns_free = now_ns() - t_free;
+	set_mode(&c, -1);
+	pthread_mutex_unlock(&reloc_mutex);
+
+	for (size_t i = 0; i < c.nrecs; i++) {
+		struct reloc_rec *r = &c.recs[i];
+		if (r->state == REC_MOVED) {
+			out->relocated++;
+			continue;
+		}
+		out->not_relocated++;
+		out->level[r->level].not_relocated++;
+		out->level[r->level].reason[r->reason]++;
+		out->reason[r->reason]++;
+	}
+	out->error = rc;
+	free(ls.l1);
+	free(ls.l0);
+	free(ls.fresh);
+	free(c.recs);
+	out->ns_total = now_ns() - t_start;
+	return rc;
+}
+
+#endif /* PTR_RELOCATION */
+
+int ptr_relocate(struct ptr_mm *mm, uint32_t from_mask, int to_node, ptr_reloc_choose_fn choose,
+		 void *priv, int strategy, int batch, struct ptr_reloc_report *out)
+{
+	return ptr_relocate_mms(&mm, 1, from_mask, to_node, choose, priv, strategy, batch, out);
+}

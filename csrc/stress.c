@@ -1,0 +1,439 @@
+/*
+ * stress.c - the relocation torture test (`ptreloc stress`), all in C threads.
+ *
+ * K emulated CPUs read and write random pages of a demand-faulted address space; a relocator
+ * moves all of its tables back and forth between two nodes; a reclaimer consumes A/D bits like
+ * writeback (test_and_clear_dirty), aging (test_and_clear_young + flush) and eviction (unmap).
+ *
+ * The shadow record decides at the end, soundly, whether an A/D bit was lost:
+ *   - the reclaimer bumps the page's clean generation AFTER its consumer returned (which
+ *     includes the consumer's shootdown, so no CPU still holds a dirty-known/young TLB entry);
+ *   - a CPU reads the generation BEFORE it starts an access and, once the access completed,
+ *     raises the page's write (or access) generation to gen + 1 (atomic max);
+ *   - so "write_gen == clean_gen + 1" at the end means: a write started after the last clean
+ *     completed, and its D bit must still be in the final tree (software walk) - else lost.
+ * Every access result is also compared with the physical address the VA must map to, the
+ * arena counts walks that read freed (poisoned) frames, and after the address space is
+ * destroyed every frame must be back in its pool.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ptreloc.h"
+
+struct stress {
+	const struct ptr_stress_config *cfg;
+	struct ptr_arena *a;
+	struct ptr_mm *mm;
+	const struct ptr_geometry *g;
+	uint64_t page;
+	uint64_t npages;
+	uint64_t chunk_va[PTR_MAX_REGIONS];
+	uint64_t chunk_phys[PTR_MAX_REGIONS];
+	_Atomic uint64_t *clean_gen, *write_gen, *young_gen, *access_gen;
+	_Atomic int stop;
+	_Atomic int started;
+	struct ptr_stress_result *out;
+	pthread_mutex_t out_lock;
+};
+
+static inline uint64_t rng(uint64_t *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return *x * 0x2545f4914f6cdd1dULL;
+}
+
+static inline uint64_t page_va(const struct stress *s, uint64_t p)
+{
+	uint64_t per = s->cfg->pages_per_chunk;
+	return s->chunk_va[p / per] + (p % per) * s->page;
+}
+
+static inline uint64_t page_phys(const struct stress *s, uint64_t p)
+{
+	uint64_t per = s->cfg->pages_per_chunk;
+	return s->chunk_phys[p / per] + (p % per) * s->page;
+}
+
+static inline void atomic_max(_Atomic uint64_t *v, uint64_t x)
+{
+	uint64_t cur = atomic_load_explicit(v, memory_order_relaxed);
+	while (cur < x && !atomic_compare_exchange_weak(v, &cur, x))
+		;
+}
+
+static bool stopping(struct stress *s)
+{
+	return atomic_load_explicit(&s->stop, memory_order_relaxed) ||
+	       (s->cfg->cancel && __atomic_load_n(s->cfg->cancel, __ATOMIC_RELAXED));
+}
+
+/* ---- CPUs ---------------------------------------------------------------------------------- */
+
+struct cpu_arg {
+	struct stress *s;
+	int idx;
+	uint64_t writes, mismatches, errors;
+	struct ptr_cpu_stats st;
+	int rc;
+};
+
+static void *cpu_thread(void *p)
+{
+	struct cpu_arg *ca = p;
+	struct stress *s = ca->s;
+	struct ptr_cpu *cpu;
+	ca->rc = ptr_cpu_create(s->a, &cpu);
+	atomic_fetch_add(&s->started, 1);
+	if (ca->rc)
+		return NULL;
+	ptr_cpu_switch_to(cpu, s->mm);
+	uint64_t x = s->cfg->seed * 0x9e3779b97f4a7c15ULL + (uint64_t)ca->idx * 7919 + 17;
+	while (!stopping(s)) {
+		for (int i = 0; i < 64; i++) {
+			uint64_t r = rng(&x);
+			uint64_t p = (r >> 16) % s->npages;
+			bool write = (int)(r % 100) < s->cfg->write_pct;
+			/* generations BEFORE the access starts */
+			uint64_t cg = atomic_load(&s->clean_gen[p]);
+			uint64_t yg = atomic_load(&s->young_gen[p]);
+			uint64_t phys = 0;
+			int rc = ptr_cpu_access_fault(cpu, page_va(s, p), write, &phys);
+			if (rc == PTR_FAULT_FREED)
+				continue; /* counted by the arena */
+			if (rc) {
+				ca->errors++;
+				continue;
+			}
+			if (phys != page_phys(s, p))
+				ca->mismatches++;
+			/* the access completed: record it */
+			atomic_max(&s->access_gen[p], yg + 1);
+			if (write) {
+				atomic_max(&s->write_gen[p], cg + 1);
+				ca->writes++;
+			}
+		}
+		/* like a timer tick: give the core away BETWEEN accesses, so that on an
+		 * oversubscribed machine a shootdown or grace period rarely waits a whole time
+		 * slice for a CPU preempted inside an access */
+		sched_yield();
+	}
+	ptr_cpu_get_stats(cpu, &ca->st);
+	ptr_cpu_destroy(cpu);
+	return NULL;
+}
+
+/* ---- relocator ---------------------------------------------------------------------------- */
+
+struct reloc_arg {
+	struct stress *s;
+	uint64_t relocations, failures, frames, bytes, batches, shootdowns, merged, lost;
+	uint64_t ns;
+	int rc;
+};
+
+static void *relocator_thread(void *p)
+{
+	struct reloc_arg *ra = p;
+	struct stress *s = ra->s;
+	int cur = 0;
+	while (!stopping(s)) {
+		int to = 1 - cur;
+		struct ptr_reloc_report rep;
+		/* new tables go to the target from now on, like a process whose memory moved */
+		ptr_mm_set_node(s->mm, to);
+		int rc = ptr_relocate(s->mm, 1u << cur, to, NULL, NULL, s->cfg->strategy,
+				      s->cfg->batch, &rep);
+		if (rc == -EINVAL || rc == -EOPNOTSUPP || rc == -ENODEV) {
+			ra->rc = rc;
+			break;
+		}
+		if (rc)
+			ra->failures++;
+		else
+			ra->relocations++;
+		ra->frames += rep.relocated;
+		ra->bytes += rep.bytes_copied;
+		ra->batches += rep.batches;
+		ra->shootdowns += rep.shootdowns;
+		ra->merged += rep.ad_merged;
+		ra->lost += rep.ad_lost;
+		ra->ns += rep.ns_total;
+		cur = to;
+	}
+	return NULL;
+}
+
+/* ---- reclaimer ---------------------------------------------------------------------------- */
+
+struct reclaim_arg {
+	struct stress *s;
+	uint64_t dirty_cleans, young_cleans, unmaps, found_dirty, found_young;
+	uint64_t lost_dirty, lost_accessed;
+};
+
+/*
+ * The reclaimer is the only thread that clears A/D, so it can check every consumption too:
+ * when, just before a consumer runs, the page shows a completed write that started after the
+ * last clean (write_gen == clean_gen + 1), that write's D bit must be seen by the consumer -
+ * writeback that reads "clean" there skips a dirty page: the data is lost.  Same for young.
+ */
+static void *reclaimer_thread(void *p)
+{
+	struct reclaim_arg *ra = p;
+	struct stress *s = ra->s;
+	uint64_t x = s->cfg->seed * 0xbf58476d1ce4e5b9ULL + 99;
+	while (!stopping(s)) {
+		uint64_t r = rng(&x);
+		uint64_t pg = (r >> 16) % s->npages;
+		uint64_t va = page_va(s, pg);
+		int op = (int)(r % 100);
+		bool must_dirty = atomic_load(&s->write_gen[pg]) == atomic_load(&s->clean_gen[pg]) + 1;
+		bool must_young = atomic_load(&s->access_gen[pg]) == atomic_load(&s->young_gen[pg]) + 1;
+		if (op < s->cfg->unmap_pct) {
+			/* eviction: both bits go with the mapping; the dirty state is reported */
+			uint64_t dirty = 0;
+			int64_t n = ptr_unmap(s->mm, va, va + s->page, &dirty);
+			if (must_dirty && (n <= 0 || !dirty))
+				ra->lost_dirty++;
+			if (n > 0) {
+				atomic_fetch_add(&s->clean_gen[pg], 1);
+				atomic_fetch_add(&s->young_gen[pg], 1);
+				ra->unmaps++;
+				ra->found_dirty += dirty;
+			}
+		} else if (op < s->cfg->unmap_pct + (100 - s->cfg->unmap_pct) / 2) {
+			/* writeback: clear D (the consumer shoots down when it was set) */
+			int rc = ptr_test_and_clear_dirty(s->mm, va);
+			if (must_dirty && rc != 1)
+				ra->lost_dirty++;
+			if (rc >= 0) {
+				atomic_fetch_add(&s->clean_gen[pg], 1);
+				ra->dirty_cleans++;
+				ra->found_dirty += (uint64_t)rc;
+			}
+		} else {
+			/* aging: clear A and flush (ptep_clear_flush_young), so the next access walks */
+			int rc = ptr_test_and_clear_young(s->mm, va);
+			if (must_young && rc != 1)
+				ra->lost_accessed++;
+			if (rc == 1)
+				ptr_shootdown(s->mm, false);
+			if (rc >= 0) {
+				atomic_fetch_add(&s->young_gen[pg], 1);
+				ra->young_cleans++;
+				ra->found_young += (uint64_t)rc;
+			}
+		}
+		if (s->cfg->reclaim_pause_us)
+			usleep(s->cfg->reclaim_pause_us);
+	}
+	return NULL;
+}
+
+/* ---- setup and verdict --------------------------------------------------------------------- */
+
+static int setup(struct stress *s)
+{
+	const struct ptr_stress_config *cfg = s->cfg;
+	const struct ptr_geometry *g = ptr_geometry_find(cfg->geometry);
+	if (!g)
+		return -EINVAL;
+	s->g = g;
+	s->page = ptr_level_size(g, 0);
+	int top = g->nlevels - 1;
+	uint64_t top_entries = 1ULL << g->level[top].bits;
+	/* one chunk per top-level entry (so each chunk has its own table at every level below
+	 * the root), upper half of x86-64 left alone; chunk i sits in the middle of its entry */
+	uint64_t usable = g->canonical ? top_entries / 2 : top_entries;
+	if (cfg->chunks < 1 || cfg->chunks > PTR_MAX_REGIONS || cfg->chunks > usable ||
+	    cfg->pages_per_chunk < 1 ||
+	    cfg->pages_per_chunk > (1ULL << g->level[0].bits))
+		return -EINVAL;
+	uint64_t span = ptr_level_size(g, top);
+	uint64_t chunk_bytes = (uint64_t)cfg->pages_per_chunk * s->page;
+	for (uint32_t i = 0; i < cfg->chunks; i++) {
+		/* spread chunks over the top table; align to a level-0 table's span */
+		uint64_t slot = (uint64_t)i * (usable / cfg->chunks);
+		uint64_t l1span = ptr_level_size(g, 1);
+		s->chunk_va[i] = slot * span + (span / 2 & ~(l1span - 1));
+		s->chunk_phys[i] = (uint64_t)i * chunk_bytes;
+	}
+	s->npages = (uint64_t)cfg->chunks * cfg->pages_per_chunk;
+	s->clean_gen = calloc(s->npages, sizeof(*s->clean_gen));
+	s->write_gen = calloc(s->npages, sizeof(*s->write_gen));
+	s->young_gen = calloc(s->npages, sizeof(*s->young_gen));
+	s->access_gen = calloc(s->npages, sizeof(*s->access_gen));
+	if (!s->clean_gen || !s->write_gen || !s->young_gen || !s->access_gen)
+		return -ENOMEM;
+	int binds[2] = { -1, -1 };
+	if (cfg->bind_nodes)
+		memcpy(binds, cfg->bind_nodes, sizeof(binds));
+	int rc = ptr_arena_create(cfg->geometry, 2, binds, cfg->frames_per_node, &s->a);
+	if (rc)
+		return rc;
+	rc = ptr_mm_create(s->a, 0, &s->mm);
+	if (rc)
+		return rc;
+	for (uint32_t i = 0; i < cfg->chunks && !rc; i++)
+		rc = ptr_add_region(s->mm, s->chunk_va[i], s->chunk_va[i] + chunk_bytes,
+				    s->chunk_phys[i], true, 0);
+	return rc;
+}
+
+static void verdict(struct stress *s)
+{
+	struct ptr_stress_result *out = s->out;
+	for (uint64_t p = 0; p < s->npages; p++) {
+		struct ptr_translation tr;
+		int rc = ptr_translate(s->mm, page_va(s, p), &tr);
+		bool mapped = rc == 0;
+		if (rc == -EFAULT)
+			out->translation_mismatches++;
+		if (mapped && tr.phys != page_phys(s, p))
+			out->translation_mismatches++;
+		uint64_t cg = atomic_load(&s->clean_gen[p]), wg = atomic_load(&s->write_gen[p]);
+		uint64_t yg = atomic_load(&s->young_gen[p]), ag = atomic_load(&s->access_gen[p]);
+		if (wg == cg + 1) {
+			out->checked_dirty++;
+			if (!mapped || !tr.dirty)
+				out->lost_dirty++;
+		}
+		if (ag == yg + 1) {
+			out->checked_accessed++;
+			if (!mapped || !tr.young)
+				out->lost_accessed++;
+		}
+	}
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+int ptr_stress_run(const struct ptr_stress_config *cfg, struct ptr_stress_result *out)
+{
+	if (!cfg || !out || cfg->cpus < 1 || cfg->cpus > PTR_MAX_CPUS - 2 || cfg->seconds <= 0 ||
+	    cfg->batch < 1 || cfg->strategy < 0 || cfg->strategy > 2 || cfg->write_pct < 0 ||
+	    cfg->write_pct > 100 || cfg->unmap_pct < 0 || cfg->unmap_pct > 100 ||
+	    cfg->frames_per_node < 16)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	if (!PTR_RELOCATION)
+		return out->error = -EOPNOTSUPP;
+	struct stress s = { .cfg = cfg, .out = out };
+	int rc = setup(&s);
+	struct cpu_arg *cpus = NULL;
+	pthread_t *th = NULL;
+	if (rc)
+		goto cleanup;
+	out->pages = s.npages;
+	cpus = calloc((size_t)cfg->cpus, sizeof(*cpus));
+	th = calloc((size_t)cfg->cpus + 2, sizeof(*th));
+	if (!cpus || !th) {
+		rc = -ENOMEM;
+		goto cleanup;
+	}
+	struct reloc_arg rel = { .s = &s };
+	struct reclaim_arg rec = { .s = &s };
+	int started = 0;
+	uint64_t t0 = mono_ns();
+	for (int i = 0; i < cfg->cpus; i++) {
+		cpus[i] = (struct cpu_arg){ .s = &s, .idx = i };
+		if (pthread_create(&th[started], NULL, cpu_thread, &cpus[i])) {
+			rc = -EAGAIN;
+			break;
+		}
+		started++;
+	}
+	bool have_rel = false, have_rec = false;
+	if (!rc && !pthread_create(&th[started], NULL, relocator_thread, &rel)) {
+		started++;
+		have_rel = true;
+	}
+	if (!rc && have_rel && !pthread_create(&th[started], NULL, reclaimer_thread, &rec)) {
+		started++;
+		have_rec = true;
+	}
+	if (!rc && (!have_rel || !have_rec))
+		rc = -EAGAIN;
+	uint64_t deadline = t0 + (uint64_t)(cfg->seconds * 1e9);
+	while (!rc && !stopping(&s) && mono_ns() < deadline)
+		usleep(2000);
+	atomic_store(&s.stop, 1);
+	for (int i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	out->seconds = (double)(mono_ns() - t0) / 1e9;
+	out->cancelled = cfg->cancel && __atomic_load_n(cfg->cancel, __ATOMIC_RELAXED);
+
+	for (int i = 0; i < cfg->cpus; i++) {
+		if (!rc && cpus[i].rc)
+			rc = cpus[i].rc;
+		out->accesses += cpus[i].st.accesses;
+		out->writes += cpus[i].writes;
+		out->translation_mismatches += cpus[i].mismatches;
+		out->access_errors += cpus[i].errors;
+		out->tlb_hits += cpus[i].st.tlb_hits;
+		out->walks += cpus[i].st.walks;
+		out->pwc_hits += cpus[i].st.pwc_hits;
+		out->cpu_shootdowns += cpus[i].st.shootdowns;
+		out->fault_path_runs += cpus[i].st.fault_path_runs;
+	}
+	if (!rc && rel.rc)
+		rc = rel.rc;
+	out->relocations = rel.relocations;
+	out->relocation_failures = rel.failures;
+	out->frames_relocated = rel.frames;
+	out->bytes_copied = rel.bytes;
+	out->batches = rel.batches;
+	out->reloc_shootdowns = rel.shootdowns;
+	out->ad_merged = rel.merged;
+	out->ad_lost = rel.lost;
+	out->relocation_ns = rel.ns;
+	out->dirty_cleans = rec.dirty_cleans;
+	out->young_cleans = rec.young_cleans;
+	out->unmaps = rec.unmaps;
+	out->found_dirty = rec.found_dirty;
+	out->found_young = rec.found_young;
+	out->lost_dirty = rec.lost_dirty;
+	out->lost_accessed = rec.lost_accessed;
+	verdict(&s);
+	struct ptr_pool_info pi;
+	uint32_t counts[PTR_MAX_LEVELS];
+	ptr_mm_count_tables(s.mm, counts, NULL);
+	for (int l = 0; l < s.g->nlevels; l++)
+		out->tables += counts[l];
+
+cleanup:
+	if (s.mm) {
+		if (ptr_mm_destroy(s.mm) == 0)
+			s.mm = NULL;
+	}
+	if (s.a) {
+		out->freed_frame_accesses = ptr_arena_freed_frame_accesses(s.a);
+		for (int n = 0; n < s.a->nnodes; n++)
+			if (ptr_arena_pool_info(s.a, n, &pi) == 0)
+				out->leaked_frames += pi.in_use;
+		if (!s.mm && out->leaked_frames == 0)
+			ptr_arena_destroy(s.a); /* a leaking arena stays mapped: no use-after-free */
+	}
+	free(cpus);
+	free(th);
+	free(s.clean_gen);
+	free(s.write_gen);
+	free(s.young_gen);
+	free(s.access_gen);
+	out->error = rc;
+	return rc;
+}
