@@ -181,8 +181,12 @@ class Arena:
         if isinstance(nodes, bool) or not isinstance(nodes, int | list | tuple):
             raise InvalidNode(f"nodes must be a count or a list of node ids, not {nodes!r}")
         ids = list(range(nodes)) if isinstance(nodes, int) else list(nodes)
-        if not ids or any(not isinstance(n, int) or n < 0 for n in ids) or len(set(ids)) != len(ids):
-            raise InvalidNode(f"nodes must be distinct non-negative ids (or a positive count), not {nodes!r}")
+        if not ids or any(not isinstance(n, int) or n < 0 for n in ids) or len(set(ids)) != len(
+            ids
+        ):
+            raise InvalidNode(
+                f"nodes must be distinct non-negative ids (or a positive count), not {nodes!r}"
+            )
         if max(ids) >= self._core.max_nodes or len(ids) > self._core.max_nodes:
             raise InvalidNode(f"arena node ids must be below {self._core.max_nodes}")
         if ids != list(range(len(ids))):

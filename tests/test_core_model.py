@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from refmodel import RefModel
 
 from ptreloc.core import AddressSpace, Arena, Cpu, geometries
 from ptreloc.errors import PtrelocError
-
-from refmodel import RefModel
 
 GEOMETRIES = sorted(geometries())
 
@@ -35,6 +34,23 @@ op = st.tuples(
 )
 
 
+def operations(mm, cpu, model, start, length, flag, huge, huge_level) -> dict:
+    """kind -> (call on the core, call on the model)."""
+    return {
+        "map": (lambda: mm.map(start, length, writable=flag, huge=huge),
+                lambda: model.map(start, length, start, huge_level if huge else 0, flag)),
+        "unmap": (lambda: mm.unmap(start, length), lambda: model.unmap(start, length)),
+        "protect": (lambda: mm.protect(start, length, writable=flag),
+                    lambda: model.protect(start, length, flag)),
+        "access": (lambda: cpu.access(start, write=flag, handle_faults=False).fault,
+                   lambda: model.access(start, flag)),
+        "tcy": (lambda: mm.test_and_clear_young(start),
+                lambda: model.test_and_clear_young(start)),
+        "tcd": (lambda: mm.test_and_clear_dirty(start),
+                lambda: model.test_and_clear_dirty(start)),
+    }
+
+
 def run(name: str, ops: list) -> None:
     arena = Arena(name, nodes=1, frames_per_node=4096)
     g = arena.geometry
@@ -54,19 +70,7 @@ def run(name: str, ops: list) -> None:
                 start, length = base + (i % 8) * hs, (1 + n % 2) * hs
             else:
                 start, length = base + i * page, n * page
-            args = {
-                "map": (lambda: mm.map(start, length, writable=flag, huge=huge),
-                        lambda: model.map(start, length, start, huge_level if huge else 0, flag)),
-                "unmap": (lambda: mm.unmap(start, length), lambda: model.unmap(start, length)),
-                "protect": (lambda: mm.protect(start, length, writable=flag),
-                            lambda: model.protect(start, length, flag)),
-                "access": (lambda: cpu.access(start, write=flag, handle_faults=False).fault,
-                           lambda: model.access(start, flag)),
-                "tcy": (lambda: mm.test_and_clear_young(start),
-                        lambda: model.test_and_clear_young(start)),
-                "tcd": (lambda: mm.test_and_clear_dirty(start),
-                        lambda: model.test_and_clear_dirty(start)),
-            }[kind]
+            args = operations(mm, cpu, model, start, length, flag, huge, huge_level)[kind]
             got = want = None
             got_err = want_err = None
             try:
