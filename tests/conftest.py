@@ -50,8 +50,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     elif why := os.environ.get("PTRELOC_VM_UNAVAILABLE"):
         reason = f"NUMA test bed unavailable: {why}"
     else:
-        reason = (f"this machine has {n} online NUMA node(s); multi-node tests run inside the "
-                  "test bed: make test-vm")
+        reason = (
+            f"this machine has {n} online NUMA node(s); multi-node tests run inside the "
+            "test bed: make test-vm"
+        )
     if in_ci():
         pytest.fail(f"{reason} (CI is set, so the multi-node suite must run)", pytrace=False)
     pytest.skip(reason)

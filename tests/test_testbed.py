@@ -26,10 +26,12 @@ EXIT_UNAVAILABLE, EXIT_TIMEOUT, EXIT_FAILED = 77, 124, 125
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def run_numa_vm(*args: str, env: dict[str, str] | None = None,
-                script: Path = NUMA_VM) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=600,
-                          env=env)
+def run_numa_vm(
+    *args: str, env: dict[str, str] | None = None, script: Path = NUMA_VM
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(script), *args], capture_output=True, text=True, timeout=600, env=env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +54,11 @@ def testbed() -> None:
 def test_output_and_failing_status_come_out_of_the_guest(testbed: None) -> None:
     # One boot checks the status, the output (both streams, a last line without newline, no
     # marker or boot noise), the working directory and the environment promised inside.
-    cmd = ('echo "cwd=$(pwd)"; '
-           'echo "vm=$PTRELOC_IN_VM home=$HOME bytecode=$PYTHONDONTWRITEBYTECODE"; '
-           'echo to-stderr >&2; printf no-newline; exit 7')
+    cmd = (
+        'echo "cwd=$(pwd)"; '
+        'echo "vm=$PTRELOC_IN_VM home=$HOME bytecode=$PYTHONDONTWRITEBYTECODE"; '
+        "echo to-stderr >&2; printf no-newline; exit 7"
+    )
     r = run_numa_vm("--", "sh", "-c", cmd)
     assert r.returncode == 7, r.stderr
     assert r.stdout == (f"cwd={REPO}\nvm=1 home=/tmp bytecode=1\nto-stderr\nno-newline")
@@ -64,8 +68,9 @@ def test_output_and_failing_status_come_out_of_the_guest(testbed: None) -> None:
 def test_timeout_kills_qemu(testbed: None, tmp_path: Path) -> None:
     # The run directory (shared with the guest, so on QEMU's command line) lives under TMPDIR:
     # a QEMU left behind would still show tmp_path in its command line.
-    r = run_numa_vm("--timeout", "2", "--", "sleep", "600",
-                    env={**os.environ, "TMPDIR": str(tmp_path)})
+    r = run_numa_vm(
+        "--timeout", "2", "--", "sleep", "600", env={**os.environ, "TMPDIR": str(tmp_path)}
+    )
     assert r.returncode == EXIT_TIMEOUT, r.stderr
     assert "timed out after 2 s" in r.stderr
     leftovers = []
@@ -110,8 +115,10 @@ def test_project_path_with_space_is_refused(tmp_path: Path) -> None:
 def test_missing_qemu_is_reported_as_unavailable() -> None:
     r = run_numa_vm("--prepare", env={**os.environ, "PTRELOC_VM_QEMU": "/nonexistent/qemu"})
     assert r.returncode == EXIT_UNAVAILABLE
-    assert r.stdout.strip() == ("PTRELOC_VM_QEMU=/nonexistent/qemu is not an executable QEMU; "
-                                "point it at qemu-system-x86_64 or unset it")
+    assert r.stdout.strip() == (
+        "PTRELOC_VM_QEMU=/nonexistent/qemu is not an executable QEMU; "
+        "point it at qemu-system-x86_64 or unset it"
+    )
 
 
 @pytest.mark.parametrize("ci", ["", "true"])
@@ -122,9 +129,21 @@ def test_multinode_tests_skip_or_fail_when_the_test_bed_is_unavailable(ci: str) 
         pytest.skip("needs a one-node host, where multi-node tests cannot run")
     env = {**os.environ, "CI": ci, "PTRELOC_VM_UNAVAILABLE": "no QEMU here"}
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rsE",
-         f"{__file__}::test_nodes_are_online_with_memory"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-rsE",
+            f"{__file__}::test_nodes_are_online_with_memory",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
     assert "NUMA test bed unavailable: no QEMU here" in r.stdout
     if ci:
         assert r.returncode == 1 and "1 error" in r.stdout, r.stdout
@@ -187,8 +206,10 @@ def numa_maps_pages(pid: int, addr: str) -> dict[int, int]:
     for line in Path(f"/proc/{pid}/numa_maps").read_text().splitlines():
         fields = line.split()
         if fields[0] == addr:
-            return {int(k[1:]): int(v) for k, v in
-                    (f.split("=", 1) for f in fields[2:] if re.fullmatch(r"N\d+=\d+", f))}
+            return {
+                int(k[1:]): int(v)
+                for k, v in (f.split("=", 1) for f in fields[2:] if re.fullmatch(r"N\d+=\d+", f))
+            }
     raise AssertionError(f"no mapping at {addr} in /proc/{pid}/numa_maps")
 
 
@@ -198,13 +219,17 @@ def test_migratepages_moves_a_bound_workload_to_node_1() -> None:
     pages = size // PAGE
     proc = subprocess.Popen(
         ["numactl", "--membind=0", sys.executable, "-c", WORKLOAD, str(size)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         addr = proc.stdout.readline().strip()
         assert addr, "the workload died before touching its memory"
         assert numa_maps_pages(proc.pid, addr) == {0: pages}
-        r = subprocess.run(["migratepages", str(proc.pid), "0", "1"], capture_output=True,
-                           text=True, timeout=120)
+        r = subprocess.run(
+            ["migratepages", str(proc.pid), "0", "1"], capture_output=True, text=True, timeout=120
+        )
         assert r.returncode == 0, r.stderr
         assert numa_maps_pages(proc.pid, addr) == {1: pages}
     finally:
