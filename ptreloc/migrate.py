@@ -515,7 +515,8 @@ def _majority_chooser(m: Mirror, nodes: array, targets: frozenset[int]) -> Calla
     fallback = min(targets)
 
     def choose(*args: Any, **kwargs: Any) -> int:
-        va = kwargs.get("va", args[0] if args else None)
+        # the engine's chooser hook: (level, frame, base_va, node) -> target node
+        va = kwargs.get("base_va", args[2] if len(args) > 2 else None)
         if not isinstance(va, int):
             return fallback
         return per_block.get(va >> shift, fallback)

@@ -121,7 +121,8 @@ def _majority_per_block(m: Mirror, nodes: array) -> Callable[..., int]:
         per_block[va >> shift] = min(counts, key=lambda n: (-counts[n], n)) if counts else fallback
 
     def choose(*args: Any, **kwargs: Any) -> int:
-        va = kwargs.get("va", args[0] if args else None)
+        # the engine's chooser hook: (level, frame, base_va, node) -> target node
+        va = kwargs.get("base_va", args[2] if len(args) > 2 else None)
         if not isinstance(va, int):
             return fallback
         # an upper-level table spans many blocks: the block of its first address decides

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import tempfile
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -11,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ROOT", "Live", "live_workload", "ptreloc", "numa_maps_pages"]
+__all__ = ["ROOT", "Live", "live_workload", "ptreloc", "ptreloc_as_nobody", "numa_maps_pages"]
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD = ROOT / "scripts" / "workload.py"
@@ -28,13 +30,24 @@ class Live:
 
 @contextmanager
 def live_workload(
-    mib: int = 4, threads: int = 3, prefix: Sequence[str] = (), extra: Sequence[str] = (),
+    mib: int = 4,
+    threads: int = 3,
+    prefix: Sequence[str] = (),
+    extra: Sequence[str] = (),
     **popen: object,
 ) -> Iterator[Live]:
     """Run the workload (optionally under ``prefix``, e.g. numactl) until the block ends."""
     proc = subprocess.Popen(
-        [*prefix, sys.executable, str(WORKLOAD), "--mib", str(mib), "--threads", str(threads),
-         *extra],
+        [
+            *prefix,
+            sys.executable,
+            str(WORKLOAD),
+            "--mib",
+            str(mib),
+            "--threads",
+            str(threads),
+            *extra,
+        ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -58,15 +71,21 @@ def live_workload(
                 proc.wait()
 
 
-def ptreloc(*args: str, user: str | None = None, timeout: float = 300,
-            check: int | None = None) -> subprocess.CompletedProcess[str]:
+def ptreloc(
+    *args: str, user: str | None = None, timeout: float = 300, check: int | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the installed ``ptreloc`` command line as a real subprocess."""
     exe = Path(sys.executable).with_name("ptreloc")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "ptreloc"]
     env = dict(os.environ, COLUMNS="200")
     result = subprocess.run(
-        [*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env,
-        user=user, cwd="/" if user else None,
+        [*cmd, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        user=user,
+        cwd="/" if user else None,
     )
     if check is not None:
         assert result.returncode == check, (result.returncode, result.stdout, result.stderr)
@@ -77,3 +96,55 @@ def numa_maps_pages(pid: int) -> dict[int, int]:
     from ptreloc import numa
 
     return numa.numa_maps_node_pages(pid)
+
+
+def ptreloc_as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the command line in a fork of this interpreter that dropped to the nobody user.
+
+    A real privilege drop (setgid/setuid), done by forking because nobody cannot exec this
+    interpreter (it lives under /root).  stdout/stderr go to files read back afterwards.
+    """
+    import importlib
+    import traceback
+
+    from ptreloc.cli import COMMANDS, main
+
+    # import everything now: nobody cannot read this interpreter's standard library under /root
+    for module in COMMANDS.values():
+        importlib.import_module(module)
+    import ptreloc.mirror  # noqa: F401
+
+    out = tempfile.TemporaryFile("w+")
+    err = tempfile.TemporaryFile("w+")
+    pid = os.fork()
+    if pid == 0:
+        code = 125
+        try:
+            os.dup2(out.fileno(), 1)
+            os.dup2(err.fileno(), 2)
+            # pytest replaces sys.stdout/sys.stderr with its capture: write to the real fds
+            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            # a uid change makes the process non-dumpable, hiding its own /proc files from it;
+            # a process started as nobody would be dumpable (prctl(PR_SET_DUMPABLE, 1))
+            ctypes.CDLL(None, use_errno=True).prctl(4, 1, 0, 0, 0)
+            try:
+                main.main(list(args), prog_name="ptreloc", standalone_mode=True)
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # noqa: BLE001 - report anything to the parent, then exit
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    out.seek(0)
+    err.seek(0)
+    return subprocess.CompletedProcess(
+        ["ptreloc", *args], os.waitstatus_to_exitcode(status), out.read(), err.read()
+    )
