@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                 "address": address,
                 "pages": pages,
                 "page_size": page,
-                "threads": args.threads + 1,  # the touching threads and the main thread
+                # the touching threads, the main thread and the stdin reader
+                "threads": args.threads + 1 + (0 if args.ignore_stdin else 1),
             }
         ),
         flush=True,

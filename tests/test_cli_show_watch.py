@@ -1,0 +1,101 @@
+"""``ptreloc show`` and ``ptreloc watch`` on real processes; --help of the live-process commands."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from live_workload import live_workload, ptreloc
+
+from ptreloc.cli import main
+
+
+@pytest.mark.parametrize("name", ["show", "migrate", "watch"])
+def test_help(name: str) -> None:
+    result = CliRunner().invoke(main, [name, "--help"])
+    assert result.exit_code == 0
+    assert "--pid" in result.output and "--json" in result.output
+    assert "Exit codes" in result.output
+
+
+def test_show_json_on_a_multithreaded_workload() -> None:
+    with live_workload(mib=8, threads=4) as w:
+        data = json.loads(ptreloc("show", "--pid", str(w.pid), "--json", check=0).stdout)
+    assert data["pid"] == w.pid and data["threads"] == w.threads
+    assert data["data"]["pages"]["0"] >= w.pages
+    assert data["data"]["mb"]["0"] >= 8.0
+    assert data["tables"]["0"]["pte"] >= 4  # 8 MiB spans at least 4 PTE tables
+    assert data["tables"]["0"]["pgd"] == 1
+    assert data["remote_table_fraction"] == 0.0
+    assert data["geometry"] in ("x86_64_4l", "x86_64_5l")
+
+
+def test_show_human() -> None:
+    with live_workload(mib=2) as w:
+        out = ptreloc("show", "--pid", str(w.pid), check=0).stdout
+    assert f"pid {w.pid}" in out and "remote_table_fraction: 0.000" in out
+    assert "mirrored page tables" in out and "numa_maps" in out
+
+
+@pytest.mark.parametrize(("pid", "code"), [("2", 2), ("-3", 2), ("99999999", 1)])
+def test_show_bad_pid(pid: str, code: int) -> None:
+    r = ptreloc("show", "--pid", pid)
+    assert r.returncode == code and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stdout == ""
+
+
+def _watch(pid: int, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ptreloc", "watch", "--pid", str(pid), "--json", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_watch_timeout_gives_start_and_stop() -> None:
+    with live_workload(mib=2) as w:
+        r = ptreloc("watch", "--pid", str(w.pid), "--interval", "0.1", "--timeout", "0.5",
+                    "--json", check=0)
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["start", "stop"]
+    assert events[-1]["reason"] == "timeout"
+    assert events[0]["data"]["0"] >= w.pages
+
+
+def test_watch_stops_cleanly_when_the_process_exits() -> None:
+    with live_workload(mib=2) as w:
+        watcher = _watch(w.pid, "--interval", "0.1")
+        assert watcher.stdout is not None
+        start = json.loads(watcher.stdout.readline())
+        assert start["event"] == "start"
+        w.proc.send_signal(signal.SIGTERM)
+        w.proc.wait()
+        out, err = watcher.communicate(timeout=60)
+    last = json.loads(out.splitlines()[-1])
+    assert last["event"] == "exit" and watcher.returncode == 0, err
+
+
+def test_watch_ctrl_c_exits_zero() -> None:
+    with live_workload(mib=2) as w:
+        watcher = _watch(w.pid, "--interval", "0.1")
+        assert watcher.stdout is not None
+        assert json.loads(watcher.stdout.readline())["event"] == "start"
+        watcher.send_signal(signal.SIGINT)
+        out, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["reason"] == "interrupted"
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [(["--pid", "2"], 2), (["--pid", "99999999"], 1), (["--pid", "1", "--interval", "0"], 2),
+     (["--pid", "1", "--count", "0"], 2), (["--pid", "1", "--timeout", "-1"], 2)],
+)
+def test_watch_bad_input(args: list[str], code: int) -> None:
+    r = ptreloc("watch", *args)
+    assert r.returncode == code, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
