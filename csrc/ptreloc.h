@@ -812,7 +812,8 @@ struct ptr_reloc_report {
 
 /**
  * ptr_reloc_choose_fn - where should this frame go?  Called once per frame on a source node,
- * with no lock held, before anything moves.  Return: the target node, or -1 to leave it.
+ * with no lock held, before anything moves.  Return: the target node, -1 to leave it, or
+ * < -1 to cancel the whole relocation (nothing moves; ptr_relocate() returns -ECANCELED).
  * Must not start a relocation itself.
  */
 typedef int (*ptr_reloc_choose_fn)(void *priv, int level, uint32_t frame, uint64_t base_va,
@@ -823,7 +824,8 @@ typedef int (*ptr_reloc_choose_fn)(void *priv, int level, uint32_t frame, uint64
  * @to_node, or to where @choose (non-NULL) says, with @strategy (PTR_RELOC_*), @batch frames
  * per lock/shootdown batch.  Every level moves, the root with a root reload.
  * Return: 0; -EINVAL (bad arguments), -ENODEV (no such target node), -EOPNOTSUPP (norelo
- * build); -ENOSPC/-ENOMEM when an allocation on the target failed: the relocation stopped
+ * build), -ECANCELED (the chooser cancelled: nothing moved); -ENOSPC/-ENOMEM when an
+ * allocation on the target failed: the relocation stopped
  * there, every translation is unchanged, frames of completed batches stay moved, the rest are
  * reported not relocated.  *@out is filled in every case but -EINVAL/-ENODEV.
  * Locking: takes every lock itself; call with none held.  Relocations serialize.

@@ -551,6 +551,10 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 		int t = choose ? choose(priv, r->level, r->old, r->base_va, cur) : to_node;
 		out->level[r->level].found++;
 		out->frames_found++;
+		if (t < -1) {
+			rc = -ECANCELED; /* the chooser gave up: nothing has moved yet */
+			break;
+		}
 		if (t < 0 || t == cur)
 			skip(r, PTR_RELOC_R_KEPT);
 		else if (t >= a->nnodes)

@@ -794,3 +794,189 @@ def core(build: str = "relo") -> Core:
     if build not in _cores:
         _cores[build] = Core(build)
     return _cores[build]
+
+
+# ---------------------------------------------------------------------------------------------
+# relocation -- the relocation engine and the stress harness (csrc/relocate.cdef, stress.cdef),
+# owned by ptreloc.relocate and ptreloc.stress.  Reports come back as plain dicts.
+# ---------------------------------------------------------------------------------------------
+
+from collections.abc import Callable as _Callable  # noqa: E402
+
+from ptreloc.errors import RelocationUnsupported as _RelocationUnsupported  # noqa: E402
+
+RELOC_STRATEGIES: dict[str, int] = {"rewalk": 0, "stop": 1, "naive": 2}
+_RELOC_TIMINGS = ("collect", "alloc", "copy", "shootdown", "merge", "grace", "free", "stopped",
+                  "total")
+
+
+class _ChooserBox:
+    """What the C trampoline's priv handle points at: the Python chooser and its first error."""
+
+    def __init__(self, fn: _Callable[[int, int, int, int], int | None]) -> None:
+        self.fn = fn
+        self.error: BaseException | None = None
+
+
+_registered: set[str] = set()
+
+
+def _register_trampoline(c: Core) -> None:
+    """Define the extern "Python" chooser trampoline for this compiled module, once."""
+    if c.build in _registered:
+        return
+    ffi = c.ffi
+
+    @ffi.def_extern(name="_ptr_py_choose")
+    def _choose(priv, level, frame, base_va, node):  # noqa: ANN001, ANN202 (cffi callback)
+        box: _ChooserBox = ffi.from_handle(priv)
+        if box.error is not None:
+            return -2
+        try:
+            t = box.fn(int(level), int(frame), int(base_va), int(node))
+            return -1 if t is None else int(t)
+        except BaseException as err:  # noqa: BLE001 - re-raised by the caller after C returns
+            box.error = err
+            return -2  # cancels the relocation before anything moves
+
+    _registered.add(c.build)
+
+
+def reloc_reason_names(c: Core) -> list[str]:
+    return [c.ffi.string(c.lib.ptr_reloc_reason_name(i)).decode()
+            for i in range(int(c.lib.PTR_RELOC_NREASONS))]
+
+
+def relocate(c: Core, mms: list, from_mask: int, to_node: int,
+             chooser: _Callable[[int, int, int, int], int | None] | None, strategy: str,
+             batch: int) -> dict:
+    """Run ptr_relocate_mms; returns the report as a dict (``rc`` = 0 or -errno).  Raises for
+    bad arguments and a chooser's exception; an allocation failure is a partial report."""
+    if not c.relocation_supported:
+        raise _RelocationUnsupported(
+            "relocation is compiled out of the norelo core: use an arena with build='relo'"
+        )
+    if strategy not in RELOC_STRATEGIES:
+        raise _UsageError(
+            f"unknown relocation strategy {strategy!r}: use one of {', '.join(RELOC_STRATEGIES)}"
+        )
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch < 2**31:
+        raise _UsageError(f"batch must be a positive integer (frames per batch), got {batch!r}")
+    if not 1 <= len(mms) <= 32:
+        raise _UsageError("relocate 1..32 address spaces at a time")
+    ffi, lib = c.ffi, c.lib
+    rep = ffi.new("struct ptr_reloc_report *")
+    arr = ffi.new("struct ptr_mm *[]", mms)
+    box = None
+    if chooser is not None:
+        _register_trampoline(c)
+        box = _ChooserBox(chooser)
+        handle = ffi.new_handle(box)
+        rc = lib.ptr_relocate_mms(arr, len(mms), from_mask, -1, lib._ptr_py_choose, handle,
+                                  RELOC_STRATEGIES[strategy], batch, rep)
+    else:
+        rc = lib.ptr_relocate_mms(arr, len(mms), from_mask, to_node, ffi.NULL, ffi.NULL,
+                                  RELOC_STRATEGIES[strategy], batch, rep)
+    if box is not None and box.error is not None:
+        raise box.error
+    if rc == -_errno.EINVAL:
+        raise _UsageError("relocate: address spaces must be distinct and of one arena")
+    if rc == -_errno.ENODEV:
+        raise _InvalidNode(f"relocate: target node {to_node} has no pool in this arena")
+    if rc == -_errno.EOPNOTSUPP:
+        raise _RelocationUnsupported("relocation is compiled out of this core")
+    names = reloc_reason_names(c)
+    levels = []
+    for lv in range(c.max_levels):
+        lr = rep.level[lv]
+        levels.append({
+            "found": lr.found, "relocated": lr.relocated, "not_relocated": lr.not_relocated,
+            "reasons": {names[i]: lr.reason[i] for i in range(len(names)) if lr.reason[i]},
+            "bytes_copied": lr.bytes_copied,
+        })
+    return {
+        "rc": rc,
+        "strategy": strategy,
+        "batch": batch,
+        "frames_found": rep.frames_found,
+        "relocated": rep.relocated,
+        "not_relocated": rep.not_relocated,
+        "reasons": {names[i]: rep.reason[i] for i in range(len(names)) if rep.reason[i]},
+        "bytes_copied": rep.bytes_copied,
+        "batches": rep.batches,
+        "shootdowns": rep.shootdowns,
+        "root_reloads": rep.root_reloads,
+        "root_switches": rep.root_switches,
+        "ad_merged": rep.ad_merged,
+        "ad_lost": rep.ad_lost,
+        "timings_s": {k: getattr(rep, f"ns_{k}") / 1e9 for k in _RELOC_TIMINGS},
+        "levels": levels,
+    }
+
+
+_STRESS_FIELDS = (
+    "pages", "tables", "relocations", "relocation_failures", "frames_relocated", "bytes_copied",
+    "batches", "reloc_shootdowns", "ad_merged", "ad_lost", "relocation_ns", "accesses", "writes",
+    "tlb_hits", "walks", "pwc_hits", "cpu_shootdowns", "fault_path_runs", "access_errors",
+    "dirty_cleans", "young_cleans", "unmaps", "found_dirty", "found_young", "checked_dirty",
+    "checked_accessed", "lost_dirty", "lost_accessed", "freed_frame_accesses", "leaked_frames",
+    "translation_mismatches",
+)
+
+
+class StressRun:
+    """One ptr_stress_run() call, startable on a worker thread and cancellable from another
+    (cffi releases the GIL for the call, so Python can show progress meanwhile)."""
+
+    def __init__(self, c: Core, *, geometry: str, cpus: int, seconds: float, strategy: str,
+                 batch: int, seed: int, bind_nodes: tuple[int, int], frames_per_node: int,
+                 chunks: int, pages_per_chunk: int, write_pct: int, unmap_pct: int) -> None:
+        if not c.relocation_supported:
+            raise _RelocationUnsupported("the stress needs the relocation core (build='relo')")
+        c.geometry(geometry)
+        if strategy not in RELOC_STRATEGIES:
+            raise _UsageError(
+                f"unknown protocol {strategy!r}: use one of {', '.join(RELOC_STRATEGIES)}"
+            )
+        ffi = c.ffi
+        self._c = c
+        self._keep = [ffi.new("char[]", geometry.encode()), ffi.new("int[]", list(bind_nodes))]
+        self.cancel = ffi.new("int *")
+        cfg = ffi.new("struct ptr_stress_config *")
+        cfg.geometry = self._keep[0]
+        cfg.cpus = cpus
+        cfg.seconds = seconds
+        cfg.strategy = RELOC_STRATEGIES[strategy]
+        cfg.batch = batch
+        cfg.seed = seed & _U64
+        cfg.bind_nodes = self._keep[1]
+        cfg.frames_per_node = frames_per_node
+        cfg.chunks = chunks
+        cfg.pages_per_chunk = pages_per_chunk
+        cfg.write_pct = write_pct
+        cfg.unmap_pct = unmap_pct
+        cfg.reclaim_pause_us = 0
+        cfg.cancel = self.cancel
+        self._cfg = cfg
+        self._out = ffi.new("struct ptr_stress_result *")
+        self.rc: int | None = None
+
+    def run(self) -> None:
+        self.rc = int(self._c.lib.ptr_stress_run(self._cfg, self._out))
+
+    def stop(self) -> None:
+        self.cancel[0] = 1
+
+    def result(self) -> dict:
+        rc = self.rc
+        if rc == -_errno.EINVAL:
+            raise _UsageError(
+                "stress: bad parameters (cpus 1..62, seconds > 0, batch >= 1, chunks that fit "
+                "the geometry's top table, pages per chunk <= one table)"
+            )
+        if rc is None or rc < 0:
+            self._c._check(rc if rc is not None else -_errno.EIO, "stress run")
+        out = {k: int(getattr(self._out, k)) for k in _STRESS_FIELDS}
+        out["seconds"] = float(self._out.seconds)
+        out["cancelled"] = bool(self._out.cancelled)
+        return out

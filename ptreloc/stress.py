@@ -1,0 +1,153 @@
+"""The relocation torture test behind ``ptreloc stress`` (the loop itself is C: csrc/stress.c).
+
+K emulated CPUs read and write random pages of a demand-faulted address space, a relocator
+moves every one of its tables back and forth between two nodes with the chosen protocol, and a
+reclaimer consumes accessed/dirty bits the way writeback (test-and-clear dirty), aging
+(test-and-clear young + flush) and eviction (unmap) do.  A shadow record of every access decides
+whether an A/D bit was lost; see :class:`StressResult` for the verdict fields.
+
+The defaults are tuned so that ``protocol="naive"`` reliably loses dirty bits within a second
+or two on a 2-core machine: a small address space (4 chunks x 64 pages, each chunk with its own
+table at every level), so relocations are frequent and CPUs often walk through a table the
+relocator has just copied; a reclaimer cleaning continuously, so first writes after a clean -
+the ones that set D - keep happening.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ptreloc import _native
+from ptreloc.errors import UsageError
+
+__all__ = ["PROTOCOLS", "DEFAULTS", "StressResult", "run_stress", "stress_nodes"]
+
+PROTOCOLS: tuple[str, ...] = tuple(_native.RELOC_STRATEGIES)
+
+#: Parameters of the default stress (the tuning the naive-loss test relies on).
+DEFAULTS: dict[str, Any] = {
+    "geometry": "x86_64_4l",
+    "cpus": 2,
+    "protocol": "rewalk",
+    "batch": 64,
+    "seed": 1,
+    "chunks": 4,
+    "pages_per_chunk": 64,
+    "write_pct": 50,
+    "unmap_pct": 5,
+    "frames_per_node": 4096,
+}
+
+
+@dataclass
+class StressResult:
+    """Counters of one run.  The verdict: ``lost_dirty``, ``lost_accessed``,
+    ``freed_frame_accesses``, ``leaked_frames``, ``translation_mismatches`` (and
+    ``access_errors``) must all be 0 for :attr:`clean`."""
+
+    seconds: float
+    geometry: str
+    protocol: str
+    cpus: int
+    seed: int
+    batch: int
+    nodes: list[dict[str, Any]]
+    relocations: int
+    accesses: int
+    lost_dirty: int
+    lost_accessed: int
+    freed_frame_accesses: int
+    leaked_frames: int
+    translation_mismatches: int
+    access_errors: int
+    counters: dict[str, int] = field(default_factory=dict)
+    cancelled: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not (self.lost_dirty or self.lost_accessed or self.freed_frame_accesses
+                    or self.leaked_frames or self.translation_mismatches or self.access_errors)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["clean"] = self.clean
+        return d
+
+
+def stress_nodes() -> tuple[tuple[int, int], list[dict[str, Any]]]:
+    """The two arena nodes the relocator moves tables between: each is bound to the real NUMA
+    node of the same id when that node is online with memory, else it is virtual (unbound)."""
+    try:
+        from ptreloc import numa
+
+        real = numa.topology().with_memory
+    except Exception:  # no sysfs (containers): both virtual
+        real = frozenset()
+    binds = tuple(n if n in real else -1 for n in (0, 1))
+    nodes = [{"node": n, "virtual": b < 0, "bind_node": None if b < 0 else b}
+             for n, b in zip((0, 1), binds, strict=True)]
+    return (binds[0], binds[1]), nodes
+
+
+def run_stress(
+    seconds: float,
+    cpus: int = DEFAULTS["cpus"],
+    protocol: str = DEFAULTS["protocol"],
+    geometry: str = DEFAULTS["geometry"],
+    batch: int = DEFAULTS["batch"],
+    seed: int = DEFAULTS["seed"],
+    *,
+    chunks: int = DEFAULTS["chunks"],
+    pages_per_chunk: int = DEFAULTS["pages_per_chunk"],
+    write_pct: int = DEFAULTS["write_pct"],
+    unmap_pct: int = DEFAULTS["unmap_pct"],
+    frames_per_node: int = DEFAULTS["frames_per_node"],
+    progress: Callable[[float], None] | None = None,
+) -> StressResult:
+    """Run the torture test for ``seconds``.  ``progress`` (optional) is called about ten
+    times a second with the elapsed seconds.  Ctrl-C stops the run early (KeyboardInterrupt
+    propagates after the C threads have stopped)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+        raise UsageError(f"seconds must be > 0, got {seconds!r}")
+    if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= 62:
+        raise UsageError(f"cpus must be 1..62 (two more threads relocate and reclaim), got {cpus!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0:
+        raise UsageError(f"batch must be a positive number of frames, got {batch!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
+    for name, v in (("write_pct", write_pct), ("unmap_pct", unmap_pct)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 100:
+            raise UsageError(f"{name} must be 0..100, got {v!r}")
+    binds, nodes = stress_nodes()
+    run = _native.StressRun(
+        _native.core(), geometry=geometry, cpus=cpus, seconds=float(seconds), strategy=protocol,
+        batch=batch, seed=seed, bind_nodes=binds, frames_per_node=frames_per_node,
+        chunks=chunks, pages_per_chunk=pages_per_chunk, write_pct=write_pct,
+        unmap_pct=unmap_pct,
+    )
+    worker = threading.Thread(target=run.run, name="ptreloc-stress", daemon=True)
+    worker.start()
+    elapsed = 0.0
+    try:
+        while worker.is_alive():
+            worker.join(timeout=0.1)
+            elapsed = min(elapsed + 0.1, float(seconds))
+            if progress is not None:
+                progress(elapsed)
+    except KeyboardInterrupt:
+        run.stop()
+        worker.join()
+        raise
+    r = run.result()
+    verdict = ("lost_dirty", "lost_accessed", "freed_frame_accesses", "leaked_frames",
+               "translation_mismatches", "access_errors", "relocations", "accesses")
+    return StressResult(
+        seconds=round(r["seconds"], 3), geometry=geometry, protocol=protocol, cpus=cpus,
+        seed=seed, batch=batch, nodes=nodes,
+        **{k: r[k] for k in verdict},
+        counters={k: v for k, v in r.items() if k not in verdict and k not in ("seconds", "cancelled")},
+        cancelled=r["cancelled"],
+    )
