@@ -285,53 +285,29 @@ class _Relocated:
     bytes_copied: int
 
 
-def _level_counts(value: Any, names: list[str]) -> dict[str, int]:
-    """A per-level count in whatever shape the relocation report gives (list by level index,
-    or dict by index or name) -> {level name: count}."""
-    if value is None:
-        return dict.fromkeys(names, 0)
-    if isinstance(value, dict):
-        out = dict.fromkeys(names, 0)
-        for k, v in value.items():
-            key = names[k] if isinstance(k, int) else str(k)
-            out[key] = out.get(key, 0) + int(v if not isinstance(v, list | tuple) else len(v))
-        return out
-    if isinstance(value, list | tuple):
-        return {names[i]: int(v) for i, v in enumerate(value)}
-    return dict.fromkeys(names, 0)
-
-
 def relocate_mirror(
     m: Mirror,
     from_nodes: frozenset[int],
-    target: int | Callable[..., int],
+    target: int | Callable[..., int | None],
     *,
     strategy: str = "rewalk",
     batch: int = DEFAULT_BATCH,
 ) -> _Relocated:
-    """Relocate the mirror's tables on ``from_nodes`` to ``target`` with ptreloc.relocate."""
-    try:
-        from ptreloc import relocate as engine
-    except ImportError as err:
-        raise PtrelocError(
-            "the relocation engine (ptreloc.relocate) is not in this build: update and 'make build'"
-        ) from err
-    report = engine.relocate(m.mm, sorted(from_nodes), target, strategy=strategy, batch=batch)
-    names = [lv.name for lv in m.geometry.levels]
-    reasons_raw = getattr(report, "reasons", None) or getattr(report, "not_relocated_reasons", None)
-    reasons: dict[str, int] = {}
-    if isinstance(reasons_raw, dict):
-        reasons = {
-            str(k): (len(v) if isinstance(v, list | tuple) else int(v))
-            for k, v in reasons_raw.items()
-        }
-    elif isinstance(reasons_raw, list | tuple):
-        reasons = dict(Counter(str(getattr(r, "reason", r)) for r in reasons_raw))
+    """Relocate the mirror's tables on ``from_nodes`` to ``target`` (a node, or a chooser
+    ``TableFrame -> node | None``) with :func:`ptreloc.relocate.relocate`.  An allocation
+    failure on the target does not raise: it shows up in ``not_relocated`` and its reasons."""
+    from ptreloc.relocate import relocate
+
+    report = relocate(m.mm, sorted(from_nodes), target, strategy=strategy, batch=batch)
+    # a table the chooser left where it is ("kept") is already where its data is: that is
+    # not a failure to relocate
     return _Relocated(
-        relocated=_level_counts(getattr(report, "relocated", None), names),
-        not_relocated=_level_counts(getattr(report, "not_relocated", None), names),
-        reasons=reasons,
-        bytes_copied=int(getattr(report, "bytes_copied", 0)),
+        relocated={name: lv.relocated for name, lv in report.levels.items()},
+        not_relocated={
+            name: lv.not_relocated - lv.reasons.get("kept", 0) for name, lv in report.levels.items()
+        },
+        reasons={k: v for k, v in report.reasons.items() if v and k != "kept"},
+        bytes_copied=report.bytes_copied,
     )
 
 
@@ -413,7 +389,12 @@ def _run(
     pid = request.pid
     snap = proc.snapshot(pid)
     lap("snapshot")
-    m = mirror(snap, extra_nodes=request.to_nodes, progress=progress)
+    # --in-place: the tables make a round trip through a scratch virtual node (one past the
+    # machine's nodes), so each ends in a fresh frame on its own node - the engine leaves a
+    # table that is already on its target where it is
+    scratch = max(numa.topology().online | request.to_nodes) + 1 if request.in_place else None
+    extra = request.to_nodes | ({scratch} if scratch is not None else set())
+    m = mirror(snap, extra_nodes=extra, progress=progress)
     try:
         lap("mirror")
         mapping = remap_nodes(request.from_nodes, request.to_nodes)
@@ -442,9 +423,22 @@ def _run(
                 target: int | Callable[..., int] = next(iter(request.to_nodes))
             else:
                 target = _majority_chooser(m, after_nodes, request.to_nodes)
-            relocated = relocate_mirror(
-                m, request.from_nodes, target, strategy=strategy, batch=batch
-            )
+            sources = request.from_nodes
+            if scratch is not None:
+                out = relocate_mirror(m, sources, scratch, strategy=strategy, batch=batch)
+                back = relocate_mirror(m, {scratch}, target, strategy=strategy, batch=batch)
+                relocated = _Relocated(
+                    relocated=back.relocated,
+                    not_relocated={
+                        k: out.not_relocated[k] + back.not_relocated[k] for k in back.relocated
+                    },
+                    reasons=dict(Counter(out.reasons) + Counter(back.reasons)),
+                    bytes_copied=out.bytes_copied + back.bytes_copied,
+                )
+            else:
+                if isinstance(target, int):
+                    sources = sources - {target}  # tables already on the target stay
+                relocated = relocate_mirror(m, sources, target, strategy=strategy, batch=batch)
             lap("relocate")
         fraction_after = m.remote_fraction(after_nodes) if not dry_run else fraction_data_only
         tables_after = _tables_json(m.tables())
@@ -514,12 +508,10 @@ def _majority_chooser(m: Mirror, nodes: array, targets: frozenset[int]) -> Calla
         )
     fallback = min(targets)
 
-    def choose(*args: Any, **kwargs: Any) -> int:
-        # the engine's chooser hook: (level, frame, base_va, node) -> target node
-        va = kwargs.get("base_va", args[2] if len(args) > 2 else None)
-        if not isinstance(va, int):
-            return fallback
-        return per_block.get(va >> shift, fallback)
+    def choose(frame: Any) -> int:
+        # the engine's chooser hook gets a ptreloc.relocate.TableFrame; an upper-level table
+        # spans many blocks: the block of its first address decides
+        return per_block.get(frame.base_va >> shift, fallback)
 
     return choose
 

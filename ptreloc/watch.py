@@ -120,13 +120,10 @@ def _majority_per_block(m: Mirror, nodes: array) -> Callable[..., int]:
         counts = Counter(n for n in nodes[i:j] if n >= 0)
         per_block[va >> shift] = min(counts, key=lambda n: (-counts[n], n)) if counts else fallback
 
-    def choose(*args: Any, **kwargs: Any) -> int:
-        # the engine's chooser hook: (level, frame, base_va, node) -> target node
-        va = kwargs.get("base_va", args[2] if len(args) > 2 else None)
-        if not isinstance(va, int):
-            return fallback
-        # an upper-level table spans many blocks: the block of its first address decides
-        return per_block.get(va >> shift, fallback)
+    def choose(frame: Any) -> int:
+        # the engine's chooser hook gets a ptreloc.relocate.TableFrame; an upper-level table
+        # spans many blocks: the block of its first address decides
+        return per_block.get(frame.base_va >> shift, fallback)
 
     choose.fallback = fallback  # type: ignore[attr-defined]
     return choose

@@ -51,14 +51,17 @@ def test_show_bad_pid(pid: str, code: int) -> None:
 def _watch(pid: int, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "ptreloc", "watch", "--pid", str(pid), "--json", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
 def test_watch_timeout_gives_start_and_stop() -> None:
     with live_workload(mib=2) as w:
-        r = ptreloc("watch", "--pid", str(w.pid), "--interval", "0.1", "--timeout", "0.5",
-                    "--json", check=0)
+        r = ptreloc(
+            "watch", "--pid", str(w.pid), "--interval", "0.1", "--timeout", "0.5", "--json", check=0
+        )
     events = [json.loads(line) for line in r.stdout.splitlines()]
     assert [e["event"] for e in events] == ["start", "stop"]
     assert events[-1]["reason"] == "timeout"
@@ -92,8 +95,13 @@ def test_watch_ctrl_c_exits_zero() -> None:
 
 @pytest.mark.parametrize(
     ("args", "code"),
-    [(["--pid", "2"], 2), (["--pid", "99999999"], 1), (["--pid", "1", "--interval", "0"], 2),
-     (["--pid", "1", "--count", "0"], 2), (["--pid", "1", "--timeout", "-1"], 2)],
+    [
+        (["--pid", "2"], 2),
+        (["--pid", "99999999"], 1),
+        (["--pid", "1", "--interval", "0"], 2),
+        (["--pid", "1", "--count", "0"], 2),
+        (["--pid", "1", "--timeout", "-1"], 2),
+    ],
 )
 def test_watch_bad_input(args: list[str], code: int) -> None:
     r = ptreloc("watch", *args)

@@ -119,8 +119,10 @@ def test_in_place_migration_runs_the_whole_path_and_verifies(strategy: str) -> N
         assert data["verified"] is True, data["checks"]
         assert data["data"]["not_migrated"] == 0
         assert data["remote_table_fraction"]["after"] == 0.0
-        # the tree is the same shape, still all on node 0
+        # the tree is the same shape, still all on node 0, every table in a fresh frame
         assert data["tables"]["after"] == data["tables"]["before"]
+        assert data["tables"]["relocated"] == data["tables"]["before"]["0"]
+        assert data["tables"]["bytes_copied"] > 0
 
 
 def test_human_output_of_a_dry_run() -> None:
