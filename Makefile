@@ -55,6 +55,13 @@ test-sanitize: build ## core tests under AddressSanitizer+UBSan (and ThreadSanit
 	PY=$(abspath $(PY)) scripts/test-sanitize asan $(addprefix $(CURDIR)/,$(SANITIZE_TESTS))
 	$(if $(strip $(TSAN_TESTS)),PY=$(abspath $(PY)) scripts/test-sanitize tsan $(addprefix $(CURDIR)/,$(TSAN_TESTS)),@echo "test-sanitize: no TSAN_TESTS set, ThreadSanitizer skipped")
 
+# The README's first command: everything from a fresh clone to ptreloc's main job.
+demo: deps build ## install deps, build, migrate a real workload node 0 -> 1 (in the 2-node guest when this machine has one node)
+	@n=$$($(PY) -c 'from ptreloc import numa; t = numa.topology(); print(len(t.online & t.with_memory))'); \
+	if [ "$$n" -ge 2 ]; then scripts/demo; \
+	else echo "this machine has $$n NUMA node(s) with memory: running the demo in a 2-node guest (scripts/numa-vm)"; \
+	    scripts/numa-vm --nodes 2 --timeout 600 -- scripts/demo; fi
+
 lint: build ## ruff over the Python sources
 	$(PY) -m pip install -q ruff
 	$(PY) -m ruff check ptreloc tests csrc/build.py
