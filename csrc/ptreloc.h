@@ -840,6 +840,15 @@ int ptr_relocate(struct ptr_mm *mm, uint32_t from_mask, int to_node, ptr_reloc_c
 int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, int to_node,
 		     ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
 		     struct ptr_reloc_report *out);
+/**
+ * ptr_reloc_set_test_hook() - TEST HOOK: call @fn(@priv, batch index) in every rewalk/naive
+ * batch after the copies and repoints, before the shootdown - the window in which a CPU with a
+ * stale paging-structure cache writes A/D into an old copy.  Runs with the batch's table locks
+ * held: @fn may drive CPU accesses that hit present entries, nothing that takes a table lock.
+ * NULL removes it.
+ */
+typedef void (*ptr_reloc_hook_fn)(void *priv, uint32_t batch);
+void ptr_reloc_set_test_hook(ptr_reloc_hook_fn fn, void *priv);
 /** ptr_reloc_reason_name() - "target_full", "alloc_failed", "shared", ... */
 const char *ptr_reloc_reason_name(int reason);
 
@@ -895,5 +904,70 @@ struct ptr_stress_result {
  * the -errno that stopped the run (arena creation, thread creation).
  */
 int ptr_stress_run(const struct ptr_stress_config *cfg, struct ptr_stress_result *out);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Bench (bench.c) - the timed loops of `ptreloc bench`; compiled into both builds              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Contexts live across rounds (the first round warms memory up); see bench.c. */
+struct ptr_bench_fault;
+struct ptr_bench_walk;
+struct ptr_bench_reloc;
+
+/** fault: fault every page of a @pages region once per round, random order, writes through the
+ * emulated CPU's fault path; @with_data also zeroes a 4 KiB data page per fault. */
+int ptr_bench_fault_create(const char *geometry, uint64_t pages, int with_data, int bind_node,
+			   struct ptr_bench_fault **out);
+int ptr_bench_fault_round(struct ptr_bench_fault *b, uint64_t seed, uint64_t *ns);
+void ptr_bench_fault_destroy(struct ptr_bench_fault *b);
+
+/** walk: TLB-miss accesses of an emulated CPU against a bare pointer chase of the same walks;
+ * tables on pool @table_node of a 2-pool arena bound to @bind_nodes[0..1]. */
+int ptr_bench_walk_create(const char *geometry, uint64_t pages, const int *bind_nodes,
+			  int table_node, struct ptr_bench_walk **out);
+int ptr_bench_walk_round(struct ptr_bench_walk *b, uint64_t n, uint64_t seed, int chase_first,
+			 uint64_t *cpu_ns, uint64_t *chase_ns);
+void ptr_bench_walk_stats(struct ptr_bench_walk *b, struct ptr_cpu_stats *out);
+void ptr_bench_walk_destroy(struct ptr_bench_walk *b);
+
+/** relocate: one relocation of every table of a @mapped-byte address space against memcpy of
+ * the same tables in the same order. */
+struct ptr_bench_reloc_result {
+	uint64_t reloc_ns, memcpy_ns, frames, bytes;
+	struct ptr_reloc_report report;
+};
+int ptr_bench_reloc_create(const char *geometry, uint64_t mapped, const int *bind_nodes,
+			   int strategy, int batch, struct ptr_bench_reloc **out);
+int ptr_bench_reloc_round(struct ptr_bench_reloc *b, int memcpy_first,
+			  struct ptr_bench_reloc_result *out);
+void ptr_bench_reloc_destroy(struct ptr_bench_reloc *b);
+
+/** concurrent: access latency histograms of K CPUs, idle phases against relocation phases. */
+#define PTR_BENCH_HIST_SUB 32
+#define PTR_BENCH_HIST_BUCKETS 2048
+struct ptr_bench_conc_config {
+	const char *geometry;
+	int cpus;
+	uint64_t pages;
+	int strategy, batch;
+	double phase_s;
+	int rounds;
+	int write_pct;
+	const int *bind_nodes;
+	uint64_t seed;
+};
+struct ptr_bench_conc_result {
+	uint64_t idle_hist[PTR_BENCH_HIST_BUCKETS];
+	uint64_t busy_hist[PTR_BENCH_HIST_BUCKETS];
+	uint64_t idle_n, busy_n, idle_max, busy_max, discarded;
+	uint64_t relocations, frames, shootdowns;
+	uint64_t stopped_max_ns, stopped_sum_ns, reloc_ns;
+	int error;
+};
+int ptr_bench_concurrent(const struct ptr_bench_conc_config *cfg,
+			 struct ptr_bench_conc_result *out);
+/** Histogram decoding: the bucket of a value, the smallest value of a bucket. */
+uint32_t ptr_bench_hist_index(uint64_t v);
+uint64_t ptr_bench_hist_lower(uint32_t i);
 
 #endif /* PTRELOC_H */

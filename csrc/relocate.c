@@ -84,6 +84,10 @@ const char *ptr_reloc_reason_name(int reason)
 
 #if !PTR_RELOCATION
 
+void ptr_reloc_set_test_hook(ptr_reloc_hook_fn fn, void *priv)
+{
+}
+
 int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, int to_node,
 		     ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
 		     struct ptr_reloc_report *out)
@@ -120,6 +124,18 @@ struct reloc_ctx {
 };
 
 static pthread_mutex_t reloc_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+/* test hook: runs after a batch's repoints, before its shootdown (see ptreloc.h) */
+static ptr_reloc_hook_fn test_hook;
+static void *test_hook_priv;
+
+void ptr_reloc_set_test_hook(ptr_reloc_hook_fn fn, void *priv)
+{
+	pthread_mutex_lock(&reloc_mutex);
+	test_hook = fn;
+	test_hook_priv = priv;
+	pthread_mutex_unlock(&reloc_mutex);
+}
 
 static uint64_t now_ns(void)
 {
@@ -453,6 +469,8 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *recs, size_t n, int 
 
 	/* 3: one shootdown per mm per batch (stop: the CPUs are parked, flushed at resume) */
 	if (strategy != PTR_RELOC_STOP) {
+		if (test_hook)
+			test_hook(test_hook_priv, out->batches);
 		for (int mi = 0; mi < c->nmms; mi++) {
 			if (!touched[mi])
 				continue;
@@ -521,6 +539,8 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 	if (!choose && (to_node < 0 || to_node >= a->nnodes))
 		return -ENODEV;
 	from_mask &= (a->nnodes >= 32) ? UINT32_MAX : ((1u << a->nnodes) - 1);
+	if (!choose)
+		from_mask &= ~(1u << to_node); /* frames already on the target are not candidates */
 	memset(out, 0, sizeof(*out));
 	out->strategy = strategy;
 	out->batch = batch;

@@ -980,3 +980,42 @@ class StressRun:
         out["seconds"] = float(self._out.seconds)
         out["cancelled"] = bool(self._out.cancelled)
         return out
+
+
+_hooks: dict[str, object] = {}
+
+
+def set_relocation_test_hook(c: Core, fn: _Callable[[int], None] | None) -> None:
+    """TEST HOOK: call ``fn(batch)`` in every rewalk/naive batch between the repoints and the
+    shootdown (table locks held: drive CPU accesses that hit present entries, nothing else).
+    An exception inside ``fn`` is kept and re-raised by the next ``take_hook_error``."""
+    ffi, lib = c.ffi, c.lib
+    if fn is None:
+        lib.ptr_reloc_set_test_hook(ffi.NULL, ffi.NULL)
+        _hooks.pop(c.build, None)
+        return
+    if f"hook:{c.build}" not in _registered:
+
+        @ffi.def_extern(name="_ptr_py_hook")
+        def _hook(priv, batch):  # noqa: ANN001, ANN202 (cffi callback)
+            box: _ChooserBox = ffi.from_handle(priv)
+            if box.error is None:
+                try:
+                    box.fn(int(batch))
+                except BaseException as err:  # noqa: BLE001 - surfaced by take_hook_error
+                    box.error = err
+
+        _registered.add(f"hook:{c.build}")
+    box = _ChooserBox(fn)  # type: ignore[arg-type]
+    handle = ffi.new_handle(box)
+    _hooks[c.build] = (box, handle)
+    lib.ptr_reloc_set_test_hook(lib._ptr_py_hook, handle)
+
+
+def take_hook_error(c: Core) -> None:
+    """Raise the exception the test hook raised, if any."""
+    entry = _hooks.get(c.build)
+    if entry is not None and entry[0].error is not None:  # type: ignore[index]
+        err = entry[0].error  # type: ignore[index]
+        entry[0].error = None  # type: ignore[index]
+        raise err

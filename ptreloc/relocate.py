@@ -28,13 +28,14 @@ relocated with their reasons (``strict=True`` raises :class:`~ptreloc.errors.Par
 
 from __future__ import annotations
 
+import contextlib
 import errno
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ptreloc import _native
-from ptreloc.core import AddressSpace
+from ptreloc.core import AddressSpace, Arena
 from ptreloc.errors import InvalidNode, PartialResult, UsageError
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "LevelReport",
     "RelocationReport",
     "relocate",
+    "stale_window_hook",
 ]
 
 #: Relocation strategies, in the order docs/PROTOCOL.md discusses them.
@@ -201,3 +203,21 @@ def relocate(
             f"({report.error or 'some were skipped: ' + ', '.join(report.reasons)})"
         )
     return report
+
+
+@contextlib.contextmanager
+def stale_window_hook(arena: Arena, fn: Callable[[int], None]) -> Iterator[None]:
+    """TEST HOOK: while active, ``fn(batch_index)`` runs inside every rewalk/naive batch after
+    the copies and repoints and before the shootdown - the window in which a CPU whose
+    paging-structure cache still points at an old copy writes A/D bits there.  ``fn`` runs
+    with the batch's table locks held: it may drive ``Cpu.access`` on present pages, nothing
+    that takes a table lock (faults, unmap, test-and-clear).  One hook per process.  An
+    exception raised by ``fn`` is re-raised when the block exits."""
+    arena.require_relocation()
+    core = arena._core
+    _native.set_relocation_test_hook(core, fn)
+    try:
+        yield
+    finally:
+        _native.set_relocation_test_hook(core, None)
+    _native.take_hook_error(core)
