@@ -278,7 +278,8 @@ int ptr_mm_set_node(struct ptr_mm *mm, int node)
 {
 	if (node < 0 || node >= mm->arena->nnodes)
 		return -ENODEV;
-	mm->node = node;
+	/* atomic: a relocator may move the default while CPUs fault (read in ptr_fault/map) */
+	__atomic_store_n(&mm->node, node, __ATOMIC_RELAXED);
 	return 0;
 }
 
@@ -420,7 +421,8 @@ int ptr_fault(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write)
 	uint64_t base = va & ~(ptr_level_size(g, r->leaf_level) - 1);
 	uint32_t table;
 	for (int tries = 0; tries < 16; tries++) {
-		rc = descend(mm, cpu, va, r->leaf_level, mm->node, &table);
+		rc = descend(mm, cpu, va, r->leaf_level,
+			     __atomic_load_n(&mm->node, __ATOMIC_RELAXED), &table);
 		if (rc == -EEXIST) {
 			rc = 0; /* a leaf above: mapped already (e.g. by map) */
 			break;
@@ -485,7 +487,7 @@ int ptr_map(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phys, int 
 	if (phys + (end - start) > g->phys_limit || phys + (end - start) < phys)
 		return -ERANGE;
 	if (table_node < 0)
-		table_node = mm->node;
+		table_node = __atomic_load_n(&mm->node, __ATOMIC_RELAXED);
 	if (table_node >= a->nnodes)
 		return -ENODEV;
 	/* refuse before changing anything */

@@ -296,8 +296,8 @@ static void verdict(struct stress *s)
 		struct ptr_translation tr;
 		int rc = ptr_translate(s->mm, page_va(s, p), &tr);
 		bool mapped = rc == 0;
-		if (rc == -EFAULT)
-			out->translation_mismatches++;
+		if (rc != 0 && rc != -ENOENT)
+			out->translation_mismatches++; /* a walk that met a freed frame, or worse */
 		if (mapped && tr.phys != page_phys(s, p))
 			out->translation_mismatches++;
 		uint64_t cg = atomic_load(&s->clean_gen[p]), wg = atomic_load(&s->write_gen[p]);
