@@ -1019,3 +1019,147 @@ def take_hook_error(c: Core) -> None:
         err = entry[0].error  # type: ignore[index]
         entry[0].error = None  # type: ignore[index]
         raise err
+
+
+# ---------------------------------------------------------------------------------------------
+# bench -- the timed loops of `ptreloc bench` (csrc/bench.cdef), owned by ptreloc.bench.  The
+# loops and their clocks are in C; these wrappers only create contexts and run one round each.
+# ---------------------------------------------------------------------------------------------
+
+from typing import Any as _Any  # noqa: E402
+
+
+def _bench_check(c: Core, rc: int, what: str) -> None:
+    if rc == -_errno.EOPNOTSUPP:
+        raise _RelocationUnsupported(f"{what}: relocation is compiled out of the {c.build} core")
+    if rc == int(c.lib.PTR_FAULT_FREED):
+        raise _FreedFrameAccess(f"{what}: an emulated CPU read a freed table frame")
+    if rc > 0:
+        raise CoreError(f"{what}: an emulated CPU took an unhandled fault ({rc})")
+    c._check(rc, what, {_errno.EINVAL: _UsageError(f"{what}: bad parameters")})
+
+
+class BenchContext:
+    """A C bench context (arena, address space, CPU) that lives across rounds."""
+
+    _kind = ""
+
+    def __init__(self, c: Core) -> None:
+        self.c = c
+        self._h = None
+
+    def close(self) -> None:
+        if self._h is not None:
+            getattr(self.c.lib, f"ptr_bench_{self._kind}_destroy")(self._h)
+            self._h = None
+
+    def __enter__(self) -> BenchContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class BenchFault(BenchContext):
+    _kind = "fault"
+
+    def __init__(self, c: Core, geometry: str, pages: int, with_data: bool, bind_node: int) -> None:
+        super().__init__(c)
+        c.geometry(geometry)
+        out = c.ffi.new("struct ptr_bench_fault **")
+        _bench_check(c, c.lib.ptr_bench_fault_create(geometry.encode(), pages, int(with_data),
+                                                     bind_node, out), "fault bench set-up")
+        self._h = out[0]
+
+    def round(self, seed: int) -> int:
+        """Fault every page once in the order ``seed`` gives; nanoseconds of the loop."""
+        ns = self.c.ffi.new("uint64_t *")
+        _bench_check(self.c, self.c.lib.ptr_bench_fault_round(self._h, seed & _U64, ns),
+                     "fault bench")
+        return int(ns[0])
+
+
+class BenchWalk(BenchContext):
+    _kind = "walk"
+
+    def __init__(self, c: Core, geometry: str, pages: int, bind_nodes: tuple[int, int],
+                 table_node: int) -> None:
+        super().__init__(c)
+        c.geometry(geometry)
+        out = c.ffi.new("struct ptr_bench_walk **")
+        binds = c.ffi.new("int[]", list(bind_nodes))
+        _bench_check(c, c.lib.ptr_bench_walk_create(geometry.encode(), pages, binds, table_node,
+                                                    out), "walk bench set-up")
+        self._h = out[0]
+
+    def round(self, accesses: int, seed: int, chase_first: bool) -> tuple[int, int]:
+        """(emulated CPU ns, bare chase ns) for ``accesses`` walks each."""
+        a, b = self.c.ffi.new("uint64_t *"), self.c.ffi.new("uint64_t *")
+        _bench_check(self.c, self.c.lib.ptr_bench_walk_round(self._h, accesses, seed & _U64,
+                                                             int(chase_first), a, b),
+                     "walk bench")
+        return int(a[0]), int(b[0])
+
+    def stats(self) -> dict[str, int]:
+        st = self.c.ffi.new("struct ptr_cpu_stats *")
+        self.c.lib.ptr_bench_walk_stats(self._h, st)
+        return self.c._stats(st)
+
+
+class BenchReloc(BenchContext):
+    _kind = "reloc"
+
+    def __init__(self, c: Core, geometry: str, mapped: int, bind_nodes: tuple[int, int],
+                 strategy: str, batch: int) -> None:
+        super().__init__(c)
+        c.geometry(geometry)
+        out = c.ffi.new("struct ptr_bench_reloc **")
+        binds = c.ffi.new("int[]", list(bind_nodes))
+        _bench_check(c, c.lib.ptr_bench_reloc_create(geometry.encode(), mapped, binds,
+                                                     RELOC_STRATEGIES[strategy], batch, out),
+                     "relocate bench set-up")
+        self._h = out[0]
+
+    def round(self, memcpy_first: bool) -> dict[str, _Any]:
+        r = self.c.ffi.new("struct ptr_bench_reloc_result *")
+        _bench_check(self.c, self.c.lib.ptr_bench_reloc_round(self._h, int(memcpy_first), r),
+                     "relocate bench")
+        rep = r.report
+        return {"reloc_ns": int(r.reloc_ns), "memcpy_ns": int(r.memcpy_ns),
+                "frames": int(r.frames), "bytes": int(r.bytes), "batches": int(rep.batches),
+                "timings_ns": {k: int(getattr(rep, f"ns_{k}")) for k in _RELOC_TIMINGS}}
+
+
+def bench_concurrent(c: Core, *, geometry: str, cpus: int, pages: int, strategy: str, batch: int,
+                     phase_s: float, rounds: int, write_pct: int, bind_nodes: tuple[int, int],
+                     seed: int) -> dict[str, _Any]:
+    """One ptr_bench_concurrent() run (GIL released); histograms come back as lists."""
+    c.geometry(geometry)
+    ffi = c.ffi
+    keep = [ffi.new("char[]", geometry.encode()), ffi.new("int[]", list(bind_nodes))]
+    cfg = ffi.new("struct ptr_bench_conc_config *")
+    cfg.geometry, cfg.bind_nodes = keep
+    cfg.cpus, cfg.pages, cfg.strategy, cfg.batch = cpus, pages, RELOC_STRATEGIES[strategy], batch
+    cfg.phase_s, cfg.rounds, cfg.write_pct, cfg.seed = phase_s, rounds, write_pct, seed & _U64
+    out = ffi.new("struct ptr_bench_conc_result *")
+    _bench_check(c, c.lib.ptr_bench_concurrent(cfg, out), "concurrent bench")
+    _bench_check(c, out.error, f"concurrent bench ({strategy})")
+    nb = int(c.lib.PTR_BENCH_HIST_BUCKETS)
+    res: dict[str, _Any] = {k: int(getattr(out, k)) for k in (
+        "idle_n", "busy_n", "idle_max", "busy_max", "discarded", "relocations", "frames",
+        "shootdowns", "stopped_max_ns", "stopped_sum_ns", "reloc_ns")}
+    res["idle_hist"] = ffi.unpack(out.idle_hist, nb)
+    res["busy_hist"] = ffi.unpack(out.busy_hist, nb)
+    return res
+
+
+def bench_hist_lower(c: Core, bucket: int) -> int:
+    """Smallest latency (ns) of histogram bucket ``bucket`` (the C encoding, for tests)."""
+    return int(c.lib.ptr_bench_hist_lower(bucket))
+
+
+def bench_hist_index(c: Core, value: int) -> int:
+    return int(c.lib.ptr_bench_hist_index(value & _U64))

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "show": "ptreloc.cli.show",
     "migrate": "ptreloc.cli.migrate",
     "watch": "ptreloc.cli.watch",
+    "bench": "ptreloc.cli.bench",
     "stress": "ptreloc.cli.stress",
 }
 

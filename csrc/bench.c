@@ -1,0 +1,750 @@
+/*
+ * bench.c - the timed loops of `ptreloc bench`.  Python only sets up, interleaves rounds and
+ * does the statistics; everything that is timed runs here, timed with CLOCK_MONOTONIC.
+ *
+ * This file is compiled into BOTH builds of the core, so the `fault` suite runs the very same
+ * loop against the relocation build and the norelo build and the ratio of the two is the cost
+ * of relocation support (the RFC's lmbench lat_pagefault comparison).
+ *
+ * Every suite keeps a context (arena, address space, CPU, buffers) alive across rounds: the
+ * first round of each context is a warm-up that faults the arena's and the buffers' memory in,
+ * so later rounds time the page-table work, not the kernel's first-touch page faults.
+ *
+ * Suites:
+ *   fault       fault every page of a region, in a random order, through the emulated CPU's
+ *               software fault path (ptr_cpu_access_fault); optionally zero a 4 KiB data frame
+ *               per fault as an anonymous fault does;
+ *   walk        TLB-miss latency of the emulated CPU (one page per PTE table, random order, so
+ *               the TLB and the lowest paging-structure cache are defeated) against a bare
+ *               dependent pointer chase through the same table frames for the same addresses;
+ *   relocate    one ptr_relocate() of every table against memcpy of the same tables' bytes in
+ *               the same order (top level first, ascending frame - relocate.c's order);
+ *   concurrent  K CPU threads timing every access into log-linear histograms, alternating idle
+ *               phases and phases in which a relocator moves the tables back and forth.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "ptreloc.h"
+
+#define TOP(g) ((g)->nlevels - 1)
+
+static inline uint64_t bench_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static inline uint64_t bench_rng(uint64_t *x)
+{
+	*x ^= *x << 13;
+	*x ^= *x >> 7;
+	*x ^= *x << 17;
+	return *x * 0x2545f4914f6cdd1dULL;
+}
+
+/* An anonymous, prefaulted buffer (MAP_POPULATE): the timed loops never take a kernel fault. */
+static void *bench_buffer(size_t bytes)
+{
+	void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/* ---- fault ---------------------------------------------------------------------------------- */
+
+struct ptr_bench_fault {
+	struct ptr_arena *a;
+	struct ptr_cpu *cpu;
+	uint64_t pages, page, base;
+	uint32_t *order;
+	uint8_t *data;       /* pages * page bytes when with_data, else NULL */
+};
+
+int ptr_bench_fault_create(const char *geometry, uint64_t pages, int with_data, int bind_node,
+			   struct ptr_bench_fault **out)
+{
+	const struct ptr_geometry *g = ptr_geometry_find(geometry);
+	if (!g || pages < 1 || pages > (1u << 24) || !out)
+		return -EINVAL;
+	struct ptr_bench_fault *b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->pages = pages;
+	b->page = ptr_level_size(g, 0);
+	b->base = 1ULL << (g->level[TOP(g)].shift); /* second top-level entry: away from 0 */
+	if (g->va_bits <= 32)
+		b->base = 0x400000;
+	/* tables: one per level-0 span, their parents, generous slack */
+	uint64_t tables = pages / (1ULL << g->level[0].bits) + 2 * g->nlevels + 64;
+	int binds[1] = { bind_node };
+	int rc = ptr_arena_create(geometry, 1, binds, (uint32_t)tables, &b->a);
+	if (rc)
+		goto fail;
+	rc = ptr_cpu_create(b->a, &b->cpu);
+	if (rc)
+		goto fail;
+	b->order = malloc(pages * sizeof(*b->order));
+	if (!b->order) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if (with_data) {
+		b->data = bench_buffer(pages * b->page);
+		if (!b->data) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+	}
+	*out = b;
+	return 0;
+fail:
+	ptr_bench_fault_destroy(b);
+	return rc;
+}
+
+void ptr_bench_fault_destroy(struct ptr_bench_fault *b)
+{
+	if (!b)
+		return;
+	if (b->cpu)
+		ptr_cpu_destroy(b->cpu);
+	if (b->a)
+		ptr_arena_destroy(b->a);
+	if (b->data)
+		munmap(b->data, b->pages * b->page);
+	free(b->order);
+	free(b);
+}
+
+/*
+ * ptr_bench_fault_round() - a fresh address space with one demand-fault region; fault in every
+ * page once, in the random order @seed gives (a Fisher-Yates shuffle), as writes through the
+ * emulated CPU; tear down.  *@ns is the time of the fault loop only.
+ * Return: 0, or the -errno / PTR_FAULT_* an access failed with.
+ */
+int ptr_bench_fault_round(struct ptr_bench_fault *b, uint64_t seed, uint64_t *ns)
+{
+	struct ptr_mm *mm;
+	uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
+	for (uint64_t i = 0; i < b->pages; i++)
+		b->order[i] = (uint32_t)i;
+	for (uint64_t i = b->pages - 1; i > 0; i--) {
+		uint64_t j = bench_rng(&x) % (i + 1);
+		uint32_t t = b->order[i];
+		b->order[i] = b->order[j];
+		b->order[j] = t;
+	}
+	int rc = ptr_mm_create(b->a, 0, &mm);
+	if (rc)
+		return rc;
+	rc = ptr_add_region(mm, b->base, b->base + b->pages * b->page, 0, true, 0);
+	if (!rc)
+		rc = ptr_cpu_switch_to(b->cpu, mm);
+	if (rc) {
+		ptr_mm_destroy(mm);
+		return rc;
+	}
+	uint64_t t0 = bench_now_ns();
+	for (uint64_t i = 0; i < b->pages && !rc; i++) {
+		uint64_t p = b->order[i];
+		if (b->data) /* clear_page() of the new anonymous page, before it is mapped */
+			memset(b->data + p * b->page, 0, b->page);
+		rc = ptr_cpu_access_fault(b->cpu, b->base + p * b->page, true, NULL);
+	}
+	*ns = bench_now_ns() - t0;
+	ptr_cpu_switch_to(b->cpu, NULL);
+	ptr_mm_destroy(mm);
+	return rc;
+}
+
+/* ---- walk ----------------------------------------------------------------------------------- */
+
+struct ptr_bench_walk {
+	struct ptr_arena *a;
+	struct ptr_mm *mm;
+	struct ptr_cpu *cpu;
+	uint64_t pages, base, stride;
+	struct ptr_cpu_stats st;
+};
+
+/*
+ * ptr_bench_walk_create() - 2-pool arena (@bind_nodes[0..1]), an address space whose tables
+ * all live on pool @table_node, one base page mapped per level-0 table (so every page has its
+ * own PTE table and the walk's last two reads are cache misses once the tables outgrow the
+ * caches), and a CPU running it.
+ */
+int ptr_bench_walk_create(const char *geometry, uint64_t pages, const int *bind_nodes,
+			  int table_node, struct ptr_bench_walk **out)
+{
+	const struct ptr_geometry *g = ptr_geometry_find(geometry);
+	if (!g || pages < 1 || pages > (1u << 20) || !bind_nodes || table_node < 0 ||
+	    table_node > 1 || !out || g->nlevels < 2)
+		return -EINVAL;
+	struct ptr_bench_walk *b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->pages = pages;
+	b->stride = ptr_level_size(g, 1);
+	b->base = 1ULL << (g->level[TOP(g)].shift);
+	if (g->va_bits <= 32 || b->base + pages * b->stride > (1ULL << (g->va_bits - 1)))
+		b->base = 0;
+	if (b->base + pages * b->stride > (1ULL << (g->va_bits - 1))) {
+		free(b);
+		return -ERANGE;
+	}
+	uint64_t tables = pages + pages / (1ULL << g->level[1].bits) + 2 * g->nlevels + 64;
+	int rc = ptr_arena_create(geometry, 2, bind_nodes, (uint32_t)tables, &b->a);
+	if (rc)
+		goto fail;
+	rc = ptr_mm_create(b->a, table_node, &b->mm);
+	if (rc)
+		goto fail;
+	uint64_t page = ptr_level_size(g, 0);
+	for (uint64_t i = 0; i < pages && !rc; i++)
+		rc = ptr_map(b->mm, b->base + i * b->stride, b->base + i * b->stride + page,
+			     i * page, 0, true, table_node);
+	if (rc)
+		goto fail;
+	rc = ptr_cpu_create(b->a, &b->cpu);
+	if (!rc)
+		rc = ptr_cpu_switch_to(b->cpu, b->mm);
+	if (rc)
+		goto fail;
+	*out = b;
+	return 0;
+fail:
+	ptr_bench_walk_destroy(b);
+	return rc;
+}
+
+void ptr_bench_walk_destroy(struct ptr_bench_walk *b)
+{
+	if (!b)
+		return;
+	if (b->cpu)
+		ptr_cpu_destroy(b->cpu);
+	if (b->mm)
+		ptr_mm_destroy(b->mm);
+	if (b->a)
+		ptr_arena_destroy(b->a);
+	free(b);
+}
+
+/* The emulated CPU: @n reads at random mapped pages; each address depends on the previous
+ * result (phys >> 63 is always 0, but the compiler cannot know), so accesses do not overlap. */
+static int walk_cpu(struct ptr_bench_walk *b, uint64_t n, uint64_t seed, uint64_t *sink)
+{
+	uint64_t x = seed | 1, dep = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t p = (bench_rng(&x) >> 16) % b->pages;
+		uint64_t phys;
+		int rc = ptr_cpu_access(b->cpu, b->base + (p + dep) * b->stride, false, &phys);
+		if (rc)
+			return rc;
+		dep = phys >> 63;
+	}
+	*sink += dep;
+	return 0;
+}
+
+/* The baseline: the same addresses, a bare dependent chase root -> ... -> leaf through the same
+ * frames (what a hardware walker with no caches does: one load per level, no checks). */
+static void walk_chase(struct ptr_bench_walk *b, uint64_t n, uint64_t seed, uint64_t *sink)
+{
+	const struct ptr_geometry *g = b->mm->geo;
+	uint8_t *base = b->a->base;
+	uint64_t amask = g->e_addr;
+	int top = TOP(g);
+	uint64_t x = seed | 1, dep = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t p = (bench_rng(&x) >> 16) % b->pages;
+		uint64_t va = b->base + (p + dep) * b->stride;
+		const uint8_t *t = base + (uint64_t)atomic_load_explicit(&b->mm->root,
+									 memory_order_relaxed) *
+						  b->a->frame_bytes;
+		uint64_t e = 0;
+		for (int l = top; l >= 0; l--) {
+			e = ptr_entry_load(g, l, t, ptr_index(g, l, va));
+			t = base + (e & amask);
+		}
+		dep = e >> 63;
+	}
+	*sink += dep;
+}
+
+/*
+ * ptr_bench_walk_round() - @n emulated accesses and @n chased walks over the same random
+ * addresses (@seed), in the order @chase_first says.  The CPU's TLB and caches are flushed
+ * first.  *@cpu_ns, *@chase_ns: the two loops' times.
+ */
+int ptr_bench_walk_round(struct ptr_bench_walk *b, uint64_t n, uint64_t seed, int chase_first,
+			 uint64_t *cpu_ns, uint64_t *chase_ns)
+{
+	uint64_t sink = 0, t0, t1, t2;
+	int rc = 0;
+	ptr_cpu_flush(b->cpu);
+	t0 = bench_now_ns();
+	if (chase_first)
+		walk_chase(b, n, seed, &sink);
+	else
+		rc = walk_cpu(b, n, seed, &sink);
+	t1 = bench_now_ns();
+	if (chase_first)
+		rc = walk_cpu(b, n, seed, &sink);
+	else
+		walk_chase(b, n, seed, &sink);
+	t2 = bench_now_ns();
+	*cpu_ns = chase_first ? t2 - t1 : t1 - t0;
+	*chase_ns = chase_first ? t1 - t0 : t2 - t1;
+	ptr_cpu_get_stats(b->cpu, &b->st);
+	return rc ? rc : (int)(sink & 0); /* keep sink alive */
+}
+
+/** ptr_bench_walk_stats() - the CPU's cumulative counters (TLB hits, walks, PWC hits). */
+void ptr_bench_walk_stats(struct ptr_bench_walk *b, struct ptr_cpu_stats *out)
+{
+	*out = b->st;
+}
+
+/* ---- relocate ------------------------------------------------------------------------------- */
+
+struct ptr_bench_reloc {
+	struct ptr_arena *a;
+	struct ptr_mm *mm;
+	uint64_t mapped;
+	int cur;              /* pool the tables are on now */
+	int strategy, batch;
+	uint32_t *frames;     /* the tables in relocation order */
+	uint32_t *levels;
+	size_t nframes, cap;
+	uint8_t *dst;         /* memcpy baseline target: one frame slot per table */
+};
+
+static int collect(struct ptr_bench_reloc *b, int level, uint32_t f)
+{
+	const struct ptr_geometry *g = b->mm->geo;
+	if (b->nframes == b->cap)
+		return -E2BIG;
+	b->frames[b->nframes] = f;
+	b->levels[b->nframes++] = (uint32_t)level;
+	if (level == 0)
+		return 0;
+	const void *t = ptr_frame_data(b->a, f);
+	for (uint32_t i = 0; i < (1u << g->level[level].bits); i++) {
+		uint64_t e = ptr_entry_load(g, level, t, i);
+		if (!ptr_entry_is_table(g, level, e))
+			continue;
+		int rc = collect(b, level - 1, ptr_phys_frame(b->a, ptr_entry_phys(g, level, e)));
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int by_level_then_frame(const void *pa, const void *pb, void *arg)
+{
+	const struct ptr_bench_reloc *b = arg;
+	uint32_t ia = *(const uint32_t *)pa, ib = *(const uint32_t *)pb;
+	if (b->levels[ia] != b->levels[ib])
+		return b->levels[ia] > b->levels[ib] ? -1 : 1;
+	return b->frames[ia] < b->frames[ib] ? -1 : b->frames[ia] > b->frames[ib];
+}
+
+/* The current tables, top level first then ascending frame (relocate.c's rec_order). */
+static int collect_sorted(struct ptr_bench_reloc *b)
+{
+	b->nframes = 0;
+	int rc = collect(b, TOP(b->mm->geo), atomic_load(&b->mm->root));
+	if (rc)
+		return rc;
+	uint32_t *idx = malloc(b->nframes * sizeof(*idx));
+	uint32_t *f2 = malloc(b->nframes * sizeof(*f2));
+	uint32_t *l2 = malloc(b->nframes * sizeof(*l2));
+	if (!idx || !f2 || !l2) {
+		free(idx);
+		free(f2);
+		free(l2);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < b->nframes; i++)
+		idx[i] = (uint32_t)i;
+	qsort_r(idx, b->nframes, sizeof(*idx), by_level_then_frame, b);
+	for (size_t i = 0; i < b->nframes; i++) {
+		f2[i] = b->frames[idx[i]];
+		l2[i] = b->levels[idx[i]];
+	}
+	memcpy(b->frames, f2, b->nframes * sizeof(*f2));
+	memcpy(b->levels, l2, b->nframes * sizeof(*l2));
+	free(idx);
+	free(f2);
+	free(l2);
+	return 0;
+}
+
+/*
+ * ptr_bench_reloc_create() - 2-pool arena, an address space with [base, base + @mapped) mapped
+ * with base pages, every table on pool 0.
+ */
+int ptr_bench_reloc_create(const char *geometry, uint64_t mapped, const int *bind_nodes,
+			   int strategy, int batch, struct ptr_bench_reloc **out)
+{
+	const struct ptr_geometry *g = ptr_geometry_find(geometry);
+	if (!g || !bind_nodes || !out || batch < 1)
+		return -EINVAL;
+	uint64_t page = ptr_level_size(g, 0);
+	if (mapped < page || mapped % page || mapped > (1ULL << (g->va_bits - 1)))
+		return -EINVAL;
+	struct ptr_bench_reloc *b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->mapped = mapped;
+	b->strategy = strategy;
+	b->batch = batch;
+	/* tables per level: ceil(mapped / span of a level-l table) */
+	uint64_t tables = 0;
+	for (int l = 0; l < g->nlevels; l++) {
+		uint64_t span = ptr_level_size(g, l) << g->level[l].bits;
+		tables += (l == TOP(g)) ? 1 : (mapped + span - 1) / span + 1;
+	}
+	if (g->top_preloaded)
+		tables += 4;
+	b->cap = tables + 64;
+	int rc = ptr_arena_create(geometry, 2, bind_nodes, (uint32_t)b->cap, &b->a);
+	if (rc)
+		goto fail;
+	rc = ptr_mm_create(b->a, 0, &b->mm);
+	if (rc)
+		goto fail;
+	uint64_t start = 0;
+	if (g->va_bits > 32 && mapped <= (1ULL << g->level[TOP(g)].shift))
+		start = 1ULL << g->level[TOP(g)].shift;
+	rc = ptr_map(b->mm, start, start + mapped, 0, 0, true, 0);
+	if (rc)
+		goto fail;
+	b->frames = malloc(b->cap * sizeof(*b->frames));
+	b->levels = malloc(b->cap * sizeof(*b->levels));
+	b->dst = bench_buffer(b->cap * b->a->frame_bytes);
+	if (!b->frames || !b->levels || !b->dst) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	*out = b;
+	return 0;
+fail:
+	ptr_bench_reloc_destroy(b);
+	return rc;
+}
+
+void ptr_bench_reloc_destroy(struct ptr_bench_reloc *b)
+{
+	if (!b)
+		return;
+	if (b->mm)
+		ptr_mm_destroy(b->mm);
+	if (b->a)
+		ptr_arena_destroy(b->a);
+	if (b->dst)
+		munmap(b->dst, b->cap * b->a->frame_bytes);
+	free(b->frames);
+	free(b->levels);
+	free(b);
+}
+
+static uint64_t memcpy_tables(struct ptr_bench_reloc *b)
+{
+	const struct ptr_geometry *g = b->mm->geo;
+	uint64_t t0 = bench_now_ns();
+	for (size_t i = 0; i < b->nframes; i++)
+		memcpy(b->dst + i * b->a->frame_bytes, ptr_frame_data(b->a, b->frames[i]),
+		       ptr_table_bytes(g, (int)b->levels[i]));
+	return bench_now_ns() - t0;
+}
+
+/*
+ * ptr_bench_reloc_round() - move every table to the other pool (timed), and memcpy the same
+ * tables' bytes in the same order (timed), in the order @memcpy_first says.
+ * Return: 0, ptr_relocate()'s -errno (-EOPNOTSUPP in the norelo build), -EIO when not every
+ * table moved.
+ */
+int ptr_bench_reloc_round(struct ptr_bench_reloc *b, int memcpy_first,
+			  struct ptr_bench_reloc_result *out)
+{
+	memset(out, 0, sizeof(*out));
+	int rc = collect_sorted(b);
+	if (rc)
+		return rc;
+	out->frames = b->nframes;
+	for (size_t i = 0; i < b->nframes; i++)
+		out->bytes += ptr_table_bytes(b->mm->geo, (int)b->levels[i]);
+	if (memcpy_first)
+		out->memcpy_ns = memcpy_tables(b);
+	int to = 1 - b->cur;
+	ptr_mm_set_node(b->mm, to);
+	uint64_t t0 = bench_now_ns();
+	rc = ptr_relocate(b->mm, 1u << b->cur, to, NULL, NULL, b->strategy, b->batch, &out->report);
+	out->reloc_ns = bench_now_ns() - t0;
+	if (rc)
+		return rc;
+	if (out->report.relocated != b->nframes)
+		return -EIO;
+	b->cur = to;
+	if (!memcpy_first)
+		out->memcpy_ns = memcpy_tables(b);
+	return 0;
+}
+
+/* ---- concurrent ----------------------------------------------------------------------------- */
+
+/*
+ * Latency histogram: log-linear, PTR_BENCH_HIST_SUB sub-buckets per power of two (a relative
+ * resolution of 1/32, about 3%).  Values below 64 ns have a bucket each; bucket i >= 64 covers
+ * [(32 + i % 32) << s, (33 + i % 32) << s) with s = i / 32 - 1.  ptreloc/bench.py decodes them.
+ */
+static inline uint32_t hist_bucket(uint64_t v)
+{
+	if (v < 2 * PTR_BENCH_HIST_SUB)
+		return (uint32_t)v;
+	int msb = 63 - __builtin_clzll(v);
+	int shift = msb - 5;
+	return (uint32_t)((shift + 1) * PTR_BENCH_HIST_SUB + (v >> shift) - PTR_BENCH_HIST_SUB);
+}
+
+/** ptr_bench_hist_lower() - smallest value bucket @i holds (for decoding and tests). */
+uint64_t ptr_bench_hist_lower(uint32_t i)
+{
+	if (i < 2 * PTR_BENCH_HIST_SUB)
+		return i;
+	uint32_t shift = i / PTR_BENCH_HIST_SUB - 1;
+	return (uint64_t)(PTR_BENCH_HIST_SUB + i % PTR_BENCH_HIST_SUB) << shift;
+}
+
+/** ptr_bench_hist_index() - bucket of value @v (exported for tests). */
+uint32_t ptr_bench_hist_index(uint64_t v)
+{
+	return hist_bucket(v);
+}
+
+enum { PH_IDLE = 0, PH_BUSY = 1, PH_SWITCH = 2, PH_DONE = 3 };
+
+struct conc {
+	const struct ptr_bench_conc_config *cfg;
+	struct ptr_arena *a;
+	struct ptr_mm *mm;
+	uint64_t base, page;
+	_Atomic int phase;
+	_Atomic int relocating;   /* the relocator is inside ptr_relocate() */
+	_Atomic int ready;
+	pthread_mutex_t lock;
+	struct ptr_bench_conc_result *out;
+};
+
+struct conc_cpu {
+	struct conc *s;
+	int idx, rc;
+	uint64_t *idle, *busy;
+	uint64_t idle_n, busy_n, idle_max, busy_max, discarded;
+};
+
+static void *conc_cpu_thread(void *p)
+{
+	struct conc_cpu *cc = p;
+	struct conc *s = cc->s;
+	struct ptr_cpu *cpu;
+	cc->rc = ptr_cpu_create(s->a, &cpu);
+	if (!cc->rc)
+		ptr_cpu_switch_to(cpu, s->mm);
+	atomic_fetch_add(&s->ready, 1);
+	if (cc->rc)
+		return NULL;
+	uint64_t x = s->cfg->seed * 0x9e3779b97f4a7c15ULL + (uint64_t)cc->idx * 7919 + 3;
+	for (;;) {
+		int ph = atomic_load_explicit(&s->phase, memory_order_acquire);
+		if (ph == PH_DONE)
+			break;
+		uint64_t r = bench_rng(&x);
+		uint64_t va = s->base + ((r >> 16) % s->cfg->pages) * s->page;
+		bool write = (int)(r % 100) < s->cfg->write_pct;
+		uint64_t t0 = bench_now_ns();
+		int rc = ptr_cpu_access_fault(cpu, va, write, NULL);
+		uint64_t d = bench_now_ns() - t0;
+		if (rc) {
+			cc->rc = rc;
+			break;
+		}
+		if (ph == PH_SWITCH || atomic_load_explicit(&s->phase, memory_order_acquire) != ph) {
+			cc->discarded++;
+			continue;
+		}
+		if (ph == PH_IDLE) {
+			cc->idle[hist_bucket(d)]++;
+			cc->idle_n++;
+			if (d > cc->idle_max)
+				cc->idle_max = d;
+		} else {
+			cc->busy[hist_bucket(d)]++;
+			cc->busy_n++;
+			if (d > cc->busy_max)
+				cc->busy_max = d;
+		}
+	}
+	ptr_cpu_destroy(cpu);
+	return NULL;
+}
+
+static void *conc_reloc_thread(void *p)
+{
+	struct conc *s = p;
+	struct ptr_bench_conc_result *o = s->out;
+	int cur = 0;
+	for (;;) {
+		int ph = atomic_load(&s->phase);
+		if (ph == PH_DONE)
+			break;
+		if (ph != PH_BUSY) {
+			struct timespec ts = { 0, 100000 };
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		atomic_store(&s->relocating, 1);
+		/* re-check: the controller may have left the busy phase meanwhile */
+		if (atomic_load(&s->phase) != PH_BUSY) {
+			atomic_store(&s->relocating, 0);
+			continue;
+		}
+		struct ptr_reloc_report rep;
+		int to = 1 - cur;
+		ptr_mm_set_node(s->mm, to);
+		int rc = ptr_relocate(s->mm, 1u << cur, to, NULL, NULL, s->cfg->strategy,
+				      s->cfg->batch, &rep);
+		atomic_store(&s->relocating, 0);
+		if (rc) {
+			o->error = rc;
+			break;
+		}
+		cur = to;
+		o->relocations++;
+		o->frames += rep.relocated;
+		o->shootdowns += rep.shootdowns;
+		o->reloc_ns += rep.ns_total;
+		o->stopped_sum_ns += rep.ns_stopped;
+		if (rep.ns_stopped > o->stopped_max_ns)
+			o->stopped_max_ns = rep.ns_stopped;
+	}
+	return NULL;
+}
+
+static void conc_sleep(double s)
+{
+	struct timespec ts = { (time_t)s, (long)((s - (double)(time_t)s) * 1e9) };
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+/*
+ * ptr_bench_concurrent() - @cfg->cpus CPU threads access random pages of a fully mapped
+ * region, timing each access; @cfg->rounds times: an idle phase, then a busy phase during which
+ * one relocator moves every table to the other pool and back, continuously.  Accesses that
+ * straddle a phase change are discarded.  Return: 0 (an access or relocation error is in
+ * @out->error), -EINVAL, -EOPNOTSUPP (norelo build), or the -errno of the set-up.
+ */
+int ptr_bench_concurrent(const struct ptr_bench_conc_config *cfg,
+			 struct ptr_bench_conc_result *out)
+{
+	const struct ptr_geometry *g = cfg ? ptr_geometry_find(cfg->geometry) : NULL;
+	if (!g || !out || cfg->cpus < 1 || cfg->cpus > PTR_MAX_CPUS - 2 || cfg->pages < 1 ||
+	    cfg->pages > (1u << 24) || cfg->rounds < 1 || cfg->phase_s <= 0 || cfg->batch < 1 ||
+	    !cfg->bind_nodes)
+		return -EINVAL;
+	if (!PTR_RELOCATION)
+		return -EOPNOTSUPP;
+	memset(out, 0, sizeof(*out));
+	struct conc s = { .cfg = cfg, .out = out };
+	s.page = ptr_level_size(g, 0);
+	s.base = g->va_bits > 32 ? 1ULL << g->level[TOP(g)].shift : 0x400000;
+	uint64_t tables = cfg->pages / (1ULL << g->level[0].bits) + 4 * g->nlevels + 64;
+	int rc = ptr_arena_create(cfg->geometry, 2, cfg->bind_nodes, (uint32_t)tables, &s.a);
+	if (rc)
+		return rc;
+	rc = ptr_mm_create(s.a, 0, &s.mm);
+	if (!rc)
+		rc = ptr_map(s.mm, s.base, s.base + cfg->pages * s.page, 0, 0, true, 0);
+	struct conc_cpu *cc = calloc((size_t)cfg->cpus, sizeof(*cc));
+	uint64_t *hists = calloc((size_t)cfg->cpus * 2, PTR_BENCH_HIST_BUCKETS * sizeof(uint64_t));
+	pthread_t *th = calloc((size_t)cfg->cpus + 1, sizeof(*th));
+	if (!rc && (!cc || !hists || !th))
+		rc = -ENOMEM;
+	if (rc)
+		goto out;
+	/* warm-up: fault the second pool in with one round trip, untimed */
+	struct ptr_reloc_report rep;
+	if ((rc = ptr_relocate(s.mm, 1u, 1, NULL, NULL, cfg->strategy, cfg->batch, &rep)) ||
+	    (rc = ptr_relocate(s.mm, 2u, 0, NULL, NULL, cfg->strategy, cfg->batch, &rep)))
+		goto out;
+	atomic_store(&s.phase, PH_SWITCH);
+	int started = 0;
+	for (int i = 0; i < cfg->cpus; i++) {
+		cc[i] = (struct conc_cpu){ .s = &s, .idx = i,
+					   .idle = hists + (size_t)2 * i * PTR_BENCH_HIST_BUCKETS,
+					   .busy = hists + (size_t)(2 * i + 1) * PTR_BENCH_HIST_BUCKETS };
+		if (pthread_create(&th[i], NULL, conc_cpu_thread, &cc[i])) {
+			rc = -EAGAIN;
+			break;
+		}
+		started++;
+	}
+	bool reloc_started = false;
+	if (!rc) {
+		if (pthread_create(&th[cfg->cpus], NULL, conc_reloc_thread, &s))
+			rc = -EAGAIN;
+		else
+			reloc_started = true;
+	}
+	while (!rc && atomic_load(&s.ready) < started)
+		sched_yield();
+	for (int r = 0; r < cfg->rounds && !rc; r++) {
+		atomic_store(&s.phase, PH_SWITCH);
+		while (atomic_load(&s.relocating))
+			sched_yield();
+		atomic_store(&s.phase, PH_IDLE);
+		conc_sleep(cfg->phase_s);
+		atomic_store(&s.phase, PH_BUSY);
+		conc_sleep(cfg->phase_s);
+		if (out->error)
+			break;
+	}
+	atomic_store(&s.phase, PH_DONE);
+	for (int i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	if (reloc_started)
+		pthread_join(th[cfg->cpus], NULL);
+	for (int i = 0; i < started; i++) {
+		for (int k = 0; k < PTR_BENCH_HIST_BUCKETS; k++) {
+			out->idle_hist[k] += cc[i].idle[k];
+			out->busy_hist[k] += cc[i].busy[k];
+		}
+		out->idle_n += cc[i].idle_n;
+		out->busy_n += cc[i].busy_n;
+		out->discarded += cc[i].discarded;
+		if (cc[i].idle_max > out->idle_max)
+			out->idle_max = cc[i].idle_max;
+		if (cc[i].busy_max > out->busy_max)
+			out->busy_max = cc[i].busy_max;
+		if (cc[i].rc && !out->error)
+			out->error = cc[i].rc;
+	}
+out:
+	free(cc);
+	free(hists);
+	free(th);
+	if (s.mm)
+		ptr_mm_destroy(s.mm);
+	ptr_arena_destroy(s.a);
+	return rc;
+}

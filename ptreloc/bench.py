@@ -1,0 +1,737 @@
+"""``ptreloc bench``: what relocation support, relocation and a migration cost.
+
+Every headline figure is a RATIO against a baseline measured in the same run, in interleaved
+rounds (the machines this runs on are shared and noisy: a ratio of neighbours survives noise
+that an absolute time does not).  Absolute times are reported too, but are not the figure.
+The timed loops are C (csrc/bench.c); this module sets them up, interleaves the rounds, and
+does the statistics.
+
+Suites (:data:`SUITES`):
+
+``fault``       the RFC's lmbench lat_pagefault comparison: the same fault loop against the core
+                built with relocation support and without it (``overhead_pct`` with a 95% interval
+                over paired rounds), ``bare`` and ``with_data`` (each fault zeroes a 4 KiB page);
+``walk``        TLB-miss latency of an emulated CPU against a bare pointer chase over the same
+                frames (``ratio_vs_chase``); local against remote tables on two real nodes;
+``relocate``    per-frame relocation cost against memcpy of the same frames (``ratio_vs_memcpy``)
+                from 1 MiB to 64 GiB mapped, with the log-log growth exponent;
+``concurrent``  access latency p50/p99/max of emulated CPUs while relocation runs, against idle
+                phases of the same run (``p99_ratio``), rewalk at several batch sizes and stop;
+``mirror``      snapshot + mirror throughput of a live process (resident GiB/s);
+``migrate``     ``ptreloc migrate`` against numactl's ``migratepages`` on twin workloads (two real
+                nodes, or inside scripts/numa-vm with ``in_vm``); skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ptreloc import __version__, numa
+from ptreloc import _native
+from ptreloc.errors import PtrelocError, UsageError
+
+__all__ = [
+    "SUITES",
+    "GOALS",
+    "PlotUnavailable",
+    "Plan",
+    "plan",
+    "run",
+    "check_suites",
+    "require_matplotlib",
+    "plot",
+    "paired_ratios",
+    "mean_ci",
+    "bootstrap_ci",
+    "t_quantile_975",
+    "hist_percentile",
+    "loglog_slope",
+    "overhead_pct",
+]
+
+SUITES: tuple[str, ...] = ("fault", "walk", "relocate", "concurrent", "mirror", "migrate")
+
+#: (suite, dotted key, target, "<=") - every goal, reported with met true/false.
+GOALS: tuple[tuple[str, str, float], ...] = (
+    ("fault", "fault.bare.overhead_pct", 1.0),
+    ("fault", "fault.with_data.overhead_pct", 0.3),
+    ("walk", "walk.ratio_vs_chase", 1.5),
+    ("relocate", "relocate.ratio_vs_memcpy", 1.5),
+    ("relocate", "relocate.growth_exponent", 1.1),
+    ("concurrent", "concurrent.rewalk.p99_ratio", 2.0),
+)
+
+GEOMETRY = "x86_64_4l"
+PAGE = 4096
+MIB = 1 << 20
+GIB = 1 << 30
+PROJECT = Path(__file__).resolve().parent.parent
+
+Progress = Callable[[str], None]
+
+
+class PlotUnavailable(UsageError):
+    """--plot without matplotlib."""
+
+
+# ---- statistics ---------------------------------------------------------------------------------
+
+# Student's t 0.975 quantiles for 1..30 degrees of freedom (two-sided 95%); beyond: 1.96 + a
+# correction that is within 0.002 of the exact value.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile_975(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom."""
+    if df < 1:
+        raise ValueError("degrees of freedom must be at least 1")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    return 1.959964 + 2.4 / df
+
+
+def paired_ratios(a: Sequence[float], b: Sequence[float]) -> list[float]:
+    """a[i] / b[i] for rounds measured side by side (the noise of round i cancels)."""
+    if len(a) != len(b) or not a:
+        raise ValueError("paired ratios need two non-empty sequences of the same length")
+    if any(x <= 0 for x in b):
+        raise ValueError("baseline times must be positive")
+    return [x / y for x, y in zip(a, b, strict=True)]
+
+
+def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the mean with a two-sided 95% t-interval."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values")
+    m = statistics.fmean(values)
+    if n == 1:
+        return m, m, m
+    half = t_quantile_975(n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return m, m - half, m + half
+
+
+def bootstrap_ci(values: Sequence[float], *, seed: int = 0, resamples: int = 2000
+                 ) -> tuple[float, float]:
+    """Percentile-bootstrap 95% interval of the mean (no normality assumed)."""
+    if not values:
+        raise ValueError("no values")
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(statistics.fmean(rng.choices(values, k=n)) for _ in range(resamples))
+    return means[int(0.025 * (resamples - 1))], means[int(math.ceil(0.975 * (resamples - 1)))]
+
+
+def overhead_pct(with_support: Sequence[float], without: Sequence[float], *, seed: int = 0
+                 ) -> dict[str, Any]:
+    """Overhead in % of paired rounds: mean of the per-round ratios - 1, t and bootstrap CIs."""
+    r = paired_ratios(with_support, without)
+    m, lo, hi = mean_ci(r)
+    blo, bhi = bootstrap_ci(r, seed=seed)
+    return {
+        "overhead_pct": round((m - 1) * 100, 3),
+        "ci95_pct": [round((lo - 1) * 100, 3), round((hi - 1) * 100, 3)],
+        "bootstrap_ci95_pct": [round((blo - 1) * 100, 3), round((bhi - 1) * 100, 3)],
+        "rounds": len(r),
+    }
+
+
+def hist_percentile(hist: Sequence[int], q: float, lower: Callable[[int], int]) -> float:
+    """Percentile ``q`` (0..1) of a bucketed histogram, as the midpoint of its bucket
+    (``lower(i)`` is bucket i's smallest value, ``lower(i + 1)`` the next bucket's)."""
+    total = sum(hist)
+    if total == 0:
+        return float("nan")
+    want = max(1, math.ceil(q * total))
+    acc = 0
+    for i, count in enumerate(hist):
+        acc += count
+        if acc >= want:
+            return (lower(i) + lower(i + 1)) / 2
+    raise AssertionError("unreachable: counts add up to total")
+
+
+def loglog_slope(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Least-squares slope of log(y) over log(x): the growth exponent (1.0 = linear)."""
+    if len(xs) != len(ys) or len(xs) < 2:
+        raise ValueError("a slope needs two or more points")
+    lx = [math.log(x) for x in xs]
+    ly = [math.log(y) for y in ys]
+    mx, my = statistics.fmean(lx), statistics.fmean(ly)
+    sxx = sum((x - mx) ** 2 for x in lx)
+    if sxx == 0:
+        raise ValueError("a slope needs two distinct x values")
+    return sum((x - mx) * (y - my) for x, y in zip(lx, ly, strict=True)) / sxx
+
+
+# ---- plan -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and round counts of one run (``quick``: a CI smoke run of a few seconds a suite)."""
+
+    quick: bool
+    fault_pages: int
+    fault_rounds: int
+    walk_pages: int
+    walk_accesses: int
+    walk_rounds: int
+    reloc_sizes: tuple[int, ...]
+    reloc_rounds: int
+    conc_cpus: int
+    conc_pages: int
+    conc_batches: tuple[int, ...]
+    conc_phase_s: float
+    conc_rounds: int
+    mirror_mib: int
+    mirror_rounds: int
+    migrate_mib: int
+    migrate_rounds: int
+
+
+def plan(quick: bool) -> Plan:
+    cpus = max(1, min(4, (os.cpu_count() or 2) - 1))  # + the relocator: no oversubscription
+    if quick:
+        return Plan(True, 4096, 8, 2048, 50_000, 4, (1 * MIB, 4 * MIB, 16 * MIB), 3, cpus,
+                    16384, (8, 64), 0.1, 2, 32, 1, 16, 1)
+    return Plan(False, 32768, 40, 32768, 400_000, 12,
+                (1 * MIB, 16 * MIB, 256 * MIB, 4 * GIB, 64 * GIB), 7, cpus, 65536,
+                (1, 8, 64, 512), 0.25, 8, 1024, 5, 256, 3)
+
+
+DEFAULT_BATCH = 64  # ptreloc migrate's default: the batch the headline p99_ratio uses
+
+
+def check_suites(names: Sequence[str]) -> list[str]:
+    """The suites to run (all when none are named), in canonical order; UsageError otherwise."""
+    bad = [n for n in names if n not in SUITES]
+    if bad:
+        raise UsageError(f"unknown bench suite {bad[0]!r}: use one or more of {', '.join(SUITES)}")
+    chosen = set(names) if names else set(SUITES)
+    return [s for s in SUITES if s in chosen]
+
+
+def require_matplotlib() -> None:
+    """Raise PlotUnavailable (exit 2) when matplotlib cannot be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise PlotUnavailable(
+            "--plot needs matplotlib, which is not installed: pip install 'ptreloc[plot]' "
+            "(or drop --plot)"
+        ) from err
+
+
+# ---- machine ------------------------------------------------------------------------------------
+
+
+def _real_nodes() -> list[int]:
+    """Online nodes with memory (sorted): where arena pools can be really bound."""
+    return sorted(numa.topology().with_memory)
+
+
+def _binds() -> tuple[tuple[int, int], bool]:
+    """Bindings of a 2-pool arena and whether both pools are on distinct real nodes."""
+    real = _real_nodes()
+    if len(real) >= 2:
+        return (real[0], real[1]), True
+    return (real[0] if real else -1, -1), False
+
+
+def _pin_to_node(node: int) -> set[int] | None:
+    """Pin this thread to ``node``'s CPUs (so local/remote means something); old mask back."""
+    cpus = numa.topology().nodes.get(node)
+    if cpus is None or not cpus.cpus:
+        return None
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, set(cpus.cpus) & old or old)
+    return old
+
+
+def _round(x: float, nd: int = 3) -> float:
+    return round(x, nd) if math.isfinite(x) else x
+
+
+# ---- suites -------------------------------------------------------------------------------------
+
+
+def suite_fault(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
+    bind = (_real_nodes() or [-1])[0]
+    relo, norelo = _native.core("relo"), _native.core("norelo")
+    out: dict[str, Any] = {"pages": p.fault_pages, "geometry": GEOMETRY,
+                           "method": "paired rounds relo/norelo, alternating order"}
+    for variant, with_data in (("bare", False), ("with_data", True)):
+        progress(f"fault {variant}: {p.fault_rounds} rounds x 2 builds x {p.fault_pages} faults")
+        a = _native.BenchFault(relo, GEOMETRY, p.fault_pages, with_data, bind)
+        b = _native.BenchFault(norelo, GEOMETRY, p.fault_pages, with_data, bind)
+        try:
+            a.round(seed)  # warm-up: first touch of the arena and the data pages
+            b.round(seed)
+            ta: list[float] = []
+            tb: list[float] = []
+            for i in range(p.fault_rounds):
+                s = seed + 1 + i
+                if i % 2 == 0:
+                    ta.append(a.round(s))
+                    tb.append(b.round(s))
+                else:
+                    tb.append(b.round(s))
+                    ta.append(a.round(s))
+        finally:
+            a.close()
+            b.close()
+        res = overhead_pct(ta, tb, seed=seed)
+        res["ns_per_fault"] = {
+            "relo": _round(statistics.median(ta) / p.fault_pages, 1),
+            "norelo": _round(statistics.median(tb) / p.fault_pages, 1),
+        }
+        out[variant] = res
+    return out
+
+
+def _walk_one(p: Plan, seed: int, binds: tuple[int, int], table_node: int) -> dict[str, Any]:
+    c = _native.core("relo")
+    w = _native.BenchWalk(c, GEOMETRY, p.walk_pages, binds, table_node)
+    try:
+        w.round(p.walk_accesses // 4 or 1, seed, False)  # warm-up
+        cpu_ns: list[float] = []
+        chase_ns: list[float] = []
+        for i in range(p.walk_rounds):
+            a, b = w.round(p.walk_accesses, seed + 1 + i, i % 2 == 1)
+            cpu_ns.append(a)
+            chase_ns.append(b)
+        st = w.stats()
+    finally:
+        w.close()
+    r = paired_ratios(cpu_ns, chase_ns)
+    m, lo, hi = mean_ci(r)
+    return {
+        "ratio_vs_chase": _round(m), "ci95": [_round(lo), _round(hi)], "rounds": len(r),
+        "ns_per_walk": {"cpu": _round(statistics.median(cpu_ns) / p.walk_accesses, 1),
+                        "chase": _round(statistics.median(chase_ns) / p.walk_accesses, 1)},
+        "tlb_hit_rate": _round(st["tlb_hits"] / max(1, st["accesses"]), 4),
+        "pwc_hit_rate": _round(st["pwc_hits"] / max(1, st["walks"]), 4),
+        "table_node": table_node,
+        "_cpu_ns": cpu_ns,
+    }
+
+
+def suite_walk(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
+    binds, two_real = _binds()
+    old = _pin_to_node(binds[0]) if binds[0] >= 0 else None
+    try:
+        progress(f"walk: {p.walk_rounds} rounds x {p.walk_accesses} walks, local tables")
+        local = _walk_one(p, seed, binds, 0)
+        remote: dict[str, Any]
+        if two_real:
+            progress("walk: remote tables")
+            remote = _walk_one(p, seed, binds, 1)
+            rr = paired_ratios(remote.pop("_cpu_ns"), local["_cpu_ns"])
+            remote["remote_vs_local"] = _round(statistics.fmean(rr))
+        else:
+            remote = {"skipped": True,
+                      "reason": "one NUMA node with memory here: no remote memory to put tables "
+                                "on (run on a multi-node host)"}
+    finally:
+        if old is not None:
+            os.sched_setaffinity(0, old)
+    local.pop("_cpu_ns")
+    return {
+        "ratio_vs_chase": local["ratio_vs_chase"],
+        "ci95": local["ci95"],
+        "pages": p.walk_pages,
+        "method": "one page per PTE table, random order (TLB and lowest PWC defeated); "
+                  "baseline: dependent root-to-leaf chase over the same frames",
+        "local": local,
+        "remote": remote,
+        "cpu_node": binds[0],
+    }
+
+
+def suite_relocate(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
+    binds, two_real = _binds()
+    c = _native.core("relo")
+    sizes: list[dict[str, Any]] = []
+    for size in p.reloc_sizes:
+        progress(f"relocate: {size // MIB} MiB mapped, {p.reloc_rounds} rounds")
+        r = _native.BenchReloc(c, GEOMETRY, size, binds, "rewalk", DEFAULT_BATCH)
+        try:
+            r.round(False)  # warm-up: both pools faulted in
+            r.round(True)
+            rows = [r.round(i % 2 == 0) for i in range(p.reloc_rounds)]
+        finally:
+            r.close()
+        ratios = paired_ratios([x["reloc_ns"] for x in rows], [x["memcpy_ns"] for x in rows])
+        frames = rows[0]["frames"]
+        phases = {k: statistics.median(x["timings_ns"][k] for x in rows)
+                  for k in rows[0]["timings_ns"]}
+        sizes.append({
+            "mapped_bytes": size,
+            "frames": frames,
+            "table_bytes": rows[0]["bytes"],
+            "ratio_vs_memcpy": _round(statistics.median(ratios)),
+            "reloc_ns": statistics.median(x["reloc_ns"] for x in rows),
+            "memcpy_ns": statistics.median(x["memcpy_ns"] for x in rows),
+            "ns_per_frame": _round(statistics.median(x["reloc_ns"] for x in rows) / frames, 1),
+            "memcpy_ns_per_frame": _round(
+                statistics.median(x["memcpy_ns"] for x in rows) / frames, 1),
+            "phase_ns": phases,
+        })
+    slope = loglog_slope([s["frames"] for s in sizes], [s["reloc_ns"] for s in sizes])
+    largest = sizes[-1]
+    return {
+        "ratio_vs_memcpy": largest["ratio_vs_memcpy"],
+        "ratio_at_bytes": largest["mapped_bytes"],
+        "growth_exponent": _round(slope),
+        "strategy": "rewalk",
+        "batch": DEFAULT_BATCH,
+        "nodes": {"binds": list(binds), "real": two_real},
+        "sizes": sizes,
+    }
+
+
+def _hist_summary(c: _native.Core, hist: list[int], mx: int) -> dict[str, float]:
+    def lower(i: int) -> int:
+        return _native.bench_hist_lower(c, i)
+
+    return {"p50_ns": hist_percentile(hist, 0.50, lower),
+            "p99_ns": hist_percentile(hist, 0.99, lower), "max_ns": float(mx)}
+
+
+def suite_concurrent(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
+    binds, two_real = _binds()
+    c = _native.core("relo")
+
+    def one(strategy: str, batch: int) -> dict[str, Any]:
+        progress(f"concurrent: {strategy} batch {batch}, {p.conc_cpus} CPUs, "
+                 f"{p.conc_rounds} x {p.conc_phase_s:.2f} s idle/relocating")
+        r = _native.bench_concurrent(
+            c, geometry=GEOMETRY, cpus=p.conc_cpus, pages=p.conc_pages, strategy=strategy,
+            batch=batch, phase_s=p.conc_phase_s, rounds=p.conc_rounds, write_pct=20,
+            bind_nodes=binds, seed=seed)
+        idle = _hist_summary(c, r["idle_hist"], r["idle_max"])
+        busy = _hist_summary(c, r["busy_hist"], r["busy_max"])
+        res: dict[str, Any] = {
+            "batch": batch,
+            "idle": idle | {"accesses": r["idle_n"]},
+            "relocating": busy | {"accesses": r["busy_n"]},
+            "p99_ratio": _round(busy["p99_ns"] / idle["p99_ns"]),
+            "p50_ratio": _round(busy["p50_ns"] / idle["p50_ns"]),
+            "relocations": r["relocations"],
+            "frames_relocated": r["frames"],
+            "relocation_ms_mean": _round(r["reloc_ns"] / max(1, r["relocations"]) / 1e6, 4),
+        }
+        if strategy == "stop":
+            res["pause_max_ms"] = _round(r["stopped_max_ns"] / 1e6, 4)
+            res["pause_mean_ms"] = _round(
+                r["stopped_sum_ns"] / max(1, r["relocations"]) / 1e6, 4)
+        return res
+
+    by_batch = {str(b): one("rewalk", b) for b in p.conc_batches}
+    head = by_batch.get(str(DEFAULT_BATCH)) or next(iter(by_batch.values()))
+    stop = one("stop", DEFAULT_BATCH)
+    return {
+        "cpus": p.conc_cpus,
+        "pages": p.conc_pages,
+        "rewalk": {"p99_ratio": head["p99_ratio"], "batch": head["batch"],
+                   "by_batch": by_batch},
+        "stop": stop,
+        "nodes": {"binds": list(binds), "real": two_real},
+        "method": "per-access latency (CLOCK_MONOTONIC) in C histograms; idle and relocating "
+                  "phases interleaved in one run; the relocator moves every table back and "
+                  "forth without pause during relocating phases",
+    }
+
+
+def _spawn_workload(mib: int, prefix: Sequence[str] = ()) -> tuple[subprocess.Popen[str], dict]:
+    proc = subprocess.Popen(
+        [*prefix, sys.executable, str(PROJECT / "scripts" / "workload.py"), "--mib", str(mib),
+         "--threads", "2"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise PtrelocError(f"bench: the workload exited early with status {proc.wait()}")
+    return proc, json.loads(line)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _pagemap_read_s(pid: int, address: int, pages: int) -> float:
+    """Baseline: one read of the workload region's pagemap entries (what a snapshot must at
+    least do).  A single pread: the kernel does the loop."""
+    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+    try:
+        t0 = time.perf_counter()
+        os.pread(fd, pages * 8, address // PAGE * 8)
+        return time.perf_counter() - t0
+    finally:
+        os.close(fd)
+
+
+def suite_mirror(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
+    from ptreloc import mirror as mirror_mod
+    from ptreloc import proc as proc_mod
+
+    progress(f"mirror: a live {p.mirror_mib} MiB workload, {p.mirror_rounds} rounds")
+    child, info = _spawn_workload(p.mirror_mib)
+    try:
+        totals: list[float] = []
+        snaps: list[float] = []
+        base: list[float] = []
+        resident = 0
+        for i in range(p.mirror_rounds + 1):  # round 0 warms caches and imports
+            b = _pagemap_read_s(child.pid, info["address"], info["pages"])
+            t0 = time.perf_counter()
+            snap = proc_mod.snapshot(child.pid)
+            t1 = time.perf_counter()
+            m = mirror_mod.mirror(snap)
+            t2 = time.perf_counter()
+            resident = len(snap.resident)
+            m.close()
+            if i:
+                totals.append(t2 - t0)
+                snaps.append(t1 - t0)
+                base.append(b)
+    finally:
+        _stop(child)
+    gib = resident * PAGE / GIB
+    total = statistics.median(totals)
+    return {
+        "resident_gib": _round(gib, 4),
+        "gib_per_s": _round(gib / total),
+        "seconds": _round(total, 4),
+        "snapshot_share": _round(statistics.median(snaps) / total),
+        "ratio_vs_pagemap_read": _round(statistics.median(paired_ratios(totals, base)), 1),
+        "rounds": len(totals),
+        "workload_mib": p.mirror_mib,
+    }
+
+
+def _migrate_real(p: Plan, progress: Progress) -> dict[str, Any]:
+    from ptreloc import migrate as migrate_mod
+
+    nodes = _real_nodes()
+    src, dst = nodes[0], nodes[1]
+    tool = shutil.which("migratepages")
+    if tool is None:
+        return {"skipped": True,
+                "reason": "numactl's migratepages is not installed (apt-get install numactl)"}
+    numactl = shutil.which("numactl")
+    prefix = [numactl, f"--membind={src}", f"--cpunodebind={src}"] if numactl else []
+    ours: list[float] = []
+    theirs: list[float] = []
+    shares: list[float] = []
+    pages = 0
+    for i in range(p.migrate_rounds):
+        progress(f"migrate: round {i + 1}/{p.migrate_rounds}, twin {p.migrate_mib} MiB workloads")
+        a, _ = _spawn_workload(p.migrate_mib, prefix)
+        b, _ = _spawn_workload(p.migrate_mib, prefix)
+        try:
+            def run_ours() -> None:
+                t0 = time.perf_counter()
+                rep = migrate_mod.migrate(a.pid, str(src), str(dst))
+                ours.append(time.perf_counter() - t0)
+                js = rep.to_json()
+                tm = js.get("timings_s", {})
+                tot = sum(v for v in tm.values() if isinstance(v, int | float)) or ours[-1]
+                shares.append(tm.get("relocate", 0.0) / tot)
+
+            def run_theirs() -> None:
+                t0 = time.perf_counter()
+                subprocess.run([tool, str(b.pid), str(src), str(dst)], check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                theirs.append(time.perf_counter() - t0)
+
+            for fn in ((run_ours, run_theirs) if i % 2 == 0 else (run_theirs, run_ours)):
+                fn()
+            pages = p.migrate_mib * MIB // PAGE
+        finally:
+            _stop(a)
+            _stop(b)
+    ratios = paired_ratios(ours, theirs)
+    return {
+        "skipped": False,
+        "wall_ratio": _round(statistics.median(ratios)),
+        "table_share": _round(statistics.median(shares)),
+        "ptreloc_s": _round(statistics.median(ours), 4),
+        "migratepages_s": _round(statistics.median(theirs), 4),
+        "pages": pages,
+        "rounds": len(ratios),
+        "from_node": src,
+        "to_node": dst,
+    }
+
+
+def _migrate_in_vm(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
+    progress("migrate: booting the 2-node guest (scripts/numa-vm)")
+    vm = PROJECT / "scripts" / "numa-vm"
+    cmd = [str(vm), "--nodes", "2", "--timeout", "1200", "--", sys.executable, "-m", "ptreloc",
+           "bench", "migrate", "--json", "--seed", str(seed)]
+    if p.quick:
+        cmd.append("--quick")
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode == 77:
+        return {"skipped": True, "reason": "the NUMA test bed is unavailable here: "
+                + (done.stdout.strip().splitlines() or ["scripts/numa-vm exit 77"])[-1]}
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith("{"):
+            res = json.loads(line)["migrate"]
+            res["in_vm"] = True
+            res["note"] = "QEMU/TCG guest: absolute times ~8x a host's, the ratio is the figure"
+            return res
+    raise PtrelocError(f"bench migrate --in-vm: the guest run failed (exit {done.returncode})")
+
+
+def suite_migrate(p: Plan, seed: int, progress: Progress, in_vm: bool) -> dict[str, Any]:
+    if len(_real_nodes()) >= 2:
+        return _migrate_real(p, progress)
+    if in_vm and not os.environ.get("PTRELOC_IN_VM"):
+        return _migrate_in_vm(p, seed, progress)
+    return {"skipped": True,
+            "reason": "one NUMA node with memory here: migratepages has nowhere to move data; "
+                      "run on a multi-node host or add --in-vm (2-node QEMU guest)"}
+
+
+# ---- run ----------------------------------------------------------------------------------------
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every goal of the suites in ``results`` with its measured value and met true/false."""
+    out = []
+    for suite, key, target in GOALS:
+        if suite not in results:
+            continue
+        value = _get(results, key)
+        met = isinstance(value, int | float) and math.isfinite(value) and value <= target
+        out.append({"key": key, "target": target, "value": value, "met": bool(met)})
+    return out
+
+
+def run(
+    suites: Sequence[str] = (),
+    *,
+    quick: bool = False,
+    seed: int = 1,
+    in_vm: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run the named suites (all when none) and return the nested results with ``goals``."""
+    names = check_suites(suites)
+    say = progress or (lambda _msg: None)
+    p = plan(quick)
+    topo = numa.topology()
+    results: dict[str, Any] = {
+        "meta": {
+            "version": __version__,
+            "quick": quick,
+            "seed": seed,
+            "cpus": os.cpu_count(),
+            "nodes_with_memory": sorted(topo.with_memory),
+            "in_vm": bool(os.environ.get("PTRELOC_IN_VM")),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+    }
+    t0 = time.perf_counter()
+    for name in names:
+        t = time.perf_counter()
+        if name == "migrate":
+            res = suite_migrate(p, seed, say, in_vm)
+        else:
+            res = globals()[f"suite_{name}"](p, seed, say)
+        res["seconds"] = _round(time.perf_counter() - t, 2)
+        results[name] = res
+        for g in goals({name: res}):
+            res.setdefault("goals", {})[g["key"].split(".", 1)[1]] = {
+                "target": g["target"], "value": g["value"], "met": g["met"]}
+    results["goals"] = goals(results)
+    results["meta"]["seconds"] = _round(time.perf_counter() - t0, 2)
+    return results
+
+
+# ---- plot ---------------------------------------------------------------------------------------
+
+
+def plot(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write a PNG summary of ``results`` (one panel per suite that ran)."""
+    require_matplotlib()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [s for s in ("fault", "walk", "relocate", "concurrent") if s in results]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.5 * max(1, len(panels)), 4))
+    axes = list(axes) if len(panels) > 1 else [axes]
+    for ax, name in zip(axes, panels, strict=False):
+        r = results[name]
+        if name == "fault":
+            vs = [r[v]["overhead_pct"] for v in ("bare", "with_data")]
+            errs = [[v - r[k]["ci95_pct"][0] for v, k in zip(vs, ("bare", "with_data"),
+                                                                strict=True)],
+                    [r[k]["ci95_pct"][1] - v for v, k in zip(vs, ("bare", "with_data"),
+                                                                strict=True)]]
+            ax.bar(["bare", "with_data"], vs, yerr=errs, capsize=6, color=["C0", "C1"])
+            ax.axhline(1.6, ls="--", color="grey", label="RFC lat_pagefault 1.6%")
+            ax.set_ylabel("fault overhead of relocation support (%)")
+            ax.legend(fontsize=8)
+        elif name == "walk":
+            labels, vals = ["local"], [r["local"]["ratio_vs_chase"]]
+            if not r["remote"].get("skipped"):
+                labels.append("remote")
+                vals.append(r["remote"]["ratio_vs_chase"])
+            ax.bar(labels, vals, color="C2")
+            ax.axhline(1.5, ls="--", color="grey", label="goal 1.5")
+            ax.set_ylabel("walk / bare pointer chase")
+            ax.legend(fontsize=8)
+        elif name == "relocate":
+            xs = [s["mapped_bytes"] / MIB for s in r["sizes"]]
+            ax.loglog(xs, [s["reloc_ns"] / 1e6 for s in r["sizes"]], "o-", label="relocate")
+            ax.loglog(xs, [s["memcpy_ns"] / 1e6 for s in r["sizes"]], "s--", label="memcpy")
+            ax.set_xlabel("mapped (MiB)")
+            ax.set_ylabel("ms")
+            ax.set_title(f"growth exponent {r['growth_exponent']}", fontsize=9)
+            ax.legend(fontsize=8)
+        else:
+            rows = [(f"rewalk/{b}", v) for b, v in r["rewalk"]["by_batch"].items()]
+            rows.append(("stop", r["stop"]))
+            ax.bar([k for k, _ in rows], [v["p99_ratio"] for _, v in rows], color="C3")
+            ax.axhline(2.0, ls="--", color="grey", label="goal 2.0 (rewalk)")
+            ax.set_ylabel("p99 relocating / p99 idle")
+            ax.tick_params(axis="x", labelrotation=30)
+            ax.legend(fontsize=8)
+        ax.set_title(name, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,151 @@
+"""``ptreloc bench``: measure the cost of relocation support, of relocation, and of a migration."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from rich.table import Table
+
+from ptreloc import bench
+from ptreloc.cli._common import emit_json, guarded, json_option, stderr_console, stdout_console
+
+__all__ = ["command", "render"]
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[bench.Progress | None]:
+    """A rich status line on stderr, only when stderr is a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    with stderr_console.status("bench") as status:
+
+        def say(msg: str) -> None:
+            status.update(msg)
+
+        yield say
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return str(v)
+
+
+def _goal(res: dict[str, Any], key: str) -> str:
+    g = res.get("goals", {}).get(key)
+    if not g:
+        return ""
+    return f"{'met' if g['met'] else 'MISSED'} (<= {g['target']:g})"
+
+
+def render(results: dict[str, Any]) -> list[Table]:
+    """One rich table per suite: figure, value, goal."""
+    tables = []
+    for name in bench.SUITES:
+        res = results.get(name)
+        if res is None:
+            continue
+        t = Table(title=f"{name}  ({res.get('seconds', 0):.1f} s)", title_justify="left")
+        t.add_column("figure")
+        t.add_column("value", justify="right")
+        t.add_column("goal")
+        rows: list[tuple[str, Any, str]] = []
+        if res.get("skipped"):
+            rows.append(("skipped", res["reason"], ""))
+        elif name == "fault":
+            for v in ("bare", "with_data"):
+                r = res[v]
+                rows += [(f"{v} overhead %", r["overhead_pct"], _goal(res, f"{v}.overhead_pct")),
+                         (f"{v} 95% interval %", r["ci95_pct"], ""),
+                         (f"{v} ns/fault relo | norelo",
+                          f"{r['ns_per_fault']['relo']} | {r['ns_per_fault']['norelo']}", "")]
+            rows.append(("RFC lmbench lat_pagefault", "1.6 %", ""))
+        elif name == "walk":
+            loc = res["local"]
+            rows += [("ratio_vs_chase (local)", res["ratio_vs_chase"],
+                      _goal(res, "ratio_vs_chase")),
+                     ("95% interval", res["ci95"], ""),
+                     ("ns/walk cpu | chase",
+                      f"{loc['ns_per_walk']['cpu']} | {loc['ns_per_walk']['chase']}", "")]
+            rem = res["remote"]
+            if rem.get("skipped"):
+                rows.append(("remote tables", "skipped: " + rem["reason"], ""))
+            else:
+                rows += [("ratio_vs_chase (remote)", rem["ratio_vs_chase"], ""),
+                         ("remote / local walk", rem["remote_vs_local"], "")]
+        elif name == "relocate":
+            rows += [("ratio_vs_memcpy (largest)", res["ratio_vs_memcpy"],
+                      _goal(res, "ratio_vs_memcpy")),
+                     ("growth exponent", res["growth_exponent"], _goal(res, "growth_exponent"))]
+            for s in res["sizes"]:
+                rows.append((f"{s['mapped_bytes'] >> 20} MiB: {s['frames']} frames",
+                             f"x{s['ratio_vs_memcpy']}  {s['ns_per_frame']} ns/frame", ""))
+        elif name == "concurrent":
+            rows.append(("rewalk p99_ratio", res["rewalk"]["p99_ratio"],
+                         _goal(res, "rewalk.p99_ratio")))
+            for b, r in res["rewalk"]["by_batch"].items():
+                rows.append((f"rewalk batch {b}: p50/p99/max ns",
+                             f"{_fmt(r['relocating']['p50_ns'])}/"
+                             f"{_fmt(r['relocating']['p99_ns'])}/"
+                             f"{_fmt(r['relocating']['max_ns'])}  x{r['p99_ratio']}", ""))
+            st = res["stop"]
+            rows += [("idle p50/p99/max ns",
+                      f"{_fmt(st['idle']['p50_ns'])}/{_fmt(st['idle']['p99_ns'])}/"
+                      f"{_fmt(st['idle']['max_ns'])}", ""),
+                     ("stop p99_ratio", st["p99_ratio"], ""),
+                     ("stop pause max | mean ms", f"{st['pause_max_ms']} | {st['pause_mean_ms']}",
+                      "")]
+        elif name == "mirror":
+            rows += [("resident GiB/s", res["gib_per_s"], ""),
+                     ("resident GiB", res["resident_gib"], ""),
+                     ("x pagemap read", res["ratio_vs_pagemap_read"], "")]
+        elif name == "migrate":
+            rows += [("wall ratio vs migratepages", res["wall_ratio"], ""),
+                     ("share spent on tables", res["table_share"], ""),
+                     ("ptreloc | migratepages s",
+                      f"{res['ptreloc_s']} | {res['migratepages_s']}", "")]
+        for fig, val, goal in rows:
+            t.add_row(fig, _fmt(val), goal)
+        tables.append(t)
+    return tables
+
+
+@click.command("bench")
+@click.argument("suites", nargs=-1, metavar="[SUITE]...")
+@click.option("--quick", is_flag=True, help="CI smoke run: a few seconds a suite (checks the "
+              "shape of the results, not the speed).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True),
+              help="Also write a PNG summary (needs the 'plot' extra: matplotlib).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of every random order.")
+@click.option("--in-vm", is_flag=True, help="migrate: on a one-node host, run it inside a 2-node "
+              "QEMU guest (scripts/numa-vm).")
+@json_option
+@guarded
+def command(suites: tuple[str, ...], quick: bool, plot_path: str | None, seed: int, in_vm: bool,
+            as_json: bool) -> None:
+    """Measure relocation: SUITE is fault, walk, relocate, concurrent, mirror or migrate
+    (default: all).  Every figure is a ratio against a baseline measured in the same run."""
+    names = bench.check_suites(suites)
+    if plot_path:
+        bench.require_matplotlib()  # refuse before spending minutes measuring
+    with _progress(True) as say:
+        results = bench.run(names, quick=quick, seed=seed, in_vm=in_vm, progress=say)
+    if plot_path:
+        bench.plot(results, plot_path)
+    if as_json:
+        emit_json(results)
+        return
+    for t in render(results):
+        stdout_console.print(t)
+    missed = [g["key"] for g in results["goals"] if not g["met"]]
+    if missed:
+        stdout_console.print(f"goals missed: {', '.join(missed)} (see docs/BENCHMARKS.md)")
+    if plot_path:
+        stdout_console.print(f"plot written to {plot_path}")
