@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 NODES  ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help deps venv build test test-host test-vm test-sanitize demo lint clean
+.PHONY: help deps venv build test test-host test-vm test-sanitize bench demo lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
@@ -61,6 +61,13 @@ demo: deps build ## install deps, build, migrate a real workload node 0 -> 1 (in
 	if [ "$$n" -ge 2 ]; then scripts/demo; \
 	else echo "this machine has $$n NUMA node(s) with memory: running the demo in a 2-node guest (scripts/numa-vm)"; \
 	    scripts/numa-vm --nodes 2 --timeout 600 -- scripts/demo; fi
+
+# The full benchmark (several minutes on 2 cores; every suite, see docs/BENCHMARKS.md). The JSON
+# goes to $(BENCH_JSON); BENCH_ARGS adds options, e.g. BENCH_ARGS="--in-vm --plot bench.png".
+BENCH_JSON ?= docs/bench.json
+BENCH_ARGS ?=
+bench: build ## run every benchmark suite; results in docs/bench.json (docs/BENCHMARKS.md)
+	$(PY) -m ptreloc bench --output $(BENCH_JSON) $(BENCH_ARGS)
 
 lint: build ## ruff over the Python sources
 	$(PY) -m pip install -q ruff

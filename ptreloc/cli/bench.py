@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,7 +40,9 @@ def _fmt(v: Any) -> str:
 
 
 def _goal(res: dict[str, Any], key: str) -> str:
-    g = res.get("goals", {}).get(key)
+    g: Any = res.get("goals", {})
+    for part in key.split("."):
+        g = g.get(part, {}) if isinstance(g, dict) else {}
     if not g:
         return ""
     return f"{'met' if g['met'] else 'MISSED'} (<= {g['target']:g})"
@@ -126,10 +129,12 @@ def render(results: dict[str, Any]) -> list[Table]:
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of every random order.")
 @click.option("--in-vm", is_flag=True, help="migrate: on a one-node host, run it inside a 2-node "
               "QEMU guest (scripts/numa-vm).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
+              help="Also write the JSON results to this file (what 'make bench' keeps).")
 @json_option
 @guarded
 def command(suites: tuple[str, ...], quick: bool, plot_path: str | None, seed: int, in_vm: bool,
-            as_json: bool) -> None:
+            output: str | None, as_json: bool) -> None:
     """Measure relocation: SUITE is fault, walk, relocate, concurrent, mirror or migrate
     (default: all).  Every figure is a ratio against a baseline measured in the same run."""
     names = bench.check_suites(suites)
@@ -139,6 +144,10 @@ def command(suites: tuple[str, ...], quick: bool, plot_path: str | None, seed: i
         results = bench.run(names, quick=quick, seed=seed, in_vm=in_vm, progress=say)
     if plot_path:
         bench.plot(results, plot_path)
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=1)
+            fh.write("\n")
     if as_json:
         emit_json(results)
         return

@@ -1,0 +1,285 @@
+"""``ptreloc bench``: every suite's keys from a real --quick run, the CLI's errors, the plot
+option, the C loops in both builds, the histogram encoding, and the statistics on known inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ptreloc import _native, bench
+from ptreloc.cli import main
+from ptreloc.errors import RelocationUnsupported, UsageError
+
+SCRIPT = Path(sys.executable).parent / "ptreloc"
+ONE_NODE = len(bench._real_nodes()) < 2
+
+# What docs/BENCHMARKS.md documents and scripts/ci-gate checks, per suite.
+KEYS = {
+    "fault": ["bare.overhead_pct", "bare.ci95_pct", "bare.bootstrap_ci95_pct", "bare.rounds",
+              "bare.ns_per_fault.relo", "bare.ns_per_fault.norelo", "with_data.overhead_pct",
+              "with_data.ci95_pct", "with_data.ns_per_fault.relo", "goals.bare.overhead_pct.met",
+              "goals.with_data.overhead_pct.met"],
+    "walk": ["ratio_vs_chase", "ci95", "local.ns_per_walk.cpu", "local.ns_per_walk.chase",
+             "local.pwc_hit_rate", "remote", "goals.ratio_vs_chase.met"],
+    "relocate": ["ratio_vs_memcpy", "growth_exponent", "sizes", "goals.ratio_vs_memcpy.met",
+                 "goals.growth_exponent.met"],
+    "concurrent": ["rewalk.p99_ratio", "rewalk.by_batch", "stop.p99_ratio", "stop.pause_max_ms",
+                   "stop.pause_mean_ms", "stop.idle.p50_ns", "stop.idle.p99_ns",
+                   "stop.relocating.max_ns", "goals.rewalk.p99_ratio.met"],
+    "mirror": ["gib_per_s", "resident_gib", "seconds", "ratio_vs_pagemap_read"],
+}
+
+
+def _get(d, dotted):
+    for part in dotted.split("."):
+        assert isinstance(d, dict) and part in d, f"missing {dotted}"
+        d = d[part]
+    return d
+
+
+@pytest.fixture(scope="module")
+def quick() -> dict:
+    """One real `ptreloc bench --quick --json` of the installed script (every host suite)."""
+    proc = subprocess.run([str(SCRIPT), "bench", "--quick", "--json"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # no progress when stderr is not a terminal
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize("suite", list(KEYS))
+def test_quick_json_has_every_key(quick, suite):
+    for key in KEYS[suite]:
+        _get(quick[suite], key)
+    assert quick[suite]["seconds"] >= 0
+
+
+def test_quick_fault_figures_are_numbers_with_an_interval(quick):
+    for v in ("bare", "with_data"):
+        r = quick["fault"][v]
+        lo, hi = r["ci95_pct"]
+        assert lo <= r["overhead_pct"] <= hi
+        assert r["ns_per_fault"]["relo"] > 0 and r["ns_per_fault"]["norelo"] > 0
+
+
+def test_quick_relocate_sizes_and_exponent(quick):
+    sizes = quick["relocate"]["sizes"]
+    assert [s["mapped_bytes"] for s in sizes] == list(bench.plan(True).reloc_sizes)
+    # 1 MiB of x86-64 4-level: one table per level
+    assert sizes[0]["frames"] == 4 and sizes[0]["table_bytes"] == 4 * 4096
+    assert all(s["ratio_vs_memcpy"] > 0 for s in sizes)
+    assert math.isfinite(quick["relocate"]["growth_exponent"])
+
+
+def test_quick_concurrent_measured_both_phases(quick):
+    c = quick["concurrent"]
+    for r in [*c["rewalk"]["by_batch"].values(), c["stop"]]:
+        assert r["idle"]["accesses"] > 0 and r["relocating"]["accesses"] > 0
+        assert r["relocations"] > 0
+        assert r["idle"]["p50_ns"] <= r["idle"]["p99_ns"] <= r["idle"]["max_ns"] * 1.04
+
+
+def test_quick_goals_report_met_consistently(quick):
+    keys = [g["key"] for g in quick["goals"]]
+    assert keys == [k for _, k, _ in bench.GOALS]
+    for g in quick["goals"]:
+        assert g["met"] is (g["value"] <= g["target"])
+
+
+@pytest.mark.skipif(not ONE_NODE, reason="a multi-node host runs the migrate suite for real")
+def test_quick_migrate_is_skipped_with_a_reason_on_one_node(quick):
+    assert quick["migrate"]["skipped"] is True
+    assert "--in-vm" in quick["migrate"]["reason"]
+
+
+def test_bad_suite_name_exits_2_with_one_line():
+    proc = subprocess.run([str(SCRIPT), "bench", "fault", "speed", "--quick"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'speed'" in lines[0] and "fault, walk" in lines[0]
+
+
+def test_plot_without_matplotlib_is_a_clear_usage_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    png = tmp_path / "b.png"
+    result = CliRunner().invoke(main, ["bench", "fault", "--quick", "--plot", str(png)])
+    assert result.exit_code == 2
+    assert "matplotlib" in result.output and "pip install 'ptreloc[plot]'" in result.output
+    assert "Traceback" not in result.output
+    assert not png.exists()
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "b.png"
+    result = CliRunner().invoke(main, ["bench", "fault", "--quick", "--plot", str(png), "--json"])
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_output_file_holds_the_same_json(tmp_path):
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["bench", "mirror", "--quick", "--json", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["mirror"] == json.loads(result.output)["mirror"]
+
+
+def test_terminal_output_has_a_table_per_suite():
+    result = CliRunner().invoke(main, ["bench", "relocate", "--quick"])
+    assert result.exit_code == 0, result.output
+    assert "ratio_vs_memcpy" in result.output and "growth exponent" in result.output
+
+
+@pytest.mark.parametrize("args", [["--help"]])
+def test_help(args):
+    result = CliRunner().invoke(main, ["bench", *args])
+    assert result.exit_code == 0
+    for word in ("--quick", "--plot", "--seed", "--in-vm", "--json", "migrate"):
+        assert word in result.output
+
+
+def test_check_suites():
+    assert bench.check_suites([]) == list(bench.SUITES)
+    assert bench.check_suites(["walk", "fault"]) == ["fault", "walk"]
+    with pytest.raises(UsageError, match="unknown bench suite 'x'"):
+        bench.check_suites(["fault", "x"])
+
+
+# ---- the C loops -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("build", ["relo", "norelo"])
+def test_fault_loop_runs_in_both_builds(build):
+    c = _native.core(build)
+    assert c.relocation_supported is (build == "relo")
+    with _native.BenchFault(c, "x86_64_4l", 1024, True, -1) as f:
+        assert f.round(1) > 0
+        assert f.round(2) > 0  # a fresh address space each round: faults again
+
+
+def test_concurrent_refuses_the_norelo_build():
+    with pytest.raises(RelocationUnsupported):
+        _native.bench_concurrent(
+            _native.core("norelo"), geometry="x86_64_4l", cpus=1, pages=512, strategy="rewalk",
+            batch=8, phase_s=0.01, rounds=1, write_pct=0, bind_nodes=(-1, -1), seed=1)
+
+
+def test_relocate_round_moves_every_table_back_and_forth():
+    c = _native.core("relo")
+    with _native.BenchReloc(c, "x86_64_4l", 4 << 20, (-1, -1), "rewalk", 64) as r:
+        a, b = r.round(False), r.round(True)
+    # 4 MiB: 2 PTE tables + PMD + PUD + PGD, all moved each time
+    assert a["frames"] == b["frames"] == 5
+    assert a["reloc_ns"] > 0 and a["memcpy_ns"] > 0
+
+
+def test_walk_defeats_the_tlb():
+    c = _native.core("relo")
+    with _native.BenchWalk(c, "x86_64_4l", 2048, (-1, -1), 0) as w:
+        w.round(20_000, 1, False)
+        st = w.stats()
+    assert st["accesses"] == 20_000 and st["faults"] == 0
+    assert st["tlb_hits"] < 0.05 * st["accesses"]
+
+
+def test_bad_parameters_are_usage_errors():
+    c = _native.core("relo")
+    with pytest.raises(UsageError):
+        _native.BenchFault(c, "x86_64_4l", 0, False, -1)
+    with pytest.raises(UsageError):
+        _native.BenchReloc(c, "x86_64_4l", 1000, (-1, -1), "rewalk", 64)  # not page-aligned
+
+
+def test_histogram_buckets_cover_values_within_3_percent():
+    c = _native.core("relo")
+    values = [*range(0, 300), 1000, 4095, 4096, 10**6, 123_456_789, 2**40 + 12345]
+    for v in values:
+        i = _native.bench_hist_index(c, v)
+        lo, hi = _native.bench_hist_lower(c, i), _native.bench_hist_lower(c, i + 1)
+        assert lo <= v < hi, (v, i, lo, hi)
+        assert hi - lo <= max(1, lo / 32)
+    idx = [_native.bench_hist_index(c, v) for v in sorted(values)]
+    assert idx == sorted(idx)  # monotonic: percentiles can be read off in bucket order
+
+
+# ---- statistics on known inputs ----------------------------------------------------------------
+
+
+def test_paired_ratios():
+    assert bench.paired_ratios([2, 3, 10], [1, 3, 4]) == [2.0, 1.0, 2.5]
+    with pytest.raises(ValueError):
+        bench.paired_ratios([1], [1, 2])
+    with pytest.raises(ValueError):
+        bench.paired_ratios([1], [0])
+
+
+def test_mean_ci_t_interval():
+    m, lo, hi = bench.mean_ci([1, 2, 3, 4, 5])
+    # sd = sqrt(2.5), t(4) = 2.776
+    half = 2.776 * math.sqrt(2.5) / math.sqrt(5)
+    assert m == 3 and lo == pytest.approx(3 - half) and hi == pytest.approx(3 + half)
+    assert bench.mean_ci([7.0]) == (7.0, 7.0, 7.0)
+
+
+def test_t_quantiles():
+    assert bench.t_quantile_975(1) == 12.706
+    assert bench.t_quantile_975(30) == 2.042
+    assert bench.t_quantile_975(120) == pytest.approx(1.980, abs=0.002)
+    assert bench.t_quantile_975(10**6) == pytest.approx(1.96, abs=0.001)
+
+
+def test_bootstrap_ci():
+    assert bench.bootstrap_ci([2.0] * 10) == (2.0, 2.0)
+    vals = [1.0, 1.1, 0.9, 1.05, 0.95, 1.02, 0.98, 1.0]
+    lo, hi = bench.bootstrap_ci(vals, seed=3)
+    assert lo < sum(vals) / len(vals) < hi and hi - lo < 0.15
+    assert bench.bootstrap_ci(vals, seed=3) == (lo, hi)  # seeded: reproducible
+
+
+def test_overhead_pct_of_known_rounds():
+    r = bench.overhead_pct([101, 202, 303.0], [100, 200, 300])
+    assert r["overhead_pct"] == pytest.approx(1.0)
+    assert r["ci95_pct"] == [pytest.approx(1.0), pytest.approx(1.0)]
+    assert r["rounds"] == 3
+
+
+def test_hist_percentile():
+    hist = [0, 10, 0, 80, 9, 1]  # identity buckets: bucket i holds the value i
+    lower = lambda i: i  # noqa: E731
+    assert bench.hist_percentile(hist, 0.05, lower) == 1.5
+    assert bench.hist_percentile(hist, 0.5, lower) == 3.5
+    assert bench.hist_percentile(hist, 0.99, lower) == 4.5
+    assert bench.hist_percentile(hist, 1.0, lower) == 5.5
+    assert math.isnan(bench.hist_percentile([0, 0], 0.5, lower))
+
+
+def test_loglog_slope():
+    xs = [1, 10, 100, 1000]
+    assert bench.loglog_slope(xs, [3 * x for x in xs]) == pytest.approx(1.0)
+    assert bench.loglog_slope(xs, [3 * x * x for x in xs]) == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        bench.loglog_slope([5, 5], [1, 2])
+
+
+def test_goals_met_flags():
+    res = {"fault": {"bare": {"overhead_pct": 0.5}, "with_data": {"overhead_pct": 0.31}}}
+    got = {g["key"]: g["met"] for g in bench.goals(res)}
+    assert got == {"fault.bare.overhead_pct": True, "fault.with_data.overhead_pct": False}
+    res = {"walk": {"ratio_vs_chase": float("nan")}}
+    assert bench.goals(res)[0]["met"] is False
+
+
+def test_ci_gate_script_is_executable_and_called_by_ci():
+    root = Path(__file__).resolve().parent.parent
+    assert os.access(root / "scripts" / "ci-gate", os.X_OK)
+    run = (root / ".ci" / "run").read_text().splitlines()
+    assert run.index("scripts/ci-gate") > run.index("make test")
