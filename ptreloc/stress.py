@@ -113,7 +113,9 @@ def run_stress(
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
         raise UsageError(f"seconds must be > 0, got {seconds!r}")
     if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= 62:
-        raise UsageError(f"cpus must be 1..62 (two more threads relocate and reclaim), got {cpus!r}")
+        raise UsageError(
+            f"cpus must be 1..62 (two more threads relocate and reclaim), got {cpus!r}"
+        )
     if isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0:
         raise UsageError(f"batch must be a positive number of frames, got {batch!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -148,6 +150,7 @@ def run_stress(
         seconds=round(r["seconds"], 3), geometry=geometry, protocol=protocol, cpus=cpus,
         seed=seed, batch=batch, nodes=nodes,
         **{k: r[k] for k in verdict},
-        counters={k: v for k, v in r.items() if k not in verdict and k not in ("seconds", "cancelled")},
+        counters={k: v for k, v in r.items()
+                  if k not in verdict and k not in ("seconds", "cancelled")},
         cancelled=r["cancelled"],
     )

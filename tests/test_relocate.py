@@ -38,8 +38,8 @@ def populate(arena: Arena, mm: AddressSpace, cpu: Cpu) -> list[int]:
     g = arena.geometry
     vas = []
     for start, length, huge in layout(arena):
-        mm.map(start, length, phys=start % g.phys_limit & ~(length - 1) if huge else start % (1 << 31),
-               huge=huge)
+        phys = start % g.phys_limit & ~(length - 1) if huge else start % (1 << 31)
+        mm.map(start, length, phys=phys, huge=huge)
         if huge:
             vas += [start, start + length - g.page_size]
         else:
@@ -197,7 +197,7 @@ def test_merge_keeps_the_dirty_bit_a_stale_cpu_wrote_into_the_old_copy(name):
         cpu.access(VA)  # caches the PTE table pointer and a clean TLB entry
         seen = []
 
-        def stale_write(batch, cpu=cpu, seen=seen):
+        def stale_write(batch, cpu=cpu, seen=seen, page=page):
             if batch == 0:
                 r = cpu.access(VA, write=True)  # walks from the stale PWC pointer
                 seen.append(r.ok)
@@ -215,7 +215,7 @@ def test_merge_keeps_the_dirty_bit_a_stale_cpu_wrote_into_the_old_copy(name):
         assert arena.frames_in_use == 0
         arena.close()
     assert results["rewalk"] == (True, True, 2, 0)
-    assert results["naive"] == (False, False, 0, 2), "naive must lose the bits (else the test proves nothing)"
+    assert results["naive"] == (False, False, 0, 2), "naive must lose them (else: proves nothing)"
 
 
 def test_stop_parks_cpus_so_nothing_can_write_the_old_copy():
