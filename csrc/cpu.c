@@ -78,18 +78,45 @@ void ptr_read_unlock(struct ptr_arena *a, int token)
 	atomic_fetch_sub(&a->rd_count[token], 1);
 }
 
+/*
+ * wait_quiescent() - return once CPU @c is, or has been since this call began, outside an
+ * access.  A CPU's read-side section IS its busy lock (held for the whole access, fault path
+ * included), so the hot path pays nothing for relocation beyond one plain store of @seq:
+ * - we take and drop busy: the CPU is between accesses, and its next access takes busy after
+ *   our release, so it happens after everything the caller unlinked - done;
+ * - busy is held (acquire load): read @seq AFTER seeing it held.  The holder's busy CAS
+ *   continues the release sequence of the previous access's unlock, so the value read counts
+ *   at least every access that ended before the one in progress; a change means that one
+ *   ended too (leave_access() bumps @seq before dropping busy).  A shooter or a stopped-CPU
+ *   relocator may be the holder instead: then the trylock succeeds as soon as it lets go.
+ */
+static void wait_quiescent(struct ptr_cpu *c)
+{
+	for (;;) {
+		if (ptr_trylock(&c->busy)) {
+			ptr_unlock(&c->busy);
+			return;
+		}
+		if (atomic_load_explicit(&c->busy.locked, memory_order_acquire))
+			break;
+	}
+	uint64_t s = atomic_load_explicit(&c->seq, memory_order_acquire);
+	while (atomic_load_explicit(&c->seq, memory_order_acquire) == s) {
+		if (ptr_trylock(&c->busy)) {
+			ptr_unlock(&c->busy);
+			return;
+		}
+		sched_yield();
+	}
+}
+
 void ptr_synchronize(struct ptr_arena *a)
 {
+	atomic_thread_fence(memory_order_seq_cst); /* the caller's unlinks before our checks */
 	ptr_lock(&a->cpus_lock, NULL);
-	for (int i = 0; i < PTR_MAX_CPUS; i++) {
-		struct ptr_cpu *c = a->cpus[i];
-		if (!c)
-			continue;
-		uint64_t s = atomic_load(&c->seq);
-		if (s & 1) /* inside an access: wait for it to end (a quiescent point) */
-			while (atomic_load(&c->seq) == s)
-				sched_yield();
-	}
+	for (int i = 0; i < PTR_MAX_CPUS; i++)
+		if (a->cpus[i])
+			wait_quiescent(a->cpus[i]);
 	ptr_unlock(&a->cpus_lock);
 	/* Software readers: flip the epoch, wait for the old side to drain. */
 	int old = (int)(atomic_fetch_add(&a->rd_epoch, 1) & 1);
@@ -204,18 +231,21 @@ void ptr_cpu_get_stats(struct ptr_cpu *c, struct ptr_cpu_stats *out)
 	ptr_unlock(&c->busy);
 }
 
+/*
+ * An access is a read-side section from taking busy to dropping it (see wait_quiescent()).
+ * The busy CAS is paid by both builds; relocation support adds one plain store of @seq (only
+ * this thread writes it), no atomic read-modify-write.
+ */
 static inline void enter_access(struct ptr_cpu *c)
 {
 	ptr_lock(&c->busy, NULL);
-#if PTR_RELOCATION
-	atomic_fetch_add(&c->seq, 1); /* odd: inside a read-side section */
-#endif
 }
 
 static inline void leave_access(struct ptr_cpu *c)
 {
 #if PTR_RELOCATION
-	atomic_fetch_add(&c->seq, 1); /* even: quiescent */
+	atomic_store_explicit(&c->seq, atomic_load_explicit(&c->seq, memory_order_relaxed) + 1,
+			      memory_order_release);
 #endif
 	ptr_unlock(&c->busy);
 }

@@ -443,7 +443,7 @@ uintptr_t ptr_frame_address(struct ptr_arena *a, uint32_t f);
 /**
  * ptr_read_lock() - enter a software read-side section (lockless table reads by a non-CPU
  * thread).  Returns a token for ptr_read_unlock().  CPUs are in a section for the duration of
- * each access (their sequence number is odd), so a CPU thread does not need this.
+ * each access (they hold their busy lock), so a CPU thread does not need this.
  */
 int ptr_read_lock(struct ptr_arena *a);
 void ptr_read_unlock(struct ptr_arena *a, int token);
@@ -694,7 +694,8 @@ struct ptr_cpu_stats {
  * @busy:      held by the CPU for the duration of each access; a shooter that can take it
  *             services the shootdown remotely (rule 5)
  * @seen_gen:  last mm->tlb_gen acknowledged (after flushing)
- * @seq:       odd inside an access (a read-side section), even between accesses
+ * @seq:       relocation build: accesses completed (bumped before busy is dropped); with @busy
+ *             it tells a grace period that an access in progress has ended (cpu.c)
  * @root:      cached root frame (CR3); @pdpte caches PAE's 4 top entries (loaded at CR3 load)
  */
 struct ptr_cpu {

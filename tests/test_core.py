@@ -460,3 +460,38 @@ def test_bad_input_raises_specific_errors():
 def test_geometry_lookup():
     assert geometry("x86_pae").top_preloaded
     assert core.DEFAULT_FRAMES_PER_NODE > 32768
+
+
+def _atomic_rmws(so_path: str, funcs: tuple[str, ...]) -> int:
+    """Atomic read-modify-write instructions (x86 ``lock`` prefix, ``xchg``) in the functions
+    whose names start with one of ``funcs`` (so compiler clones like ``.isra.0`` count)."""
+    import re
+    import subprocess
+
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", so_path], check=True,
+                         capture_output=True, text=True).stdout
+    total = found = 0
+    for block in out.split("\n\n"):
+        m = re.search(r"^[0-9a-f]+ <([^>]+)>:$", block, re.M)
+        if m and m.group(1).split(".")[0] in funcs:
+            found += 1
+            total += sum(1 for ln in block.splitlines() if "lock " in ln or "\txchg" in ln)
+    assert found >= 2, f"{funcs} not found in {so_path}"
+    return total
+
+
+def test_relocation_support_adds_no_atomics_to_the_access_path():
+    """The bench goal (relocation support <= 1% on the hot path) needs the relocation build's
+    access to cost what the norelo one does, plus plain stores: its read-side section is the
+    busy lock both builds take, not an extra pair of locked increments per access."""
+    import importlib
+    import platform
+    import shutil
+
+    if platform.machine() != "x86_64" or not shutil.which("objdump"):
+        pytest.skip("needs objdump on x86-64")
+    hot = ("ptr_cpu_access", "ptr_cpu_access_fault", "access_inner", "hw_update_leaf",
+           "service_locked", "enter_access", "leave_access")
+    relo = importlib.import_module("ptreloc._core").__file__
+    norelo = importlib.import_module("ptreloc._core_norelo").__file__
+    assert _atomic_rmws(relo, hot) == _atomic_rmws(norelo, hot)
