@@ -42,7 +42,7 @@ from ptreloc.errors import (
     PtrelocError,
     UsageError,
 )
-from ptreloc.mirror import Mirror, ProgressCallback, RemoteFraction, mirror
+from ptreloc.mirror import Mirror, ProgressCallback, RemoteFraction, mirror, special_pages
 
 __all__ = [
     "STRATEGIES",
@@ -203,6 +203,7 @@ class MigrationReport:
     data_after: dict[str, int]
     data_not_migrated: int
     kernel_not_migrated: int | None
+    data_unmovable: int
     numa_maps_before: dict[int, int]
     numa_maps_after: dict[int, int]
     tables_before: dict[str, dict[str, int]]
@@ -247,6 +248,7 @@ class MigrationReport:
                 "after": self.data_after,
                 "not_migrated": self.data_not_migrated,
                 "kernel_not_migrated": self.kernel_not_migrated,
+                "unmovable": self.data_unmovable,
                 "numa_maps_before": {str(k): v for k, v in sorted(self.numa_maps_before.items())},
                 "numa_maps_after": {str(k): v for k, v in sorted(self.numa_maps_after.items())},
             },
@@ -442,12 +444,16 @@ def _run(
             lap("relocate")
         fraction_after = m.remote_fraction(after_nodes) if not dry_run else fraction_data_only
         tables_after = _tables_json(m.tables())
-        # pages that were on a source node and are on a source node still (and not on a target)
+        # pages that were on a source node and are on a source node still (and not on a
+        # target); kernel pages mapped into the process ([vdso], [vvar]) cannot move and are
+        # counted apart as "unmovable"
+        special = special_pages(snap)
         stuck = (
             sum(
                 1
-                for b, a in zip(before_nodes, after_nodes, strict=True)
-                if b in request.from_nodes
+                for k, (b, a) in enumerate(zip(before_nodes, after_nodes, strict=True))
+                if k not in special
+                and b in request.from_nodes
                 and b not in request.to_nodes
                 and a in request.from_nodes
                 and a not in request.to_nodes
@@ -477,6 +483,7 @@ def _run(
             data_after=_pages_per_node(after_nodes),
             data_not_migrated=stuck,
             kernel_not_migrated=kernel_left,
+            data_unmovable=len(special),
             numa_maps_before=dict(snap.numa_maps),
             numa_maps_after=numa_after,
             tables_before=tables_before,

@@ -26,7 +26,8 @@ addresses are the virtual ones (modulo the format's physical limit): the mirror 
 
 remote_table_fraction
 ---------------------
-Of the resident pages whose data node is known, the fraction whose translation walks at least
+Of the resident pages whose data node is known (kernel special mappings such as [vdso] left
+out: they are not the process's data and cannot be migrated), the fraction whose translation walks at least
 one table frame on a node other than the page's data node (the walk from the root to the leaf:
 ``nlevels`` tables for a 4 KiB page).  Per level: the fraction whose table *at that level* is on
 another node.  0.0 means every translation walks only node-local tables; with no placed page it
@@ -54,7 +55,26 @@ __all__ = [
     "host_geometry",
     "mirror",
     "ProgressCallback",
+    "SPECIAL_MAPPINGS",
+    "special_pages",
 ]
+
+#: mappings of kernel pages into every process ([vdso] text, ...): resident, walked, but not the
+#: process's data - they sit wherever the kernel put them and migrate_pages cannot move them, so
+#: remote_table_fraction leaves them out
+SPECIAL_MAPPINGS = frozenset({"[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[uprobes]"})
+
+
+def special_pages(snap: ProcessSnapshot) -> frozenset[int]:
+    """Indexes (into ``snap.resident``) of the pages in kernel special mappings."""
+    out: set[int] = set()
+    for vma in snap.vmas:
+        if vma.path in SPECIAL_MAPPINGS:
+            lo = bisect_left(snap.resident, vma.start)
+            hi = bisect_left(snap.resident, vma.end)
+            out.update(range(lo, hi))
+    return frozenset(out)
+
 
 #: progress(done_pages, total_pages) while mapping
 ProgressCallback = Callable[[int, int], None]
@@ -216,6 +236,11 @@ class Mirror:
         """remote_table_fraction for the current tables and ``data_nodes`` (default: the
         mirror's own data nodes)."""
         nodes = self.data_nodes if data_nodes is None else data_nodes
+        excluded = special_pages(self.snapshot)
+        if excluded:
+            nodes = array("i", nodes)
+            for k in excluded:
+                nodes[k] = -1
         self._frame_nodes.clear()
         names = [lv.name for lv in self.geometry.levels]
         by_level = dict.fromkeys(names, 0)

@@ -1,0 +1,122 @@
+"""Live-process migration across two real nodes (run in the 2-node guest by ``make test-vm``).
+
+Kept few and small: the guest runs under TCG, about 8x slower than the host.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from live_workload import live_workload, numa_maps_pages, ptreloc
+
+pytestmark = pytest.mark.multinode
+
+BOUND = ("numactl", "--membind=0", "--cpunodebind=0")
+
+
+def _workload_region_nodes(pid: int, address: int, pages: int) -> set[int]:
+    from ptreloc import numa
+
+    return set(numa.move_pages(pid, [address + i * 4096 for i in range(0, pages, 16)]))
+
+
+def test_migrate_moves_data_and_tables_like_migratepages() -> None:
+    with (
+        live_workload(mib=8, threads=3, prefix=BOUND) as w,
+        live_workload(mib=8, threads=3, prefix=BOUND) as twin,
+    ):
+        assert _workload_region_nodes(w.pid, w.address, w.pages) == {0}
+        result = ptreloc(
+            "migrate",
+            "--pid",
+            str(w.pid),
+            "--from-node",
+            "0",
+            "--to-node",
+            "1",
+            "--json",
+            "--strict",
+            check=0,
+        )
+        report = json.loads(result.stdout)
+        subprocess.run(["migratepages", str(twin.pid), "0", "1"], check=True)
+        ours, theirs = numa_maps_pages(w.pid), numa_maps_pages(twin.pid)
+        # the kernel's own count agrees the data moved, as migratepages moves it
+        assert ours.get(0, 0) == 0 and ours[1] > w.pages
+        assert theirs.get(0, 0) == 0
+        assert _workload_region_nodes(w.pid, w.address, w.pages) == {1}
+        assert _workload_region_nodes(twin.pid, twin.address, twin.pages) == {1}
+    assert report["verified"] is True, report["checks"]
+    assert report["data"]["not_migrated"] == 0
+    assert report["remote_table_fraction"]["after_data_only"] > 0.9
+    assert report["remote_table_fraction"]["after"] == 0.0
+    assert set(report["tables"]["after"]) == {"1"}
+    assert report["virtual_nodes"] == [] or 1 not in report["virtual_nodes"]
+
+
+def test_target_outside_the_cpuset_is_refused_and_nothing_moves() -> None:
+    # numactl --membind does not change Mems_allowed; a cpuset does.  cgroup v2 in the guest.
+    root = "/sys/fs/cgroup"
+    try:
+        if not open("/proc/mounts").read().count(" cgroup2 "):
+            subprocess.run(["mount", "-t", "cgroup2", "none", root], check=True)
+        with open(f"{root}/cgroup.subtree_control", "w") as fh:
+            fh.write("+cpuset")
+        subprocess.run(["mkdir", "-p", f"{root}/ptreloc-test"], check=True)
+        with open(f"{root}/ptreloc-test/cpuset.mems", "w") as fh:
+            fh.write("0")
+    except (OSError, subprocess.CalledProcessError) as err:
+        pytest.skip(f"no cpuset cgroup here: {err}")
+    with live_workload(mib=2, threads=2, prefix=BOUND) as w:
+        with open(f"{root}/ptreloc-test/cgroup.procs", "w") as fh:
+            fh.write(str(w.pid))
+        time.sleep(0.2)
+        before = numa_maps_pages(w.pid)
+        r = ptreloc("migrate", "--pid", str(w.pid), "--from-node", "0", "--to-node", "1")
+        assert r.returncode == 1, r.stderr
+        assert "outside" in r.stderr and "cpuset" in r.stderr and "Traceback" not in r.stderr
+        assert numa_maps_pages(w.pid).get(1, 0) == before.get(1, 0)
+
+
+def test_watch_follows_a_process_moved_by_migratepages() -> None:
+    with live_workload(mib=4, threads=2, prefix=BOUND) as w:
+        watcher = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ptreloc",
+                "watch",
+                "--pid",
+                str(w.pid),
+                "--interval",
+                "0.5",
+                "--follow",
+                "data",
+                "--timeout",
+                "15",
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert watcher.stdout is not None
+        line = watcher.stdout.readline()
+        assert line, watcher.communicate()[1]
+        start = json.loads(line)
+        assert start["event"] == "start" and start["data"].get("0", 0) >= w.pages
+        subprocess.run(["migratepages", str(w.pid), "0", "1"], check=True)
+        out, err = watcher.communicate(timeout=300)
+    events = [start] + [json.loads(line) for line in out.splitlines()]
+    assert watcher.returncode == 0, err
+    moved = [e for e in events if e["event"] == "data_moved"]
+    assert moved, events
+    assert moved[0]["tables_relocated"] > 0
+    # the watch may look while migratepages is half done: the last event sees it finished
+    assert moved[-1]["remote_table_fraction"] == 0.0
+    assert set(moved[-1]["tables"]) == {"1"}
+    assert events[-1]["event"] == "stop"
