@@ -27,9 +27,9 @@ addresses are the virtual ones (modulo the format's physical limit): the mirror 
 remote_table_fraction
 ---------------------
 Of the resident pages whose data node is known (kernel special mappings such as [vdso] left
-out: they are not the process's data and cannot be migrated), the fraction whose translation walks at least
-one table frame on a node other than the page's data node (the walk from the root to the leaf:
-``nlevels`` tables for a 4 KiB page).  Per level: the fraction whose table *at that level* is on
+out: they are not the process's data and cannot be migrated), the fraction whose translation
+walks at least one table frame on a node other than the page's data node (the walk from the
+root to the leaf: ``nlevels`` tables for a 4 KiB page).  Per level: the fraction whose table *at that level* is on
 another node.  0.0 means every translation walks only node-local tables; with no placed page it
 is 0.0 with ``pages`` 0.
 """

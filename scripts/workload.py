@@ -11,8 +11,9 @@ page is resident, prints ONE JSON line on stdout once it is:
 
 then waits: until stdin reaches end of file (unless --ignore-stdin), or SIGTERM/SIGINT.  With
 --touch-interval S the threads keep re-writing their pages every S seconds meanwhile (so the
-data stays hot, as a real workload's would, and NUMA balancing has accesses to sample).  4 KiB pages unless --huge
-(MADV_NOHUGEPAGE by default: a THP-backed region has no lowest-level tables to mirror).
+data stays hot, as a real workload's would, and NUMA balancing has accesses to sample).
+4 KiB pages unless --huge (MADV_NOHUGEPAGE by default: a THP-backed region has no
+lowest-level tables to mirror).
 
 Only the standard library is used, so the system python3 can run it too.  Bind it to a node
 with numactl:  numactl --membind=0 --cpunodebind=0 scripts/workload.py --mib 64

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import tempfile
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -114,8 +114,8 @@ def ptreloc_as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
         importlib.import_module(module)
     import ptreloc.mirror  # noqa: F401
 
-    out = tempfile.TemporaryFile("w+")
-    err = tempfile.TemporaryFile("w+")
+    out = tempfile.TemporaryFile("w+")  # noqa: SIM115 - read back after the fork, then closed
+    err = tempfile.TemporaryFile("w+")  # noqa: SIM115
     pid = os.fork()
     if pid == 0:
         code = 125
@@ -145,6 +145,7 @@ def ptreloc_as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
     _, status = os.waitpid(pid, 0)
     out.seek(0)
     err.seek(0)
-    return subprocess.CompletedProcess(
-        ["ptreloc", *args], os.waitstatus_to_exitcode(status), out.read(), err.read()
-    )
+    with out, err:
+        return subprocess.CompletedProcess(
+            ["ptreloc", *args], os.waitstatus_to_exitcode(status), out.read(), err.read()
+        )

@@ -62,7 +62,9 @@ def test_target_outside_the_cpuset_is_refused_and_nothing_moves() -> None:
     # numactl --membind does not change Mems_allowed; a cpuset does.  cgroup v2 in the guest.
     root = "/sys/fs/cgroup"
     try:
-        if not open("/proc/mounts").read().count(" cgroup2 "):
+        with open("/proc/mounts") as mounts:
+            mounted = " cgroup2 " in mounts.read()
+        if not mounted:
             subprocess.run(["mount", "-t", "cgroup2", "none", root], check=True)
         with open(f"{root}/cgroup.subtree_control", "w") as fh:
             fh.write("+cpuset")
