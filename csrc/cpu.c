@@ -160,10 +160,18 @@ int ptr_cpu_destroy(struct ptr_cpu *c)
 	return 0;
 }
 
-void ptr_cpu_flush(struct ptr_cpu *c)
+static void flush_locked(struct ptr_cpu *c)
 {
 	memset(c->tlb, 0, sizeof(c->tlb));
 	memset(c->pwc, 0, sizeof(c->pwc));
+}
+
+/* Under busy: a shooter may be servicing this CPU remotely (flushing it) at the same time. */
+void ptr_cpu_flush(struct ptr_cpu *c)
+{
+	ptr_lock(&c->busy, NULL);
+	flush_locked(c);
+	ptr_unlock(&c->busy);
 }
 
 /* CR3 load.  Gens were read before this, so a root change after the read is re-serviced. */
@@ -190,7 +198,7 @@ static void service_locked(struct ptr_cpu *c)
 	if (gen == atomic_load_explicit(&c->seen_gen, memory_order_relaxed))
 		return;
 	uint64_t reload = atomic_load(&mm->reload_gen);
-	ptr_cpu_flush(c);
+	flush_locked(c);
 	if (reload != c->seen_reload) {
 		c->seen_reload = reload;
 		load_root(c, mm);
@@ -210,7 +218,7 @@ int ptr_cpu_switch_to(struct ptr_cpu *c, struct ptr_mm *mm)
 		return -EINVAL;
 	ptr_lock(&c->busy, NULL);
 	atomic_store(&c->mm, mm);
-	ptr_cpu_flush(c);
+	flush_locked(c);
 	if (mm) {
 		/* gens first, then the root: see load_root() */
 		uint64_t gen = atomic_load(&mm->tlb_gen);

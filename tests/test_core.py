@@ -495,3 +495,33 @@ def test_relocation_support_adds_no_atomics_to_the_access_path():
     relo = importlib.import_module("ptreloc._core").__file__
     norelo = importlib.import_module("ptreloc._core_norelo").__file__
     assert _atomic_rmws(relo, hot) == _atomic_rmws(norelo, hot)
+
+
+def test_flush_races_a_remote_shootdown_safely():
+    """A shooter services an idle CPU remotely (it flushes the TLB for it) while the CPU's own
+    thread flushes: both must hold the CPU's busy lock.  (Fails under ThreadSanitizer, `make
+    test-sanitize`, when ptr_cpu_flush() does not take it.)"""
+    arena = Arena("x86_64_4l")
+    mm = AddressSpace(arena)
+    mm.map(VA, 4096)
+    cpu = Cpu(arena)
+    cpu.switch_to(mm)
+    stop = threading.Event()
+
+    def shooter() -> None:
+        while not stop.is_set():
+            mm.shootdown()
+
+    t = threading.Thread(target=shooter)
+    t.start()
+    try:
+        for _ in range(3000):
+            cpu.flush()
+            assert cpu.access(VA, write=True).ok
+    finally:
+        stop.set()
+        t.join()
+    assert cpu.stats["shootdowns"] > 0
+    cpu.close()
+    mm.close()
+    arena.close()
