@@ -61,6 +61,7 @@ def run(name: str, ops: list) -> None:
     anc = anchors(g)
     page = g.page_size
     huge_level = g.huge_levels[0] if g.huge_levels else None
+    probes: set[int] = set()  # every VA an operation touched: the core maps none the model lacks
     try:
         for kind, a, i, n, flag, h in ops:
             base = anc[a % len(anc)]
@@ -82,7 +83,8 @@ def run(name: str, ops: list) -> None:
             except PtrelocError as err:
                 want_err = type(err)
             assert (got, got_err) == (want, want_err), (kind, hex(start), length)
-            check_state(arena, mm, model)
+            probes.update((start, start + length - 1))
+            check_state(arena, mm, model, probes)
     finally:
         cpu.close()
         mm.close()
@@ -90,7 +92,10 @@ def run(name: str, ops: list) -> None:
         arena.close()
 
 
-def check_state(arena: Arena, mm: AddressSpace, model: RefModel) -> None:
+def check_state(arena: Arena, mm: AddressSpace, model: RefModel, probes: set[int]) -> None:
+    for va in probes:
+        if model.leaf_at(va) is None:
+            assert mm.translate(va) is None, f"core maps {va:#x}, the model does not"
     for base, leaf in model.leaves.items():
         for va in (base, base + (1 << arena.geometry.levels[leaf.level].shift) - 1):
             t = mm.translate(va)
@@ -122,3 +127,21 @@ def test_model_runner_detects_a_divergence(name: str, monkeypatch) -> None:
     monkeypatch.setattr(refmodel.RefModel, "access", broken)
     with pytest.raises(AssertionError):
         run(name, [("map", 0, 1, 2, True, 1), ("access", 0, 1, 1, True, 1)])
+
+
+@pytest.mark.parametrize("name", GEOMETRIES)
+def test_model_runner_detects_an_extra_mapping(name: str, monkeypatch) -> None:
+    """A leaf the core has and the model lacks is caught even when no later operation looks."""
+    import refmodel
+
+    real_map = refmodel.RefModel.map
+
+    def forgets_leaves(self, start, length, phys, level, writable):
+        real_map(self, start, length, phys, level, writable)
+        for va in list(self.leaves):
+            if start <= va < start + length:
+                del self.leaves[va]
+
+    monkeypatch.setattr(refmodel.RefModel, "map", forgets_leaves)
+    with pytest.raises(AssertionError, match="the model does not"):
+        run(name, [("map", 0, 1, 2, True, 1)])
