@@ -110,8 +110,16 @@ static void wait_quiescent(struct ptr_cpu *c)
 	}
 }
 
+/*
+ * Grace periods serialize: with two at once, the second could flip the epoch back and wait
+ * on the counter the first one flipped away from, returning while a reader that began before
+ * it still runs on the other side (SRCU holds a mutex for the same reason).
+ */
+static pthread_mutex_t sync_mutex = PTHREAD_MUTEX_INITIALIZER;
+
 void ptr_synchronize(struct ptr_arena *a)
 {
+	pthread_mutex_lock(&sync_mutex);
 	atomic_thread_fence(memory_order_seq_cst); /* the caller's unlinks before our checks */
 	ptr_lock(&a->cpus_lock, NULL);
 	for (int i = 0; i < PTR_MAX_CPUS; i++)
@@ -122,6 +130,7 @@ void ptr_synchronize(struct ptr_arena *a)
 	int old = (int)(atomic_fetch_add(&a->rd_epoch, 1) & 1);
 	while (atomic_load(&a->rd_count[old]) != 0)
 		sched_yield();
+	pthread_mutex_unlock(&sync_mutex);
 }
 #endif
 
