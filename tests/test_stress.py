@@ -32,7 +32,10 @@ def test_sound_protocols_lose_nothing(geometry, protocol):
     # the run did exercise what it checks: cleans happened, bits were consumed, faults ran
     assert r.counters["dirty_cleans"] > 0 and r.counters["found_dirty"] > 0
     assert r.counters["fault_path_runs"] > 0 and r.counters["unmaps"] > 0
-    assert r.counters["frames_relocated"] >= r.relocations * r.counters["tables"] // 2
+    # every relocation moves at least the root; how many lower tables exist when it runs
+    # depends on how far the (possibly starved) CPU threads got with their faults
+    assert r.counters["frames_relocated"] >= r.relocations
+    assert r.counters["frames_relocated"] > r.relocations + r.counters["tables"]
 
 
 def test_naive_loses_dirty_bits_under_the_default_stress():
