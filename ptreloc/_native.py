@@ -721,6 +721,53 @@ class Core:
         self.lib.ptr_mm_count_tables(mm, counts, per_node)
         return list(counts), [list(per_node[n]) for n in range(self.max_nodes)]
 
+    # ---- mirror queries (csrc/mirror.c): read-only walks, bulk ones over array('Q') VAs -------
+    def walk_path(self, mm, va: int) -> tuple[int, list[int]]:
+        """(leaf level or -ENOENT, frames per level with PTR_NO_FRAME below the stop)."""
+        frames = self.ffi.new("uint32_t[]", self.max_levels)
+        rc = self.lib.ptr_mirror_walk(mm, self._u64("va", va), frames)
+        if rc != -_errno.ENOENT:
+            self._check(rc, f"walking {_hex(va)}")
+        return rc, list(frames)
+
+    def _vas(self, vas) -> tuple[object, int]:  # noqa: ANN001 (array('Q') or memoryview)
+        view = memoryview(vas)
+        if view.itemsize != 8 or view.format not in ("Q", "L"):
+            raise _UsageError("addresses must be an array('Q')")
+        return self.ffi.from_buffer("uint64_t[]", vas), len(view)
+
+    def walk_many(self, mm, vas, frames, nodes) -> int:  # noqa: ANN001
+        """Fill ``frames`` (array('I')) / ``nodes`` (array('h')), each len(vas) * max_levels or
+        None; returns how many VAs nothing maps."""
+        v, n = self._vas(vas)
+        outs = []
+        for arr, ctype in ((frames, "uint32_t[]"), (nodes, "int16_t[]")):
+            if arr is not None and len(arr) != n * self.max_levels:
+                raise _UsageError(f"output array needs {n * self.max_levels} items")
+            outs.append(self.ffi.NULL if arr is None else self.ffi.from_buffer(ctype, arr))
+        return self._check(self.lib.ptr_mirror_walk_many(mm, v, n, *outs), "walking addresses")
+
+    def remote_count(self, mm, vas, data_nodes) -> dict:  # noqa: ANN001
+        """ptr_mirror_remote(): data_nodes is an array('i') parallel to vas."""
+        v, n = self._vas(vas)
+        if len(data_nodes) != n or memoryview(data_nodes).itemsize != 4:
+            raise _UsageError("data_nodes must be an array('i') as long as the addresses")
+        out = self.ffi.new("struct ptr_mirror_remote *")
+        self._check(self.lib.ptr_mirror_remote(mm, v, self.ffi.from_buffer("int32_t[]", data_nodes),
+                                               n, out), "counting remote tables")
+        return {"pages": out.pages, "remote_pages": out.remote_pages,
+                "by_level": list(out.by_level), "unmapped": out.unmapped}
+
+    def check_translations(self, mm, vas, phys) -> tuple[int, int]:  # noqa: ANN001
+        """ptr_mirror_check(): (translations missing or wrong, index of the first such)."""
+        v, n = self._vas(vas)
+        p, pn = self._vas(phys)
+        if pn != n:
+            raise _UsageError("phys must be as long as the addresses")
+        first = self.ffi.new("uint64_t *")
+        bad = self._check(self.lib.ptr_mirror_check(mm, v, p, n, first), "checking translations")
+        return bad, int(first[0])
+
     # ---- CPUs ---------------------------------------------------------------------------------
     def cpu_create(self, arena):
         out = self.ffi.new("struct ptr_cpu **")

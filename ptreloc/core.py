@@ -22,11 +22,12 @@ Every operation loops in C (a 64 GiB map is one call).  Bad input raises a speci
 from __future__ import annotations
 
 import weakref
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
 from ptreloc import _native
-from ptreloc.errors import InvalidNode, RelocationUnsupported, UsageError
+from ptreloc.errors import InvalidNode, NotMapped, RelocationUnsupported, UsageError
 
 __all__ = [
     "DEFAULT_FRAMES_PER_NODE",
@@ -35,6 +36,7 @@ __all__ = [
     "NodeInfo",
     "Translation",
     "AccessResult",
+    "RemoteTables",
     "Arena",
     "AddressSpace",
     "Cpu",
@@ -45,6 +47,7 @@ __all__ = [
 
 #: Frames reserved per node when not given (address space only: MAP_NORESERVE, faulted lazily).
 DEFAULT_FRAMES_PER_NODE = 65536
+_NO_FRAME = (1 << 32) - 1  # PTR_NO_FRAME: no table at that level of a walk
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,16 @@ class Translation:
     entry: int  # raw leaf entry, real bit layout
     table_frame: int  # arena frame holding the leaf entry
     table_node: int
+
+
+@dataclass(frozen=True)
+class RemoteTables:
+    """What :meth:`AddressSpace.remote_tables` counted."""
+
+    pages: int  # addresses with a known data node and a leaf
+    remote_pages: int  # of which walk at least one table on another node
+    by_level: dict[str, int]  # level name -> of which that level's table is on another node
+    unmapped: int  # addresses with a known data node and nothing mapped
 
 
 @dataclass(frozen=True)
@@ -396,6 +409,41 @@ class AddressSpace:
     @property
     def root_frame(self) -> int:
         return self._core.mm_root(self._h)
+
+    # -- read-only walks (csrc/mirror.c); geometry-generic, the bulk ones loop in C --
+    def walk_path(self, va: int) -> list[int | None]:
+        """The table frame the walk for ``va`` reads at each level (index = level, the root
+        last); None for the levels below a huge leaf.  NotMapped when nothing maps ``va``."""
+        rc, frames = self._core.walk_path(self._h, va)
+        if rc < 0:
+            raise NotMapped(f"nothing is mapped at {va:#x}; map it first")
+        return self._path(frames, 0)
+
+    def _path(self, frames: Any, at: int) -> list[int | None]:
+        no = _NO_FRAME
+        return [None if f == no else f for f in frames[at:at + self.geometry.nlevels]]
+
+    def walk_paths(self, vas: array) -> list[list[int | None]]:
+        """:meth:`walk_path` for every address of ``vas`` (an ``array('Q')``) in one C call."""
+        stride = self._core.max_levels
+        frames = array("I", bytes(4 * stride * len(vas)))
+        if self._core.walk_many(self._h, vas, frames, None):
+            raise NotMapped("some of the addresses are not mapped")
+        return [self._path(frames, i * stride) for i in range(len(vas))]
+
+    def remote_tables(self, vas: array, data_nodes: array) -> RemoteTables:
+        """Of the addresses ``vas`` (``array('Q')``) whose data node (``array('i')``, parallel;
+        negative = leave out) is known, how many walk a table on another node - in one C call."""
+        d = self._core.remote_count(self._h, vas, data_nodes)
+        names = [lv.name for lv in self.geometry.levels]
+        return RemoteTables(d["pages"], d["remote_pages"],
+                            dict(zip(names, d["by_level"], strict=False)), d["unmapped"])
+
+    def check_translations(self, vas: array, phys: array) -> tuple[int, int | None]:
+        """(how many of ``vas`` are unmapped or do not translate to ``phys`` (both
+        ``array('Q')``, parallel), index of the first such or None) - in one C call."""
+        bad, first = self._core.check_translations(self._h, vas, phys)
+        return bad, (first if bad else None)
 
     def table_counts(self) -> dict[str, int]:
         """Tables reachable from this address space per level name (shared ones included)."""

@@ -29,9 +29,9 @@ remote_table_fraction
 Of the resident pages whose data node is known (kernel special mappings such as [vdso] left
 out: they are not the process's data and cannot be migrated), the fraction whose translation
 walks at least one table frame on a node other than the page's data node (the walk from the
-root to the leaf: ``nlevels`` tables for a 4 KiB page).  Per level: the fraction whose table *at that level* is on
-another node.  0.0 means every translation walks only node-local tables; with no placed page it
-is 0.0 with ``pages`` 0.
+root to the leaf: ``nlevels`` tables for a 4 KiB page, fewer under a huge leaf).  Per level:
+the fraction whose table *at that level* is on another node.  0.0 means every translation walks
+only node-local tables; with no placed page it is 0.0 with ``pages`` 0.
 """
 
 from __future__ import annotations
@@ -39,14 +39,13 @@ from __future__ import annotations
 import platform
 from array import array
 from bisect import bisect_left
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ptreloc import numa
 from ptreloc.core import AddressSpace, Arena, Geometry, geometry
-from ptreloc.errors import PtrelocError, UsageError
+from ptreloc.errors import NotMapped, PtrelocError, UsageError
 from ptreloc.proc import ProcessSnapshot
 
 __all__ = [
@@ -167,11 +166,7 @@ class Mirror:
     def phys_of(self, va: int) -> int:
         return va % self.geometry.phys_limit
 
-    # ---- walking the mirrored tree -----------------------------------------------------
-    def _entry_frame(self, entry: int) -> int:
-        # x86 entries: address in bits 12..51 (bit 63 is NX); tables are frame index * bytes
-        return ((entry & ((1 << 52) - 1)) & ~0xFFF) // self.geometry.frame_bytes
-
+    # ---- walking the mirrored tree (the core's own walk: any paging format) ----------------
     def table_path(self, va: int) -> list[int]:
         """Table frames the walk for ``va`` reads, indexed by level (root last); levels below
         a huge leaf are absent (the list is shorter by those levels at its start: see
@@ -180,25 +175,11 @@ class Mirror:
 
     def walk_levels(self, va: int) -> list[tuple[int, int]]:
         """(level, frame) pairs of the walk for ``va`` from the leaf's table up to the root."""
-        g = self.geometry
-        if g.arch != "x86":
-            raise PtrelocError(f"walking {g.name} tables from Python is not supported")
-        frame = self.mm.root_frame
-        path: list[tuple[int, int]] = []
-        level = g.nlevels - 1
-        while level >= 0:
-            path.append((level, frame))
-            lv = g.levels[level]
-            index = (va >> lv.shift) & ((1 << lv.bits) - 1)
-            entry = self.arena._core.table_entry(self.arena._h, frame, level, index)
-            if not entry & 1:  # not present
-                raise PtrelocError(f"mirror has no translation for {va:#x} (level {lv.name})")
-            if level == 0 or entry & 0x80:  # a leaf: the PTE itself, or PS at levels >= 1
-                break
-            frame = self._entry_frame(entry)
-            level -= 1
-        path.reverse()
-        return path
+        try:
+            path = self.mm.walk_path(va)
+        except NotMapped as err:
+            raise PtrelocError(f"mirror has no translation for {va:#x}") from err
+        return [(level, frame) for level, frame in enumerate(path) if frame is not None]
 
     def frame_node(self, frame: int) -> int:
         node = self._frame_nodes.get(frame)
@@ -224,39 +205,27 @@ class Mirror:
         return self.mm.tables()
 
     def frames(self) -> dict[int, int]:
-        """Every table frame of the mirror -> its level (a fresh walk of the tree)."""
+        """Every table frame of the mirror -> its level (a fresh walk of the tree: one walk per
+        lowest-level table span, all in one call into the core)."""
         self._frame_nodes.clear()
+        firsts = array("Q", (va for _i, _j, va in self._blocks()))
         out: dict[int, int] = {}
-        for _i, _j, va in self._blocks():
-            for level, frame in self.walk_levels(va):
-                out[frame] = level
+        for path in self.mm.walk_paths(firsts):
+            for level, frame in enumerate(path):
+                if frame is not None:
+                    out[frame] = level
         return out
 
     def remote_fraction(self, data_nodes: array | None = None) -> RemoteFraction:
         """remote_table_fraction for the current tables and ``data_nodes`` (default: the
-        mirror's own data nodes)."""
-        nodes = self.data_nodes if data_nodes is None else data_nodes
-        excluded = special_pages(self.snapshot)
-        if excluded:
-            nodes = array("i", nodes)
-            for k in excluded:
-                nodes[k] = -1
-        self._frame_nodes.clear()
-        names = [lv.name for lv in self.geometry.levels]
-        by_level = dict.fromkeys(names, 0)
-        pages = remote = 0
-        for i, j, va in self._blocks():
-            path = [(names[level], self.frame_node(frame)) for level, frame in self.walk_levels(va)]
-            for data_node, count in Counter(nodes[i:j]).items():
-                if data_node < 0:
-                    continue
-                pages += count
-                far = [name for name, node in path if node != data_node]
-                if far:
-                    remote += count
-                    for name in far:
-                        by_level[name] += count
-        return RemoteFraction(pages, remote, by_level)
+        mirror's own data nodes): every resident page's walk, in one call into the core."""
+        nodes = array("i", self.data_nodes if data_nodes is None else data_nodes)
+        for k in special_pages(self.snapshot):
+            nodes[k] = -1
+        counted = self.mm.remote_tables(self.snapshot.resident, nodes)
+        if counted.unmapped:
+            raise PtrelocError(f"mirror lost the translation of {counted.unmapped} pages")
+        return RemoteFraction(counted.pages, counted.remote_pages, counted.by_level)
 
     def check_translations(self) -> int:
         """Resident pages whose mirrored translation is missing or wrong (0 when intact)."""

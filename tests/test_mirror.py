@@ -10,6 +10,8 @@ from live_workload import live_workload
 
 from ptreloc import mirror as mirror_mod
 from ptreloc import proc
+from ptreloc.core import AddressSpace, Arena, geometries
+from ptreloc.errors import NotMapped
 from ptreloc.mirror import host_geometry, mirror
 from ptreloc.proc import ProcessSnapshot, Vma
 
@@ -145,5 +147,73 @@ def test_all_pages_unplaced_falls_back_to_the_cpu_node(status: int) -> None:
     try:
         assert m.tables()[0]["pgd"] == 1
         assert m.remote_fraction().pages == 0 and m.remote_fraction().fraction == 0.0
+    finally:
+        m.close()
+
+
+# ---- the core's walk (AddressSpace.walk_path and the bulk queries): any paging format ----------
+
+
+@pytest.mark.parametrize("name", sorted(geometries()))
+def test_walk_path_agrees_with_translate_in_every_format(name: str) -> None:
+    arena = Arena(name, 2, bind=False)
+    mm = AddressSpace(arena, node=0)
+    try:
+        g = arena.geometry
+        page = g.page_size
+        start = 16 * g.levels[1].entry_span  # a lowest-level table span, inside every format
+        mm.map(start, 4 * page)
+        mm.map(start + g.levels[1].entry_span, page, table_node=1)
+        for va in (start, start + 3 * page, start + g.levels[1].entry_span):
+            path = mm.walk_path(va)
+            assert len(path) == g.nlevels and None not in path
+            assert path[0] == mm.translate(va).table_frame  # the leaf's table
+            assert path[-1] == mm.root_frame
+            assert [arena.frame(f)["level"] for f in path] == list(range(g.nlevels))
+        vas = array("Q", [start, start + g.levels[1].entry_span])
+        assert mm.walk_paths(vas) == [mm.walk_path(v) for v in vas]
+        # the second span's PTE table is on node 1: its page walks one remote table
+        counted = mm.remote_tables(vas, array("i", [0, 0]))
+        assert (counted.pages, counted.remote_pages) == (2, 1)
+        assert counted.by_level[g.levels[0].name] == 1
+        with pytest.raises(NotMapped):
+            mm.walk_path(start + 8 * page)
+        with pytest.raises(NotMapped):
+            mm.walk_paths(array("Q", [start + 8 * page]))
+    finally:
+        mm.close()
+        arena.close()
+
+
+def test_walk_path_stops_at_a_huge_leaf_and_remote_counts_only_walked_tables() -> None:
+    arena = Arena("x86_64_4l", 2, bind=False)
+    mm = AddressSpace(arena, node=0)
+    try:
+        mm.map(BASE, BLOCK, huge="pmd", table_node=1)
+        path = mm.walk_path(BASE + 4096)
+        assert path[0] is None and path[1] is not None  # no PTE table under a 2 MiB leaf
+        counted = mm.remote_tables(array("Q", [BASE]), array("i", [1]))
+        # the map made the PUD and PMD tables on node 1 with the data; the root is on node 0
+        assert counted.by_level == {"pte": 0, "pmd": 0, "pud": 0, "pgd": 1}
+        assert counted.remote_pages == 1
+    finally:
+        mm.close()
+        arena.close()
+
+
+def test_mirror_in_a_non_x86_format() -> None:
+    # the mirror once decoded x86 entries itself and refused other formats
+    pages = [(BASE + i * 4096, 0) for i in range(4)] + [(BASE + BLOCK, 1)]
+    snap = _snapshot(pages)
+    snap.vmas[:] = [Vma(BASE, BASE + 2 * BLOCK, "rw-p", 0, "00:00", 0, "")]
+    base = 1 << 30  # arm64 4K 39-bit: below 512 GiB
+    snap.resident[:] = array("Q", (va - BASE + base for va in snap.resident))
+    snap.vmas[:] = [Vma(base, base + 2 * BLOCK, "rw-p", 0, "00:00", 0, "")]
+    m = mirror(snap, geometry_name="arm64_4k_39", bind=False)
+    try:
+        assert m.check_translations() == 0
+        assert len(m.frames()) == 4  # two PTE-level tables, one PMD-level, the root
+        assert m.remote_fraction().remote_pages == 1  # node 1's page under node 0's PMD table
+        assert len(m.table_path(base)) == 3
     finally:
         m.close()
