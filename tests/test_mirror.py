@@ -217,3 +217,18 @@ def test_mirror_in_a_non_x86_format() -> None:
         assert len(m.table_path(base)) == 3
     finally:
         m.close()
+
+
+def test_check_translations_sees_a_missing_and_a_wrong_translation() -> None:
+    pages = [(BASE + i * 4096, 0) for i in range(8)]
+    m = mirror(_snapshot(pages), bind=False)
+    try:
+        assert m.check_translations() == 0
+        m.mm.unmap(BASE + 2 * 4096, 4096)  # one page lost
+        assert m.check_translations() == 1
+        m.mm.map(BASE + 2 * 4096, 4096, phys=0x1234_5000)  # back, but somewhere else
+        assert m.check_translations() == 1
+        bad, first = m.mm.check_translations(m.snapshot.resident, m.expected_phys())
+        assert (bad, first) == (1, 2)
+    finally:
+        m.close()
