@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +23,9 @@ ONE_NODE = len(bench._real_nodes()) < 2
 
 # What docs/BENCHMARKS.md documents and scripts/ci-gate checks, per suite.
 KEYS = {
-    "fault": ["bare.overhead_pct", "bare.ci95_pct", "bare.bootstrap_ci95_pct", "bare.rounds",
-              "bare.ns_per_fault.relo", "bare.ns_per_fault.norelo", "with_data.overhead_pct",
+    "fault": ["bare.overhead_pct", "bare.ci95_pct", "bare.mean_pct", "bare.t_ci95_pct",
+              "bare.rounds", "bare.ns_per_fault.relo", "bare.ns_per_fault.norelo",
+              "with_data.overhead_pct",
               "with_data.ci95_pct", "with_data.ns_per_fault.relo", "goals.bare.overhead_pct.met",
               "goals.with_data.overhead_pct.met"],
     "walk": ["ratio_vs_chase", "ci95", "local.ns_per_walk.cpu", "local.ns_per_walk.chase",
@@ -247,9 +249,24 @@ def test_bootstrap_ci():
 
 def test_overhead_pct_of_known_rounds():
     r = bench.overhead_pct([101, 202, 303.0], [100, 200, 300])
-    assert r["overhead_pct"] == pytest.approx(1.0)
+    assert r["overhead_pct"] == pytest.approx(1.0) and r["mean_pct"] == pytest.approx(1.0)
     assert r["ci95_pct"] == [pytest.approx(1.0), pytest.approx(1.0)]
     assert r["rounds"] == 3
+
+
+def test_overhead_pct_median_ignores_a_disturbed_round():
+    # rounds at +2 %, one round where the relo pass was preempted (+50 %)
+    r = bench.overhead_pct([102, 102, 102, 102, 150.0], [100] * 5)
+    assert r["overhead_pct"] == pytest.approx(2.0)
+    assert r["mean_pct"] == pytest.approx(11.6)
+    lo, hi = r["t_ci95_pct"]
+    assert lo < 2.0 < 11.6 < hi
+
+
+def test_bootstrap_ci_of_the_median():
+    vals = [1.0] * 9 + [9.0]
+    assert bench.bootstrap_ci(vals, seed=1, stat=statistics.median) == (1.0, 1.0)
+    assert bench.bootstrap_ci(vals, seed=1)[1] > 1.0  # the mean's interval feels the outlier
 
 
 def test_hist_percentile():
