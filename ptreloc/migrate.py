@@ -216,6 +216,7 @@ class MigrationReport:
     fraction_after_data_only: RemoteFraction
     fraction_after: RemoteFraction
     checks: dict[str, bool | None]
+    thp: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     page_size: int = numa.PAGE_SIZE
 
@@ -270,6 +271,7 @@ class MigrationReport:
                     "after": self.fraction_after.to_json(),
                 },
             },
+            "thp": self.thp,
             "checks": self.checks,
             "verified": self.verified,
             "timings_s": self.timings_s,
@@ -496,6 +498,7 @@ def _run(
             fraction_after_data_only=fraction_data_only,
             fraction_after=fraction_after,
             checks=checks,
+            thp=m.thp.to_json(),
             timings_s=timings,
             page_size=snap.page_size,
         )

@@ -24,6 +24,19 @@ ascending address order each new table's lowest page is the first page of its ru
 addresses are the virtual ones (modulo the format's physical limit): the mirror exists to say
 *where tables are*, and identity translations make "translations unchanged" checkable per page.
 
+Transparent huge pages
+----------------------
+A 2 MiB block that Linux maps with one PMD entry (a THP) has no PTE table; mirroring it as 512
+base pages would invent one.  :func:`thp_blocks` finds such blocks for real: /proc/PID/smaps
+gives, per VMA, how much is PMD-mapped (``AnonHugePages``, ``ShmemPmdMapped``,
+``FilePmdMapped``); a candidate is a huge-page-aligned block inside one such VMA with every
+page resident.  When we are privileged (pagemap shows frame numbers and /proc/kpageflags is
+readable) a candidate must also be one compound page: its frames contiguous from a head frame
+aligned to the huge size whose flags have KPF_COMPOUND_HEAD (bit 15) and KPF_THP (bit 22).
+Per VMA at most as many blocks as smaps counts are taken (in address order: unprivileged, which
+fully resident blocks are the PMD-mapped ones is a guess).  Each is mirrored as one huge leaf
+at the level above the PTEs.
+
 remote_table_fraction
 ---------------------
 Of the resident pages whose data node is known (kernel special mappings such as [vdso] left
@@ -36,9 +49,11 @@ only node-local tables; with no placed page it is 0.0 with ``pages`` 0.
 
 from __future__ import annotations
 
+import os
 import platform
 from array import array
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +65,9 @@ from ptreloc.proc import ProcessSnapshot
 
 __all__ = [
     "Mirror",
+    "ThpBlocks",
+    "smaps_pmd_mapped",
+    "thp_blocks",
     "RemoteFraction",
     "host_geometry",
     "mirror",
@@ -153,6 +171,7 @@ class Mirror:
     geometry: Geometry
     data_nodes: array  # 'i', per resident page: node >= 0 or -errno
     runs: int  # map calls made (runs of contiguous pages with one placement node)
+    thp: ThpBlocks = field(default_factory=lambda: ThpBlocks((), 0, "none", 0))
     elapsed_s: dict[str, float] = field(default_factory=dict)
     _frame_nodes: dict[int, int] = field(default_factory=dict, repr=False)
 
@@ -258,6 +277,118 @@ class Mirror:
         self.arena.close()
 
 
+#: /proc/PID/smaps fields that count memory mapped by PMD (huge) entries, in kB
+_SMAPS_PMD_FIELDS = ("AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:")
+_KPF_COMPOUND_HEAD = 15  # include/uapi/linux/kernel-page-flags.h
+_KPF_THP = 22
+
+
+@dataclass(frozen=True)
+class ThpBlocks:
+    """Huge-page blocks of a snapshot to mirror as huge leaves (see the module doc)."""
+
+    starts: tuple[int, ...]  # block start addresses, ascending
+    size: int  # bytes per block (2 MiB on x86-64)
+    detected_by: str  # "kpageflags" (frames checked), "smaps" (counts only), or "none"
+    pmd_mapped_bytes: int  # what smaps says is PMD-mapped, over all VMAs
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "huge_leaves": len(self.starts),
+            "huge_leaf_bytes": self.size,
+            "detected_by": self.detected_by,
+            "smaps_pmd_mapped_bytes": self.pmd_mapped_bytes,
+        }
+
+
+def smaps_pmd_mapped(pid: int) -> dict[int, int]:
+    """VMA start -> bytes PMD-mapped in it (only VMAs with some), from /proc/PID/smaps."""
+    out: dict[int, int] = {}
+    start = None
+    try:
+        with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="surrogateescape") as fh:
+            for line in fh:
+                head = line.split(None, 1)[0]
+                if "-" in head and not head.endswith(":"):  # a VMA header: "start-end perms ..."
+                    start = int(head.partition("-")[0], 16)
+                elif head in _SMAPS_PMD_FIELDS and start is not None:
+                    kb = int(line.split()[1])
+                    if kb:
+                        out[start] = out.get(start, 0) + kb * 1024
+    except OSError:
+        return {}  # gone or hidden: nothing is known to be huge
+    return out
+
+
+def _kpageflags(pfns: Iterable[int]) -> dict[int, int] | None:
+    """Flags of each frame from /proc/kpageflags, None when it cannot be read (unprivileged)."""
+    try:
+        fd = os.open("/proc/kpageflags", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        out = {}
+        for pfn in pfns:
+            raw = os.pread(fd, 8, pfn * 8)
+            if len(raw) != 8:
+                return None
+            out[pfn] = int.from_bytes(raw, "little")
+        return out
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def thp_blocks(snap: ProcessSnapshot, geo: Geometry, *, detect: bool = True) -> ThpBlocks:
+    """The blocks of ``snap`` that Linux maps with huge PMD entries (module doc)."""
+    huge = geo.levels[1] if geo.nlevels > 1 else None
+    if not detect or huge is None or not huge.leaf_ok or geo.page_size != snap.page_size:
+        return ThpBlocks((), 0, "none", 0)
+    size = huge.entry_span
+    per_block = size // snap.page_size
+    pmd = smaps_pmd_mapped(snap.pid)
+    if not pmd:
+        return ThpBlocks((), size, "none", 0)
+    resident = snap.resident
+    candidates: list[tuple[int, int, int]] = []  # (vma start, block start, resident index)
+    for vma in snap.vmas:
+        if vma.start not in pmd:
+            continue
+        b = (vma.start + size - 1) // size * size
+        while b + size <= vma.end:
+            lo = bisect_left(resident, b)
+            last = lo + per_block - 1  # every page resident: the block's last page is there
+            if last < len(resident) and resident[last] == b + size - snap.page_size:
+                candidates.append((vma.start, b, lo))
+            b += size
+    pfns = snap.pfns
+    flags = None
+    if pfns is not None and candidates and any(pfns[lo] for _v, _b, lo in candidates):
+        flags = _kpageflags(pfns[lo] for _v, _b, lo in candidates)
+    method = "smaps"
+    if flags is not None:
+        method = "kpageflags"
+        head_bits = 1 << _KPF_COMPOUND_HEAD | 1 << _KPF_THP
+        kept = []
+        for vma_start, b, lo in candidates:
+            head = pfns[lo]  # type: ignore[index]
+            if (
+                head % per_block == 0
+                and flags[head] & head_bits == head_bits
+                and pfns[lo : lo + per_block] == array("Q", range(head, head + per_block))  # type: ignore[index]
+            ):
+                kept.append((vma_start, b, lo))
+        candidates = kept
+    taken: Counter[int] = Counter()
+    starts = []
+    for vma_start, b, _lo in candidates:
+        if taken[vma_start] < pmd[vma_start] // size:
+            taken[vma_start] += 1
+            starts.append(b)
+    return ThpBlocks(tuple(starts), size, method, sum(pmd.values()))
+
+
 def _placement_nodes(snap: ProcessSnapshot) -> array:
     """Per resident page, the node its tables would be placed by (the rule in the module doc)."""
     known = next((n for n in snap.nodes if n >= 0), None)
@@ -291,11 +422,13 @@ def mirror(
     extra_nodes: Iterable[int] = (),
     progress: ProgressCallback | None = None,
     bind: bool = True,
+    detect_thp: bool = True,
 ) -> Mirror:
-    """Mirror ``snap`` (see the module doc for the placement rule).
+    """Mirror ``snap`` (see the module doc for the placement rule and huge pages).
 
     The arena has a pool for every node 0..max(online nodes, data nodes, ``extra_nodes``);
-    nodes online with memory are real (mbind-bound), the others virtual.
+    nodes online with memory are real (mbind-bound), the others virtual.  ``detect_thp=False``
+    maps every page as a base page.
     """
     import time
 
@@ -317,6 +450,10 @@ def mirror(
     vma_writable = ["w" in v.perms for v in snap.vmas]
     page = snap.page_size
     limit = geo.phys_limit
+    thp = thp_blocks(snap, geo, detect=detect_thp)
+    huge_starts = thp.starts
+    huge_pages = thp.size // page if thp.size else 0
+    hi = 0  # next huge block
     total = len(resident)
     runs = 0
     i = 0
@@ -327,16 +464,23 @@ def mirror(
             node = place[i]
             while vi < len(vma_ends) and vma_ends[vi] <= start:
                 vi += 1
-            vma_end = vma_ends[vi] if vi < len(vma_ends) else 1 << 64
-            j = i + 1
-            expect = start + page
-            while j < total and resident[j] == expect and place[j] == node and expect < vma_end:
-                j += 1
-                expect += page
             writable = vma_writable[vi] if vi < len(vma_ends) else True
-            mm.map(start, expect - start, start % limit, writable=writable, table_node=node)
+            next_huge = huge_starts[hi] if hi < len(huge_starts) else 1 << 64
+            if start == next_huge:  # one huge leaf for the whole block
+                mm.map(start, thp.size, start % limit, writable=writable, huge=1, table_node=node)
+                hi += 1
+                i += huge_pages
+            else:
+                vma_end = vma_ends[vi] if vi < len(vma_ends) else 1 << 64
+                stop = min(vma_end, next_huge)
+                j = i + 1
+                expect = start + page
+                while j < total and resident[j] == expect and place[j] == node and expect < stop:
+                    j += 1
+                    expect += page
+                mm.map(start, expect - start, start % limit, writable=writable, table_node=node)
+                i = j
             runs += 1
-            i = j
             if progress is not None and (runs & 255 == 0 or i == total):
                 progress(i, total)
     except BaseException:
@@ -352,5 +496,6 @@ def mirror(
         geometry=geo,
         data_nodes=array("i", snap.nodes),
         runs=runs,
+        thp=thp,
         elapsed_s={"mirror": round(clock() - t0, 6)},
     )

@@ -13,7 +13,9 @@ then waits: until stdin reaches end of file (unless --ignore-stdin), or SIGTERM/
 --touch-interval S the threads keep re-writing their pages every S seconds meanwhile (so the
 data stays hot, as a real workload's would, and NUMA balancing has accesses to sample).
 4 KiB pages unless --huge (MADV_NOHUGEPAGE by default: a THP-backed region has no
-lowest-level tables to mirror).
+lowest-level tables to mirror).  With --huge the region starts on a 2 MiB boundary and is
+madvise(MADV_HUGEPAGE)d, so the kernel backs it with transparent huge pages when THP is
+"always" or "madvise" (/sys/kernel/mm/transparent_hugepage/enabled); "address" is that start.
 
 Only the standard library is used, so the system python3 can run it too.  Bind it to a node
 with numactl:  numactl --membind=0 --cpunodebind=0 scripts/workload.py --mib 64
@@ -41,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="re-touch every page every S seconds while waiting (0: just wait)",
     )
-    parser.add_argument("--huge", action="store_true", help="allow transparent huge pages")
+    parser.add_argument(
+        "--huge",
+        action="store_true",
+        help="2 MiB-aligned region with MADV_HUGEPAGE (transparent huge pages)",
+    )
     parser.add_argument(
         "--ignore-stdin", action="store_true", help="wait for SIGTERM/SIGINT only, not stdin EOF"
     )
@@ -53,10 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     pages = args.mib * (1 << 20) // page
     # private anonymous (Python's default for fd -1 is MAP_SHARED, i.e. shmem, which
     # migrate_pages treats differently)
-    region = mmap.mmap(-1, pages * page, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    if not args.huge and hasattr(mmap, "MADV_NOHUGEPAGE"):
+    huge = 2 << 20
+    # --huge: map one huge page more, so a huge-page-aligned start exists inside the mapping
+    span = pages * page + (huge if args.huge else 0)
+    region = mmap.mmap(-1, span, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    offset = (-base) % huge if args.huge else 0
+    if args.huge:
+        region.madvise(mmap.MADV_HUGEPAGE, offset, pages * page)
+    elif hasattr(mmap, "MADV_NOHUGEPAGE"):
         region.madvise(mmap.MADV_NOHUGEPAGE)
-    address = ctypes.addressof(ctypes.c_char.from_buffer(region))
+    address = base + offset
     stop = threading.Event()
     touched = threading.Barrier(args.threads + 1)
 
@@ -64,14 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         share = range(index, pages, args.threads)
         value = 1
         for i in share:
-            region[i * page] = value
+            region[offset + i * page] = value
         touched.wait()
         # the threads stay alive until the end either way: a migration moves a live,
         # multi-threaded process, not one whose workers have already finished
         while not stop.wait(args.touch_interval or None):
             value = value % 255 + 1
             for i in share:
-                region[i * page] = value
+                region[offset + i * page] = value
 
     threads = [
         threading.Thread(target=worker, args=(i,), name=f"touch-{i}", daemon=True)

@@ -108,6 +108,7 @@ def show_data(pid: int, progress: bool) -> dict[str, Any]:
             "last_cpu": snap.last_cpu,
             "last_cpu_node": snap.last_cpu_node,
             "mirror_map_calls": m.runs,
+            "thp": m.thp.to_json(),
             "elapsed_s": {**snap.elapsed_s, **m.elapsed_s},
         }
     finally:
@@ -164,6 +165,14 @@ def command(pid: int, as_json: bool) -> None:
         f"by level: {levels})",
         markup=False,
     )
+    thp = data["thp"]
+    if thp["huge_leaves"]:
+        out.print(
+            f"transparent huge pages: {thp['huge_leaves']} blocks of "
+            f"{thp['huge_leaf_bytes'] >> 20} MiB mirrored as huge leaves (no PTE table; found "
+            f"by {thp['detected_by']})",
+            markup=False,
+        )
     if data["virtual_nodes"]:
         out.print(
             f"nodes {','.join(map(str, data['virtual_nodes']))} are virtual (no such real node "
