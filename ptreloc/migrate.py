@@ -197,6 +197,7 @@ class MigrationReport:
     dry_run: bool
     strategy: str
     batch: int
+    table_pool_frames: int | None
     geometry: str
     virtual_nodes: tuple[int, ...]
     data_before: dict[str, int]
@@ -230,6 +231,16 @@ class MigrationReport:
     def partial(self) -> bool:
         return self.data_not_migrated > 0 or sum(self.not_relocated.values()) > 0
 
+    def partial_summary(self) -> str:
+        """What was not moved, in one line (for --strict's exit 3)."""
+        tables = sum(self.not_relocated.values())
+        parts = [f"{self.data_not_migrated} pages not migrated", f"{tables} tables not relocated"]
+        if tables:
+            levels = ", ".join(f"{k} {v}" for k, v in self.not_relocated.items() if v)
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.not_relocated_reasons.items()))
+            parts[-1] += f" ({levels}; reasons: {reasons or 'unknown'})"
+        return ", ".join(parts)
+
     def to_json(self) -> dict[str, Any]:
         r = self.request
         return {
@@ -241,6 +252,7 @@ class MigrationReport:
             "dry_run": self.dry_run,
             "strategy": self.strategy,
             "batch": self.batch,
+            "table_pool_frames": self.table_pool_frames,
             "geometry": self.geometry,
             "virtual_nodes": list(self.virtual_nodes),
             "page_size": self.page_size,
@@ -331,6 +343,7 @@ def migrate(
     strategy: str = "rewalk",
     batch: int = DEFAULT_BATCH,
     in_place: bool = False,
+    table_pool_frames: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> MigrationReport:
     """Validate, snapshot, mirror, migrate the data, relocate the tables, verify (module doc).
@@ -338,11 +351,24 @@ def migrate(
     With ``dry_run`` nothing real moves: ``data.after`` and ``remote_table_fraction`` give what
     migrate_pages would do (the kernel's remap of source to target nodes), the tables are not
     relocated and ``verified`` is None.
+
+    ``table_pool_frames`` caps each target node's pool of mirrored table frames at that many
+    frames (frames in use count against it) for the relocation, so allocation failure on the
+    target can be provoked on a real run: the tables that do not fit stay where they were and
+    are reported in ``not_relocated`` with their reasons (``target_full``, then ``aborted``).
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}: use {' or '.join(STRATEGIES)}")
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 1 << 20:
         raise UsageError(f"batch must be 1..{1 << 20} table frames, not {batch!r}")
+    if table_pool_frames is not None and (
+        isinstance(table_pool_frames, bool)
+        or not isinstance(table_pool_frames, int)
+        or not 0 <= table_pool_frames < 1 << 32
+    ):
+        raise UsageError(
+            f"table pool capacity must be 0..{(1 << 32) - 1} frames, not {table_pool_frames!r}"
+        )
     clock = time.perf_counter
     timings: dict[str, float] = {}
     t_start = t = clock()
@@ -356,7 +382,9 @@ def migrate(
     request = validate(pid, from_spec, to_spec, in_place=in_place)
     lap("validate")
     try:
-        return _run(request, dry_run, strategy, batch, progress, timings, lap, t_start)
+        return _run(
+            request, dry_run, strategy, batch, table_pool_frames, progress, timings, lap, t_start
+        )
     except (psutil.NoSuchProcess, ProcessLookupError, FileNotFoundError) as err:
         raise _exited(pid) from err
     except PtrelocError as err:
@@ -385,6 +413,7 @@ def _run(
     dry_run: bool,
     strategy: str,
     batch: int,
+    table_pool_frames: int | None,
     progress: ProgressCallback | None,
     timings: dict[str, float],
     lap: Callable[[str], None],
@@ -428,6 +457,10 @@ def _run(
             else:
                 target = _majority_chooser(m, after_nodes, request.to_nodes)
             sources = request.from_nodes
+            if table_pool_frames is not None:
+                for node in request.to_nodes:  # a pool cannot be capped above its size
+                    size = m.arena.pool(node)["nframes"]
+                    m.arena.set_capacity(node, min(table_pool_frames, size))
             if scratch is not None:
                 out = relocate_mirror(m, sources, scratch, strategy=strategy, batch=batch)
                 back = relocate_mirror(m, {scratch}, target, strategy=strategy, batch=batch)
@@ -470,7 +503,7 @@ def _run(
         }
         if not dry_run:
             checks["translations_unchanged"] = m.check_translations() == 0
-            checks["tables_on_target"] = _tables_on_target(m, request)
+            checks["tables_on_target"] = _tables_on_target(m, request, scratch)
             checks["data_on_target"] = stuck == 0
             lap("verify")
         timings["total"] = round(time.perf_counter() - t_start, 6)
@@ -479,6 +512,7 @@ def _run(
             dry_run=dry_run,
             strategy=strategy,
             batch=batch,
+            table_pool_frames=table_pool_frames,
             geometry=m.geometry.name,
             virtual_nodes=m.arena.virtual_nodes,
             data_before=_pages_per_node(before_nodes),
@@ -526,12 +560,15 @@ def _majority_chooser(m: Mirror, nodes: array, targets: frozenset[int]) -> Calla
     return choose
 
 
-def _tables_on_target(m: Mirror, request: MigrationRequest) -> bool | None:
-    """Every mirrored table frame that was on a source node is on a target node now - by the
-    arena's metadata and, for real nodes, by the kernel (move_pages query of the frame)."""
+def _tables_on_target(m: Mirror, request: MigrationRequest, scratch: int | None) -> bool | None:
+    """Every mirrored table frame that was on a source node is on a target node now (and none
+    was left on the in-place round trip's scratch node) - by the arena's metadata and, for real
+    nodes, by the kernel (move_pages query of the frame)."""
     frames = m.frames()
     real = {n.node for n in m.arena.nodes if n.real}
     sources = request.from_nodes - request.to_nodes
+    if scratch is not None:
+        sources |= {scratch}
     meta_ok = all(m.frame_node(f) not in sources for f in frames)
     to_check = [f for f in frames if m.frame_node(f) in real]
     kernel = m.frame_real_nodes(to_check)

@@ -214,6 +214,32 @@ def test_offline_node() -> None:
     _one_error_line(r, 2, f"node {node}")
 
 
+@needs_engine
+def test_a_capped_target_pool_gives_a_partial_result_and_strict_exits_3() -> None:
+    with live_workload(mib=8) as w:
+        args = ["migrate", "--pid", str(w.pid), "--from-node", "0", "--to-node", "0"]
+        args += ["--in-place", "--json", "--batch", "4", "--table-pool-frames", "6"]
+        lenient = ptreloc(*args)
+        strict = ptreloc(*args, "--strict")
+    assert lenient.returncode == 0, lenient.stderr
+    data = json.loads(lenient.stdout)
+    assert data["table_pool_frames"] == 6
+    tables = data["tables"]
+    assert 0 < sum(tables["relocated"].values()) <= 6  # what fitted, in whole batches
+    assert sum(tables["not_relocated"].values()) > 0
+    assert tables["not_relocated_reasons"].get("target_full", 0) >= 1
+    # the tables that did not fit are left on the round trip's scratch node: not on target
+    assert data["checks"]["tables_on_target"] is False and data["verified"] is False
+    assert data["checks"]["translations_unchanged"] is True
+    assert data["remote_table_fraction"]["after"] > 0
+    # --strict: exit 3, the JSON still printed, one line naming what was not moved and why
+    assert strict.returncode == 3, strict.stderr
+    assert json.loads(strict.stdout)["tables"]["not_relocated"] == tables["not_relocated"]
+    line = strict.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert "tables not relocated" in line and "target_full" in line and "pte" in line
+
+
 @pytest.mark.parametrize(
     ("args", "code", "words"),
     [
@@ -223,6 +249,8 @@ def test_offline_node() -> None:
         (["--pid", "abc"], 2, ("abc",)),
         (["--pid", "1", "--batch", "0"], 2, ("batch",)),
         (["--pid", "1", "--strategy", "naive"], 2, ("naive",)),
+        (["--pid", "1", "--table-pool-frames", "-1"], 2, ("table-pool-frames",)),
+        (["--pid", "1", "--table-pool-frames", str(1 << 32)], 2, ("table-pool-frames",)),
     ],
 )
 def test_bad_numbers_and_options(args: list[str], code: int, words: tuple[str, ...]) -> None:

@@ -52,6 +52,15 @@ __all__ = ["command"]
     help="Allow --from-node equal to --to-node: run the whole path on that node (the kernel "
     "moves nothing; the mirrored tables are copied to fresh frames on the same node).",
 )
+@click.option(
+    "--table-pool-frames",
+    "table_pool_frames",
+    type=click.IntRange(0, (1 << 32) - 1),
+    metavar="N",
+    help="Cap the target node's pool of mirrored table frames at N frames (frames in use "
+    "count), to see what a partial relocation reports: the tables that do not fit stay behind "
+    "and are listed in tables.not_relocated with reasons (no effect with --dry-run).",
+)
 @json_option
 @guarded
 def command(
@@ -63,6 +72,7 @@ def command(
     strategy: str,
     batch: int,
     in_place: bool,
+    table_pool_frames: int | None,
     as_json: bool,
 ) -> None:
     """Move process PID's pages from --from-node to --to-node with migrate_pages(2), as
@@ -77,7 +87,8 @@ def command(
     Exit codes: 0 done (check "verified"), 1 no such process / zombie / permission / target
     outside the cpuset / syscall failure / the process exited mid-way, 2 usage error (bad
     option, malformed or offline node, kernel thread, from equal to to), 3 with --strict when
-    some page was not migrated or some table not relocated.
+    some page was not migrated or some table not relocated (the JSON or the report is printed
+    first; the one-line message names what was not moved).
     """
     with progress_bar(not as_json, f"mirroring pid {pid}") as update:
         report = migrate_mod.migrate(
@@ -88,6 +99,7 @@ def command(
             strategy=strategy,
             batch=batch,
             in_place=in_place,
+            table_pool_frames=table_pool_frames,
             progress=update,
         )
     data = report.to_json()
@@ -96,11 +108,7 @@ def command(
     else:
         _print(data)
     if strict and report.partial:
-        fail(
-            f"partial result: {report.data_not_migrated} pages not migrated, "
-            f"{sum(report.not_relocated.values())} tables not relocated",
-            EXIT_PARTIAL,
-        )
+        fail(f"partial result (--strict): {report.partial_summary()}", EXIT_PARTIAL)
 
 
 def _print(data: dict) -> None:
