@@ -271,10 +271,29 @@ static int rewalk(struct reloc_ctx *c, int mi, const struct reloc_rec *r, uint32
 static void copy_table(struct reloc_ctx *c, int level, uint32_t from, uint32_t to)
 {
 	const struct ptr_geometry *g = c->g;
-	void *s = fdata(c, from), *d = fdata(c, to);
-	/* entry by entry with atomic loads: CPUs may be setting A/D in the source right now */
-	for (uint32_t i = 0; i < (1u << g->level[level].bits); i++)
-		ptr_entry_store(g, level, d, i, ptr_entry_load(g, level, s, i));
+	uint32_t n = 1u << g->level[level].bits;
+	/*
+	 * Entry by entry with atomic loads, because CPUs may be setting A/D in the source right
+	 * now (whatever a CPU writes after our load reaches the new copy through the merge, 4).
+	 * Relaxed is enough on both sides: the new table is unlinked until repoint_link()'s CAS
+	 * (or the root store), which is seq_cst and so orders these stores before the publication
+	 * that a walker's acquire load of the parent entry pairs with.  The entry size is hoisted
+	 * out of the loop; relaxed 4/8-byte atomics compile to plain moves, so this is a copy loop
+	 * with no per-entry call or branch.
+	 */
+	if (g->level[level].entry_size == 8) {
+		const _Atomic uint64_t *s = fdata(c, from);
+		_Atomic uint64_t *d = fdata(c, to);
+		for (uint32_t i = 0; i < n; i++)
+			atomic_store_explicit(&d[i], atomic_load_explicit(&s[i], memory_order_relaxed),
+					      memory_order_relaxed);
+	} else {
+		const _Atomic uint32_t *s = fdata(c, from);
+		_Atomic uint32_t *d = fdata(c, to);
+		for (uint32_t i = 0; i < n; i++)
+			atomic_store_explicit(&d[i], atomic_load_explicit(&s[i], memory_order_relaxed),
+					      memory_order_relaxed);
+	}
 }
 
 /* Point mms[mi]'s link to @r's table at r->fresh.  Return: true when CPUs need a root reload. */
@@ -301,10 +320,47 @@ static bool repoint_link(struct reloc_ctx *c, int mi, struct reloc_rec *r, uint3
 /* ---- 4. merge ------------------------------------------------------------------------------ */
 
 /*
+ * merge_entry() - the slow path of merge_table() for entry @i, whose old copy @oe differs from
+ * its new copy: decode, and OR the old A/D state into the new leaf.  Return: 1 when the new
+ * entry gained (or, @apply false, would have gained) A/D state, else 0.
+ */
+static __attribute__((noinline)) uint64_t merge_entry(struct reloc_ctx *c, int level, void *n,
+						      uint32_t i, uint64_t oe, bool apply)
+{
+	const struct ptr_geometry *g = c->g;
+	if (!ptr_entry_is_leaf(g, level, oe))
+		return 0;
+	uint64_t ne = ptr_entry_load(g, level, n, i);
+	for (;;) {
+		/* under our locks nobody can have replaced the leaf; be defensive anyway */
+		if (!ptr_entry_is_leaf(g, level, ne) ||
+		    ptr_entry_phys(g, level, ne) != ptr_entry_phys(g, level, oe))
+			return 0;
+		uint64_t want = ptr_entry_merge_ad(g, ne, oe);
+		if (want == ne)
+			return 0;
+		if (!apply)
+			return 1;
+		if (ptr_entry_cas(g, level, n, i, &ne, want))
+			return 1;
+	}
+}
+
+/*
  * merge_table() - OR the A/D state the stale CPUs left in the old copy into the new one.
  * @apply false (naive): only count the entries whose A/D state would be lost.
  * Locking: the caller holds the new table's lock (rule 1/2), so no software consumer of A/D can
  * run on it; CPUs may set A/D concurrently, hence the CAS.
+ *
+ * Fast path: the new copy was copied from the old one, and since then the old copy changed
+ * only by stale CPUs' A/D writes and the new one only by current CPUs' A/D writes (under our
+ * locks nothing else writes either).  An entry whose two copies are still bit-for-bit equal
+ * therefore has nothing to merge (merging an entry's A/D state into itself changes nothing),
+ * so one raw compare per entry - relaxed loads, plain moves, the entry size hoisted out of the
+ * loop - skips almost every entry, and only the few that differ are decoded.  Relaxed loads
+ * of the old copy see every stale write: ptr_shootdown() returned after each CPU acknowledged,
+ * and a CPU's A/D writes precede its acknowledgement (its seq_cst store of seen_gen, which the
+ * shooter loads, or the release of its busy lock, which a shooter servicing it acquires).
  */
 static uint64_t merge_table(struct reloc_ctx *c, const struct reloc_rec *r, bool apply)
 {
@@ -313,28 +369,23 @@ static uint64_t merge_table(struct reloc_ctx *c, const struct reloc_rec *r, bool
 	if (level > 0 && !g->level[level].leaf_ok)
 		return 0; /* no leaves at this level, no A/D to carry */
 	void *o = fdata(c, r->old), *n = fdata(c, r->fresh);
+	uint32_t cnt = 1u << g->level[level].bits;
 	uint64_t changed = 0;
-	for (uint32_t i = 0; i < (1u << g->level[level].bits); i++) {
-		uint64_t oe = ptr_entry_load(g, level, o, i);
-		if (!ptr_entry_is_leaf(g, level, oe))
-			continue;
-		uint64_t ne = ptr_entry_load(g, level, n, i);
-		for (;;) {
-			/* under our locks nobody can have replaced the leaf; be defensive anyway */
-			if (!ptr_entry_is_leaf(g, level, ne) ||
-			    ptr_entry_phys(g, level, ne) != ptr_entry_phys(g, level, oe))
-				break;
-			uint64_t want = ptr_entry_merge_ad(g, ne, oe);
-			if (want == ne)
-				break;
-			if (!apply) {
-				changed++;
-				break;
-			}
-			if (ptr_entry_cas(g, level, n, i, &ne, want)) {
-				changed++;
-				break;
-			}
+	if (g->level[level].entry_size == 8) {
+		const _Atomic uint64_t *ow = o, *nw = n;
+		for (uint32_t i = 0; i < cnt; i++) {
+			uint64_t oe = atomic_load_explicit(&ow[i], memory_order_relaxed);
+			if (likely(oe == atomic_load_explicit(&nw[i], memory_order_relaxed)))
+				continue;
+			changed += merge_entry(c, level, n, i, oe, apply);
+		}
+	} else {
+		const _Atomic uint32_t *ow = o, *nw = n;
+		for (uint32_t i = 0; i < cnt; i++) {
+			uint32_t oe = atomic_load_explicit(&ow[i], memory_order_relaxed);
+			if (likely(oe == atomic_load_explicit(&nw[i], memory_order_relaxed)))
+				continue;
+			changed += merge_entry(c, level, n, i, oe, apply);
 		}
 	}
 	return changed;
