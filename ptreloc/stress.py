@@ -21,11 +21,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ptreloc import _native
-from ptreloc.errors import UsageError
+from ptreloc.errors import InvalidNode, UsageError
 
-__all__ = ["PROTOCOLS", "DEFAULTS", "StressResult", "run_stress", "stress_nodes"]
+__all__ = ["PROTOCOLS", "NODE_MODES", "DEFAULTS", "StressResult", "run_stress", "stress_nodes"]
 
 PROTOCOLS: tuple[str, ...] = tuple(_native.RELOC_STRATEGIES)
+
+#: How the arena's two pools are placed: ``auto`` binds each to the real NUMA node of the same
+#: id when that node has memory and leaves it virtual otherwise; ``real`` insists on real
+#: nodes 0 and 1 (an error where they do not exist, rather than a quietly virtual run);
+#: ``virtual`` leaves both unbound (to compare with a real run on the same machine).
+NODE_MODES: tuple[str, ...] = ("auto", "real", "virtual")
 
 #: Parameters of the default stress (the tuning the naive-loss test relies on).
 DEFAULTS: dict[str, Any] = {
@@ -39,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "write_pct": 50,
     "unmap_pct": 5,
     "frames_per_node": 4096,
+    "nodes": "auto",
 }
 
 
@@ -71,21 +78,40 @@ class StressResult:
         return not (self.lost_dirty or self.lost_accessed or self.freed_frame_accesses
                     or self.leaked_frames or self.translation_mismatches or self.access_errors)
 
+    @property
+    def virtual_nodes(self) -> list[int]:
+        """Arena nodes of this run that were not bound to a real NUMA node."""
+        return [n["node"] for n in self.nodes if n["virtual"]]
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        d["virtual_nodes"] = self.virtual_nodes
         d["clean"] = self.clean
         return d
 
 
-def stress_nodes() -> tuple[tuple[int, int], list[dict[str, Any]]]:
-    """The two arena nodes the relocator moves tables between: each is bound to the real NUMA
-    node of the same id when that node is online with memory, else it is virtual (unbound)."""
+def stress_nodes(mode: str = "auto") -> tuple[tuple[int, int], list[dict[str, Any]]]:
+    """The two arena nodes the relocator moves tables between and the real NUMA node each
+    pool is bound to (-1: virtual, unbound), per ``mode`` (see :data:`NODE_MODES`)."""
+    if mode not in NODE_MODES:
+        raise UsageError(f"unknown node mode {mode!r}: use one of {', '.join(NODE_MODES)}")
     try:
         from ptreloc import numa
 
         real = numa.topology().with_memory
     except Exception:  # no sysfs (containers): both virtual
         real = frozenset()
+    if mode == "virtual":
+        real = frozenset()
+    elif mode == "real":
+        missing = [n for n in (0, 1) if n not in real]
+        if missing:
+            have = ",".join(str(n) for n in sorted(real)) or "none"
+            raise InvalidNode(
+                f"real nodes requested, but NUMA node(s) {','.join(map(str, missing))} are "
+                f"offline or have no memory here (nodes with memory: {have}): use node mode "
+                f"auto (missing nodes become virtual) or run inside scripts/numa-vm --nodes 2"
+            )
     binds = tuple(n if n in real else -1 for n in (0, 1))
     nodes = [{"node": n, "virtual": b < 0, "bind_node": None if b < 0 else b}
              for n, b in zip((0, 1), binds, strict=True)]
@@ -105,11 +131,13 @@ def run_stress(
     write_pct: int = DEFAULTS["write_pct"],
     unmap_pct: int = DEFAULTS["unmap_pct"],
     frames_per_node: int = DEFAULTS["frames_per_node"],
+    nodes: str = DEFAULTS["nodes"],
     progress: Callable[[float], None] | None = None,
 ) -> StressResult:
     """Run the torture test for ``seconds``.  ``progress`` (optional) is called about ten
-    times a second with the elapsed seconds.  Ctrl-C stops the run early (KeyboardInterrupt
-    propagates after the C threads have stopped)."""
+    times a second with the elapsed seconds.  ``nodes`` places the two pools (see
+    :data:`NODE_MODES`; the result's ``nodes`` says which were virtual).  Ctrl-C stops the
+    run early (KeyboardInterrupt propagates after the C threads have stopped)."""
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
         raise UsageError(f"seconds must be > 0, got {seconds!r}")
     if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= 62:
@@ -123,7 +151,7 @@ def run_stress(
     for name, v in (("write_pct", write_pct), ("unmap_pct", unmap_pct)):
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 100:
             raise UsageError(f"{name} must be 0..100, got {v!r}")
-    binds, nodes = stress_nodes()
+    binds, node_info = stress_nodes(nodes)
     run = _native.StressRun(
         _native.core(), geometry=geometry, cpus=cpus, seconds=float(seconds), strategy=protocol,
         batch=batch, seed=seed, bind_nodes=binds, frames_per_node=frames_per_node,
@@ -148,7 +176,7 @@ def run_stress(
                "translation_mismatches", "access_errors", "relocations", "accesses")
     return StressResult(
         seconds=round(r["seconds"], 3), geometry=geometry, protocol=protocol, cpus=cpus,
-        seed=seed, batch=batch, nodes=nodes,
+        seed=seed, batch=batch, nodes=node_info,
         **{k: r[k] for k in verdict},
         counters={k: v for k, v in r.items()
                   if k not in verdict and k not in ("seconds", "cancelled")},

@@ -10,12 +10,23 @@ from rich.table import Table
 from ptreloc import _native
 from ptreloc.cli._common import emit_json, guarded, json_option, stderr_console, stdout_console
 from ptreloc.errors import EXIT_OPERATIONAL
-from ptreloc.stress import DEFAULTS, PROTOCOLS, run_stress
+from ptreloc.stress import DEFAULTS, NODE_MODES, PROTOCOLS, StressResult, run_stress
 
 __all__ = ["command"]
 
 _VERDICT = ("lost_dirty", "lost_accessed", "freed_frame_accesses", "leaked_frames",
             "translation_mismatches", "access_errors")
+
+
+def describe_nodes(result: StressResult, mode: str) -> str:
+    """One line naming each arena node as real (and where) or virtual, and why."""
+    parts = [f"{n['node']} on NUMA node {n['bind_node']}" if not n["virtual"]
+             else f"{n['node']} virtual" for n in result.nodes]
+    line = "arena nodes: " + ", ".join(parts)
+    if result.virtual_nodes:
+        line += (" (--nodes virtual)" if mode == "virtual"
+                 else " (the machine has fewer NUMA nodes with memory)")
+    return line
 
 
 def _geometry_names() -> list[str]:
@@ -40,15 +51,21 @@ def _geometry_names() -> list[str]:
               show_default=True, help="Table frames per lock/shootdown batch.")
 @click.option("--seed", type=click.IntRange(min=0), default=DEFAULTS["seed"], show_default=True,
               help="Seed of the CPUs' and the reclaimer's random choices.")
+@click.option("--nodes", "node_mode", type=click.Choice(NODE_MODES), default=DEFAULTS["nodes"],
+              show_default=True,
+              help="Where the two table pools live: auto (real NUMA nodes 0 and 1 where they "
+                   "exist, virtual otherwise), real (fail unless both exist), virtual (both "
+                   "unbound).")
 @json_option
 @guarded
 def command(seconds: float, cpus: int, protocol: str, geometry: str, batch: int, seed: int,
-            as_json: bool) -> None:
+            node_mode: str, as_json: bool) -> None:
     """Torture-test a relocation protocol: CPUs write, tables move, A/D bits get consumed.
 
     CPUS emulated CPUs read and write random pages of a demand-faulted address space (faults
     included) while a relocator moves every one of its tables back and forth between two
-    nodes (virtual nodes where the machine has fewer; the output says which) and a reclaimer
+    nodes (real NUMA nodes 0 and 1 when the machine has them, virtual otherwise - see --nodes;
+    the output always says which are virtual) and a reclaimer
     consumes dirty and accessed bits like writeback, aging and eviction.  A shadow record of
     every access decides whether a dirty or accessed bit was lost; every access is checked
     against the address it must translate to; walks that read a freed table and frames still
@@ -69,7 +86,8 @@ def command(seconds: float, cpus: int, protocol: str, geometry: str, batch: int,
         def progress(elapsed: float) -> None:
             bar.update(task, completed=elapsed)
     try:
-        result = run_stress(seconds, cpus, protocol, geometry, batch, seed, progress=progress)
+        result = run_stress(seconds, cpus, protocol, geometry, batch, seed, nodes=node_mode,
+                            progress=progress)
     finally:
         if progress is not None:
             bar.stop()
@@ -89,10 +107,7 @@ def command(seconds: float, cpus: int, protocol: str, geometry: str, batch: int,
             v = getattr(result, key)
             table.add_row(key, f"[red]{v:,}[/red]" if v else "0")
         stdout_console.print(table)
-        virt = [str(n["node"]) for n in result.nodes if n["virtual"]]
-        if virt:
-            stdout_console.print(f"nodes {', '.join(virt)} virtual (the machine has fewer "
-                                 f"NUMA nodes with memory)")
+        stdout_console.print(describe_nodes(result, node_mode))
         stdout_console.print("verdict: " + ("clean" if result.clean else "[red]LOSS FOUND[/red]"))
     if not result.clean:
         sys.exit(EXIT_OPERATIONAL)
