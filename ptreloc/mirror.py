@@ -49,6 +49,7 @@ only node-local tables; with no placed page it is 0.0 with ``pages`` 0.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 from array import array
@@ -58,7 +59,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ptreloc import numa
+from ptreloc import numa, proc
 from ptreloc.core import AddressSpace, Arena, Geometry, geometry
 from ptreloc.errors import NotMapped, PtrelocError, UsageError
 from ptreloc.proc import ProcessSnapshot
@@ -269,6 +270,72 @@ class Mirror:
         statuses = numa.move_pages(0, [self.arena.frame_address(f) for f in frames])
         return dict(zip(frames, statuses, strict=True))
 
+    def refresh(self) -> tuple[int, int]:
+        """Follow the process's resident set: re-read /proc/PID/maps and pagemap and, when they
+        changed, mirror the pages that became resident (placed by the same rule: new tables on
+        the node of their first new page; new fully-THP blocks as huge leaves) and unmap the
+        pages that are gone (a huge leaf with a page gone is remapped as base pages).  The
+        unchanged case costs a pagemap read and one array comparison.  Returns (pages added,
+        pages removed); ``snapshot`` and ``data_nodes`` then describe the new resident set."""
+        snap = self.snapshot
+        vmas = proc.read_maps(snap.pid)
+        resident, frames = proc.read_pagemap(snap.pid, vmas)
+        if resident == snap.resident:
+            self.snapshot = dataclasses.replace(snap, vmas=vmas)
+            return 0, 0
+        now = set(resident)
+        before = set(snap.resident)
+        page = snap.page_size
+        gone = [va for va in snap.resident if va not in now]
+        # a huge leaf can only be unmapped whole: its block's remaining pages are re-added
+        huge = set(self.thp.starts)
+        size = self.thp.size
+        broken = {va - va % size for va in gone if size and va - va % size in huge}
+        for va in gone:
+            if not (size and va - va % size in broken):
+                self.mm.unmap(va, page)
+        for block in broken:
+            self.mm.unmap(block, size)
+            before.difference_update(range(block, block + size, page))
+        added = array("Q", (va for va in resident if va not in before))
+        added_nodes = array("i", numa.move_pages(snap.pid, added)) if added else array("i")
+        old_nodes = dict(zip(snap.resident, self.data_nodes, strict=True))
+        new_node = dict(zip(added, added_nodes, strict=True))
+        nodes = array("i", (new_node[va] if va in new_node else old_nodes[va] for va in resident))
+        fresh = dataclasses.replace(
+            snap,
+            vmas=vmas,
+            resident=resident,
+            nodes=nodes,
+            pfns=frames if any(frames) else None,
+        )
+        # blocks that are THP now and whose pages are all unmapped in the mirror: huge leaves
+        thp = thp_blocks(fresh, self.geometry)
+        still_huge = huge - broken
+        add_thp = ThpBlocks(
+            tuple(
+                blk
+                for blk in thp.starts
+                if blk not in still_huge
+                and all(va in new_node for va in range(blk, blk + thp.size, page))
+            ),
+            thp.size,
+            thp.detected_by,
+            thp.pmd_mapped_bytes,
+        )
+        sub = dataclasses.replace(fresh, resident=added, nodes=added_nodes, pfns=None)
+        _map_pages(self.mm, added, _placement_nodes(sub), vmas, add_thp)
+        self.thp = ThpBlocks(
+            tuple(sorted(still_huge | set(add_thp.starts))),
+            thp.size or self.thp.size,
+            thp.detected_by,
+            thp.pmd_mapped_bytes,
+        )
+        self.snapshot = fresh
+        self.data_nodes = nodes
+        self._frame_nodes.clear()
+        return len(added) - sum(1 for va in added if va in old_nodes), len(gone)
+
     def update_data_nodes(self, nodes: Iterable[int]) -> None:
         self.data_nodes = array("i", nodes)
 
@@ -389,12 +456,14 @@ def thp_blocks(snap: ProcessSnapshot, geo: Geometry, *, detect: bool = True) -> 
     return ThpBlocks(tuple(starts), size, method, sum(pmd.values()))
 
 
-def _placement_nodes(snap: ProcessSnapshot) -> array:
-    """Per resident page, the node its tables would be placed by (the rule in the module doc)."""
-    known = next((n for n in snap.nodes if n >= 0), None)
+def _placement_nodes(snap: ProcessSnapshot, nodes: array | None = None) -> array:
+    """Per resident page (or per entry of ``nodes``), the node its tables would be placed by
+    (the rule in the module doc)."""
+    nodes = snap.nodes if nodes is None else nodes
+    known = next((n for n in nodes if n >= 0), None)
     if known is None:
         known = snap.last_cpu_node if snap.last_cpu_node is not None else 0
-    out = array("i", snap.nodes)
+    out = array("i", nodes)
     previous = known
     for i, node in enumerate(out):
         if node < 0:
@@ -413,6 +482,58 @@ def _tables_needed(resident: array, geo: Geometry) -> int:
         spans = {s >> lv.bits for s in spans}
         total += len(spans)
     return total
+
+
+def _map_pages(
+    mm: AddressSpace,
+    resident: array,
+    place: array,
+    vmas: list,
+    thp: ThpBlocks,
+    progress: ProgressCallback | None = None,
+) -> int:
+    """Map ``resident`` (ascending page addresses) into ``mm``: one call per run of contiguous
+    pages with one placement node inside one VMA, one huge leaf per block of ``thp``.  New
+    tables go to the run's node.  Returns the number of map calls."""
+    geo = mm.geometry
+    vma_ends = [v.end for v in vmas]
+    vma_writable = ["w" in v.perms for v in vmas]
+    page = geo.page_size
+    limit = geo.phys_limit
+    huge_starts = thp.starts
+    huge_pages = thp.size // page if thp.size else 0
+    hi = 0  # next huge block
+    total = len(resident)
+    runs = 0
+    i = 0
+    vi = 0
+    while i < total:
+        start = resident[i]
+        node = place[i]
+        while vi < len(vma_ends) and vma_ends[vi] <= start:
+            vi += 1
+        writable = vma_writable[vi] if vi < len(vma_ends) else True
+        while hi < len(huge_starts) and huge_starts[hi] < start:
+            hi += 1
+        next_huge = huge_starts[hi] if hi < len(huge_starts) else 1 << 64
+        if start == next_huge:  # one huge leaf for the whole block
+            mm.map(start, thp.size, start % limit, writable=writable, huge=1, table_node=node)
+            hi += 1
+            i += huge_pages
+        else:
+            vma_end = vma_ends[vi] if vi < len(vma_ends) else 1 << 64
+            stop = min(vma_end, next_huge)
+            j = i + 1
+            expect = start + page
+            while j < total and resident[j] == expect and place[j] == node and expect < stop:
+                j += 1
+                expect += page
+            mm.map(start, expect - start, start % limit, writable=writable, table_node=node)
+            i = j
+        runs += 1
+        if progress is not None and (runs & 255 == 0 or i == total):
+            progress(i, total)
+    return runs
 
 
 def mirror(
@@ -440,53 +561,20 @@ def mirror(
     wanted = set(topo.online) | {n for n in snap.nodes if n >= 0} | set(extra_nodes)
     count = max(wanted) + 1
     needed = _tables_needed(snap.resident, geo) if snap.resident else 8
-    # every node must be able to hold the whole tree: a relocation moves all of it to one node
-    arena = Arena(name, count, frames_per_node=needed + 64, bind=bind)
+    # every node must be able to hold the whole tree (a relocation moves all of it to one node),
+    # and room to grow when a watch mirrors pages faulted in later (reserved, not committed)
+    arena = Arena(name, count, frames_per_node=2 * needed + 1024, bind=bind)
     place = _placement_nodes(snap)
     root_node = place[0] if place else (snap.last_cpu_node or 0)
     mm = AddressSpace(arena, node=root_node)
-    resident = snap.resident
-    vma_ends = [v.end for v in snap.vmas]
-    vma_writable = ["w" in v.perms for v in snap.vmas]
-    page = snap.page_size
-    limit = geo.phys_limit
     thp = thp_blocks(snap, geo, detect=detect_thp)
-    huge_starts = thp.starts
-    huge_pages = thp.size // page if thp.size else 0
-    hi = 0  # next huge block
-    total = len(resident)
-    runs = 0
-    i = 0
-    vi = 0
     try:
-        while i < total:
-            start = resident[i]
-            node = place[i]
-            while vi < len(vma_ends) and vma_ends[vi] <= start:
-                vi += 1
-            writable = vma_writable[vi] if vi < len(vma_ends) else True
-            next_huge = huge_starts[hi] if hi < len(huge_starts) else 1 << 64
-            if start == next_huge:  # one huge leaf for the whole block
-                mm.map(start, thp.size, start % limit, writable=writable, huge=1, table_node=node)
-                hi += 1
-                i += huge_pages
-            else:
-                vma_end = vma_ends[vi] if vi < len(vma_ends) else 1 << 64
-                stop = min(vma_end, next_huge)
-                j = i + 1
-                expect = start + page
-                while j < total and resident[j] == expect and place[j] == node and expect < stop:
-                    j += 1
-                    expect += page
-                mm.map(start, expect - start, start % limit, writable=writable, table_node=node)
-                i = j
-            runs += 1
-            if progress is not None and (runs & 255 == 0 or i == total):
-                progress(i, total)
+        runs = _map_pages(mm, snap.resident, place, snap.vmas, thp, progress)
     except BaseException:
         mm.close()
         arena.close()
         raise
+    total = len(snap.resident)
     if progress is not None:
         progress(total, total)
     return Mirror(

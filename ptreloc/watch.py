@@ -8,12 +8,14 @@ produced and the tables follow:
 
 * ``data_moved``: some pages changed node.  Each table goes to the node that now holds most of
   the data pages under it (``follow="data"`` or ``"auto"``).
+* ``pages_changed``: pages became resident or went away (the heap grew, a region was unmapped):
+  the mirror follows them (:meth:`~ptreloc.mirror.Mirror.refresh`, a pagemap read per look;
+  new tables are placed by the mirror's rule).  Not counted by ``count``.
 * ``cpu_moved``: the threads' node changed and the data did not.  With ``follow="cpu"`` or
   ``"auto"`` every table goes to the CPU's node (a page walk is done by the CPU; this is the
   placement Mitosis argues for when data is spread).  ``follow="data"`` only reports it.
 
-The mirror covers the pages resident when watching started; pages faulted in later are not
-followed (restart the watch to include them).  The watch ends when the process exits, on
+The watch ends when the process exits, on
 Ctrl-C, after ``count`` relocation events or after ``timeout`` seconds.
 """
 
@@ -40,7 +42,7 @@ FOLLOW = ("auto", "data", "cpu")
 
 @dataclass
 class WatchEvent:
-    event: str  # start, data_moved, cpu_moved, exit, stop
+    event: str  # start, pages_changed, data_moved, cpu_moved, exit, stop
     pid: int
     time_s: float  # seconds since the watch started
     data: dict[str, int]  # node -> pages (of the mirrored pages)
@@ -213,6 +215,8 @@ def watch(
                     or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
                 ):
                     raise NoSuchProcess(f"pid {pid} exited")
+                added, removed = m.refresh()
+                snap = m.snapshot
                 now = (
                     array("i", numa.move_pages(pid, snap.resident)) if snap.resident else array("i")
                 )
@@ -229,6 +233,24 @@ def watch(
                     reason="the process exited",
                 )
                 return
+            if added or removed:
+                # the pages just mirrored were placed by their current node: not moves
+                nodes = array("i", m.data_nodes)
+                yield WatchEvent(
+                    "pages_changed",
+                    pid,
+                    clock() - t0,
+                    _per_node(nodes),
+                    cpu_node,
+                    _tables(m),
+                    m.remote_fraction(nodes).fraction,
+                    extra={
+                        "pages_added": added,
+                        "pages_removed": removed,
+                        "resident_pages": len(snap.resident),
+                        "huge_leaves": len(m.thp.starts),
+                    },
+                )
             # a page that vanished (-ENOENT/-EFAULT now) is not a move
             moved = sum(1 for a, b in zip(nodes, now, strict=True) if a >= 0 and b >= 0 and a != b)
             kind = None
@@ -238,6 +260,7 @@ def watch(
                 kind = "cpu_moved"
             if kind is None:
                 nodes = now
+                m.update_data_nodes(now)
                 continue
             before = m.remote_fraction(now).fraction
             target: int | Callable[..., int] | None

@@ -2,12 +2,16 @@
 """A real multi-threaded workload for ptreloc to look at and migrate.
 
 usage: scripts/workload.py [--mib N] [--threads T] [--touch-interval S] [--huge]
-                           [--ignore-stdin]
+                           [--grow-mib M] [--ignore-stdin]
 
 Maps N MiB of private anonymous memory, has T threads touch (write) their share of it so every
 page is resident, prints ONE JSON line on stdout once it is:
 
     {"ready": true, "pid": 1234, "address": 140..., "pages": 16384, "threads": 4, ...}
+
+With --grow-mib M, each SIGUSR1 maps and touches M MiB more (same page kind) and prints
+{"grown": true, "address": ..., "pages": ...} for the new region: memory that becomes resident
+after a tool started looking.
 
 then waits: until stdin reaches end of file (unless --ignore-stdin), or SIGTERM/SIGINT.  With
 --touch-interval S the threads keep re-writing their pages every S seconds meanwhile (so the
@@ -47,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         "--huge",
         action="store_true",
         help="2 MiB-aligned region with MADV_HUGEPAGE (transparent huge pages)",
+    )
+    parser.add_argument(
+        "--grow-mib", type=int, default=0, help="on SIGUSR1, map and touch this many MiB more"
     )
     parser.add_argument(
         "--ignore-stdin", action="store_true", help="wait for SIGTERM/SIGINT only, not stdin EOF"
@@ -111,6 +118,21 @@ def main(argv: list[str] | None = None) -> int:
     def finish(_signo: int, _frame: object) -> None:
         stop.set()
 
+    grown: list[mmap.mmap] = []  # kept referenced: unmapping them would undo the growth
+
+    def grow(_signo: int, _frame: object) -> None:
+        extra = args.grow_mib * (1 << 20) // page
+        more = mmap.mmap(-1, extra * page, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if not args.huge and hasattr(mmap, "MADV_NOHUGEPAGE"):
+            more.madvise(mmap.MADV_NOHUGEPAGE)
+        for i in range(extra):
+            more[i * page] = 1
+        grown.append(more)
+        start = ctypes.addressof(ctypes.c_char.from_buffer(more))
+        print(json.dumps({"grown": True, "address": start, "pages": extra}), flush=True)
+
+    if args.grow_mib > 0:
+        signal.signal(signal.SIGUSR1, grow)
     signal.signal(signal.SIGTERM, finish)
     signal.signal(signal.SIGINT, finish)
     # wait for end of file on stdin in a thread, so a signal can end the wait too

@@ -107,3 +107,51 @@ def test_watch_bad_input(args: list[str], code: int) -> None:
     r = ptreloc("watch", *args)
     assert r.returncode == code, r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def _grow(w: object) -> dict:
+    """SIGUSR1 the workload (started with --grow-mib) and read what it mapped."""
+    w.proc.send_signal(signal.SIGUSR1)  # type: ignore[attr-defined]
+    return json.loads(w.proc.stdout.readline())  # type: ignore[attr-defined]
+
+
+def test_mirror_refresh_follows_pages_faulted_in_later() -> None:
+    from ptreloc import proc
+    from ptreloc.mirror import mirror
+
+    with live_workload(mib=2, threads=1, extra=["--grow-mib", "4"]) as w:
+        m = mirror(proc.snapshot(w.pid))
+        try:
+            pte_before = m.tables()[0]["pte"]
+            assert m.refresh() == (0, 0)  # nothing changed: nothing done
+            grown = _grow(w)
+            added, _removed = m.refresh()
+            assert added >= grown["pages"]
+            new = grown["address"]
+            t = m.mm.translate(new + (grown["pages"] - 1) * 4096)
+            assert t is not None and t.phys == new + (grown["pages"] - 1) * 4096
+            assert m.check_translations() == 0
+            assert len(m.data_nodes) == len(m.snapshot.resident)
+            assert m.tables()[0]["pte"] >= pte_before + 2  # 4 MiB more needs 2+ PTE tables
+            assert m.remote_fraction().fraction == 0.0
+        finally:
+            m.close()
+
+
+def test_watch_mirrors_pages_that_became_resident_after_it_started() -> None:
+    with live_workload(mib=2, threads=1, extra=["--grow-mib", "4"]) as w:
+        watcher = _watch(w.pid, "--interval", "0.1", "--timeout", "60")
+        assert watcher.stdout is not None
+        start = json.loads(watcher.stdout.readline())
+        grown = _grow(w)
+        while True:
+            event = json.loads(watcher.stdout.readline())
+            if event["event"] == "pages_changed":
+                break
+            assert event["event"] not in ("stop", "exit"), event
+        watcher.send_signal(signal.SIGINT)
+        watcher.communicate(timeout=60)
+    assert event["pages_added"] >= grown["pages"]
+    assert event["resident_pages"] >= start["resident_pages"] + grown["pages"]
+    assert event["data"]["0"] >= start["data"]["0"] + grown["pages"]
+    assert event["tables"]["0"]["pte"] >= start["tables"]["0"]["pte"] + 2

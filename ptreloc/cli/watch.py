@@ -62,7 +62,8 @@ def command(
     """Follow process PID: when its data moves node (NUMA balancing, migratepages, a cpuset
     change) or its threads move to another node's CPUs, relocate its mirrored page tables to
     follow, and print one line per event (a JSON line with --json): start, data_moved,
-    cpu_moved, then exit (the process ended) or stop (Ctrl-C, --count, --timeout).
+    cpu_moved, pages_changed (pages became resident or went away; the mirror follows them),
+    then exit (the process ended) or stop (Ctrl-C, --count, --timeout).
 
     Exit codes: 0 when the process exits, on Ctrl-C, --count or --timeout; 1 no such process /
     zombie / permission; 2 usage error.
@@ -102,6 +103,11 @@ def _emit(event: watch_mod.WatchEvent, as_json: bool) -> None:
         line += (
             f" (was {event.remote_table_fraction_before or 0.0:.3f}; {event.pages_moved} pages "
             f"moved, {event.tables_relocated} tables relocated to {event.target})"
+        )
+    if event.event == "pages_changed":
+        line += (
+            f" (mirror followed +{event.extra.get('pages_added', 0)} "
+            f"-{event.extra.get('pages_removed', 0)} pages)"
         )
     if event.reason:
         line += f" [{event.reason}]"
