@@ -6,14 +6,26 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
 
 from ptreloc.errors import PtrelocError
 
-__all__ = ["json_option", "guarded", "emit_json", "stderr_console", "stdout_console", "fail"]
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "json_option",
+    "guarded",
+    "emit_json",
+    "stderr_console",
+    "stdout_console",
+    "fail",
+    "one_line",
+]
+
+# Ctrl-C: the shell convention (128 + SIGINT), so a script can tell "stopped" from "failed".
+EXIT_INTERRUPTED = 130
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,9 +52,15 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def fail(message: str, exit_code: int) -> None:
+def one_line(message: str) -> str:
+    """``message`` with every run of whitespace (newlines included) folded to one space: the
+    contract promises ONE line on stderr, and library messages (or OSError texts) may wrap."""
+    return " ".join(str(message).split()) or "unknown error"
+
+
+def fail(message: str, exit_code: int) -> NoReturn:
     """Print one error line on stderr and exit (never a traceback)."""
-    click.echo(f"ptreloc: error: {message}", err=True)
+    click.echo(f"ptreloc: error: {one_line(message)}", err=True)
     sys.exit(exit_code)
 
 
@@ -56,6 +74,6 @@ def guarded(func: F) -> F:
         except PtrelocError as err:
             fail(str(err), err.exit_code)
         except KeyboardInterrupt:
-            fail("interrupted", 130)
+            fail("interrupted (Ctrl-C) before the command finished", EXIT_INTERRUPTED)
 
     return wrapper  # type: ignore[return-value]
