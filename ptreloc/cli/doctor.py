@@ -16,7 +16,7 @@ import click
 from rich.table import Table
 
 from ptreloc import numa
-from ptreloc.cli._common import emit_json, guarded, json_option, stdout_console
+from ptreloc.cli._common import emit_json, fail, guarded, json_option, stdout_console
 from ptreloc.errors import EXIT_OPERATIONAL, PtrelocError
 
 __all__ = ["command", "diagnose"]
@@ -215,7 +215,11 @@ def _verdict(report: dict[str, Any]) -> str:
     return f"ready: {selected} backend works; {where}"
 
 
-@click.command("doctor")
+@click.command("doctor", epilog="""\b
+Examples:
+  ptreloc doctor
+  ptreloc doctor --json | jq .verdict
+  PTRELOC_NUMA_BACKEND=syscall ptreloc doctor   # check the raw-syscall fallback""")
 @json_option
 @guarded
 def command(as_json: bool) -> None:
@@ -223,7 +227,8 @@ def command(as_json: bool) -> None:
     NUMA features, and whether the multi-node test bed can run.
 
     JSON keys: backend (selected, libnuma, syscall: loads/works/detail), privileges, nodes,
-    kernel, test_bed, verdict, ok.  Exit code 0 when NUMA calls work, 1 when they do not.
+    kernel, test_bed, verdict, ok.  Exit code 0 when NUMA calls work; 1 when they do not
+    (the report is still printed, and one line on stderr says why); 2 for a bad option.
     """
     report = diagnose()
     report["verdict"] = _verdict(report)
@@ -243,4 +248,5 @@ def command(as_json: bool) -> None:
         stdout_console.print(table)
         stdout_console.print(f"verdict: {report['verdict']}", markup=False)
     if not report["ok"]:
-        raise SystemExit(EXIT_OPERATIONAL)
+        # the report went to stdout (JSON or table); stderr gets the contract's one line
+        fail(f"doctor: {report['verdict']}", EXIT_OPERATIONAL)

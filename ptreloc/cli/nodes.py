@@ -11,7 +11,11 @@ from ptreloc.cli._common import emit_json, guarded, json_option, stdout_console
 __all__ = ["command"]
 
 
-@click.command("nodes")
+@click.command("nodes", epilog="""\b
+Examples:
+  ptreloc nodes
+  ptreloc nodes --nodes 0-1 --json
+  ptreloc nodes --pid "$(pgrep -n myapp)"   # plus that process's pages per node""")
 @click.option(
     "--nodes",
     "node_list",
@@ -29,8 +33,9 @@ def command(node_list: str | None, pid: int | None, as_json: bool) -> None:
     """Show the NUMA nodes: online and possible, CPUs, memory and distances.
 
     Read from /sys/devices/system/node, the same source as `numactl --hardware`.
-    Memory is in MiB (numactl's "MB").  Exit codes: 2 for a bad or offline node in
-    --nodes, 1 for a --pid that does not exist.
+    Memory is in MiB (numactl's "MB").  Exit codes: 0 success; 1 for a --pid that does not
+    exist (or cannot be read); 2 for a bad option, a malformed or offline node in --nodes, or
+    a --pid that is not a positive number.
     """
     topo = numa.topology()
     ordered = sorted(topo.nodes)
