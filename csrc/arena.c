@@ -115,6 +115,11 @@ int ptr_arena_set_capacity(struct ptr_arena *a, int node, uint32_t frames)
 	return 0;
 }
 
+void ptr_arena_set_poison(struct ptr_arena *a, bool on)
+{
+	a->no_poison = !on;
+}
+
 void ptr_arena_fail_nth_alloc(struct ptr_arena *a, uint64_t k)
 {
 	atomic_store(&a->fail_alloc_at, k ? atomic_load(&a->alloc_calls) + k : 0);
@@ -128,6 +133,12 @@ static void fill_table(struct ptr_arena *a, uint32_t f, uint32_t bytes, uint64_t
 }
 
 int ptr_frame_alloc(struct ptr_arena *a, int node, int level, uint32_t *out)
+{
+	return ptr_frame_alloc_flags(a, node, level, 0, out);
+}
+
+int ptr_frame_alloc_flags(struct ptr_arena *a, int node, int level, unsigned int flags,
+			  uint32_t *out)
 {
 	if (node < 0 || node >= a->nnodes || level < 0 || level >= a->geo->nlevels)
 		return -ENODEV;
@@ -156,7 +167,8 @@ int ptr_frame_alloc(struct ptr_arena *a, int node, int level, uint32_t *out)
 	ptr_unlock(&p->lock);
 
 	struct ptr_frame *fr = &a->frames[f];
-	fill_table(a, f, ptr_table_bytes(a->geo, level), 0);
+	if (!(flags & PTR_ALLOC_NOZERO))
+		fill_table(a, f, ptr_table_bytes(a->geo, level), 0);
 	fr->level = (uint8_t)level;
 	atomic_store(&fr->sharers, 1);
 	atomic_store(&fr->base_va, 0);
@@ -173,7 +185,9 @@ void ptr_frame_free(struct ptr_arena *a, uint32_t f)
 	int state = atomic_load(&fr->state);
 	if (state == PTR_FRAME_FREE)
 		return;
-	fill_table(a, f, ptr_table_bytes(a->geo, fr->level), 0x0101010101010101ULL * PTR_POISON_BYTE);
+	if (!a->no_poison)
+		fill_table(a, f, ptr_table_bytes(a->geo, fr->level),
+			   0x0101010101010101ULL * PTR_POISON_BYTE);
 	atomic_store_explicit(&fr->state, PTR_FRAME_FREE, memory_order_release);
 	if (state == PTR_FRAME_LIVE)
 		atomic_fetch_sub(&p->live[fr->level], 1);

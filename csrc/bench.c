@@ -466,6 +466,11 @@ void ptr_bench_reloc_destroy(struct ptr_bench_reloc *b)
 	free(b);
 }
 
+void ptr_bench_reloc_set_poison(struct ptr_bench_reloc *b, int on)
+{
+	ptr_arena_set_poison(b->a, on != 0);
+}
+
 static uint64_t memcpy_tables(struct ptr_bench_reloc *b)
 {
 	const struct ptr_geometry *g = b->mm->geo;

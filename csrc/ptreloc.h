@@ -345,7 +345,8 @@ struct ptr_pool {
  *                        (or an entry pointing outside the arena: poison) - counted, never a
  *                        crash.  Must stay 0 under a correct protocol.
  * @fail_alloc_at:        fault injection: when > 0, the allocation that brings @alloc_calls to
- *                        this value fails with -ENOMEM (then the knob disarms itself).
+ *                        this value fails with -ENOMEM (then the knob disarms itself). * @no_poison:            ptr_arena_set_poison(a, false) was called: freed frames are not
+ *                        filled with PTR_POISON_BYTE (benchmarks only; OFF by default).
  */
 struct ptr_arena {
 	const struct ptr_geometry *geo;
@@ -360,6 +361,7 @@ struct ptr_arena {
 	_Atomic uint64_t alloc_calls;
 	_Atomic uint64_t fail_alloc_at;
 	_Atomic uint32_t next_mm_id;
+	bool no_poison;
 	/* emulated CPUs (cpu.c) */
 	ptr_spinlock_t cpus_lock;
 	struct ptr_cpu *cpus[PTR_MAX_CPUS];
@@ -396,8 +398,21 @@ void ptr_arena_fail_nth_alloc(struct ptr_arena *a, uint64_t k);
  * -ENOMEM (injected failure).
  */
 int ptr_frame_alloc(struct ptr_arena *a, int node, int level, uint32_t *out);
+/** PTR_ALLOC_NOZERO - ptr_frame_alloc_flags(): do not zero the table bytes.  Only for a caller
+ * that overwrites every one of them before the frame is linked anywhere (relocation's copy). */
+#define PTR_ALLOC_NOZERO 1u
+/** ptr_frame_alloc_flags() - ptr_frame_alloc() with PTR_ALLOC_* @flags. */
+int ptr_frame_alloc_flags(struct ptr_arena *a, int node, int level, unsigned int flags,
+			  uint32_t *out);
 /** ptr_frame_free() - poison the table bytes and return a LIVE or LIMBO frame to its pool. */
 void ptr_frame_free(struct ptr_arena *a, uint32_t f);
+/**
+ * ptr_arena_set_poison() - poison freed frames (@on, the default) or not.  Poisoning is what
+ * makes an access to a freed frame detectable (stress, tests): turn it off only to measure what
+ * it costs (the kernel poisons freed pages only in debug configurations).  Call it before the
+ * arena is shared with other threads.
+ */
+void ptr_arena_set_poison(struct ptr_arena *a, bool on);
 #if PTR_RELOCATION
 /** ptr_frame_limbo() - LIVE -> LIMBO (unlinked; free it after ptr_synchronize()). */
 void ptr_frame_limbo(struct ptr_arena *a, uint32_t f);
@@ -942,6 +957,8 @@ int ptr_bench_reloc_create(const char *geometry, uint64_t mapped, const int *bin
 int ptr_bench_reloc_round(struct ptr_bench_reloc *b, int memcpy_first,
 			  struct ptr_bench_reloc_result *out);
 void ptr_bench_reloc_destroy(struct ptr_bench_reloc *b);
+/* ptr_bench_reloc_set_poison() - poison freed frames in this bench's arena (default) or not. */
+void ptr_bench_reloc_set_poison(struct ptr_bench_reloc *b, int on);
 
 /** concurrent: access latency histograms of K CPUs, idle phases against relocation phases. */
 #define PTR_BENCH_HIST_SUB 32

@@ -252,17 +252,34 @@ static size_t sort_unique(uint32_t *v, size_t n)
 /*
  * rewalk() - the current path of @r's table in mms[@mi]: the frame at r->level covering
  * r->base_va and its parent (PTR_NO_FRAME for the root, whose "parent entry" is mm->root).
+ * It walks from the root down to the parent entry and stops there: the table's own entries are
+ * not needed (ptr_walk_path() would read one of them - a cache miss on a frame the copy reads
+ * anyway - and walk on to the bottom).  A FREE frame on the way is counted like any walker's
+ * freed-frame access (it cannot happen under our locks and read-side section).
  * Return: 0; -ENOENT when the table is no longer reachable there (it "vanished").
  */
 static int rewalk(struct reloc_ctx *c, int mi, const struct reloc_rec *r, uint32_t *self,
 		  uint32_t *parent)
 {
-	uint32_t frames[PTR_MAX_LEVELS];
-	int rc = ptr_walk_path(c->mms[mi], r->base_va, frames);
-	if (rc < 0 || rc > r->level || frames[r->level] == PTR_NO_FRAME)
-		return -ENOENT;
-	*self = frames[r->level];
-	*parent = r->level == TOP(c->g) ? PTR_NO_FRAME : frames[r->level + 1];
+	const struct ptr_geometry *g = c->g;
+	struct ptr_arena *a = c->a;
+	uint32_t up = PTR_NO_FRAME, t = atomic_load(&c->mms[mi]->root);
+	for (int level = TOP(g);; level--) {
+		if (t >= a->nframes ||
+		    atomic_load_explicit(&a->frames[t].state, memory_order_acquire) == PTR_FRAME_FREE) {
+			atomic_fetch_add(&a->freed_frame_accesses, 1);
+			return -ENOENT;
+		}
+		if (level == r->level)
+			break;
+		uint64_t e = ptr_entry_load(g, level, fdata(c, t), ptr_index(g, level, r->base_va));
+		if (!ptr_entry_is_table(g, level, e))
+			return -ENOENT;
+		up = t;
+		t = entry_child(c, level, e);
+	}
+	*self = t;
+	*parent = up;
 	return 0;
 }
 
@@ -674,7 +691,10 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 			struct reloc_rec *r = &c.recs[i];
 			if (r->state != REC_PENDING)
 				continue;
-			int arc = ptr_frame_alloc(a, r->target, r->level, &r->fresh);
+			/* no zeroing: copy_table() overwrites every byte of the table before the
+			 * repoint publishes it, and an aborted frame goes back unpublished */
+			int arc = ptr_frame_alloc_flags(a, r->target, r->level, PTR_ALLOC_NOZERO,
+							&r->fresh);
 			if (arc) {
 				for (size_t j = lo; j < i; j++) {
 					if (c.recs[j].state == REC_PENDING) {

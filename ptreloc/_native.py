@@ -1179,6 +1179,10 @@ class BenchReloc(BenchContext):
                 "frames": int(r.frames), "bytes": int(r.bytes), "batches": int(rep.batches),
                 "timings_ns": {k: int(getattr(rep, f"ns_{k}")) for k in _RELOC_TIMINGS}}
 
+    def set_poison(self, on: bool) -> None:
+        """Poison freed table frames (the default) or not - to measure what poisoning costs."""
+        self.c.lib.ptr_bench_reloc_set_poison(self._h, int(on))
+
 
 def bench_concurrent(c: Core, *, geometry: str, cpus: int, pages: int, strategy: str, batch: int,
                      phase_s: float, rounds: int, write_pct: int, bind_nodes: tuple[int, int],
