@@ -104,13 +104,13 @@ class _Group(click.Group):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until exit
             fail("stdout was closed before the output was written (broken pipe)",
                  EXIT_OPERATIONAL)
-        except OSError as err:  # a file or device the command was pointed at
-            where = f" ({err.filename})" if err.filename else ""
-            fail(f"{err.strerror or err}{where}: check the path and its permissions",
-                 EXIT_OPERATIONAL)
         except Exception as err:  # noqa: BLE001 - the contract: never a traceback
             if os.environ.get("PTRELOC_DEBUG"):
                 raise
+            if isinstance(err, OSError):  # a file or device the command was pointed at
+                where = f" ({err.filename})" if err.filename else ""
+                fail(f"{err.strerror or err}{where}: check the path and its permissions",
+                     EXIT_OPERATIONAL)
             fail(
                 f"internal error ({type(err).__name__}: {err}); this is a bug - rerun with "
                 "PTRELOC_DEBUG=1 for the traceback and report it",
