@@ -555,6 +555,7 @@ struct conc {
 	_Atomic int phase;
 	_Atomic int relocating;   /* the relocator is inside ptr_relocate() */
 	_Atomic int ready;
+	_Atomic int round;        /* the round the current phase belongs to */
 	pthread_mutex_t lock;
 	struct ptr_bench_conc_result *out;
 };
@@ -562,7 +563,7 @@ struct conc {
 struct conc_cpu {
 	struct conc *s;
 	int idx, rc;
-	uint64_t *idle, *busy;
+	uint64_t *hists;          /* rounds x {idle, busy} histograms of this CPU */
 	uint64_t idle_n, busy_n, idle_max, busy_max, discarded;
 };
 
@@ -582,6 +583,7 @@ static void *conc_cpu_thread(void *p)
 		int ph = atomic_load_explicit(&s->phase, memory_order_acquire);
 		if (ph == PH_DONE)
 			break;
+		int rnd = atomic_load_explicit(&s->round, memory_order_relaxed);
 		uint64_t r = bench_rng(&x);
 		uint64_t va = s->base + ((r >> 16) % s->cfg->pages) * s->page;
 		bool write = (int)(r % 100) < s->cfg->write_pct;
@@ -596,13 +598,13 @@ static void *conc_cpu_thread(void *p)
 			cc->discarded++;
 			continue;
 		}
+		uint64_t *h = cc->hists + (size_t)(2 * rnd + (ph == PH_BUSY)) * PTR_BENCH_HIST_BUCKETS;
+		h[hist_bucket(d)]++;
 		if (ph == PH_IDLE) {
-			cc->idle[hist_bucket(d)]++;
 			cc->idle_n++;
 			if (d > cc->idle_max)
 				cc->idle_max = d;
 		} else {
-			cc->busy[hist_bucket(d)]++;
 			cc->busy_n++;
 			if (d > cc->busy_max)
 				cc->busy_max = d;
@@ -663,17 +665,18 @@ static void conc_sleep(double s)
 
 /*
  * ptr_bench_concurrent() - @cfg->cpus CPU threads access random pages of a fully mapped
- * region, timing each access; @cfg->rounds times: an idle phase, then a busy phase during which
- * one relocator moves every table to the other pool and back, continuously.  Accesses that
- * straddle a phase change are discarded.  Return: 0 (an access or relocation error is in
- * @out->error), -EINVAL, -EOPNOTSUPP (norelo build), or the -errno of the set-up.
+ * region, timing each access; @cfg->rounds (<= 1024) rounds of an idle phase and a busy phase
+ * (in alternating order) during which one relocator moves every table to the other pool and
+ * back, continuously.  Accesses that straddle a phase change are discarded.  Per-round
+ * histograms go to @cfg->round_hists when it is set.  Return: 0 (an access or relocation error
+ * is in @out->error), -EINVAL, -EOPNOTSUPP (norelo build), or the -errno of the set-up.
  */
 int ptr_bench_concurrent(const struct ptr_bench_conc_config *cfg,
 			 struct ptr_bench_conc_result *out)
 {
 	const struct ptr_geometry *g = cfg ? ptr_geometry_find(cfg->geometry) : NULL;
 	if (!g || !out || cfg->cpus < 1 || cfg->cpus > PTR_MAX_CPUS - 2 || cfg->pages < 1 ||
-	    cfg->pages > (1u << 24) || cfg->rounds < 1 || cfg->phase_s <= 0 || cfg->batch < 1 ||
+	    cfg->pages > (1u << 24) || cfg->rounds < 1 || cfg->rounds > 1024 || cfg->phase_s <= 0 || cfg->batch < 1 ||
 	    !cfg->bind_nodes)
 		return -EINVAL;
 	if (!PTR_RELOCATION)
@@ -690,7 +693,8 @@ int ptr_bench_concurrent(const struct ptr_bench_conc_config *cfg,
 	if (!rc)
 		rc = ptr_map(s.mm, s.base, s.base + cfg->pages * s.page, 0, 0, true, 0);
 	struct conc_cpu *cc = calloc((size_t)cfg->cpus, sizeof(*cc));
-	uint64_t *hists = calloc((size_t)cfg->cpus * 2, PTR_BENCH_HIST_BUCKETS * sizeof(uint64_t));
+	size_t per_cpu = (size_t)cfg->rounds * 2 * PTR_BENCH_HIST_BUCKETS;
+	uint64_t *hists = calloc((size_t)cfg->cpus * per_cpu, sizeof(uint64_t));
 	pthread_t *th = calloc((size_t)cfg->cpus + 1, sizeof(*th));
 	if (!rc && (!cc || !hists || !th))
 		rc = -ENOMEM;
@@ -704,9 +708,7 @@ int ptr_bench_concurrent(const struct ptr_bench_conc_config *cfg,
 	atomic_store(&s.phase, PH_SWITCH);
 	int started = 0;
 	for (int i = 0; i < cfg->cpus; i++) {
-		cc[i] = (struct conc_cpu){ .s = &s, .idx = i,
-					   .idle = hists + (size_t)2 * i * PTR_BENCH_HIST_BUCKETS,
-					   .busy = hists + (size_t)(2 * i + 1) * PTR_BENCH_HIST_BUCKETS };
+		cc[i] = (struct conc_cpu){ .s = &s, .idx = i, .hists = hists + i * per_cpu };
 		if (pthread_create(&th[i], NULL, conc_cpu_thread, &cc[i])) {
 			rc = -EAGAIN;
 			break;
@@ -722,14 +724,18 @@ int ptr_bench_concurrent(const struct ptr_bench_conc_config *cfg,
 	}
 	while (!rc && atomic_load(&s.ready) < started)
 		sched_yield();
+	/* a round is one idle and one relocating phase, in alternating order (idle first in even
+	 * rounds): what the previous phase left in the caches and TLBs biases neither side */
 	for (int r = 0; r < cfg->rounds && !rc; r++) {
-		atomic_store(&s.phase, PH_SWITCH);
-		while (atomic_load(&s.relocating))
-			sched_yield();
-		atomic_store(&s.phase, PH_IDLE);
-		conc_sleep(cfg->phase_s);
-		atomic_store(&s.phase, PH_BUSY);
-		conc_sleep(cfg->phase_s);
+		for (int k = 0; k < 2; k++) {
+			int ph = (k == 0) == (r % 2 == 0) ? PH_IDLE : PH_BUSY;
+			atomic_store(&s.phase, PH_SWITCH);
+			while (ph == PH_IDLE && atomic_load(&s.relocating))
+				sched_yield();
+			atomic_store(&s.round, r);
+			atomic_store(&s.phase, ph);
+			conc_sleep(cfg->phase_s);
+		}
 		if (out->error)
 			break;
 	}
@@ -739,9 +745,18 @@ int ptr_bench_concurrent(const struct ptr_bench_conc_config *cfg,
 	if (reloc_started)
 		pthread_join(th[cfg->cpus], NULL);
 	for (int i = 0; i < started; i++) {
-		for (int k = 0; k < PTR_BENCH_HIST_BUCKETS; k++) {
-			out->idle_hist[k] += cc[i].idle[k];
-			out->busy_hist[k] += cc[i].busy[k];
+		for (int r = 0; r < cfg->rounds; r++) {
+			const uint64_t *h = cc[i].hists + (size_t)2 * r * PTR_BENCH_HIST_BUCKETS;
+			uint64_t *rh = cfg->round_hists
+				? cfg->round_hists + (size_t)2 * r * PTR_BENCH_HIST_BUCKETS : NULL;
+			for (int k = 0; k < PTR_BENCH_HIST_BUCKETS; k++) {
+				out->idle_hist[k] += h[k];
+				out->busy_hist[k] += h[PTR_BENCH_HIST_BUCKETS + k];
+				if (rh) {
+					rh[k] += h[k];
+					rh[PTR_BENCH_HIST_BUCKETS + k] += h[PTR_BENCH_HIST_BUCKETS + k];
+				}
+			}
 		}
 		out->idle_n += cc[i].idle_n;
 		out->busy_n += cc[i].busy_n;

@@ -973,6 +973,9 @@ struct ptr_bench_conc_config {
 	int write_pct;
 	const int *bind_nodes;
 	uint64_t seed;
+	/* optional: rounds * 2 * PTR_BENCH_HIST_BUCKETS counts, round r's idle histogram at
+	 * [2r], its relocating one at [2r + 1] (per-round pairs) */
+	uint64_t *round_hists;
 };
 struct ptr_bench_conc_result {
 	uint64_t idle_hist[PTR_BENCH_HIST_BUCKETS];

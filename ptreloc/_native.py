@@ -1187,7 +1187,8 @@ class BenchReloc(BenchContext):
 def bench_concurrent(c: Core, *, geometry: str, cpus: int, pages: int, strategy: str, batch: int,
                      phase_s: float, rounds: int, write_pct: int, bind_nodes: tuple[int, int],
                      seed: int) -> dict[str, _Any]:
-    """One ptr_bench_concurrent() run (GIL released); histograms come back as lists."""
+    """One ptr_bench_concurrent() run (GIL released); histograms come back as lists, the
+    per-round ones as ``rounds`` = [(idle_hist, busy_hist), ...]."""
     c.geometry(geometry)
     ffi = c.ffi
     keep = [ffi.new("char[]", geometry.encode()), ffi.new("int[]", list(bind_nodes))]
@@ -1195,15 +1196,20 @@ def bench_concurrent(c: Core, *, geometry: str, cpus: int, pages: int, strategy:
     cfg.geometry, cfg.bind_nodes = keep
     cfg.cpus, cfg.pages, cfg.strategy, cfg.batch = cpus, pages, RELOC_STRATEGIES[strategy], batch
     cfg.phase_s, cfg.rounds, cfg.write_pct, cfg.seed = phase_s, rounds, write_pct, seed & _U64
+    nb = int(c.lib.PTR_BENCH_HIST_BUCKETS)
+    per_round = ffi.new("uint64_t[]", 2 * nb * rounds)
+    cfg.round_hists = per_round
     out = ffi.new("struct ptr_bench_conc_result *")
     _bench_check(c, c.lib.ptr_bench_concurrent(cfg, out), "concurrent bench")
     _bench_check(c, out.error, f"concurrent bench ({strategy})")
-    nb = int(c.lib.PTR_BENCH_HIST_BUCKETS)
     res: dict[str, _Any] = {k: int(getattr(out, k)) for k in (
         "idle_n", "busy_n", "idle_max", "busy_max", "discarded", "relocations", "frames",
         "shootdowns", "stopped_max_ns", "stopped_sum_ns", "reloc_ns")}
     res["idle_hist"] = ffi.unpack(out.idle_hist, nb)
     res["busy_hist"] = ffi.unpack(out.busy_hist, nb)
+    flat = ffi.unpack(per_round, 2 * nb * rounds)
+    res["rounds"] = [(flat[2 * r * nb:(2 * r + 1) * nb], flat[(2 * r + 1) * nb:(2 * r + 2) * nb])
+                     for r in range(rounds)]
     return res
 
 
