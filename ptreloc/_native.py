@@ -565,6 +565,9 @@ class Core:
             _errno.EBUSY: CoreError("arena still has address spaces or CPUs: close them first"),
         })
 
+    def mm_set_node(self, mm, node: int) -> None:
+        self._check(self.lib.ptr_mm_set_node(mm, node), f"setting the table node to {node}")
+
     def set_capacity(self, arena, node: int, frames: int) -> None:
         if not isinstance(frames, int) or frames < 0:
             raise _UsageError(f"capacity must be a non-negative integer, got {frames!r}")

@@ -349,7 +349,7 @@ class AddressSpace:
 
     def set_node(self, node: int) -> None:
         """Pool that new tables come from."""
-        self._core.lib.ptr_mm_set_node(self._h, self.arena._node(node))
+        self._core.mm_set_node(self._h, self.arena._node(node))
         self.node = node
 
     def map(self, start: int, length: int, phys: int | None = None, *, writable: bool = True,

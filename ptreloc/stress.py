@@ -23,7 +23,13 @@ from typing import Any
 from ptreloc import _native
 from ptreloc.errors import InvalidNode, UsageError
 
-__all__ = ["PROTOCOLS", "NODE_MODES", "DEFAULTS", "StressResult", "run_stress", "stress_nodes"]
+__all__ = [
+    "PROTOCOLS", "NODE_MODES", "DEFAULTS", "MAX_SECONDS", "StressResult", "run_stress",
+    "stress_nodes",
+]
+
+# the C core keeps the deadline in nanoseconds of a uint64: bound runs far below that
+MAX_SECONDS = 7 * 24 * 3600.0
 
 PROTOCOLS: tuple[str, ...] = tuple(_native.RELOC_STRATEGIES)
 
@@ -138,8 +144,10 @@ def run_stress(
     times a second with the elapsed seconds.  ``nodes`` places the two pools (see
     :data:`NODE_MODES`; the result's ``nodes`` says which were virtual).  Ctrl-C stops the
     run early (KeyboardInterrupt propagates after the C threads have stopped)."""
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
-        raise UsageError(f"seconds must be > 0, got {seconds!r}")
+    if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+            or not 0 < seconds <= MAX_SECONDS):
+        raise UsageError(f"seconds must be > 0 and at most {MAX_SECONDS:.0f} (a week), "
+                         f"got {seconds!r}")
     if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= 62:
         raise UsageError(
             f"cpus must be 1..62 (two more threads relocate and reclaim), got {cpus!r}"

@@ -117,7 +117,7 @@ def test_installed_script_naive_exits_1_and_json_says_why():
         data = json.loads(proc.stdout)
         if data["lost_dirty"]:
             assert proc.returncode == 1 and data["clean"] is False
-            assert proc.stderr == ""
+            assert proc.stderr.count("\n") == 1 and "lost_dirty=" in proc.stderr
             return
         assert proc.returncode == 0
     pytest.fail("naive lost no dirty bit in three runs")

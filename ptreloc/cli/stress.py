@@ -10,7 +10,14 @@ from rich.table import Table
 from ptreloc import _native
 from ptreloc.cli._common import emit_json, guarded, json_option, stderr_console, stdout_console
 from ptreloc.errors import EXIT_OPERATIONAL
-from ptreloc.stress import DEFAULTS, NODE_MODES, PROTOCOLS, StressResult, run_stress
+from ptreloc.stress import (
+    DEFAULTS,
+    MAX_SECONDS,
+    NODE_MODES,
+    PROTOCOLS,
+    StressResult,
+    run_stress,
+)
 
 __all__ = ["command"]
 
@@ -39,7 +46,6 @@ def _geometry_names() -> list[str]:
 # Upper bounds are the contract's "bad number -> exit 2": without them --seconds inf (or 1e300)
 # overflowed the core's nanosecond deadline and "ran" 0 s reporting clean, and --batch 2**32
 # overflowed a C int with a traceback.
-MAX_SECONDS = 7 * 24 * 3600.0
 MAX_BATCH = 1 << 20
 
 
@@ -124,6 +130,8 @@ def command(seconds: float, cpus: int, protocol: str, geometry: str, batch: int,
         stdout_console.print(describe_nodes(result, node_mode))
         stdout_console.print("verdict: " + ("clean" if result.clean else "[red]LOSS FOUND[/red]"))
     if not result.clean:
-        # a verdict, not an error: the JSON (or the table) already says what was lost, so
-        # stderr stays empty (CI scripts rely on "exit 1, clean false, no error line")
+        # a verdict, not a failure to run: stdout (JSON or table) has the details; stderr gets
+        # the one line every exit 1 carries, so a human reading a CI log sees why it failed
+        found = ", ".join(f"{k}={getattr(result, k)}" for k in _VERDICT if getattr(result, k))
+        click.echo(f"ptreloc: stress: protocol {protocol} is not clean: {found}", err=True)
         sys.exit(EXIT_OPERATIONAL)
