@@ -30,9 +30,12 @@ KEYS = {
               "goals.with_data.overhead_pct.met"],
     "walk": ["ratio_vs_chase", "ci95", "local.ns_per_walk.cpu", "local.ns_per_walk.chase",
              "local.pwc_hit_rate", "remote", "goals.ratio_vs_chase.met"],
-    "relocate": ["ratio_vs_memcpy", "growth_exponent", "sizes", "goals.ratio_vs_memcpy.met",
+    "relocate": ["ratio_vs_memcpy", "ratio_vs_memcpy_poisoned", "growth_exponent", "sizes",
+                 "goals.ratio_vs_memcpy.met",
                  "goals.growth_exponent.met"],
-    "concurrent": ["rewalk.p99_ratio", "rewalk.by_batch", "stop.p99_ratio", "stop.pause_max_ms",
+    "concurrent": ["rewalk.p99_ratio", "rewalk.p999_ratio", "rewalk.by_batch", "stop.p99_ratio",
+                   "stop.p999_ratio", "stop.p99_ratio_range", "stop.p99_ratio_pooled",
+                   "stop.idle.p999_ns", "stop.pause_max_ms",
                    "stop.pause_mean_ms", "stop.idle.p50_ns", "stop.idle.p99_ns",
                    "stop.relocating.max_ns", "goals.rewalk.p99_ratio.met"],
     "mirror": ["gib_per_s", "resident_gib", "seconds", "ratio_vs_pagemap_read"],
@@ -76,7 +79,7 @@ def test_quick_relocate_sizes_and_exponent(quick):
     assert [s["mapped_bytes"] for s in sizes] == list(bench.plan(True).reloc_sizes)
     # 1 MiB of x86-64 4-level: one table per level
     assert sizes[0]["frames"] == 4 and sizes[0]["table_bytes"] == 4 * 4096
-    assert all(s["ratio_vs_memcpy"] > 0 for s in sizes)
+    assert all(s["ratio_vs_memcpy"] > 0 and s["poisoned"]["ratio_vs_memcpy"] > 0 for s in sizes)
     assert math.isfinite(quick["relocate"]["growth_exponent"])
 
 
@@ -86,6 +89,11 @@ def test_quick_concurrent_measured_both_phases(quick):
         assert r["idle"]["accesses"] > 0 and r["relocating"]["accesses"] > 0
         assert r["relocations"] > 0
         assert r["idle"]["p50_ns"] <= r["idle"]["p99_ns"] <= r["idle"]["max_ns"] * 1.04
+        assert r["idle"]["p99_ns"] <= r["idle"]["p999_ns"] <= r["idle"]["max_ns"] * 1.04
+        # one per-round ratio per round: idle and relocating phases both measured every round
+        assert r["rounds"] == bench.plan(True).conc_rounds
+        lo, hi = r["p99_ratio_range"]
+        assert lo <= r["p99_ratio"] <= hi
 
 
 def test_quick_goals_report_met_consistently(quick):
@@ -300,3 +308,32 @@ def test_ci_gate_script_is_executable_and_called_by_ci():
     assert os.access(root / "scripts" / "ci-gate", os.X_OK)
     run = (root / ".ci" / "run").read_text().splitlines()
     assert run.index("scripts/ci-gate") > run.index("make test")
+
+
+def test_freed_frames_are_poisoned_by_default():
+    # the relocate bench turns poisoning off in its own arena to measure it; every other arena
+    # (stress, tests) must keep it: it is what makes a freed-frame access detectable
+    from ptreloc.core import AddressSpace, Arena
+
+    va = 0x40_0000 * 16
+    arena = Arena("x86_64_4l", nodes=2, frames_per_node=64)
+    mm = AddressSpace(arena, node=0)
+    try:
+        mm.map(va, 4096)
+        old, _new = mm.repoint_table(va, 0, node=1)
+        arena.free_frame_unsafely(old)
+        assert arena.table_entry(old, 0, 0) == 0x6B6B6B6B6B6B6B6B
+        assert arena.table_entry(old, 0, 511) == 0x6B6B6B6B6B6B6B6B
+    finally:
+        mm.close()
+        arena.close()
+
+
+def test_relocation_into_unzeroed_poisoned_frames_keeps_every_entry():
+    # targets are allocated without zeroing (the copy overwrites them): with poisoning on,
+    # recycled targets are full of 0x6b - a relocated table must still equal its source
+    c = _native.core("relo")
+    with _native.BenchReloc(c, "x86_64_4l", 8 << 20, (-1, -1), "rewalk", 2) as r:
+        for i in range(4):  # back and forth: pools 0 and 1 recycle each other's freed frames
+            # 8 MiB: 4 PTE tables + PMD + PUD + PGD found by the walk, all moved (-EIO if not)
+            assert r.round(i % 2 == 0)["frames"] == 7
