@@ -175,6 +175,9 @@ class Mirror:
     thp: ThpBlocks = field(default_factory=lambda: ThpBlocks((), 0, "none", 0))
     elapsed_s: dict[str, float] = field(default_factory=dict)
     _frame_nodes: dict[int, int] = field(default_factory=dict, repr=False)
+    # last known data node of pages that went away (refresh): a page is briefly not present
+    # while the kernel migrates it, and must come back with its old node so the move is seen
+    _gone_nodes: dict[int, int] = field(default_factory=dict, repr=False)
 
     # ---- paging arithmetic -------------------------------------------------------------
     @property
@@ -274,7 +277,8 @@ class Mirror:
         """Follow the process's resident set: re-read /proc/PID/maps and pagemap and, when they
         changed, mirror the pages that became resident (placed by the same rule: new tables on
         the node of their first new page; new fully-THP blocks as huge leaves) and unmap the
-        pages that are gone (a huge leaf with a page gone is remapped as base pages).  The
+        pages that are gone (a huge leaf with a page gone is remapped as base pages).  A page
+        that comes back keeps the data node it had when it went (so a move is still seen).  The
         unchanged case costs a pagemap read and one array comparison.  Returns (pages added,
         pages removed); ``snapshot`` and ``data_nodes`` then describe the new resident set."""
         snap = self.snapshot
@@ -300,8 +304,17 @@ class Mirror:
         added = array("Q", (va for va in resident if va not in before))
         added_nodes = array("i", numa.move_pages(snap.pid, added)) if added else array("i")
         old_nodes = dict(zip(snap.resident, self.data_nodes, strict=True))
+        for va in gone:
+            self._gone_nodes[va] = old_nodes[va]
         new_node = dict(zip(added, added_nodes, strict=True))
-        nodes = array("i", (new_node[va] if va in new_node else old_nodes[va] for va in resident))
+        remembered = self._gone_nodes
+        nodes = array(
+            "i",
+            (
+                old_nodes[va] if va not in new_node else remembered.pop(va, new_node[va])
+                for va in resident
+            ),
+        )
         fresh = dataclasses.replace(
             snap,
             vmas=vmas,
