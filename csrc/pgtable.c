@@ -65,36 +65,53 @@ int ptr_walk_path(struct ptr_mm *mm, uint64_t va, uint32_t frames[PTR_MAX_LEVELS
 	}
 }
 
+#if PTR_RELOCATION
+/*
+ * lock_table_rewalk() - lock_table()'s slow path, taken only while a relocation is in
+ * progress: with @lock (the lock of *@table) held, rewalk from the root and chase the table if
+ * it moved.  Out of line and cold so that the fast path stays small enough to inline: the
+ * fault path then pays for relocation support with one load and one predictable branch.
+ */
+static int __attribute__((noinline, cold))
+lock_table_rewalk(struct ptr_mm *mm, struct ptr_cpu *cpu, int level, uint64_t va,
+		  uint32_t *table, ptr_spinlock_t *lock, ptr_spinlock_t **lockp)
+{
+	for (;;) {
+		uint32_t frames[PTR_MAX_LEVELS];
+		int rc = ptr_walk_path(mm, va, frames);
+		if (rc >= 0 && frames[level] == *table) {
+			*lockp = lock;
+			return 0;
+		}
+		ptr_unlock(lock);
+		if (rc < 0)
+			return rc;
+		if (frames[level] == PTR_NO_FRAME)
+			return -EAGAIN;
+		*table = frames[level];
+		lock = table_lock(mm, level, *table);
+		ptr_lock(lock, cpu);
+	}
+}
+#endif
+
 /*
  * lock_table() - take the lock protecting the entries of the level-@level table covering @va,
  * which the caller found at *@table.  While a relocation is in progress, rewalk under the lock
  * and chase the table if it moved.  Return: 0 with *@lockp held; -EAGAIN when the path no
  * longer reaches @level (caller restarts); -ESTALE on a freed frame.
  */
-static int lock_table(struct ptr_mm *mm, struct ptr_cpu *cpu, int level, uint64_t va,
-		      uint32_t *table, ptr_spinlock_t **lockp)
+static inline int lock_table(struct ptr_mm *mm, struct ptr_cpu *cpu, int level, uint64_t va,
+			     uint32_t *table, ptr_spinlock_t **lockp)
 {
-	for (;;) {
-		ptr_spinlock_t *lock = table_lock(mm, level, *table);
-		ptr_lock(lock, cpu);
+	ptr_spinlock_t *lock = table_lock(mm, level, *table);
+	ptr_lock(lock, cpu);
 #if PTR_RELOCATION
-		if (unlikely(atomic_load_explicit(&mm->relocating, memory_order_acquire))) {
-			uint32_t frames[PTR_MAX_LEVELS];
-			int rc = ptr_walk_path(mm, va, frames);
-			if (rc < 0 || frames[level] != *table) {
-				ptr_unlock(lock);
-				if (rc < 0)
-					return rc;
-				if (frames[level] == PTR_NO_FRAME)
-					return -EAGAIN;
-				*table = frames[level];
-				continue;
-			}
-		}
+	if (unlikely(atomic_load_explicit(&mm->relocating, memory_order_acquire)))
+		return lock_table_rewalk(mm, cpu, level, va, table, lock, lockp);
 #endif
-		*lockp = lock;
-		return 0;
-	}
+	*lockp = lock;
+	return 0;
 }
 
 static int walk_level(struct ptr_walk *w, int level, uint32_t table, uint64_t addr, uint64_t end);
@@ -402,6 +419,8 @@ static int install_leaf(struct ptr_mm *mm, struct ptr_cpu *cpu, uint32_t table, 
 	return rc;
 }
 
+static int translate_in_section(struct ptr_mm *mm, uint64_t va, struct ptr_translation *out);
+
 int ptr_fault(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write)
 {
 	const struct ptr_geometry *g = mm->geo;
@@ -417,6 +436,8 @@ int ptr_fault(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write)
 		return -EFAULT;
 	if (write && !r->writable)
 		return -EACCES;
+	/* The read-side section (rule 6): a CPU's is its busy lock, held by its thread for the
+	 * whole access this fault belongs to (ptr_cpu_access_fault()); anyone else enters one. */
 	int tok = cpu ? 0 : PTR_READ_LOCK(mm->arena);
 	uint64_t base = va & ~(ptr_level_size(g, r->leaf_level) - 1);
 	uint32_t table;
@@ -439,9 +460,10 @@ int ptr_fault(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write)
 		break;
 	}
 	if (!rc) {
-		/* a present leaf that forbids the write (protect() made it read-only) */
+		/* a present leaf that forbids the write (protect() made it read-only); still in
+		 * the section above, so no nested one (va was checked on entry) */
 		struct ptr_translation tr;
-		if (write && ptr_translate(mm, va, &tr) == 0 && !tr.writable)
+		if (write && translate_in_section(mm, va, &tr) == 0 && !tr.writable)
 			rc = -EACCES;
 	}
 	if (!cpu)
@@ -645,31 +667,37 @@ int64_t ptr_protect(struct ptr_mm *mm, uint64_t start, uint64_t end, bool writab
 
 /* ---- translate and the A/D consumers --------------------------------------------------------- */
 
-int ptr_translate(struct ptr_mm *mm, uint64_t va, struct ptr_translation *out)
+/*
+ * translate_in_section() - ptr_translate() for a caller that is already inside a read-side
+ * section (a CPU inside an access, or a ptr_read_lock() holder): the fault path's final
+ * permission check, which must not pay for a second, nested section.
+ */
+static int translate_in_section(struct ptr_mm *mm, uint64_t va, struct ptr_translation *out)
 {
 	const struct ptr_geometry *g = mm->geo;
-	int rc = ptr_va_check(g, va);
+	uint32_t frames[PTR_MAX_LEVELS];
+	int level = ptr_walk_path(mm, va, frames);
+	if (level < 0)
+		return level;
+	uint64_t e = ptr_entry_load(g, level, fdata(mm, frames[level]), ptr_index(g, level, va));
+	if (!ptr_entry_is_leaf(g, level, e))
+		return -ENOENT;
+	uint64_t size = ptr_level_size(g, level);
+	*out = (struct ptr_translation){
+		.phys = ptr_entry_phys(g, level, e) + (va & (size - 1)),
+		.page_size = size, .entry = e, .table = frames[level], .level = level,
+		.writable = ptr_entry_writable(g, e), .young = ptr_entry_young(g, e),
+		.dirty = ptr_entry_dirty(g, e) };
+	return 0;
+}
+
+int ptr_translate(struct ptr_mm *mm, uint64_t va, struct ptr_translation *out)
+{
+	int rc = ptr_va_check(mm->geo, va);
 	if (rc)
 		return rc;
 	int tok = PTR_READ_LOCK(mm->arena);
-	uint32_t frames[PTR_MAX_LEVELS];
-	int level = ptr_walk_path(mm, va, frames);
-	rc = level;
-	if (level >= 0) {
-		uint64_t e = ptr_entry_load(g, level, fdata(mm, frames[level]),
-					    ptr_index(g, level, va));
-		if (!ptr_entry_is_leaf(g, level, e)) {
-			rc = -ENOENT;
-		} else {
-			uint64_t size = ptr_level_size(g, level);
-			*out = (struct ptr_translation){
-				.phys = ptr_entry_phys(g, level, e) + (va & (size - 1)),
-				.page_size = size, .entry = e, .table = frames[level], .level = level,
-				.writable = ptr_entry_writable(g, e), .young = ptr_entry_young(g, e),
-				.dirty = ptr_entry_dirty(g, e) };
-			rc = 0;
-		}
-	}
+	rc = translate_in_section(mm, va, out);
 	PTR_READ_UNLOCK(mm->arena, tok);
 	(void)tok;
 	return rc;

@@ -45,7 +45,10 @@
  *    LIMBO and is freed only after a grace period (ptr_synchronize()), so a lockless reader
  *    inside a read-side section (a CPU inside an access, or ptr_read_lock()) may still read it,
  *    but must not populate it: that is why the fault path rewalks under the lock when
- *    mm->relocating is non-zero.
+ *    mm->relocating is non-zero.  Entering a section again while inside one is correct but
+ *    costs two locked RMWs, so code already inside one (the fault path: a CPU's access, or
+ *    its own ptr_read_lock()) calls in-section helpers, not public entry points that enter a
+ *    section of their own (ptr_translate()).
  * 7. Unmap never frees tables (emptied tables stay linked until the mm is destroyed); so the
  *    only way a linked table goes away while the mm lives is relocation.
  */
@@ -584,7 +587,13 @@ int ptr_walk_path(struct ptr_mm *mm, uint64_t va, uint32_t frames[PTR_MAX_LEVELS
  * lockless walk; allocate each missing table OUTSIDE the lock; take the lock; when a relocation
  * is in progress rewalk from the root under the lock; double-check the entry is still empty;
  * populate it or free the preallocated table.  A present leaf (another CPU won) is success.
- * @cpu: the CPU on whose behalf this runs (services shootdowns while spinning), or NULL.
+ * @cpu: the CPU on whose behalf this runs, or NULL.  Non-NULL only from that CPU's own thread
+ *       INSIDE an access (ptr_cpu_access_fault(), holding cpu->busy): the access is the
+ *       read-side section the lockless walks need (rule 6), so the fault path enters no
+ *       software one, and it services the CPU's shootdowns while spinning (rule 5).  With NULL
+ *       (Python, any non-CPU thread) it enters ptr_read_lock() for its whole duration.
+ * Locking: relocation support costs this path one predictable branch per lock taken (the
+ * mm->relocating check; the rewalk itself is out of line) and, for cpu == NULL, the section.
  * Return: 0; -EFAULT (no region covers va), -EACCES (write to a read-only region),
  * -ENOSPC/-ENOMEM/-ENODEV.
  */

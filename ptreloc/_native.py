@@ -681,10 +681,12 @@ class Core:
                 "level": tr.level, "writable": bool(tr.writable), "young": bool(tr.young),
                 "dirty": bool(tr.dirty)}
 
-    def fault(self, mm, va: int, write: bool, cpu=None) -> None:
+    def fault(self, mm, va: int, write: bool) -> None:
+        # never on behalf of a CPU: Python is not inside a CPU's access (its busy lock), so
+        # ptr_fault() must enter its own read-side section (cpu == NULL); see ptreloc.h
         what = f"fault at {_hex(va)}"
-        self._check(self.lib.ptr_fault(mm, cpu if cpu is not None else self.ffi.NULL,
-                                       self._u64("va", va), bool(write)), what, {
+        self._check(self.lib.ptr_fault(mm, self.ffi.NULL, self._u64("va", va), bool(write)),
+                    what, {
             _errno.EFAULT: _NotMapped(f"{what}: no region covers it (a segmentation fault); add_region() first"),
             _errno.EACCES: _ProtectionFault(f"{what}: write to a read-only mapping"),
         })

@@ -337,3 +337,40 @@ def test_relocation_into_unzeroed_poisoned_frames_keeps_every_entry():
         for i in range(4):  # back and forth: pools 0 and 1 recycle each other's freed frames
             # 8 MiB: 4 PTE tables + PMD + PUD + PGD found by the walk, all moved (-EIO if not)
             assert r.round(i % 2 == 0)["frames"] == 7
+
+
+def _calls_in(so_path: str, func: str) -> list[str]:
+    """Names of the functions called from ``func`` (and its compiler clones) in ``so_path``."""
+    import re
+
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", so_path], check=True,
+                         capture_output=True, text=True).stdout
+    calls: list[str] = []
+    found = False
+    for block in out.split("\n\n"):
+        m = re.search(r"^[0-9a-f]+ <([^>]+)>:$", block, re.M)
+        if m and m.group(1).split(".")[0] == func:
+            found = True
+            calls += re.findall(r"\tcall\s+[0-9a-f]+ <([^>@+]+)", block)
+    assert found, f"{func} not found in {so_path}"
+    return [c.split(".")[0] for c in calls]
+
+
+def test_cpu_fault_path_enters_no_nested_read_side_section():
+    """fault.bare's goal (<= 1 %) needs the fault a CPU takes to pay for relocation support only
+    with the `relocating` branch: ptr_fault() on behalf of a CPU is already inside a read-side
+    section (the access's busy lock), so its final permission check must not go through
+    ptr_translate(), which enters a section of its own (two locked RMWs per write fault: what
+    kept fault.bare at +2.35 %).  And the cpu == NULL path (Python-driven faults) must keep
+    its one section: exactly one ptr_read_lock call, in the relocation build only."""
+    import importlib
+    import platform
+    import shutil
+
+    if platform.machine() != "x86_64" or not shutil.which("objdump"):
+        pytest.skip("needs objdump on x86-64")
+    relo = _calls_in(importlib.import_module("ptreloc._core").__file__, "ptr_fault")
+    norelo = _calls_in(importlib.import_module("ptreloc._core_norelo").__file__, "ptr_fault")
+    assert "ptr_translate" not in relo and "ptr_translate" not in norelo
+    assert relo.count("ptr_read_lock") == 1 and relo.count("ptr_read_unlock") == 1
+    assert "ptr_read_lock" not in norelo
