@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """A real multi-threaded workload for ptreloc to look at and migrate.
 
-usage: scripts/workload.py [--mib N] [--threads T] [--touch-interval S] [--huge]
-                           [--grow-mib M] [--ignore-stdin]
+usage: scripts/workload.py [--mib N | --pages P] [--every K] [--threads T]
+                           [--touch-interval S] [--huge] [--grow-mib M] [--ignore-stdin]
 
-Maps N MiB of private anonymous memory, has T threads touch (write) their share of it so every
-page is resident, prints ONE JSON line on stdout once it is:
+Maps N MiB (or P pages) of private anonymous memory, has T threads touch (write) their share of
+it so every page (with --every K: every K-th page) is resident, prints ONE JSON line on stdout
+once it is:
 
-    {"ready": true, "pid": 1234, "address": 140..., "pages": 16384, "threads": 4, ...}
+    {"ready": true, "pid": 1234, "address": 140..., "pages": 16384, "touched": 16384,
+     "threads": 4, ...}
+
+--threads 0 makes a single-threaded process: the main thread touches the pages and waits itself
+(for tests that count a process's threads).
 
 With --grow-mib M, each SIGUSR1 maps and touches M MiB more (same page kind) and prints
 {"grown": true, "address": ..., "pages": ...} for the new region: memory that becomes resident
@@ -32,15 +37,27 @@ import ctypes
 import json
 import mmap
 import os
+import select
 import signal
 import sys
 import threading
+from collections.abc import Callable
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mib", type=int, default=64, help="MiB to map and touch (default 64)")
-    parser.add_argument("--threads", type=int, default=4, help="touching threads (default 4)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--mib", type=int, default=64, help="MiB to map and touch (default 64)")
+    size.add_argument("--pages", type=int, help="pages to map and touch (instead of --mib)")
+    parser.add_argument(
+        "--every", type=int, default=1, help="touch every K-th page only (default 1: all)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=4,
+        help="touching threads (default 4; 0: the main thread touches, no other thread)",
+    )
     parser.add_argument(
         "--touch-interval",
         type=float,
@@ -59,11 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         "--ignore-stdin", action="store_true", help="wait for SIGTERM/SIGINT only, not stdin EOF"
     )
     args = parser.parse_args(argv)
-    if args.mib < 1 or args.threads < 1 or args.touch_interval < 0:
-        parser.error("--mib and --threads must be at least 1, --touch-interval at least 0")
+    if args.mib < 1 or (args.pages is not None and args.pages < 1) or args.every < 1:
+        parser.error("--mib, --pages and --every must be at least 1")
+    if args.threads < 0 or args.touch_interval < 0:
+        parser.error("--threads and --touch-interval must be at least 0")
 
     page = mmap.PAGESIZE
-    pages = args.mib * (1 << 20) // page
+    pages = args.pages if args.pages is not None else args.mib * (1 << 20) // page
     # private anonymous (Python's default for fd -1 is MAP_SHARED, i.e. shmem, which
     # migrate_pages treats differently)
     huge = 2 << 20
@@ -77,29 +96,39 @@ def main(argv: list[str] | None = None) -> int:
     elif hasattr(mmap, "MADV_NOHUGEPAGE"):
         region.madvise(mmap.MADV_NOHUGEPAGE)
     address = base + offset
+    indices = range(0, pages, args.every)  # the pages made resident
     stop = threading.Event()
-    touched = threading.Barrier(args.threads + 1)
 
-    def worker(index: int) -> None:
-        share = range(index, pages, args.threads)
-        value = 1
+    def touch(share: range, value: int) -> None:
         for i in share:
             region[offset + i * page] = value
-        touched.wait()
-        # the threads stay alive until the end either way: a migration moves a live,
-        # multi-threaded process, not one whose workers have already finished
-        while not stop.wait(args.touch_interval or None):
-            value = value % 255 + 1
-            for i in share:
-                region[offset + i * page] = value
 
-    threads = [
-        threading.Thread(target=worker, args=(i,), name=f"touch-{i}", daemon=True)
-        for i in range(args.threads)
-    ]
-    for t in threads:
-        t.start()
-    touched.wait()
+    if args.threads:
+        touched = threading.Barrier(args.threads + 1)
+
+        def worker(share: range) -> None:
+            value = 1
+            touch(share, value)
+            touched.wait()
+            # the threads stay alive until the end either way: a migration moves a live,
+            # multi-threaded process, not one whose workers have already finished
+            while not stop.wait(args.touch_interval or None):
+                value = value % 255 + 1
+                touch(share, value)
+
+        threads = [
+            threading.Thread(
+                target=worker, args=(indices[i :: args.threads],), name=f"touch-{i}", daemon=True
+            )
+            for i in range(args.threads)
+        ]
+        for t in threads:
+            t.start()
+        touched.wait()
+    else:
+        touch(indices, 1)
+    # the touching threads, the main thread and the stdin reader (--threads 0: main alone)
+    running = args.threads + 1 + (0 if args.ignore_stdin else 1) if args.threads else 1
     print(
         json.dumps(
             {
@@ -107,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
                 "pid": os.getpid(),
                 "address": address,
                 "pages": pages,
+                "touched": len(indices),
                 "page_size": page,
-                # the touching threads, the main thread and the stdin reader
-                "threads": args.threads + 1 + (0 if args.ignore_stdin else 1),
+                "threads": running,
             }
         ),
         flush=True,
@@ -135,12 +164,38 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGUSR1, grow)
     signal.signal(signal.SIGTERM, finish)
     signal.signal(signal.SIGINT, finish)
+    if not args.threads:
+        _wait_alone(stop, args.touch_interval, not args.ignore_stdin, lambda v: touch(indices, v))
+        return 0
     # wait for end of file on stdin in a thread, so a signal can end the wait too
     if not args.ignore_stdin:
         reader = threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True)
         reader.start()
     stop.wait()
     return 0
+
+
+def _wait_alone(
+    stop: threading.Event, interval: float, watch_stdin: bool, retouch: Callable[[int], None]
+) -> None:
+    """The single-threaded (--threads 0) wait: until stdin's end of file or a signal's handler
+    sets ``stop``, re-touching every ``interval`` seconds.  select() on stdin and on a signal
+    wakeup pipe: Python retries an interrupted select() after running the handler (PEP 475), so
+    the byte the wakeup pipe gets is what makes it return."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    fds = [wake_r, 0] if watch_stdin else [wake_r]
+    value = 1
+    while not stop.is_set():
+        readable, _, _ = select.select(fds, [], [], interval or None)
+        if not readable:
+            value = value % 255 + 1
+            retouch(value)
+        if wake_r in readable:
+            os.read(wake_r, 512)
+        if 0 in readable and not os.read(0, 1 << 16):
+            stop.set()
 
 
 if __name__ == "__main__":

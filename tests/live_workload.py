@@ -1,4 +1,5 @@
-"""Spawn scripts/workload.py (a real multi-threaded process) and run the ptreloc CLI for real."""
+"""Spawn scripts/workload.py (a real process with a known memory layout) and run the ptreloc CLI
+for real.  ``live_workload`` is the tests' one way to start a workload."""
 
 from __future__ import annotations
 
@@ -22,10 +23,18 @@ WORKLOAD = ROOT / "scripts" / "workload.py"
 @dataclass
 class Live:
     pid: int
-    address: int
-    pages: int
-    threads: int
+    address: int  # start of the workload's region
+    pages: int  # pages in the region
+    touched: int  # pages made resident (every ``every``-th page)
+    every: int
+    threads: int  # threads in the process
+    page_size: int
     proc: subprocess.Popen[str]
+
+    def page_addresses(self, page_size: int | None = None) -> list[int]:
+        """Every page of the region (resident or not)."""
+        step = page_size or self.page_size
+        return [self.address + i * step for i in range(self.pages)]
 
 
 @contextmanager
@@ -34,16 +43,25 @@ def live_workload(
     threads: int = 3,
     prefix: Sequence[str] = (),
     extra: Sequence[str] = (),
+    *,
+    pages: int | None = None,
+    every: int = 1,
     **popen: object,
 ) -> Iterator[Live]:
-    """Run the workload (optionally under ``prefix``, e.g. numactl) until the block ends."""
+    """Run the workload (optionally under ``prefix``, e.g. numactl) until the block ends.
+
+    ``pages`` sizes the region in pages instead of ``mib``; ``every`` touches only every
+    ``every``-th page; ``threads=0`` is a single-threaded process.  ``extra``: more
+    scripts/workload.py options (--huge, --grow-mib M, ...)."""
+    size = ["--pages", str(pages)] if pages is not None else ["--mib", str(mib)]
     proc = subprocess.Popen(
         [
             *prefix,
             sys.executable,
             str(WORKLOAD),
-            "--mib",
-            str(mib),
+            *size,
+            "--every",
+            str(every),
             "--threads",
             str(threads),
             *extra,
@@ -59,16 +77,26 @@ def live_workload(
         if not line:
             raise RuntimeError(f"workload exited early with status {proc.wait()}")
         info = json.loads(line)
-        yield Live(info["pid"], info["address"], info["pages"], info["threads"], proc)
+        yield Live(
+            info["pid"],
+            info["address"],
+            info["pages"],
+            info["touched"],
+            every,
+            info["threads"],
+            info["page_size"],
+            proc,
+        )
     finally:
-        if proc.poll() is None:
-            assert proc.stdin is not None
+        if proc.stdin is not None:
             proc.stdin.close()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def ptreloc(

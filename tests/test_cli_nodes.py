@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from workloads import spawn_workload
+from live_workload import live_workload
 
 from ptreloc import numa
 from ptreloc.cli import main
@@ -96,7 +96,7 @@ def test_nodes_human_output_looks_like_numactl() -> None:
 
 
 def test_nodes_filter_and_pid() -> None:
-    with spawn_workload(512) as child:
+    with live_workload(pages=512, threads=0) as child:
         result = CliRunner().invoke(
             main, ["nodes", "--json", "--nodes", "all", "--pid", str(child.pid)]
         )

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from workloads import spawn_workload
+from live_workload import live_workload
 
 from ptreloc import numa
 from ptreloc.errors import (
@@ -353,7 +353,7 @@ def test_mbind_strict_reports_misplaced_pages_not_a_bad_node(backend: str) -> No
 
 def test_migrate_pages_self_and_child_zero_to_zero(backend: str) -> None:
     assert numa.migrate_pages(0, "0", "0", backend=backend) == 0
-    with spawn_workload(64) as child:
+    with live_workload(pages=64, threads=0) as child:
         # "all" -> "0": on this one-node host that is 0 -> 0; in a guest it gathers on node 0
         assert numa.migrate_pages(child.pid, "all", "0", backend=backend) == 0
         status = numa.move_pages(child.pid, child.page_addresses(PAGE), backend=backend)
@@ -404,7 +404,7 @@ def test_eperm_becomes_access_denied_with_advice(backend: str) -> None:
     the call; its answer comes back through a pipe.
     """
     impl = numa.backend(backend)  # loaded before the fork, as a long-running tool would have it
-    with spawn_workload(4) as child:
+    with live_workload(pages=4, threads=0) as child:
         read_end, write_end = os.pipe()
         pid = os.fork()
         if pid == 0:  # the unprivileged copy
@@ -431,7 +431,7 @@ def test_process_mems_allowed_and_numa_maps() -> None:
     status = pathlib.Path("/proc/self/status").read_text()
     listed = re.search(r"^Mems_allowed_list:\s*(\S+)$", status, re.M).group(1)  # type: ignore[union-attr]
     assert numa.process_mems_allowed(os.getpid()) == numa.parse_list(listed)
-    with spawn_workload(256) as child:
+    with live_workload(pages=256, threads=0) as child:
         per_node = numa.numa_maps_node_pages(child.pid)
         # the 256 touched pages plus the interpreter's own memory, all on this host's node(s)
         assert sum(per_node.values()) >= 256
@@ -509,7 +509,7 @@ WORKLOAD_PAGES = 4096  # 16 MiB
 @needs_two_nodes
 @pytest.mark.parametrize("how", BACKENDS)
 def test_multinode_migrate_pages_of_a_bound_workload(how: str) -> None:
-    with spawn_workload(WORKLOAD_PAGES, prefix=["numactl", "--membind=0"]) as child:
+    with live_workload(pages=WORKLOAD_PAGES, threads=0, prefix=["numactl", "--membind=0"]) as child:
         addresses = child.page_addresses(PAGE)
         assert set(numa.move_pages(child.pid, addresses, backend=how)) == {0}
         before = numa.numa_maps_node_pages(child.pid)

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from workloads import spawn_workload
+from live_workload import live_workload
 
 from ptreloc import numa, proc
 from ptreloc.errors import NoSuchProcess, UsageError
@@ -28,7 +28,7 @@ def status_list(pid: int, key: str) -> frozenset[int]:
 @pytest.mark.parametrize("every", [1, 3])
 def test_snapshot_of_a_workload_counts_its_pages_exactly(every: int) -> None:
     pages = 300
-    with spawn_workload(pages, every=every) as child:
+    with live_workload(pages=pages, threads=0, every=every) as child:
         snap = proc.snapshot(child.pid)
         mems = status_list(child.pid, "Mems_allowed_list")
         cpus = status_list(child.pid, "Cpus_allowed_list")
@@ -57,7 +57,7 @@ def test_snapshot_of_a_workload_counts_its_pages_exactly(every: int) -> None:
 def test_frame_numbers_visible_when_privileged() -> None:
     if os.geteuid() != 0:
         pytest.skip("frame numbers need CAP_SYS_ADMIN")
-    with spawn_workload(16) as child:
+    with live_workload(pages=16, threads=0) as child:
         snap = proc.snapshot(child.pid)
     assert snap.pfns is not None and len(snap.pfns) == len(snap.resident)
     inside = [
@@ -110,7 +110,7 @@ def test_unprivileged_snapshot_of_itself_has_no_frame_numbers() -> None:
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 def test_another_users_process_is_access_denied() -> None:
-    with spawn_workload(4) as child:
+    with live_workload(pages=4, threads=0) as child:
         answer = _as_nobody(f"result = proc.snapshot({child.pid})\n")
     assert answer.startswith("AccessDenied: "), answer
     assert "run as root" in answer or "same user or root" in answer
@@ -159,7 +159,7 @@ def test_kernel_thread_is_a_clear_error() -> None:
 
 def test_pagemap_chunking_gives_the_same_answer() -> None:
     """Small read chunks cross page-run boundaries inside VMAs: same pages, same frames."""
-    with spawn_workload(200, every=7) as child:
+    with live_workload(pages=200, threads=0, every=7) as child:
         vmas = proc.read_maps(child.pid)
         whole = proc.read_pagemap(child.pid, vmas)
         chunked = proc.read_pagemap(child.pid, vmas, chunk_bytes=8 * 5)
@@ -184,7 +184,7 @@ def test_snapshot_of_a_sparse_huge_mapping() -> None:
 
 
 def test_json_shape() -> None:
-    with spawn_workload(8) as child:
+    with live_workload(pages=8, threads=0) as child:
         data = proc.snapshot(child.pid).to_json()
     for key in (
         "pid",
@@ -217,7 +217,7 @@ def test_unplaced_pages_are_named() -> None:
     reason="needs 2 NUMA nodes with memory: run inside scripts/numa-vm (make test-vm)",
 )
 def test_multinode_snapshot_follows_migration() -> None:
-    with spawn_workload(1024, prefix=["numactl", "--membind=0"]) as child:
+    with live_workload(pages=1024, threads=0, prefix=["numactl", "--membind=0"]) as child:
         before = proc.snapshot(child.pid)
         region = (child.address, child.address + 1024 * PAGE)
         assert {n for _, n in before.pages_in(*region)} == {0}

@@ -14,11 +14,11 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from conftest import in_ci, online_nodes
+from live_workload import live_workload
 
 REPO = Path(__file__).resolve().parents[1]
 NUMA_VM = REPO / "scripts" / "numa-vm"
@@ -187,20 +187,6 @@ def test_guest_environment() -> None:
     (Path("/tmp") / "scratch").write_text("writable")
 
 
-WORKLOAD = textwrap.dedent("""
-    import ctypes, mmap, sys
-    size = int(sys.argv[1])
-    m = mmap.mmap(-1, size)
-    # Base pages, so that numa_maps counts exactly size/PAGE pages (THP is 'always' in the guest).
-    m.madvise(mmap.MADV_NOHUGEPAGE)
-    for off in range(0, size, mmap.PAGESIZE):
-        m[off] = 1
-    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
-    print(f"{addr:x}", flush=True)
-    sys.stdin.read()
-""")
-
-
 def numa_maps_pages(pid: int, addr: str) -> dict[int, int]:
     """Pages per node of the mapping starting at *addr* (hex), from /proc/PID/numa_maps."""
     for line in Path(f"/proc/{pid}/numa_maps").read_text().splitlines():
@@ -217,21 +203,13 @@ def numa_maps_pages(pid: int, addr: str) -> dict[int, int]:
 def test_migratepages_moves_a_bound_workload_to_node_1() -> None:
     size = 20 << 20
     pages = size // PAGE
-    proc = subprocess.Popen(
-        ["numactl", "--membind=0", sys.executable, "-c", WORKLOAD, str(size)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        addr = proc.stdout.readline().strip()
-        assert addr, "the workload died before touching its memory"
-        assert numa_maps_pages(proc.pid, addr) == {0: pages}
+    # base pages (the workload's default), so that numa_maps counts exactly size/PAGE pages
+    # (THP is 'always' in the guest); live_workload fails if it dies before touching them
+    with live_workload(pages=pages, threads=0, prefix=["numactl", "--membind=0"]) as w:
+        addr = f"{w.address:x}"
+        assert numa_maps_pages(w.pid, addr) == {0: pages}
         r = subprocess.run(
-            ["migratepages", str(proc.pid), "0", "1"], capture_output=True, text=True, timeout=120
+            ["migratepages", str(w.pid), "0", "1"], capture_output=True, text=True, timeout=120
         )
         assert r.returncode == 0, r.stderr
-        assert numa_maps_pages(proc.pid, addr) == {1: pages}
-    finally:
-        proc.kill()
-        proc.wait()
+        assert numa_maps_pages(w.pid, addr) == {1: pages}
