@@ -451,7 +451,7 @@ int ptr_cpu_access_fault(struct ptr_cpu *c, uint64_t va, bool write, uint64_t *p
 			break;
 		c->st.fault_path_runs++;
 		/* still inside the access (busy held): it is the fault path's read-side section */
-		int frc = ptr_fault(mm, c, va, write);
+		int frc = ptr_fault_in_section(mm, c, va, write);
 		if (frc < 0) {
 			rc = frc;
 			break;

@@ -421,7 +421,7 @@ static int install_leaf(struct ptr_mm *mm, struct ptr_cpu *cpu, uint32_t table, 
 
 static int translate_in_section(struct ptr_mm *mm, uint64_t va, struct ptr_translation *out);
 
-int ptr_fault(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write)
+int ptr_fault_in_section(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write)
 {
 	const struct ptr_geometry *g = mm->geo;
 	int rc = ptr_va_check(g, va);
@@ -436,9 +436,6 @@ int ptr_fault(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write)
 		return -EFAULT;
 	if (write && !r->writable)
 		return -EACCES;
-	/* The read-side section (rule 6): a CPU's is its busy lock, held by its thread for the
-	 * whole access this fault belongs to (ptr_cpu_access_fault()); anyone else enters one. */
-	int tok = cpu ? 0 : PTR_READ_LOCK(mm->arena);
 	uint64_t base = va & ~(ptr_level_size(g, r->leaf_level) - 1);
 	uint32_t table;
 	for (int tries = 0; tries < 16; tries++) {
@@ -461,13 +458,26 @@ int ptr_fault(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write)
 	}
 	if (!rc) {
 		/* a present leaf that forbids the write (protect() made it read-only); still in
-		 * the section above, so no nested one (va was checked on entry) */
+		 * the caller's section, so no nested one (va was checked on entry) */
 		struct ptr_translation tr;
 		if (write && translate_in_section(mm, va, &tr) == 0 && !tr.writable)
 			rc = -EACCES;
 	}
-	if (!cpu)
-		PTR_READ_UNLOCK(mm->arena, tok);
+	return rc;
+}
+
+/*
+ * The read-side section (rule 6): a CPU's is its busy lock, held by its thread for the whole
+ * access the fault belongs to - ptr_cpu_access_fault() calls ptr_fault_in_section() directly,
+ * so the CPU's fault path has no section code at all; anyone else enters one here.
+ */
+int ptr_fault(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write)
+{
+	if (cpu)
+		return ptr_fault_in_section(mm, cpu, va, write);
+	int tok = PTR_READ_LOCK(mm->arena);
+	int rc = ptr_fault_in_section(mm, NULL, va, write);
+	PTR_READ_UNLOCK(mm->arena, tok);
 	(void)tok;
 	return rc;
 }

@@ -588,16 +588,23 @@ int ptr_walk_path(struct ptr_mm *mm, uint64_t va, uint32_t frames[PTR_MAX_LEVELS
  * is in progress rewalk from the root under the lock; double-check the entry is still empty;
  * populate it or free the preallocated table.  A present leaf (another CPU won) is success.
  * @cpu: the CPU on whose behalf this runs, or NULL.  Non-NULL only from that CPU's own thread
- *       INSIDE an access (ptr_cpu_access_fault(), holding cpu->busy): the access is the
- *       read-side section the lockless walks need (rule 6), so the fault path enters no
- *       software one, and it services the CPU's shootdowns while spinning (rule 5).  With NULL
- *       (Python, any non-CPU thread) it enters ptr_read_lock() for its whole duration.
+ *       INSIDE an access (holding cpu->busy): the access is the read-side section the
+ *       lockless walks need (rule 6), and the fault path services the CPU's shootdowns while
+ *       spinning for a lock (rule 5).  With NULL (Python, any non-CPU thread) ptr_fault()
+ *       enters ptr_read_lock() for its whole duration.
  * Locking: relocation support costs this path one predictable branch per lock taken (the
  * mm->relocating check; the rewalk itself is out of line) and, for cpu == NULL, the section.
  * Return: 0; -EFAULT (no region covers va), -EACCES (write to a read-only region),
  * -ENOSPC/-ENOMEM/-ENODEV.
  */
 int ptr_fault(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write);
+/**
+ * ptr_fault_in_section() - ptr_fault() for a caller already inside a read-side section: a CPU's
+ * thread inside its access (ptr_cpu_access_fault(); @cpu its CPU) or a ptr_read_lock() holder
+ * (@cpu NULL).  The CPU's fault path thus carries no section code at all.  Not exported to
+ * Python (it is never inside an access).  Return: as ptr_fault().
+ */
+int ptr_fault_in_section(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write);
 
 /**
  * ptr_test_and_clear_young() / ptr_test_and_clear_dirty() - the software consumers of A/D.

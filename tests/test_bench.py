@@ -358,19 +358,25 @@ def _calls_in(so_path: str, func: str) -> list[str]:
 
 def test_cpu_fault_path_enters_no_nested_read_side_section():
     """fault.bare's goal (<= 1 %) needs the fault a CPU takes to pay for relocation support only
-    with the `relocating` branch: ptr_fault() on behalf of a CPU is already inside a read-side
-    section (the access's busy lock), so its final permission check must not go through
-    ptr_translate(), which enters a section of its own (two locked RMWs per write fault: what
-    kept fault.bare at +2.35 %).  And the cpu == NULL path (Python-driven faults) must keep
-    its one section: exactly one ptr_read_lock call, in the relocation build only."""
+    with the `relocating` branch.  A CPU's fault runs inside its access, which already is a
+    read-side section (the busy lock): ptr_cpu_access_fault() must call the in-section fault
+    path, and that must not enter a section of its own - e.g. through ptr_translate() for the
+    final permission check, which cost two locked RMWs per write fault and kept fault.bare at
+    +2.35 %.  The cpu == NULL entry point (Python-driven faults) must keep its one section:
+    exactly one ptr_read_lock call, in the relocation build only."""
     import importlib
     import platform
     import shutil
 
     if platform.machine() != "x86_64" or not shutil.which("objdump"):
         pytest.skip("needs objdump on x86-64")
-    relo = _calls_in(importlib.import_module("ptreloc._core").__file__, "ptr_fault")
-    norelo = _calls_in(importlib.import_module("ptreloc._core_norelo").__file__, "ptr_fault")
-    assert "ptr_translate" not in relo and "ptr_translate" not in norelo
-    assert relo.count("ptr_read_lock") == 1 and relo.count("ptr_read_unlock") == 1
-    assert "ptr_read_lock" not in norelo
+    relo = importlib.import_module("ptreloc._core").__file__
+    norelo = importlib.import_module("ptreloc._core_norelo").__file__
+    for so in (relo, norelo):
+        cpu_path = _calls_in(so, "ptr_cpu_access_fault")
+        assert "ptr_fault_in_section" in cpu_path and "ptr_fault" not in cpu_path
+        inner = _calls_in(so, "ptr_fault_in_section")
+        assert not {"ptr_translate", "ptr_read_lock", "ptr_read_unlock"} & set(inner)
+    assert _calls_in(relo, "ptr_fault").count("ptr_read_lock") == 1
+    assert _calls_in(relo, "ptr_fault").count("ptr_read_unlock") == 1
+    assert "ptr_read_lock" not in _calls_in(norelo, "ptr_fault")
