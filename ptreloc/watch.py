@@ -175,17 +175,28 @@ def watch(
     t0 = clock()
     snap = proc.snapshot(pid)
     m = mirror(snap)
+
+    def event(kind: str, data_nodes: array, at: float | None = None, **detail: Any) -> WatchEvent:
+        """An event reporting ``data_nodes`` (node per mirrored page), the threads' node as it
+        stands and the mirror's tables as they are now; ``at`` defaults to the time elapsed."""
+        return WatchEvent(
+            kind,
+            pid,
+            clock() - t0 if at is None else at,
+            _per_node(data_nodes),
+            cpu_node,
+            _tables(m),
+            m.remote_fraction(data_nodes).fraction,
+            **detail,
+        )
+
     try:
         nodes = array("i", snap.nodes)
         cpu_node = threads_node(pid)
-        yield WatchEvent(
+        yield event(
             "start",
-            pid,
-            0.0,
-            _per_node(nodes),
-            cpu_node,
-            _tables(m),
-            m.remote_fraction(nodes).fraction,
+            nodes,
+            at=0.0,
             extra={
                 "resident_pages": len(snap.resident),
                 "geometry": m.geometry.name,
@@ -195,16 +206,7 @@ def watch(
         events = 0
         while True:
             if timeout is not None and clock() - t0 >= timeout:
-                yield WatchEvent(
-                    "stop",
-                    pid,
-                    clock() - t0,
-                    _per_node(nodes),
-                    cpu_node,
-                    _tables(m),
-                    m.remote_fraction(nodes).fraction,
-                    reason="timeout",
-                )
+                yield event("stop", nodes, reason="timeout")
                 return
             time.sleep(
                 interval if timeout is None else max(0.0, min(interval, t0 + timeout - clock()))
@@ -222,28 +224,14 @@ def watch(
                 )
                 new_cpu = threads_node(pid)
             except (NoSuchProcess, psutil.NoSuchProcess):
-                yield WatchEvent(
-                    "exit",
-                    pid,
-                    clock() - t0,
-                    _per_node(nodes),
-                    cpu_node,
-                    _tables(m),
-                    m.remote_fraction(nodes).fraction,
-                    reason="the process exited",
-                )
+                yield event("exit", nodes, reason="the process exited")
                 return
             if added or removed:
                 # the pages just mirrored were placed by their current node: not moves
                 nodes = array("i", m.data_nodes)
-                yield WatchEvent(
+                yield event(
                     "pages_changed",
-                    pid,
-                    clock() - t0,
-                    _per_node(nodes),
-                    cpu_node,
-                    _tables(m),
-                    m.remote_fraction(nodes).fraction,
+                    nodes,
                     extra={
                         "pages_added": added,
                         "pages_removed": removed,
@@ -281,14 +269,9 @@ def watch(
             m.update_data_nodes(now)
             cpu_node = new_cpu
             events += 1
-            yield WatchEvent(
+            yield event(
                 kind,
-                pid,
-                clock() - t0,
-                _per_node(now),
-                cpu_node,
-                _tables(m),
-                m.remote_fraction(now).fraction,
+                now,
                 pages_moved=moved,
                 tables_relocated=relocated,
                 bytes_copied=copied,
@@ -296,16 +279,7 @@ def watch(
                 remote_table_fraction_before=before,
             )
             if count is not None and events >= count:
-                yield WatchEvent(
-                    "stop",
-                    pid,
-                    clock() - t0,
-                    _per_node(nodes),
-                    cpu_node,
-                    _tables(m),
-                    m.remote_fraction(nodes).fraction,
-                    reason="count",
-                )
+                yield event("stop", nodes, reason="count")
                 return
     finally:
         m.close()
