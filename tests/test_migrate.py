@@ -56,6 +56,14 @@ def _settled_pages(pid: int) -> dict[int, int]:
     return last
 
 
+def _migrate_in_place(
+    pid: int, *options: str, check: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``ptreloc migrate`` of ``pid`` from node 0 to node 0 (--in-place), with ``options``."""
+    args = ["--pid", str(pid), "--from-node", "0", "--to-node", "0", "--in-place", *options]
+    return ptreloc("migrate", *args, check=check)
+
+
 def _one_error_line(result: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
@@ -70,19 +78,7 @@ def _one_error_line(result: subprocess.CompletedProcess[str], code: int, *words:
 def test_dry_run_in_place_reports_every_contract_key_and_moves_nothing() -> None:
     with live_workload(mib=4) as w:
         before = _settled_pages(w.pid)
-        result = ptreloc(
-            "migrate",
-            "--pid",
-            str(w.pid),
-            "--from-node",
-            "0",
-            "--to-node",
-            "0",
-            "--in-place",
-            "--dry-run",
-            "--json",
-            check=0,
-        )
+        result = _migrate_in_place(w.pid, "--dry-run", "--json", check=0)
         data = json.loads(result.stdout)
         assert set(data) >= CONTRACT_KEYS
         assert data["dry_run"] is True and data["verified"] is None
@@ -101,20 +97,7 @@ def test_dry_run_in_place_reports_every_contract_key_and_moves_nothing() -> None
 @pytest.mark.parametrize("strategy", migrate_mod.STRATEGIES)
 def test_in_place_migration_runs_the_whole_path_and_verifies(strategy: str) -> None:
     with live_workload(mib=4) as w:
-        result = ptreloc(
-            "migrate",
-            "--pid",
-            str(w.pid),
-            "--from-node",
-            "0",
-            "--to-node",
-            "0",
-            "--in-place",
-            "--strategy",
-            strategy,
-            "--json",
-            check=0,
-        )
+        result = _migrate_in_place(w.pid, "--strategy", strategy, "--json", check=0)
         data = json.loads(result.stdout)
         assert data["verified"] is True, data["checks"]
         assert data["data"]["not_migrated"] == 0
@@ -127,18 +110,7 @@ def test_in_place_migration_runs_the_whole_path_and_verifies(strategy: str) -> N
 
 def test_human_output_of_a_dry_run() -> None:
     with live_workload(mib=2) as w:
-        result = ptreloc(
-            "migrate",
-            "--pid",
-            str(w.pid),
-            "--from-node",
-            "0",
-            "--to-node",
-            "0",
-            "--in-place",
-            "--dry-run",
-            check=0,
-        )
+        result = _migrate_in_place(w.pid, "--dry-run", check=0)
         assert "would migrate node 0 -> 0" in result.stdout
         assert "remote_table_fraction" in result.stdout
         assert "dry run: nothing was moved" in result.stdout
@@ -151,14 +123,12 @@ def test_no_such_pid() -> None:
     # a pid that just exited and was reaped: certainly free for a moment
     child = subprocess.Popen(["true"])
     child.wait()
-    r = ptreloc(
-        "migrate", "--pid", str(child.pid), "--from-node", "0", "--to-node", "0", "--in-place"
-    )
+    r = _migrate_in_place(child.pid)
     _one_error_line(r, 1, f"no process with pid {child.pid}")
 
 
 def test_kernel_thread() -> None:
-    r = ptreloc("migrate", "--pid", "2", "--from-node", "0", "--to-node", "0", "--in-place")
+    r = _migrate_in_place(2)
     _one_error_line(r, 2, "kernel thread", "user process")
 
 
@@ -167,9 +137,7 @@ def test_zombie() -> None:
     try:
         # wait until it has exited without reaping it (os.waitid with WNOWAIT)
         os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
-        r = ptreloc(
-            "migrate", "--pid", str(child.pid), "--from-node", "0", "--to-node", "0", "--in-place"
-        )
+        r = _migrate_in_place(child.pid)
         _one_error_line(r, 1, "zombie")
     finally:
         child.wait()
@@ -217,10 +185,9 @@ def test_offline_node() -> None:
 @needs_engine
 def test_a_capped_target_pool_gives_a_partial_result_and_strict_exits_3() -> None:
     with live_workload(mib=8) as w:
-        args = ["migrate", "--pid", str(w.pid), "--from-node", "0", "--to-node", "0"]
-        args += ["--in-place", "--json", "--batch", "4", "--table-pool-frames", "6"]
-        lenient = ptreloc(*args)
-        strict = ptreloc(*args, "--strict")
+        args = ["--json", "--batch", "4", "--table-pool-frames", "6"]
+        lenient = _migrate_in_place(w.pid, *args)
+        strict = _migrate_in_place(w.pid, *args, "--strict")
     assert lenient.returncode == 0, lenient.stderr
     data = json.loads(lenient.stdout)
     assert data["table_pool_frames"] == 6
