@@ -122,27 +122,12 @@ def validate(
             f"(got {numa.format_nodes(from_nodes)} -> {numa.format_nodes(to_nodes)})"
         )
     # the process: exists, alive, a user process, ours to move
-    try:
-        process = psutil.Process(pid)
-        with process.oneshot():
-            name = process.name()
-            status = process.status()
-            uids = process.uids()
-    except psutil.ZombieProcess as err:
-        raise NoSuchProcess(f"pid {pid} is a zombie (it has exited): nothing to migrate") from err
-    except psutil.NoSuchProcess as err:
-        raise NoSuchProcess(f"no process with pid {pid}") from err
-    except psutil.AccessDenied as err:
-        raise AccessDenied(
-            f"cannot inspect pid {pid}: it belongs to another user; run as root"
-        ) from err
-    if status == psutil.STATUS_ZOMBIE:
-        raise NoSuchProcess(f"pid {pid} is a zombie (it has exited): nothing to migrate")
-    if proc._is_kernel_thread(pid):
-        raise UsageError(
-            f"pid {pid} ({name}) is a kernel thread: it has no user memory to migrate; "
-            f"give the pid of a user process"
-        )
+    name, _, uids = proc.inspect_process(
+        pid,
+        lambda process: process.uids(),
+        zombie="(it has exited): nothing to migrate",
+        kernel_thread="it has no user memory to migrate",
+    )
     me_uid, me_euid = os.getuid(), os.geteuid()
     if not _cap_effective("self", _CAP_SYS_NICE) and not (
         {me_uid, me_euid} & {uids.real, uids.saved}

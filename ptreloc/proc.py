@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
@@ -29,6 +29,7 @@ __all__ = [
     "Vma",
     "ProcessSnapshot",
     "snapshot",
+    "inspect_process",
     "read_maps",
     "read_pagemap",
     "last_cpu",
@@ -286,6 +287,54 @@ def _check_pid(pid: int) -> None:
         raise NoSuchProcess(f"no process with pid {pid} (pids on Linux are at most {2**22})")
 
 
+T = TypeVar("T")
+
+
+def inspect_process(
+    pid: int, read: Callable[[psutil.Process], T], *, zombie: str, kernel_thread: str
+) -> tuple[str, str, T]:
+    """psutil's look at live user process ``pid``: (name, status, ``read(process)``), read in
+    one ``oneshot``.  ``zombie`` and ``kernel_thread`` end the refusals' messages, saying what
+    the caller cannot do with such a pid.
+
+    Raises NoSuchProcess (no such pid, a zombie), AccessDenied (another user's process psutil
+    may not inspect), UsageError (a kernel thread: it has no user memory).
+    """
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            name = process.name()
+            status = process.status()
+            more = read(process)
+    except psutil.ZombieProcess as err:
+        raise NoSuchProcess(f"pid {pid} is a zombie {zombie}") from err
+    except psutil.NoSuchProcess as err:
+        raise NoSuchProcess(f"no process with pid {pid}") from err
+    except psutil.AccessDenied as err:
+        raise AccessDenied(
+            f"cannot inspect pid {pid}: it belongs to another user; run as root"
+        ) from err
+    # a zombie's name and status still read fine: psutil raises ZombieProcess only from a read
+    # that fails, so the status is checked too
+    if status == psutil.STATUS_ZOMBIE:
+        raise NoSuchProcess(f"pid {pid} is a zombie {zombie}")
+    if _is_kernel_thread(pid):
+        raise UsageError(
+            f"pid {pid} ({name}) is a kernel thread: {kernel_thread}; "
+            f"give the pid of a user process"
+        )
+    return name, status, more
+
+
+def _owner_uid_threads(process: psutil.Process) -> tuple[str, int, int]:
+    uid = process.uids().real
+    try:
+        owner = process.username()
+    except KeyError:  # a uid without a passwd entry
+        owner = str(uid)
+    return owner, uid, process.num_threads()
+
+
 def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None) -> ProcessSnapshot:
     """Take a snapshot of process ``pid``.
 
@@ -296,38 +345,12 @@ def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None) -> Proc
     _check_pid(pid)
     clock = time.perf_counter
     t0 = clock()
-    try:
-        proc = psutil.Process(pid)
-        with proc.oneshot():
-            name = proc.name()
-            status = proc.status()
-            uid = proc.uids().real
-            threads = proc.num_threads()
-            try:
-                owner = proc.username()
-            except KeyError:  # a uid without a passwd entry
-                owner = str(uid)
-    except psutil.ZombieProcess as err:
-        raise NoSuchProcess(
-            f"pid {pid} is a zombie (it exited; its parent has not reaped it): "
-            f"it has no memory to snapshot"
-        ) from err
-    except psutil.NoSuchProcess as err:
-        raise NoSuchProcess(f"no process with pid {pid}") from err
-    except psutil.AccessDenied as err:
-        raise AccessDenied(
-            f"cannot inspect pid {pid}: it belongs to another user; run as root"
-        ) from err
-    if status == psutil.STATUS_ZOMBIE:
-        raise NoSuchProcess(
-            f"pid {pid} is a zombie (it exited; its parent has not reaped it): "
-            f"it has no memory to snapshot"
-        )
-    if _is_kernel_thread(pid):
-        raise UsageError(
-            f"pid {pid} ({name}) is a kernel thread: it has no user memory map; "
-            f"give the pid of a user process"
-        )
+    name, status, (owner, uid, threads) = inspect_process(
+        pid,
+        _owner_uid_threads,
+        zombie="(it exited; its parent has not reaped it): it has no memory to snapshot",
+        kernel_thread="it has no user memory map",
+    )
     t1 = clock()
     vmas = read_maps(pid)
     resident, frames = read_pagemap(pid, vmas)
