@@ -9,7 +9,23 @@ from ptreloc.cli._common import emit_json, fail, guarded, json_option, stdout_co
 from ptreloc.cli.show import data_table, progress_bar, tables_table
 from ptreloc.errors import EXIT_PARTIAL
 
-__all__ = ["command"]
+__all__ = ["command", "strategy_option", "batch_option"]
+
+# the relocation options ``watch`` takes too
+strategy_option = click.option(
+    "--strategy",
+    type=click.Choice(migrate_mod.STRATEGIES),
+    default="rewalk",
+    show_default=True,
+    help="Table relocation protocol: rewalk (concurrent, the RFC's) or stop (quiesce, reload).",
+)
+batch_option = click.option(
+    "--batch",
+    type=click.IntRange(1, 1 << 20),
+    default=migrate_mod.DEFAULT_BATCH,
+    show_default=True,
+    help="Table frames per relocation batch (one shootdown each).",
+)
 
 
 @click.command("migrate")
@@ -32,20 +48,8 @@ __all__ = ["command"]
 @click.option(
     "--strict", is_flag=True, help="Exit 3 when any page was not migrated or table not relocated."
 )
-@click.option(
-    "--strategy",
-    type=click.Choice(migrate_mod.STRATEGIES),
-    default="rewalk",
-    show_default=True,
-    help="Table relocation protocol: rewalk (concurrent, the RFC's) or stop (quiesce, reload).",
-)
-@click.option(
-    "--batch",
-    type=click.IntRange(1, 1 << 20),
-    default=migrate_mod.DEFAULT_BATCH,
-    show_default=True,
-    help="Table frames per relocation batch (one shootdown each).",
-)
+@strategy_option
+@batch_option
 @click.option(
     "--in-place",
     is_flag=True,

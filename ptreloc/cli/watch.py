@@ -6,7 +6,7 @@ import click
 
 from ptreloc import watch as watch_mod
 from ptreloc.cli._common import emit_json, guarded, json_option, stdout_console
-from ptreloc.migrate import DEFAULT_BATCH, STRATEGIES
+from ptreloc.cli.migrate import batch_option, strategy_option
 
 __all__ = ["command"]
 
@@ -33,20 +33,8 @@ __all__ = ["command"]
     show_default=True,
     help="What the tables follow: auto (whatever moved last), data, or cpu.",
 )
-@click.option(
-    "--strategy",
-    type=click.Choice(STRATEGIES),
-    default="rewalk",
-    show_default=True,
-    help="Table relocation protocol.",
-)
-@click.option(
-    "--batch",
-    type=click.IntRange(1, 1 << 20),
-    default=DEFAULT_BATCH,
-    show_default=True,
-    help="Table frames per relocation batch.",
-)
+@strategy_option
+@batch_option
 @json_option
 @guarded
 def command(
