@@ -21,8 +21,8 @@ $(VENV)/.stamp: pyproject.toml
 
 venv: $(VENV)/.stamp ## create the virtual environment in .venv
 
-build: $(VENV)/.stamp ## compile the C core and install ptreloc (editable) into .venv
-	flock $(VENV)/.build.lock $(PY) -m pip install -q --no-build-isolation -e '.[test]'
+build: $(VENV)/.stamp ## compile the C core and install ptreloc (editable, test + plot extras) into .venv
+	flock $(VENV)/.build.lock $(PY) -m pip install -q --no-build-isolation -e '.[test,plot]'
 
 test: deps build ## run every test: host suite, then the multi-node suite inside the NUMA guest
 	$(PY) -m pytest -m 'not multinode'

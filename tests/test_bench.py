@@ -118,22 +118,86 @@ def test_bad_suite_name_exits_2_with_one_line():
     assert len(lines) == 1 and "'speed'" in lines[0] and "fault, walk" in lines[0]
 
 
-def test_plot_without_matplotlib_is_a_clear_usage_error(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+def test_plot_without_matplotlib_is_a_clear_usage_error(tmp_path):
+    """The installed script, in a real process where `import matplotlib` fails (a shadowing
+    package that raises ImportError comes first on the path): exit 2, one line naming the fix,
+    nothing measured, no file."""
+    blocker = tmp_path / "shadow" / "matplotlib"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('blocked by the test')\n")
     png = tmp_path / "b.png"
-    result = CliRunner().invoke(main, ["bench", "fault", "--quick", "--plot", str(png)])
-    assert result.exit_code == 2
-    assert "matplotlib" in result.output and "pip install 'ptreloc[plot]'" in result.output
-    assert "Traceback" not in result.output
+    env = {**os.environ, "PYTHONPATH": str(blocker.parent)}
+    # every suite, full size: minutes if it measured before refusing
+    proc = subprocess.run([str(SCRIPT), "bench", "--plot", str(png)], capture_output=True,
+                          text=True, timeout=60, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "matplotlib" in lines[0]
+    assert "pip install 'ptreloc[plot]'" in lines[0]
     assert not png.exists()
 
 
-def test_plot_writes_a_png(tmp_path):
-    pytest.importorskip("matplotlib")
+def test_plot_writes_a_readable_png(tmp_path):
+    """A real plot (matplotlib is installed by `make build`): a PNG with one panel per charted
+    suite, not a blank canvas."""
+    import matplotlib.image
+
     png = tmp_path / "b.png"
-    result = CliRunner().invoke(main, ["bench", "fault", "--quick", "--plot", str(png), "--json"])
+    result = CliRunner().invoke(main, ["bench", "fault", "walk", "--quick", "--plot", str(png),
+                                       "--json"])
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = matplotlib.image.imread(png)
+    height, width = img.shape[:2]
+    assert width > height  # two panels side by side
+    assert img[..., :3].std() > 0.05  # something was drawn
+
+
+def _refuse_to_measure(monkeypatch):
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before checking the output paths")
+
+    monkeypatch.setattr(bench, "run", measured)
+
+
+@pytest.mark.parametrize("option", ["-o", "--plot"])
+def test_unwritable_output_is_refused_before_measuring(tmp_path, monkeypatch, option):
+    _refuse_to_measure(monkeypatch)
+    target = tmp_path / "missing" / ("out.png" if option == "--plot" else "out.json")
+    result = CliRunner().invoke(main, ["bench", option, str(target)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and str(target) in lines[0] and "does not exist" in lines[0]
+    assert not target.parent.exists()
+
+
+def test_output_under_a_file_is_refused_before_measuring(tmp_path, monkeypatch):
+    _refuse_to_measure(monkeypatch)
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    result = CliRunner().invoke(main, ["bench", "-o", str(a_file / "out.json")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_check_writable_changes_nothing(tmp_path):
+    existing = tmp_path / "keep.json"
+    existing.write_text("previous results\n")
+    bench.check_writable(existing, "-o")
+    assert existing.read_text() == "previous results\n"
+    bench.check_writable(tmp_path / "new.json", "-o")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.json"]  # probe removed
+    with pytest.raises(UsageError, match="is a directory"):
+        bench.check_writable(tmp_path, "--plot")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_check_writable_refuses_a_read_only_directory(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    with pytest.raises(UsageError, match="cannot write there"):
+        bench.check_writable(ro / "out.json", "-o")
 
 
 def test_output_file_holds_the_same_json(tmp_path):
@@ -153,7 +217,8 @@ def test_terminal_output_has_a_table_per_suite():
 def test_help(args):
     result = CliRunner().invoke(main, ["bench", *args])
     assert result.exit_code == 0
-    for word in ("--quick", "--plot", "--seed", "--in-vm", "--json", "migrate"):
+    for word in ("--quick", "--plot", "--seed", "--in-vm", "--json", "migrate", "Examples:",
+                 "ptreloc bench fault", "Exit codes: 0", "2 usage error"):
         assert word in result.output
 
 

@@ -49,13 +49,6 @@ Examples:
 Examples:
   ptreloc watch --pid 1234
   ptreloc watch --pid 1234 --json --timeout 60 --interval 0.5""",
-    "bench": """\b
-Examples:
-  ptreloc bench --quick walk relocate
-  ptreloc bench --json -o results.json
-\b
-Exit codes: 0 measured (missed goals are reported, not failed), 1 operational error,
-2 unknown suite or bad option.""",
 }
 
 

@@ -122,7 +122,16 @@ def render(results: dict[str, Any]) -> list[Table]:
     return tables
 
 
-@click.command("bench")
+@click.command("bench", epilog="""\b
+Examples:
+  ptreloc bench fault                    # the RFC's headline: fault-path overhead, ~15 s
+  ptreloc bench --quick --json           # CI smoke run: every key, not the speed (~10 s)
+  ptreloc bench walk relocate --seed 7
+  ptreloc bench --json -o results.json --plot results.png   # what 'make bench' keeps
+\b
+Exit codes: 0 measured (a missed goal is reported, not failed), 1 operational error (a
+suite could not run), 2 usage error: unknown suite, bad option, an -o/--plot path that cannot
+be written or --plot without matplotlib - all refused before anything is measured.""")
 @click.argument("suites", nargs=-1, metavar="[SUITE]...")
 @click.option("--quick", is_flag=True, help="CI smoke run: a few seconds a suite (checks the "
               "shape of the results, not the speed).")
@@ -140,8 +149,12 @@ def command(suites: tuple[str, ...], quick: bool, plot_path: str | None, seed: i
     """Measure relocation: SUITE is fault, walk, relocate, concurrent, mirror or migrate
     (default: all).  Every figure is a ratio against a baseline measured in the same run."""
     names = bench.check_suites(suites)
+    # refuse before spending minutes measuring, not when the results are ready to be written
     if plot_path:
-        bench.require_matplotlib()  # refuse before spending minutes measuring
+        bench.require_matplotlib()
+        bench.check_writable(plot_path, "--plot")
+    if output:
+        bench.check_writable(output, "-o/--output")
     with _progress(True) as say:
         results = bench.run(names, quick=quick, seed=seed, in_vm=in_vm, progress=say)
     if plot_path:
