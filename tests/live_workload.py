@@ -1,5 +1,6 @@
 """Spawn scripts/workload.py (a real process with a known memory layout) and run the ptreloc CLI
-for real.  ``live_workload`` is the tests' one way to start a workload."""
+for real.  ``live_workload`` is the tests' one way to start a workload; ``as_nobody`` and
+``ptreloc_as_nobody`` run code as an unprivileged user."""
 
 from __future__ import annotations
 
@@ -9,12 +10,20 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ROOT", "Live", "live_workload", "ptreloc", "ptreloc_as_nobody", "numa_maps_pages"]
+__all__ = [
+    "ROOT",
+    "Live",
+    "live_workload",
+    "ptreloc",
+    "as_nobody",
+    "ptreloc_as_nobody",
+    "numa_maps_pages",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOAD = ROOT / "scripts" / "workload.py"
@@ -126,6 +135,38 @@ def numa_maps_pages(pid: int) -> dict[int, int]:
     return numa.numa_maps_node_pages(pid)
 
 
+def _become_nobody() -> None:
+    """In a forked child: drop to the nobody user for real (groups, gid, uid)."""
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+    # a uid change makes the process non-dumpable, hiding its own /proc files from it; a
+    # process started as nobody would be dumpable (prctl(PR_SET_DUMPABLE, 1); ctypes, as this
+    # is test scaffolding, not ptreloc)
+    ctypes.CDLL(None, use_errno=True).prctl(4, 1, 0, 0, 0)
+
+
+def as_nobody(action: Callable[[], object]) -> str:
+    """Call ``action`` in a fork of this interpreter that dropped to the nobody user; return
+    ``str()`` of its result, or ``"<ExceptionName>: <message>"`` when it raised."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        message = "no result"
+        try:
+            _become_nobody()
+            message = str(action())
+        except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
+            message = f"{type(err).__name__}: {err}"
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        message = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return message
+
+
 def ptreloc_as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the command line in a fork of this interpreter that dropped to the nobody user.
 
@@ -153,12 +194,7 @@ def ptreloc_as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
             # pytest replaces sys.stdout/sys.stderr with its capture: write to the real fds
             sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
             sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            # a uid change makes the process non-dumpable, hiding its own /proc files from it;
-            # a process started as nobody would be dumpable (prctl(PR_SET_DUMPABLE, 1))
-            ctypes.CDLL(None, use_errno=True).prctl(4, 1, 0, 0, 0)
+            _become_nobody()
             try:
                 main.main(list(args), prog_name="ptreloc", standalone_mode=True)
                 code = 0

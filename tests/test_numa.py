@@ -13,12 +13,11 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from live_workload import live_workload
+from live_workload import as_nobody, live_workload
 
 from ptreloc import numa
 from ptreloc.errors import (
     EXIT_USAGE,
-    AccessDenied,
     InvalidNode,
     NoSuchProcess,
     SyscallError,
@@ -405,24 +404,7 @@ def test_eperm_becomes_access_denied_with_advice(backend: str) -> None:
     """
     impl = numa.backend(backend)  # loaded before the fork, as a long-running tool would have it
     with live_workload(pages=4, threads=0) as child:
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the unprivileged copy
-            message = "no error"
-            try:
-                os.setgid(65534)
-                os.setuid(65534)
-                numa.migrate_pages(child.pid, "0", "0", backend=impl)
-            except AccessDenied as err:
-                message = "AccessDenied: " + str(err)
-            except BaseException as err:  # noqa: BLE001 - report anything to the parent
-                message = f"{type(err).__name__}: {err}"
-            os.write(write_end, message.encode())
-            os._exit(0)
-        os.close(write_end)
-        with os.fdopen(read_end, "rb") as pipe:
-            message = pipe.read().decode()
-        os.waitpid(pid, 0)
+        message = as_nobody(lambda: numa.migrate_pages(child.pid, "0", "0", backend=impl))
     assert message.startswith("AccessDenied: migrate_pages on pid"), message
     assert "EPERM" in message and "CAP_SYS_NICE" in message
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import mmap
 import os
@@ -12,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from live_workload import live_workload
+from live_workload import as_nobody, live_workload
 
 from ptreloc import numa, proc
 from ptreloc.errors import NoSuchProcess, UsageError
@@ -68,42 +67,14 @@ def test_frame_numbers_visible_when_privileged() -> None:
     assert len(inside) == 16 and all(inside) and len(set(inside)) == 16
 
 
-def _as_nobody(func_code: str) -> str:
-    """Run ``func_code`` (which sets ``result``) in a fork of this interpreter that dropped to
-    the nobody user; return what it reported."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        message = "no result"
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            # changing uid makes a process non-dumpable, which hides its own /proc files from
-            # it; a process started as nobody would be dumpable, so restore that
-            # (prctl(PR_SET_DUMPABLE, 1); ctypes, as this is test scaffolding, not ptreloc)
-            ctypes.CDLL(None, use_errno=True).prctl(4, 1, 0, 0, 0)
-            scope: dict[str, object] = {"proc": proc}
-            exec(func_code, scope)
-            message = str(scope["result"])
-        except BaseException as err:  # noqa: BLE001 - everything goes back to the parent
-            message = f"{type(err).__name__}: {err}"
-        os.write(write_end, message.encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as pipe:
-        message = pipe.read().decode()
-    os.waitpid(pid, 0)
-    return message
-
-
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 def test_unprivileged_snapshot_of_itself_has_no_frame_numbers() -> None:
-    answer = _as_nobody(
-        "import os\n"
-        "s = proc.snapshot(os.getpid())\n"
-        "result = (s.pfns is None, len(s.resident) > 0, s.owner)\n"
-    )
+    def own_snapshot() -> tuple[bool, bool, str]:
+        s = proc.snapshot(os.getpid())
+        return (s.pfns is None, len(s.resident) > 0, s.owner)
+
+    answer = as_nobody(own_snapshot)
     assert answer == "(True, True, 'nobody')"
 
 
@@ -111,7 +82,7 @@ def test_unprivileged_snapshot_of_itself_has_no_frame_numbers() -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
 def test_another_users_process_is_access_denied() -> None:
     with live_workload(pages=4, threads=0) as child:
-        answer = _as_nobody(f"result = proc.snapshot({child.pid})\n")
+        answer = as_nobody(lambda: proc.snapshot(child.pid))
     assert answer.startswith("AccessDenied: "), answer
     assert "run as root" in answer or "same user or root" in answer
 
