@@ -52,6 +52,16 @@ def populate(arena: Arena, mm: AddressSpace, cpu: Cpu) -> list[int]:
     return vas
 
 
+def populated(name: str, frames_per_node: int) -> tuple[Arena, AddressSpace, Cpu, list[int]]:
+    """A two-node (unbound) arena with the layout mapped, tables on node 0, and a CPU running
+    the mm; the page VAs ``populate`` returns."""
+    arena = Arena(name, nodes=2, frames_per_node=frames_per_node, bind=False)
+    mm = AddressSpace(arena, node=0)
+    cpu = Cpu(arena)
+    cpu.switch_to(mm)
+    return arena, mm, cpu, populate(arena, mm, cpu)
+
+
 def snapshot(mm: AddressSpace, vas: list[int]) -> dict[int, tuple]:
     out = {}
     for va in vas:
@@ -62,11 +72,7 @@ def snapshot(mm: AddressSpace, vas: list[int]) -> dict[int, tuple]:
 
 @pytest.fixture(params=GEOMETRIES)
 def world(request):
-    arena = Arena(request.param, nodes=2, frames_per_node=512, bind=False)
-    mm = AddressSpace(arena, node=0)
-    cpu = Cpu(arena)
-    cpu.switch_to(mm)
-    vas = populate(arena, mm, cpu)
+    arena, mm, cpu, vas = populated(request.param, frames_per_node=512)
     yield arena, mm, cpu, vas
     cpu.close()
     mm.close()
@@ -139,11 +145,7 @@ def test_nothing_on_the_source_is_a_complete_no_op(world):
 
 @pytest.mark.parametrize("name,top_bytes", [("x86_pae", 32), ("arm64_64k_48", 512)])
 def test_small_top_tables_copy_their_own_bytes(name, top_bytes):
-    arena = Arena(name, nodes=2, frames_per_node=64, bind=False)
-    mm = AddressSpace(arena)
-    cpu = Cpu(arena)
-    cpu.switch_to(mm)
-    vas = populate(arena, mm, cpu)
+    arena, mm, cpu, vas = populated(name, frames_per_node=64)
     before = snapshot(mm, vas)
     top = arena.geometry.levels[-1]
     assert top.table_bytes == top_bytes < arena.geometry.frame_bytes
@@ -276,22 +278,14 @@ def test_fault_injection_at_every_allocation_point(name):
     """Fail the k-th target allocation for k = 1..N (N = frames to move), batch 3: the
     relocation stops with every translation unchanged, the failing batch's frames freed, the
     completed batches moved, a report that adds up, and nothing leaked."""
-    probe = Arena(name, nodes=2, frames_per_node=128, bind=False)
-    pmm = AddressSpace(probe)
-    pcpu = Cpu(probe)
-    pcpu.switch_to(pmm)
-    populate(probe, pmm, pcpu)
+    probe, pmm, pcpu, _ = populated(name, frames_per_node=128)
     n = sum(pmm.table_counts().values())
     pcpu.close()
     pmm.close()
     probe.close()
     batch = 3
     for k in range(1, n + 2):
-        arena = Arena(name, nodes=2, frames_per_node=128, bind=False)
-        mm = AddressSpace(arena)
-        cpu = Cpu(arena)
-        cpu.switch_to(mm)
-        vas = populate(arena, mm, cpu)
+        arena, mm, cpu, vas = populated(name, frames_per_node=128)
         before = snapshot(mm, vas)
         in_use = arena.frames_in_use
         arena.fail_nth_allocation(k)

@@ -13,6 +13,7 @@ import errno
 import os
 
 import pytest
+from test_relocate import snapshot  # the same translation snapshot as the host suite's
 
 from ptreloc import numa
 from ptreloc.core import AddressSpace, Arena, Cpu
@@ -64,14 +65,6 @@ def kernel_nodes(arena: Arena, frames: list[int]) -> dict[int, set[int]]:
         (out if holds_table else rest)[f].add(st)
     for f in frames:
         assert rest[f] <= out[f] | {-errno.EFAULT, -errno.ENOENT}, (f, out[f], rest[f])
-    return out
-
-
-def snapshot(mm: AddressSpace, vas: list[int]) -> dict[int, tuple]:
-    out = {}
-    for va in vas:
-        t = mm.translate(va)
-        out[va] = None if t is None else (t.phys, t.page_size, t.writable, t.young, t.dirty)
     return out
 
 
