@@ -854,9 +854,9 @@ def plot(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
             hi = [(c[1] if c else v) - v for v, c in zip(vals, cis, strict=True)]
             ax.bar(labels, vals, yerr=[lo, hi], capsize=8, color="tab:green", width=0.4,
                    label="median ratio, 95 % CI")
-            for x, v in enumerate(vals):
-                ax.annotate(f"{v:.2f}x", (x, v), xytext=(14, 4), textcoords="offset points",
-                            fontsize=9, fontweight="bold")
+            for x, v in enumerate(vals):  # right of the bar: clear of the error bar
+                ax.annotate(f"{v:.2f}x", (x + 0.2, v), xytext=(3, 0), textcoords="offset points",
+                            fontsize=9, fontweight="bold", va="center")
             ax.axhline(1.5, label="goal (<= 1.5x)", **goal_style)
             ax.axhline(1.0, color="black", lw=0.8)
             ax.set_xlim(-0.8, len(labels) - 0.2)
@@ -880,7 +880,7 @@ def plot(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
             ax.axhline(1.0, color="black", lw=0.8)
             ax.set_ylim(bottom=0)
             ax.set_xticks(xs, [_size_label(s["mapped_bytes"]) for s in sizes])
-            ax.set_xlim(xs[0] / 2, xs[-1] * 3)
+            ax.set_xlim(xs[0] / 2, xs[-1] * 5)  # room for the last label
             ax.minorticks_off()
             ax.set_xlabel("address space mapped (log scale)")
             ax.set_ylabel("relocation time / memcpy of the same tables (x)")
@@ -898,10 +898,10 @@ def plot(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
             hi = [max(0.0, g[1] - v) for v, g in zip(vals, rng, strict=True)]
             colors = ["tab:red" if "rewalk" in k else "tab:gray" for k, _ in bars]
             ax.bar([k for k, _ in bars], vals, yerr=[lo, hi], capsize=6, color=colors,
-                   alpha=0.8, label="median over rounds (bars: per-round range)")
+                   alpha=0.8, width=0.6, label="median over rounds (bars: per-round range)")
             for x, v in enumerate(vals):
-                ax.annotate(f"{v:.2f}", (x, v), xytext=(8, 4), textcoords="offset points",
-                            fontsize=9, fontweight="bold")
+                ax.annotate(f"{v:.2f}", (x + 0.3, v), xytext=(2, 0), textcoords="offset points",
+                            fontsize=9, fontweight="bold", va="center")
             ax.axhline(2.0, label="goal for rewalk (<= 2.0)", **goal_style)
             ax.axhline(1.0, color="black", lw=0.8)
             ax.set_ylabel("p99 access latency: relocating / idle (x)")
