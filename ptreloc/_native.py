@@ -13,13 +13,39 @@ exceptions from ``ptreloc.errors``.
 
 from __future__ import annotations
 
+# One import block for every section below.  What the sections use comes in under private
+# aliases: this module's public names are its API to the rest of ptreloc, nothing else.
+import errno as _errno
+import functools
 import hashlib
 import importlib
+import os as _os
 import pathlib
-import functools
+import platform as _platform
+import threading as _threading
+from array import array as _array
+from collections.abc import Callable as _Callable
+from collections.abc import Iterable as _Iterable
+from collections.abc import Sequence as _Sequence
 from types import ModuleType
+from typing import Any as _Any
+from typing import Protocol as _Protocol
 
+import cffi as _cffi
+
+from ptreloc.errors import AddressError as _AddressError
+from ptreloc.errors import AlreadyMapped as _AlreadyMapped
 from ptreloc.errors import BuildError
+from ptreloc.errors import FreedFrameAccess as _FreedFrameAccess
+from ptreloc.errors import InvalidNode as _InvalidNode
+from ptreloc.errors import NotMapped as _NotMapped
+from ptreloc.errors import PoolExhausted as _PoolExhausted
+from ptreloc.errors import ProtectionFault as _ProtectionFault
+from ptreloc.errors import PtrelocError as _PtrelocError
+from ptreloc.errors import RelocationUnsupported as _RelocationUnsupported
+from ptreloc.errors import SyscallError as _SyscallError
+from ptreloc.errors import UnknownGeometry as _UnknownGeometry
+from ptreloc.errors import UsageError as _UsageError
 
 _SRC = pathlib.Path(__file__).resolve().parent.parent / "csrc"
 
@@ -66,19 +92,6 @@ def load_core(name: str = "_core") -> ModuleType:
 # libnuma (ABI mode) and raw syscalls -- owned by ptreloc.numa.  Neither needs the compiled core:
 # the NUMA layer must work on a machine where the C core was never built.
 # ---------------------------------------------------------------------------------------------
-
-import errno as _errno  # noqa: E402  (section-local imports keep the sections independent)
-import os as _os  # noqa: E402
-import platform as _platform  # noqa: E402
-import threading as _threading  # noqa: E402
-from collections.abc import Iterable as _Iterable  # noqa: E402
-from collections.abc import Sequence as _Sequence  # noqa: E402
-from typing import Protocol as _Protocol  # noqa: E402
-
-import cffi as _cffi  # noqa: E402
-
-from ptreloc.errors import SyscallError as _SyscallError  # noqa: E402
-from ptreloc.errors import UsageError as _UsageError  # noqa: E402
 
 # One ABI-mode FFI for both shared objects: libnuma's declarations (numa.h / numaif.h, libnuma
 # 2.0) and libc's variadic syscall(2).  A symbol is only looked up in the library it is used on.
@@ -416,21 +429,9 @@ def buffer_address(buf: object) -> int:
 # exception from ptreloc.errors whose message names the problem and the fix.
 # ---------------------------------------------------------------------------------------------
 
-import errno as _errno  # noqa: E402
-
-from ptreloc.errors import (  # noqa: E402
-    AddressError as _AddressError,
-    AlreadyMapped as _AlreadyMapped,
-    FreedFrameAccess as _FreedFrameAccess,
-    InvalidNode as _InvalidNode,
-    NotMapped as _NotMapped,
-    PoolExhausted as _PoolExhausted,
-    ProtectionFault as _ProtectionFault,
-    PtrelocError as _PtrelocError,
-    UnknownGeometry as _UnknownGeometry,
-)
-
 CORE_BUILDS = {"relo": "_core", "norelo": "_core_norelo"}
+# what the mirror wrappers hand C by pointer: an array of the right item size (or a view of one)
+_Buffer = _array | memoryview
 _U64 = (1 << 64) - 1
 
 
@@ -519,7 +520,9 @@ class Core:
                 f"{what}: the node's table pool is at capacity; raise it with set_capacity() "
                 f"or use another node"
             ),
-            _errno.ENOMEM: _PoolExhausted(f"{what}: table allocation failed (injected or out of memory)"),
+            _errno.ENOMEM: _PoolExhausted(
+                f"{what}: table allocation failed (injected or out of memory)"
+            ),
             _errno.ENODEV: _InvalidNode(f"{what}: no such node in this arena"),
             _errno.ESTALE: _FreedFrameAccess(f"{what}: the walk read a freed table frame"),
         }
@@ -544,7 +547,9 @@ class Core:
         if not 1 <= len(bind_nodes) <= self.max_nodes:
             raise _InvalidNode(f"an arena has 1..{self.max_nodes} nodes, not {len(bind_nodes)}")
         if not isinstance(frames_per_node, int) or not 1 <= frames_per_node < 2**32:
-            raise _UsageError(f"frames per node must be a positive integer, got {frames_per_node!r}")
+            raise _UsageError(
+                f"frames per node must be a positive integer, got {frames_per_node!r}"
+            )
         out = self.ffi.new("struct ptr_arena **")
         rc = self.lib.ptr_arena_create(
             geometry.encode(), len(bind_nodes), self.ffi.new("int[]", bind_nodes),
@@ -620,7 +625,9 @@ class Core:
     # ---- address spaces ---------------------------------------------------------------------
     def mm_create(self, arena, node: int):
         out = self.ffi.new("struct ptr_mm **")
-        self._check(self.lib.ptr_mm_create(arena, node, out), f"creating an address space on node {node}")
+        self._check(
+            self.lib.ptr_mm_create(arena, node, out), f"creating an address space on node {node}"
+        )
         return out[0]
 
     def mm_destroy(self, mm) -> None:
@@ -637,12 +644,16 @@ class Core:
         self._check(self.lib.ptr_map(mm, self._u64("start", start), self._u64("end", end),
                                      self._u64("phys", phys), leaf_level, bool(writable),
                                      table_node), what, {
-            _errno.EEXIST: _AlreadyMapped(f"{what}: part of the range is already mapped; unmap it first"),
+            _errno.EEXIST: _AlreadyMapped(
+                f"{what}: part of the range is already mapped; unmap it first"
+            ),
             _errno.EINVAL: _AddressError(
                 f"{what}: start, end and phys must be aligned to the page size of the leaf "
                 f"level and end > start"
             ),
-            _errno.ERANGE: _AddressError(f"{what}: virtual or physical address outside the format's range"),
+            _errno.ERANGE: _AddressError(
+                f"{what}: virtual or physical address outside the format's range"
+            ),
         })
 
     def unmap(self, mm, start: int, end: int) -> tuple[int, int]:
@@ -661,13 +672,17 @@ class Core:
             _errno.EINVAL: _AddressError(f"{what}: the range cuts a huge page; cover it whole"),
         })
 
-    def add_region(self, mm, start: int, end: int, phys: int, writable: bool, leaf_level: int) -> None:
+    def add_region(
+        self, mm, start: int, end: int, phys: int, writable: bool, leaf_level: int
+    ) -> None:
         what = f"adding region [{_hex(start)}, {_hex(end)})"
         self._check(self.lib.ptr_add_region(mm, self._u64("start", start), self._u64("end", end),
                                             self._u64("phys", phys), bool(writable), leaf_level),
                     what, {
             _errno.EEXIST: _AlreadyMapped(f"{what}: it overlaps an existing region"),
-            _errno.EINVAL: _AddressError(f"{what}: start, end and phys must be page-aligned, end > start"),
+            _errno.EINVAL: _AddressError(
+                f"{what}: start, end and phys must be page-aligned, end > start"
+            ),
             _errno.ENOSPC: _UsageError(f"{what}: too many regions in this address space"),
         })
 
@@ -687,7 +702,9 @@ class Core:
         what = f"fault at {_hex(va)}"
         self._check(self.lib.ptr_fault(mm, self.ffi.NULL, self._u64("va", va), bool(write)),
                     what, {
-            _errno.EFAULT: _NotMapped(f"{what}: no region covers it (a segmentation fault); add_region() first"),
+            _errno.EFAULT: _NotMapped(
+                f"{what}: no region covers it (a segmentation fault); add_region() first"
+            ),
             _errno.EACCES: _ProtectionFault(f"{what}: write to a read-only mapping"),
         })
 
@@ -703,7 +720,9 @@ class Core:
         what = f"sharing the level-{level} table at {_hex(va)}"
         self._check(self.lib.ptr_share_table(dst, src, self._u64("va", va), level), what, {
             _errno.ENOENT: _NotMapped(f"{what}: the source has no such table"),
-            _errno.EEXIST: _AlreadyMapped(f"{what}: the destination already has a table or leaf there"),
+            _errno.EEXIST: _AlreadyMapped(
+                f"{what}: the destination already has a table or leaf there"
+            ),
             _errno.EINVAL: _UsageError(
                 f"{what}: only level-0/1 tables below the root of another address space of the "
                 f"same arena can be shared (not PAE's fixed top entries)"
@@ -735,13 +754,13 @@ class Core:
             self._check(rc, f"walking {_hex(va)}")
         return rc, list(frames)
 
-    def _vas(self, vas) -> tuple[object, int]:  # noqa: ANN001 (array('Q') or memoryview)
+    def _vas(self, vas: _Buffer) -> tuple[object, int]:
         view = memoryview(vas)
         if view.itemsize != 8 or view.format not in ("Q", "L"):
             raise _UsageError("addresses must be an array('Q')")
         return self.ffi.from_buffer("uint64_t[]", vas), len(view)
 
-    def walk_many(self, mm, vas, frames, nodes) -> int:  # noqa: ANN001
+    def walk_many(self, mm, vas: _Buffer, frames: _Buffer | None, nodes: _Buffer | None) -> int:
         """Fill ``frames`` (array('I')) / ``nodes`` (array('h')), each len(vas) * max_levels or
         None; returns how many VAs nothing maps."""
         v, n = self._vas(vas)
@@ -752,7 +771,7 @@ class Core:
             outs.append(self.ffi.NULL if arr is None else self.ffi.from_buffer(ctype, arr))
         return self._check(self.lib.ptr_mirror_walk_many(mm, v, n, *outs), "walking addresses")
 
-    def remote_count(self, mm, vas, data_nodes) -> dict:  # noqa: ANN001
+    def remote_count(self, mm, vas: _Buffer, data_nodes: _Buffer) -> dict:
         """ptr_mirror_remote(): data_nodes is an array('i') parallel to vas."""
         v, n = self._vas(vas)
         if len(data_nodes) != n or memoryview(data_nodes).itemsize != 4:
@@ -763,7 +782,7 @@ class Core:
         return {"pages": out.pages, "remote_pages": out.remote_pages,
                 "by_level": list(out.by_level), "unmapped": out.unmapped}
 
-    def check_translations(self, mm, vas, phys) -> tuple[int, int]:  # noqa: ANN001
+    def check_translations(self, mm, vas: _Buffer, phys: _Buffer) -> tuple[int, int]:
         """ptr_mirror_check(): (translations missing or wrong, index of the first such)."""
         v, n = self._vas(vas)
         p, pn = self._vas(phys)
@@ -796,8 +815,12 @@ class Core:
         fn = self.lib.ptr_cpu_access_fault if handle_faults else self.lib.ptr_cpu_access
         what = f"access at {_hex(va)}"
         rc = self._check(fn(cpu, self._u64("va", va), bool(write), phys), what, {
-            _errno.EINVAL: _UsageError(f"{what}: the CPU is idle; switch_to() an address space first"),
-            _errno.EFAULT: _NotMapped(f"{what}: no mapping and no region covers it (a segmentation fault)"),
+            _errno.EINVAL: _UsageError(
+                f"{what}: the CPU is idle; switch_to() an address space first"
+            ),
+            _errno.EFAULT: _NotMapped(
+                f"{what}: no mapping and no region covers it (a segmentation fault)"
+            ),
             _errno.EACCES: _ProtectionFault(f"{what}: write to a read-only mapping"),
         })
         return rc, int(phys[0])
@@ -833,7 +856,9 @@ class Core:
             raise CoreError(f"an emulated CPU took an unhandled fault ({rc})")
         self._check(rc, "running CPUs", {
             _errno.EINVAL: _UsageError("run_cpus: empty range"),
-            _errno.EFAULT: _NotMapped("an emulated CPU accessed an address with no mapping or region"),
+            _errno.EFAULT: _NotMapped(
+                "an emulated CPU accessed an address with no mapping or region"
+            ),
         })
         return self._stats(st)
 
@@ -852,10 +877,6 @@ def core(build: str = "relo") -> Core:
 # relocation -- the relocation engine and the stress harness (csrc/relocate.cdef, stress.cdef),
 # owned by ptreloc.relocate and ptreloc.stress.  Reports come back as plain dicts.
 # ---------------------------------------------------------------------------------------------
-
-from collections.abc import Callable as _Callable  # noqa: E402
-
-from ptreloc.errors import RelocationUnsupported as _RelocationUnsupported  # noqa: E402
 
 RELOC_STRATEGIES: dict[str, int] = {"rewalk": 0, "stop": 1, "naive": 2}
 _RELOC_TIMINGS = ("collect", "alloc", "copy", "shootdown", "merge", "grace", "free", "stopped",
@@ -1077,8 +1098,6 @@ def take_hook_error(c: Core) -> None:
 # bench -- the timed loops of `ptreloc bench` (csrc/bench.cdef), owned by ptreloc.bench.  The
 # loops and their clocks are in C; these wrappers only create contexts and run one round each.
 # ---------------------------------------------------------------------------------------------
-
-from typing import Any as _Any  # noqa: E402
 
 
 def _bench_check(c: Core, rc: int, what: str) -> None:
