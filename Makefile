@@ -69,9 +69,10 @@ BENCH_ARGS ?=
 bench: build ## run every benchmark suite; results in docs/bench.json (docs/BENCHMARKS.md)
 	$(PY) -m ptreloc bench --output $(BENCH_JSON) $(BENCH_ARGS)
 
-lint: build ## ruff over the Python sources
+# scripts/numa-vm is Python without a .py suffix: named, as ruff only finds *.py by itself
+lint: build ## ruff over the Python sources (package, tests, build script, scripts)
 	$(PY) -m pip install -q ruff
-	$(PY) -m ruff check ptreloc tests csrc/build.py
+	$(PY) -m ruff check ptreloc tests csrc/build.py scripts/*.py scripts/numa-vm
 
 clean: ## remove build products (keeps .venv and the test-bed cache)
 	rm -rf build *.egg-info ptreloc/_core*.so ptreloc/_core*.c ptreloc/_core*.o

@@ -181,10 +181,10 @@ def ptreloc_as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
     # import everything now: nobody cannot read this interpreter's standard library under /root
     for module in COMMANDS.values():
         importlib.import_module(module)
-    import ptreloc.mirror  # noqa: F401
+    import ptreloc.mirror  # noqa: F401 - loaded now, while this user can still read it
 
     out = tempfile.TemporaryFile("w+")  # noqa: SIM115 - read back after the fork, then closed
-    err = tempfile.TemporaryFile("w+")  # noqa: SIM115
+    err = tempfile.TemporaryFile("w+")  # noqa: SIM115 - as above
     pid = os.fork()
     if pid == 0:
         code = 125
@@ -192,8 +192,8 @@ def ptreloc_as_nobody(*args: str) -> subprocess.CompletedProcess[str]:
             os.dup2(out.fileno(), 1)
             os.dup2(err.fileno(), 2)
             # pytest replaces sys.stdout/sys.stderr with its capture: write to the real fds
-            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
+            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - lives until _exit
+            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - lives until _exit
             _become_nobody()
             try:
                 main.main(list(args), prog_name="ptreloc", standalone_mode=True)

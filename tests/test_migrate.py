@@ -30,7 +30,7 @@ CONTRACT_KEYS = {
 
 def _relocation_engine() -> bool:
     try:
-        from ptreloc import relocate  # noqa: F401
+        from ptreloc import relocate  # noqa: F401 - only whether it imports matters
     except ImportError:
         return False
     return True
