@@ -229,6 +229,12 @@ def _move_pages_arrays(
     return pages, node_arr, status
 
 
+def _dlopen(name: str | None) -> object:
+    """Open a shared object for ``_abi`` (None: libc).  A plain function, so a test can make a
+    library "missing" by replacing it without touching the FFI object."""
+    return _abi.dlopen(name)
+
+
 class SyscallBackend(_MaskMixin):
     """The four calls through libc's syscall(2) with the kernel's own numbers and argument rules.
 
@@ -245,7 +251,7 @@ class SyscallBackend(_MaskMixin):
                 f"install libnuma1 and use the libnuma backend"
             )
         self._nr = SYSCALL_NUMBERS[machine]
-        self._libc = _abi.dlopen(None)
+        self._libc = _dlopen(None)
         self.nodemask_bits = kernel_nodemask_bits()
 
     def _call(self, call: str, *args: object) -> int:
@@ -315,7 +321,7 @@ class LibnumaBackend(_MaskMixin):
 
     def __init__(self) -> None:
         try:
-            self._lib = _abi.dlopen("libnuma.so.1")
+            self._lib = _dlopen("libnuma.so.1")
         except OSError as err:
             raise _SyscallError(
                 "libnuma.so.1 cannot be loaded: install it (apt-get install libnuma1) "
@@ -430,6 +436,9 @@ def buffer_address(buf: object) -> int:
 # ---------------------------------------------------------------------------------------------
 
 CORE_BUILDS = {"relo": "_core", "norelo": "_core_norelo"}
+# a handle from the core (struct ptr_arena / ptr_mm / ptr_cpu pointers, a stats struct): a
+# cffi cdata object, one class for every FFI instance
+_Handle = _abi.CData
 # what the mirror wrappers hand C by pointer: an array of the right item size (or a view of one)
 _Buffer = _array | memoryview
 _U64 = (1 << 64) - 1
@@ -542,7 +551,7 @@ class Core:
         return v
 
     # ---- arena --------------------------------------------------------------------------------
-    def arena_create(self, geometry: str, bind_nodes: list[int], frames_per_node: int):
+    def arena_create(self, geometry: str, bind_nodes: list[int], frames_per_node: int) -> _Handle:
         self.geometry(geometry)
         if not 1 <= len(bind_nodes) <= self.max_nodes:
             raise _InvalidNode(f"an arena has 1..{self.max_nodes} nodes, not {len(bind_nodes)}")
@@ -565,15 +574,15 @@ class Core:
         })
         return out[0]
 
-    def arena_destroy(self, arena) -> None:
+    def arena_destroy(self, arena: _Handle) -> None:
         self._check(self.lib.ptr_arena_destroy(arena), "destroying the arena", {
             _errno.EBUSY: CoreError("arena still has address spaces or CPUs: close them first"),
         })
 
-    def mm_set_node(self, mm, node: int) -> None:
+    def mm_set_node(self, mm: _Handle, node: int) -> None:
         self._check(self.lib.ptr_mm_set_node(mm, node), f"setting the table node to {node}")
 
-    def set_capacity(self, arena, node: int, frames: int) -> None:
+    def set_capacity(self, arena: _Handle, node: int, frames: int) -> None:
         if not isinstance(frames, int) or frames < 0:
             raise _UsageError(f"capacity must be a non-negative integer, got {frames!r}")
         self._check(self.lib.ptr_arena_set_capacity(arena, node, min(frames, 2**32 - 1)),
@@ -584,12 +593,12 @@ class Core:
             ),
         })
 
-    def fail_nth_alloc(self, arena, k: int) -> None:
+    def fail_nth_alloc(self, arena: _Handle, k: int) -> None:
         if not isinstance(k, int) or k < 0:
             raise _UsageError(f"k must be a non-negative integer, got {k!r}")
         self.lib.ptr_arena_fail_nth_alloc(arena, k)
 
-    def pool_info(self, arena, node: int) -> dict:
+    def pool_info(self, arena: _Handle, node: int) -> dict:
         info = self.ffi.new("struct ptr_pool_info *")
         self._check(self.lib.ptr_arena_pool_info(arena, node, info), f"node {node}")
         return {
@@ -601,10 +610,10 @@ class Core:
             "live": [info.live[i] for i in range(self.max_levels)],
         }
 
-    def freed_frame_accesses(self, arena) -> int:
+    def freed_frame_accesses(self, arena: _Handle) -> int:
         return int(self.lib.ptr_arena_freed_frame_accesses(arena))
 
-    def frame_info(self, arena, frame: int) -> dict:
+    def frame_info(self, arena: _Handle, frame: int) -> dict:
         st, lv, nd, sh = (self.ffi.new("int *") for _ in range(4))
         self._check(self.lib.ptr_frame_info(arena, frame, st, lv, nd, sh), f"frame {frame}", {
             _errno.EINVAL: _UsageError(f"frame {frame} is outside the arena"),
@@ -612,33 +621,33 @@ class Core:
         return {"state": ("free", "live", "limbo")[st[0]], "level": lv[0], "node": nd[0],
                 "sharers": sh[0]}
 
-    def frame_address(self, arena, frame: int) -> int:
+    def frame_address(self, arena: _Handle, frame: int) -> int:
         return int(self.lib.ptr_frame_address(arena, frame))
 
-    def table_entry(self, arena, frame: int, level: int, index: int) -> int:
+    def table_entry(self, arena: _Handle, frame: int, level: int, index: int) -> int:
         return int(self.lib.ptr_table_entry(arena, frame, level, index))
 
-    def free_frame(self, arena, frame: int) -> None:
+    def free_frame(self, arena: _Handle, frame: int) -> None:
         """Test helper: free (and poison) a frame regardless of who still points to it."""
         self.lib.ptr_frame_free(arena, frame)
 
     # ---- address spaces ---------------------------------------------------------------------
-    def mm_create(self, arena, node: int):
+    def mm_create(self, arena: _Handle, node: int) -> _Handle:
         out = self.ffi.new("struct ptr_mm **")
         self._check(
             self.lib.ptr_mm_create(arena, node, out), f"creating an address space on node {node}"
         )
         return out[0]
 
-    def mm_destroy(self, mm) -> None:
+    def mm_destroy(self, mm: _Handle) -> None:
         self._check(self.lib.ptr_mm_destroy(mm), "destroying the address space", {
             _errno.EBUSY: CoreError("a CPU still runs this address space: switch it away first"),
         })
 
-    def mm_root(self, mm) -> int:
+    def mm_root(self, mm: _Handle) -> int:
         return int(self.lib.ptr_mm_root(mm))
 
-    def map(self, mm, start: int, end: int, phys: int, leaf_level: int, writable: bool,
+    def map(self, mm: _Handle, start: int, end: int, phys: int, leaf_level: int, writable: bool,
             table_node: int) -> None:
         what = f"mapping [{_hex(start)}, {_hex(end)})"
         self._check(self.lib.ptr_map(mm, self._u64("start", start), self._u64("end", end),
@@ -656,7 +665,7 @@ class Core:
             ),
         })
 
-    def unmap(self, mm, start: int, end: int) -> tuple[int, int]:
+    def unmap(self, mm: _Handle, start: int, end: int) -> tuple[int, int]:
         dirty = self.ffi.new("uint64_t *")
         what = f"unmapping [{_hex(start)}, {_hex(end)})"
         n = self._check(self.lib.ptr_unmap(mm, self._u64("start", start), self._u64("end", end),
@@ -665,7 +674,7 @@ class Core:
         })
         return n, int(dirty[0])
 
-    def protect(self, mm, start: int, end: int, writable: bool) -> int:
+    def protect(self, mm: _Handle, start: int, end: int, writable: bool) -> int:
         what = f"protecting [{_hex(start)}, {_hex(end)})"
         return self._check(self.lib.ptr_protect(mm, self._u64("start", start),
                                                 self._u64("end", end), bool(writable)), what, {
@@ -673,7 +682,7 @@ class Core:
         })
 
     def add_region(
-        self, mm, start: int, end: int, phys: int, writable: bool, leaf_level: int
+        self, mm: _Handle, start: int, end: int, phys: int, writable: bool, leaf_level: int
     ) -> None:
         what = f"adding region [{_hex(start)}, {_hex(end)})"
         self._check(self.lib.ptr_add_region(mm, self._u64("start", start), self._u64("end", end),
@@ -686,7 +695,7 @@ class Core:
             _errno.ENOSPC: _UsageError(f"{what}: too many regions in this address space"),
         })
 
-    def translate(self, mm, va: int) -> dict | None:
+    def translate(self, mm: _Handle, va: int) -> dict | None:
         tr = self.ffi.new("struct ptr_translation *")
         rc = self.lib.ptr_translate(mm, self._u64("va", va), tr)
         if rc == -_errno.ENOENT:
@@ -696,7 +705,7 @@ class Core:
                 "level": tr.level, "writable": bool(tr.writable), "young": bool(tr.young),
                 "dirty": bool(tr.dirty)}
 
-    def fault(self, mm, va: int, write: bool) -> None:
+    def fault(self, mm: _Handle, va: int, write: bool) -> None:
         # never on behalf of a CPU: Python is not inside a CPU's access (its busy lock), so
         # ptr_fault() must enter its own read-side section (cpu == NULL); see ptreloc.h
         what = f"fault at {_hex(va)}"
@@ -708,7 +717,7 @@ class Core:
             _errno.EACCES: _ProtectionFault(f"{what}: write to a read-only mapping"),
         })
 
-    def test_and_clear(self, mm, va: int, dirty: bool) -> bool:
+    def test_and_clear(self, mm: _Handle, va: int, dirty: bool) -> bool:
         fn = self.lib.ptr_test_and_clear_dirty if dirty else self.lib.ptr_test_and_clear_young
         what = f"test-and-clear-{'dirty' if dirty else 'young'} at {_hex(va)}"
         rc = self._check(fn(mm, self._u64("va", va)), what, {
@@ -716,7 +725,7 @@ class Core:
         })
         return rc == 1
 
-    def share_table(self, dst, src, va: int, level: int) -> None:
+    def share_table(self, dst: _Handle, src: _Handle, va: int, level: int) -> None:
         what = f"sharing the level-{level} table at {_hex(va)}"
         self._check(self.lib.ptr_share_table(dst, src, self._u64("va", va), level), what, {
             _errno.ENOENT: _NotMapped(f"{what}: the source has no such table"),
@@ -729,7 +738,7 @@ class Core:
             ),
         })
 
-    def repoint(self, mm, va: int, level: int, node: int) -> tuple[int, int]:
+    def repoint(self, mm: _Handle, va: int, level: int, node: int) -> tuple[int, int]:
         old, new = self.ffi.new("uint32_t *"), self.ffi.new("uint32_t *")
         what = f"repointing the level-{level} table at {_hex(va)}"
         self._check(self.lib.ptr_repoint(mm, self._u64("va", va), level, node, old, new), what, {
@@ -739,14 +748,14 @@ class Core:
         })
         return int(old[0]), int(new[0])
 
-    def count_tables(self, mm) -> tuple[list[int], list[list[int]]]:
+    def count_tables(self, mm: _Handle) -> tuple[list[int], list[list[int]]]:
         counts = self.ffi.new("uint32_t[]", self.max_levels)
         per_node = self.ffi.new(f"uint32_t[{self.max_nodes}][{self.max_levels}]")
         self.lib.ptr_mm_count_tables(mm, counts, per_node)
         return list(counts), [list(per_node[n]) for n in range(self.max_nodes)]
 
     # ---- mirror queries (csrc/mirror.c): read-only walks, bulk ones over array('Q') VAs -------
-    def walk_path(self, mm, va: int) -> tuple[int, list[int]]:
+    def walk_path(self, mm: _Handle, va: int) -> tuple[int, list[int]]:
         """(leaf level or -ENOENT, frames per level with PTR_NO_FRAME below the stop)."""
         frames = self.ffi.new("uint32_t[]", self.max_levels)
         rc = self.lib.ptr_mirror_walk(mm, self._u64("va", va), frames)
@@ -760,7 +769,9 @@ class Core:
             raise _UsageError("addresses must be an array('Q')")
         return self.ffi.from_buffer("uint64_t[]", vas), len(view)
 
-    def walk_many(self, mm, vas: _Buffer, frames: _Buffer | None, nodes: _Buffer | None) -> int:
+    def walk_many(
+        self, mm: _Handle, vas: _Buffer, frames: _Buffer | None, nodes: _Buffer | None
+    ) -> int:
         """Fill ``frames`` (array('I')) / ``nodes`` (array('h')), each len(vas) * max_levels or
         None; returns how many VAs nothing maps."""
         v, n = self._vas(vas)
@@ -771,7 +782,7 @@ class Core:
             outs.append(self.ffi.NULL if arr is None else self.ffi.from_buffer(ctype, arr))
         return self._check(self.lib.ptr_mirror_walk_many(mm, v, n, *outs), "walking addresses")
 
-    def remote_count(self, mm, vas: _Buffer, data_nodes: _Buffer) -> dict:
+    def remote_count(self, mm: _Handle, vas: _Buffer, data_nodes: _Buffer) -> dict:
         """ptr_mirror_remote(): data_nodes is an array('i') parallel to vas."""
         v, n = self._vas(vas)
         if len(data_nodes) != n or memoryview(data_nodes).itemsize != 4:
@@ -782,7 +793,7 @@ class Core:
         return {"pages": out.pages, "remote_pages": out.remote_pages,
                 "by_level": list(out.by_level), "unmapped": out.unmapped}
 
-    def check_translations(self, mm, vas: _Buffer, phys: _Buffer) -> tuple[int, int]:
+    def check_translations(self, mm: _Handle, vas: _Buffer, phys: _Buffer) -> tuple[int, int]:
         """ptr_mirror_check(): (translations missing or wrong, index of the first such)."""
         v, n = self._vas(vas)
         p, pn = self._vas(phys)
@@ -793,23 +804,25 @@ class Core:
         return bad, int(first[0])
 
     # ---- CPUs ---------------------------------------------------------------------------------
-    def cpu_create(self, arena):
+    def cpu_create(self, arena: _Handle) -> _Handle:
         out = self.ffi.new("struct ptr_cpu **")
         self._check(self.lib.ptr_cpu_create(arena, out), "creating a CPU", {
             _errno.EMFILE: _UsageError(f"an arena has at most {self.max_cpus} CPUs"),
         })
         return out[0]
 
-    def cpu_destroy(self, cpu) -> None:
+    def cpu_destroy(self, cpu: _Handle) -> None:
         self.lib.ptr_cpu_destroy(cpu)
 
-    def cpu_switch_to(self, cpu, mm) -> None:
+    def cpu_switch_to(self, cpu: _Handle, mm: _Handle) -> None:
         self._check(self.lib.ptr_cpu_switch_to(cpu, mm if mm is not None else self.ffi.NULL),
                     "switching CPU", {
             _errno.EINVAL: _UsageError("the address space belongs to another arena"),
         })
 
-    def cpu_access(self, cpu, va: int, write: bool, handle_faults: bool) -> tuple[int, int]:
+    def cpu_access(
+        self, cpu: _Handle, va: int, write: bool, handle_faults: bool
+    ) -> tuple[int, int]:
         """Return (code, phys): code 0 ok, or PTR_FAULT_* (>0)."""
         phys = self.ffi.new("uint64_t *")
         fn = self.lib.ptr_cpu_access_fault if handle_faults else self.lib.ptr_cpu_access
@@ -825,24 +838,24 @@ class Core:
         })
         return rc, int(phys[0])
 
-    def cpu_flush(self, cpu) -> None:
+    def cpu_flush(self, cpu: _Handle) -> None:
         self.lib.ptr_cpu_flush(cpu)
 
-    def _stats(self, st) -> dict[str, int]:
+    def _stats(self, st: _Handle) -> dict[str, int]:
         return {k: int(getattr(st, k)) for k in (
             "accesses", "tlb_hits", "walks", "faults", "freed_reads", "shootdowns", "reloads",
             "pwc_hits", "fault_path_runs")}
 
-    def cpu_stats(self, cpu) -> dict[str, int]:
+    def cpu_stats(self, cpu: _Handle) -> dict[str, int]:
         st = self.ffi.new("struct ptr_cpu_stats *")
         self.lib.ptr_cpu_get_stats(cpu, st)
         return self._stats(st)
 
-    def shootdown(self, mm, reload_root: bool) -> None:
+    def shootdown(self, mm: _Handle, reload_root: bool) -> None:
         self.lib.ptr_shootdown(mm, bool(reload_root))
 
-    def run_cpus(self, mm, ncpus: int, naccesses: int, start: int, end: int, write_pct: int,
-                 seed: int) -> dict[str, int]:
+    def run_cpus(self, mm: _Handle, ncpus: int, naccesses: int, start: int, end: int,
+                 write_pct: int, seed: int) -> dict[str, int]:
         if not 1 <= ncpus <= self.max_cpus:
             raise _UsageError(f"ncpus must be 1..{self.max_cpus}")
         if not 0 <= write_pct <= 100:

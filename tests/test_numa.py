@@ -459,13 +459,12 @@ def test_backend_needs_no_compiled_core() -> None:
 def test_libnuma_missing_gives_a_clear_error() -> None:
     """Where libnuma cannot be loaded, asking for it says how to fix that; auto falls back."""
     code = (
-        "import cffi, sys\n"
         "from ptreloc import _native\n"
-        "real = _native._abi.dlopen\n"
+        "real = _native._dlopen\n"
         "def no_libnuma(name, *a):\n"
         "    if name == 'libnuma.so.1': raise OSError('cannot load library libnuma.so.1')\n"
         "    return real(name, *a)\n"
-        "_native._abi.dlopen = no_libnuma\n"
+        "_native._dlopen = no_libnuma\n"
         "print(_native.numa_backend('auto').name)\n"
         "try:\n"
         "    _native.numa_backend('libnuma')\n"
