@@ -925,7 +925,9 @@ struct ptr_stress_result {
 	uint64_t accesses, writes, tlb_hits, walks, pwc_hits, cpu_shootdowns, fault_path_runs;
 	uint64_t access_errors;
 	uint64_t dirty_cleans, young_cleans, unmaps, found_dirty, found_young;
-	uint64_t checked_dirty, checked_accessed;
+	uint64_t checked_dirty, checked_accessed;  /* final verdict: pages whose A/D must be set */
+	uint64_t audits, audit_checked;            /* parked audits (one per relocation), and the
+						    * pages they found whose A/D had to be set */
 	uint64_t lost_dirty, lost_accessed, freed_frame_accesses, leaked_frames;
 	uint64_t translation_mismatches;
 };

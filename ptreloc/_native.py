@@ -1005,7 +1005,7 @@ _STRESS_FIELDS = (
     "batches", "reloc_shootdowns", "ad_merged", "ad_lost", "relocation_ns", "accesses", "writes",
     "tlb_hits", "walks", "pwc_hits", "cpu_shootdowns", "fault_path_runs", "access_errors",
     "dirty_cleans", "young_cleans", "unmaps", "found_dirty", "found_young", "checked_dirty",
-    "checked_accessed", "lost_dirty", "lost_accessed", "freed_frame_accesses", "leaked_frames",
+    "checked_accessed", "audits", "audit_checked", "lost_dirty", "lost_accessed", "freed_frame_accesses", "leaked_frames",
     "translation_mismatches",
 )
 
