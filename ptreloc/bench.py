@@ -49,7 +49,9 @@ __all__ = [
     "plan",
     "run",
     "check_suites",
+    "PLOT_FORMATS",
     "require_matplotlib",
+    "check_plot_path",
     "check_writable",
     "plot",
     "paired_ratios",
@@ -247,6 +249,27 @@ def require_matplotlib() -> None:
             "--plot needs matplotlib, which is not installed: pip install 'ptreloc[plot]' "
             "(or drop --plot)"
         ) from err
+
+
+#: What --plot draws, by file name extension: formats matplotlib's Agg/SVG/PDF backends write
+#: without external tools (no LaTeX, no ghostscript), so a run never fails at the last step.
+PLOT_FORMATS: tuple[str, ...] = ("png", "svg", "pdf")
+
+
+def check_plot_path(path: str | os.PathLike[str]) -> str:
+    """Everything --plot needs, checked BEFORE measuring: matplotlib importable, a file name
+    whose extension is one of :data:`PLOT_FORMATS` (matplotlib picks the format from it, and an
+    unknown one is a ValueError only when the figure is saved - after the whole run), and a
+    writable place.  Returns the format; raises UsageError (exit 2) otherwise."""
+    require_matplotlib()
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in PLOT_FORMATS:
+        what = f"a '.{fmt}' file" if fmt else "a file without an extension"
+        raise UsageError(f"--plot {os.fspath(path)}: cannot draw {what}; name it "
+                         f"{', '.join('.' + f for f in PLOT_FORMATS[:-1])} or "
+                         f".{PLOT_FORMATS[-1]}")
+    check_writable(path, "--plot")
+    return fmt
 
 
 def check_writable(path: str | os.PathLike[str], option: str) -> None:
@@ -791,10 +814,11 @@ def _size_label(nbytes: int) -> str:
 
 
 def plot(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Write a PNG summary of ``results``: one panel per suite that ran (fault, walk, relocate,
+    """Write a summary of ``results`` (PNG, SVG or PDF by ``path``'s extension, see
+    :func:`check_plot_path`): one panel per suite that ran (fault, walk, relocate,
     concurrent), each with its goal drawn as a red dashed line, values written on the bars, the
     95 % intervals as error bars, and whether the goal was met in the panel's title."""
-    require_matplotlib()
+    fmt = check_plot_path(path)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -921,5 +945,5 @@ def plot(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
                  f"{meta.get('cpus', '?')} CPUs, nodes with memory "
                  f"{meta.get('nodes_with_memory', '?')}", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format=fmt)
     plt.close(fig)

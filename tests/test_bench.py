@@ -172,6 +172,30 @@ def test_unwritable_output_is_refused_before_measuring(tmp_path, monkeypatch, op
     assert not target.parent.exists()
 
 
+@pytest.mark.parametrize("name", ["x.txt", "x", "x.png.bak"])
+def test_plot_format_is_refused_before_measuring(tmp_path, monkeypatch, name):
+    """A --plot name matplotlib cannot draw (it picks the format from the extension) was a
+    ValueError - 'internal error', exit 1 - after the whole run; now exit 2 at once, one line
+    naming the accepted extensions, and no file left behind."""
+    _refuse_to_measure(monkeypatch)
+    target = tmp_path / name
+    result = CliRunner().invoke(main, ["bench", "--quick", "--plot", str(target)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and str(target) in lines[0] and ".png, .svg or .pdf" in lines[0]
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("ext", bench.PLOT_FORMATS)
+def test_every_accepted_plot_format_draws(tmp_path, ext):
+    import matplotlib.backend_bases
+
+    assert ext in matplotlib.backend_bases.FigureCanvasBase.get_supported_filetypes()
+    out = tmp_path / f"b.{ext.upper()}"  # the extension's case does not matter
+    bench.plot({"meta": {"quick": True}}, out)
+    assert out.stat().st_size > 0
+
+
 def test_output_under_a_file_is_refused_before_measuring(tmp_path, monkeypatch):
     _refuse_to_measure(monkeypatch)
     a_file = tmp_path / "f"

@@ -131,12 +131,14 @@ Examples:
 \b
 Exit codes: 0 measured (a missed goal is reported, not failed), 1 operational error (a
 suite could not run), 2 usage error: unknown suite, bad option, an -o/--plot path that cannot
-be written or --plot without matplotlib - all refused before anything is measured.""")
+be written, a --plot file that is not .png/.svg/.pdf, or --plot without matplotlib - all
+refused before anything is measured.""")
 @click.argument("suites", nargs=-1, metavar="[SUITE]...")
 @click.option("--quick", is_flag=True, help="CI smoke run: a few seconds a suite (checks the "
               "shape of the results, not the speed).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True),
-              help="Also write a PNG summary (needs the 'plot' extra: matplotlib).")
+              help="Also draw a summary to FILE.png, .svg or .pdf (needs the 'plot' extra: "
+              "matplotlib).", metavar="FILE")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of every random order.")
 @click.option("--in-vm", is_flag=True, help="migrate: on a one-node host, run it inside a 2-node "
               "QEMU guest (scripts/numa-vm).")
@@ -151,8 +153,7 @@ def command(suites: tuple[str, ...], quick: bool, plot_path: str | None, seed: i
     names = bench.check_suites(suites)
     # refuse before spending minutes measuring, not when the results are ready to be written
     if plot_path:
-        bench.require_matplotlib()
-        bench.check_writable(plot_path, "--plot")
+        bench.check_plot_path(plot_path)
     if output:
         bench.check_writable(output, "-o/--output")
     with _progress(True) as say:
