@@ -44,6 +44,10 @@ from ptreloc.errors import PtrelocError, UsageError
 __all__ = [
     "SUITES",
     "GOALS",
+    "GOAL_INTERVALS",
+    "QUICK_NOTE",
+    "verdict",
+    "goals",
     "PlotUnavailable",
     "Plan",
     "plan",
@@ -65,7 +69,7 @@ __all__ = [
 
 SUITES: tuple[str, ...] = ("fault", "walk", "relocate", "concurrent", "mirror", "migrate")
 
-#: (suite, dotted key, target, "<=") - every goal, reported with met true/false.
+#: (suite, dotted key, target, "<=") - every goal, reported with a verdict (see :func:`verdict`).
 GOALS: tuple[tuple[str, str, float], ...] = (
     ("fault", "fault.bare.overhead_pct", 1.0),
     ("fault", "fault.with_data.overhead_pct", 0.3),
@@ -74,6 +78,18 @@ GOALS: tuple[tuple[str, str, float], ...] = (
     ("relocate", "relocate.growth_exponent", 1.1),
     ("concurrent", "concurrent.rewalk.p99_ratio", 2.0),
 )
+
+#: The 95 % interval reported beside a goal's figure, where there is one: the verdict uses it.
+GOAL_INTERVALS: dict[str, str] = {
+    "fault.bare.overhead_pct": "fault.bare.ci95_pct",
+    "fault.with_data.overhead_pct": "fault.with_data.ci95_pct",
+    "walk.ratio_vs_chase": "walk.ci95",
+}
+
+#: What meta.note says of a --quick run (the table footer says it too).
+QUICK_NOTE = ("QUICK run: a CI smoke test of the results' shape, not a measurement of speed - "
+              "too few rounds and too small sizes to read any figure or verdict; run without "
+              "--quick (make bench) to measure")
 
 GEOMETRY = "x86_64_4l"
 PAGE = 4096
@@ -741,15 +757,40 @@ def _get(d: dict[str, Any], dotted: str) -> Any:
     return d
 
 
+def verdict(value: Any, target: float, interval: Sequence[float] | None) -> str:
+    """``met``, ``missed`` or ``undecided`` for a goal "value <= target".
+
+    With a 95 % interval [lo, hi] the point value alone decides nothing: ``met`` only when
+    hi <= target (the whole interval is within the goal), ``missed`` when lo > target, and
+    ``undecided`` when the interval straddles the target (too wide to tell).  Without an
+    interval, the value decides.  A missing or non-finite value is ``missed``."""
+    if not (isinstance(value, int | float) and math.isfinite(value)):
+        return "missed"
+    if interval is not None and len(interval) == 2 and all(
+            isinstance(x, int | float) and math.isfinite(x) for x in interval):
+        lo, hi = min(interval), max(interval)
+        if hi <= target:
+            return "met"
+        if lo > target:
+            return "missed"
+        return "undecided"
+    return "met" if value <= target else "missed"
+
+
 def goals(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every goal of the suites in ``results`` with its measured value and met true/false."""
+    """Every goal of the suites in ``results``: key, target, value, interval (the 95 % interval
+    the verdict used, or None), verdict (:func:`verdict`) and ``met`` - true, false, or None
+    when undecided (kept beside ``verdict`` for scripts that read ``met``)."""
     out = []
     for suite, key, target in GOALS:
         if suite not in results:
             continue
         value = _get(results, key)
-        met = isinstance(value, int | float) and math.isfinite(value) and value <= target
-        out.append({"key": key, "target": target, "value": value, "met": bool(met)})
+        ikey = GOAL_INTERVALS.get(key)
+        interval = _get(results, ikey) if ikey else None
+        v = verdict(value, target, interval)
+        out.append({"key": key, "target": target, "value": value, "interval": interval,
+                    "verdict": v, "met": {"met": True, "missed": False}.get(v)})
     return out
 
 
@@ -775,8 +816,12 @@ def run(
             "nodes_with_memory": sorted(topo.with_memory),
             "in_vm": bool(os.environ.get("PTRELOC_IN_VM")),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            # what scripts should check before reading any figure
+            "shape_only": quick,
         }
     }
+    if quick:
+        results["meta"]["note"] = QUICK_NOTE
     t0 = time.perf_counter()
     for name in names:
         t = time.perf_counter()
@@ -792,7 +837,7 @@ def run(
             node = res.setdefault("goals", {})
             for part in path:
                 node = node.setdefault(part, {})
-            node[leaf] = {"target": g["target"], "value": g["value"], "met": g["met"]}
+            node[leaf] = {k: g[k] for k in ("target", "value", "interval", "verdict", "met")}
     results["goals"] = goals(results)
     results["meta"]["seconds"] = _round(time.perf_counter() - t0, 2)
     return results
@@ -806,7 +851,10 @@ def _goal_of(results: dict[str, Any], key: str) -> dict[str, Any] | None:
 
 
 def _verdict(g: dict[str, Any] | None) -> str:
-    return "" if g is None else ("goal met" if g["met"] else "goal MISSED")
+    if g is None:
+        return ""
+    return {"met": "goal met", "missed": "goal MISSED"}.get(
+        g.get("verdict", ""), "goal undecided (interval too wide)")
 
 
 def _size_label(nbytes: int) -> str:

@@ -96,11 +96,19 @@ def test_quick_concurrent_measured_both_phases(quick):
         assert lo <= r["p99_ratio"] <= hi
 
 
-def test_quick_goals_report_met_consistently(quick):
+def test_quick_goals_report_verdicts_consistently(quick):
     keys = [g["key"] for g in quick["goals"]]
     assert keys == [k for _, k, _ in bench.GOALS]
     for g in quick["goals"]:
-        assert g["met"] is (g["value"] <= g["target"])
+        assert g["verdict"] == bench.verdict(g["value"], g["target"], g["interval"])
+        assert g["met"] is {"met": True, "missed": False, "undecided": None}[g["verdict"]]
+        if g["key"] in bench.GOAL_INTERVALS:  # the interval the verdict used is the figure's
+            assert g["interval"] == _get(quick, bench.GOAL_INTERVALS[g["key"]])
+
+
+def test_quick_run_says_it_is_not_a_measurement(quick):
+    assert quick["meta"]["quick"] is True and quick["meta"]["shape_only"] is True
+    assert "not a measurement" in quick["meta"]["note"]
 
 
 @pytest.mark.skipif(not ONE_NODE, reason="a multi-node host runs the migrate suite for real")
@@ -384,12 +392,45 @@ def test_loglog_slope():
         bench.loglog_slope([5, 5], [1, 2])
 
 
-def test_goals_met_flags():
+def test_goals_met_flags_without_an_interval():
     res = {"fault": {"bare": {"overhead_pct": 0.5}, "with_data": {"overhead_pct": 0.31}}}
     got = {g["key"]: g["met"] for g in bench.goals(res)}
     assert got == {"fault.bare.overhead_pct": True, "fault.with_data.overhead_pct": False}
     res = {"walk": {"ratio_vs_chase": float("nan")}}
     assert bench.goals(res)[0]["met"] is False
+
+
+def test_goal_verdict_follows_the_interval_not_the_point():
+    """The reviewer's case: with_data -0.249 % with a 95 % interval [-7.2, 7.1] was 'met
+    (<= 0.3)'.  The interval straddles the goal: undecided, met None."""
+    res = {"fault": {"bare": {"overhead_pct": 0.5, "ci95_pct": [0.2, 0.9]},
+                     "with_data": {"overhead_pct": -0.249, "ci95_pct": [-7.2, 7.1]}},
+           "walk": {"ratio_vs_chase": 2.28, "ci95": [2.09, 2.46]}}
+    got = {g["key"]: (g["verdict"], g["met"]) for g in bench.goals(res)}
+    assert got == {"fault.bare.overhead_pct": ("met", True),
+                   "fault.with_data.overhead_pct": ("undecided", None),
+                   "walk.ratio_vs_chase": ("missed", False)}
+    # a point beyond the goal with an interval that reaches inside it is not 'missed' either
+    assert bench.verdict(1.6, 1.5, [1.4, 1.8]) == "undecided"
+    assert bench.verdict(1.5, 1.5, [1.4, 1.5]) == "met"  # the bound itself is within the goal
+
+
+def test_terminal_output_says_undecided_and_quick(monkeypatch):
+    res = {"meta": {"quick": True, "shape_only": True, "note": bench.QUICK_NOTE},
+           "fault": {"seconds": 0.1,
+                     **{v: {"overhead_pct": -0.249, "ci95_pct": [-7.2, 7.1], "rounds": 8,
+                            "ns_per_fault": {"relo": 1.0, "norelo": 1.0}}
+                        for v in ("bare", "with_data")}}}
+    res["goals"] = bench.goals(res)
+    res["fault"]["goals"] = {v: {"overhead_pct": g} for v, g in
+                             zip(("bare", "with_data"), res["goals"], strict=True)}
+    monkeypatch.setattr(bench, "run", lambda *a, **k: res)
+    result = CliRunner().invoke(main, ["bench", "fault", "--quick"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "undecided (<= 0.3): interval too wide" in result.output
+    assert "met (<=" not in result.output
+    assert "goals undecided" in result.output
+    assert result.output.rstrip().endswith(bench.QUICK_NOTE)
 
 
 def test_ci_gate_script_is_executable_and_called_by_ci():

@@ -45,7 +45,9 @@ def _goal(res: dict[str, Any], key: str) -> str:
         g = g.get(part, {}) if isinstance(g, dict) else {}
     if not g:
         return ""
-    return f"{'met' if g['met'] else 'MISSED'} (<= {g['target']:g})"
+    word = {"met": "met", "missed": "MISSED"}.get(g["verdict"], "undecided")
+    why = ": interval too wide" if g["verdict"] == "undecided" else ""
+    return f"{word} (<= {g['target']:g}){why}"
 
 
 def render(results: dict[str, Any]) -> list[Table]:
@@ -125,7 +127,7 @@ def render(results: dict[str, Any]) -> list[Table]:
 @click.command("bench", epilog="""\b
 Examples:
   ptreloc bench fault                    # the RFC's headline: fault-path overhead, ~15 s
-  ptreloc bench --quick --json           # CI smoke run: every key, not the speed (~10 s)
+  ptreloc bench --quick --json           # CI smoke run: every key, not the speed (~2 s)
   ptreloc bench walk relocate --seed 7
   ptreloc bench --json -o results.json --plot results.png   # what 'make bench' keeps
 \b
@@ -134,8 +136,9 @@ suite could not run), 2 usage error: unknown suite, bad option, an -o/--plot pat
 be written, a --plot file that is not .png/.svg/.pdf, or --plot without matplotlib - all
 refused before anything is measured.""")
 @click.argument("suites", nargs=-1, metavar="[SUITE]...")
-@click.option("--quick", is_flag=True, help="CI smoke run: a few seconds a suite (checks the "
-              "shape of the results, not the speed).")
+@click.option("--quick", is_flag=True, help="CI smoke run, ~2 s in all: checks the shape of the "
+              "results, not the speed (its figures and verdicts are not measurements; the JSON "
+              "says so in meta.shape_only).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, writable=True),
               help="Also draw a summary to FILE.png, .svg or .pdf (needs the 'plot' extra: "
               "matplotlib).", metavar="FILE")
@@ -169,8 +172,13 @@ def command(suites: tuple[str, ...], quick: bool, plot_path: str | None, seed: i
         return
     for t in render(results):
         stdout_console.print(t)
-    missed = [g["key"] for g in results["goals"] if not g["met"]]
-    if missed:
-        stdout_console.print(f"goals missed: {', '.join(missed)} (see docs/BENCHMARKS.md)")
+    for word, why in (("missed", ""), ("undecided", " (the 95% interval straddles the goal: "
+                                                   "more rounds or a quieter machine)")):
+        keys = [g["key"] for g in results["goals"] if g["verdict"] == word]
+        if keys:
+            stdout_console.print(f"goals {word}{why}: {', '.join(keys)} "
+                                 "(see docs/BENCHMARKS.md)", highlight=False)
+    if results["meta"].get("shape_only"):
+        stdout_console.print(results["meta"]["note"], style="bold", highlight=False)
     if plot_path:
         stdout_console.print(f"plot written to {plot_path}")
