@@ -63,6 +63,8 @@ __all__ = [
     "bootstrap_ci",
     "t_quantile_975",
     "hist_percentile",
+    "pair_ratios",
+    "MIN_PHASE_ACCESSES",
     "loglog_slope",
     "overhead_pct",
 ]
@@ -519,19 +521,27 @@ def _hist_summary(c: _native.Core, hist: list[int], mx: int) -> dict[str, float]
             "p999_ns": hist_percentile(hist, 0.999, lower), "max_ns": float(mx)}
 
 
-def _pair_ratios(c: _native.Core, rounds: list[tuple[list[int], list[int]]], q: float
-                 ) -> list[float]:
-    """Per round (one idle and one relocating phase, neighbours in time): relocating/idle of
-    percentile ``q`` - a drift of the machine between rounds cancels out of each ratio."""
-    def lower(i: int) -> int:
-        return _native.bench_hist_lower(c, i)
+#: A phase with fewer timed accesses than this has no p99.9 of its own (its "percentile" is the
+#: max of a handful of samples, e.g. one preemption of the CPU thread on a loaded host) - its
+#: round is excluded from the per-round ratios and counted in ``rounds_excluded``.
+MIN_PHASE_ACCESSES = 1000
 
+
+def pair_ratios(rounds: Sequence[tuple[Sequence[int], Sequence[int]]], q: float,
+                lower: Callable[[int], int]) -> tuple[list[float], int]:
+    """Per round (one idle and one relocating phase histogram, neighbours in time): relocating
+    / idle of percentile ``q`` - a drift of the machine between rounds cancels out of each
+    ratio.  Returns (ratios, rounds excluded): a round where either phase timed fewer than
+    :data:`MIN_PHASE_ACCESSES` accesses (an empty or starved phase) is excluded, not turned
+    into a ratio of 0 or infinity."""
     out = []
+    excluded = 0
     for idle, busy in rounds:
-        a, b = hist_percentile(busy, q, lower), hist_percentile(idle, q, lower)
-        if math.isfinite(a) and math.isfinite(b) and b > 0:
-            out.append(a / b)
-    return out
+        if min(sum(idle), sum(busy)) < MIN_PHASE_ACCESSES:
+            excluded += 1
+            continue
+        out.append(hist_percentile(busy, q, lower) / hist_percentile(idle, q, lower))
+    return out, excluded
 
 
 def suite_concurrent(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
@@ -547,8 +557,11 @@ def suite_concurrent(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
             bind_nodes=binds, seed=seed)
         idle = _hist_summary(c, r["idle_hist"], r["idle_max"])
         busy = _hist_summary(c, r["busy_hist"], r["busy_max"])
-        r99 = _pair_ratios(c, r["rounds"], 0.99)
-        r999 = _pair_ratios(c, r["rounds"], 0.999)
+        def lower(i: int) -> int:
+            return _native.bench_hist_lower(c, i)
+
+        r99, excluded = pair_ratios(r["rounds"], 0.99, lower)
+        r999, _ = pair_ratios(r["rounds"], 0.999, lower)
         res: dict[str, Any] = {
             "batch": batch,
             "idle": idle | {"accesses": r["idle_n"]},
@@ -560,6 +573,7 @@ def suite_concurrent(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
             "p99_ratio_pooled": _round(busy["p99_ns"] / idle["p99_ns"]),
             "p50_ratio": _round(busy["p50_ns"] / idle["p50_ns"]),
             "rounds": len(r99),
+            "rounds_excluded": excluded,
             "relocations": r["relocations"],
             "frames_relocated": r["frames"],
             "relocation_ms_mean": _round(r["reloc_ns"] / max(1, r["relocations"]) / 1e6, 4),
@@ -584,7 +598,8 @@ def suite_concurrent(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
                   "and one relocating phase (alternating which comes first) in one run; "
                   "p99_ratio/p999_ratio = median over rounds of the per-round relocating/idle "
                   "ratio; the relocator moves every table back and forth without pause during "
-                  "relocating phases",
+                  f"relocating phases; a round where a phase timed fewer than "
+                  f"{MIN_PHASE_ACCESSES} accesses is excluded (rounds_excluded)",
     }
 
 
