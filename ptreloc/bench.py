@@ -604,18 +604,30 @@ def suite_concurrent(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
 
 
 def _spawn_workload(mib: int, prefix: Sequence[str] = ()) -> tuple[subprocess.Popen[str], dict]:
+    """Start scripts/workload.py (the same workload the tests' ``live_workload()`` runs: a
+    real multi-threaded process with ``mib`` MiB resident) and return it with its ready line
+    ({"ready": true, "pid", "address", "pages", ...}, format in the script's docstring).
+    ``prefix``: e.g. numactl binding.  The child ends when :func:`_stop` closes its stdin."""
     proc = subprocess.Popen(
         [*prefix, sys.executable, str(PROJECT / "scripts" / "workload.py"), "--mib", str(mib),
          "--threads", "2"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    if not line:
-        raise PtrelocError(f"bench: the workload exited early with status {proc.wait()}")
-    return proc, json.loads(line)
+    try:
+        info = json.loads(line) if line else {}
+    except ValueError:
+        info = {}
+    if not info.get("ready"):
+        _stop(proc)
+        raise PtrelocError(f"bench: scripts/workload.py did not report ready (exit status "
+                           f"{proc.returncode}, said {line.strip()[:80]!r})")
+    return proc, info
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
+    """End a workload from :func:`_spawn_workload`: end of file on its stdin, a kill if it
+    does not exit within 30 s."""
     if proc.stdin is not None:
         proc.stdin.close()
     try:
@@ -623,6 +635,8 @@ def _stop(proc: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def _pagemap_read_s(pid: int, address: int, pages: int) -> float:

@@ -527,3 +527,20 @@ def test_cpu_fault_path_enters_no_nested_read_side_section():
     assert _calls_in(relo, "ptr_fault").count("ptr_read_lock") == 1
     assert _calls_in(relo, "ptr_fault").count("ptr_read_unlock") == 1
     assert "ptr_read_lock" not in _calls_in(norelo, "ptr_fault")
+
+
+def test_bench_workload_is_scripts_workload_and_refuses_a_failed_start():
+    """bench's mirror/migrate suites run scripts/workload.py (the tests' live workload), read its
+    ready line, and end it; a child that dies before it is ready is one clear error, no zombie."""
+    from ptreloc.errors import PtrelocError
+
+    proc, info = bench._spawn_workload(2)
+    try:
+        assert info["ready"] is True and info["pid"] == proc.pid
+        assert "scripts/workload.py" in " ".join(proc.args)
+        assert info["pages"] == 2 * 256
+    finally:
+        bench._stop(proc)
+    assert proc.returncode == 0
+    with pytest.raises(PtrelocError, match="did not report ready"):
+        bench._spawn_workload(2, prefix=["false"])  # exits at once, prints nothing
