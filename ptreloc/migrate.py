@@ -42,7 +42,14 @@ from ptreloc.errors import (
     PtrelocError,
     UsageError,
 )
-from ptreloc.mirror import Mirror, ProgressCallback, RemoteFraction, mirror, special_pages
+from ptreloc.mirror import (
+    Mirror,
+    ProgressCallback,
+    RemoteFraction,
+    infer_placement,
+    mirror,
+    special_pages,
+)
 
 __all__ = [
     "STRATEGIES",
@@ -526,21 +533,14 @@ def _run(
 
 
 def _majority_chooser(m: Mirror, nodes: array, targets: frozenset[int]) -> Callable[..., int]:
-    """For several target nodes: each table goes to the target node holding most of the data
-    pages under it (ties: the lowest node)."""
-    per_block: dict[int, int] = {}
-    shift = m.block_shift
-    for i, j, va in m._blocks():
-        counts = Counter(n for n in nodes[i:j] if n in targets)
-        per_block[va >> shift] = (
-            min(counts, key=lambda n: (-counts[n], n)) if counts else min(targets)
-        )
-    fallback = min(targets)
+    """For several target nodes: each table goes where the mirror's placement rule puts it
+    with only the pages on a target voting (ptreloc.mirror.infer_placement): most of the
+    anonymous pages it maps, the root with most of the [stack] (ties: the lowest node)."""
+    placement = infer_placement(m.snapshot, m.geometry, nodes, allowed=targets)
 
     def choose(frame: Any) -> int:
-        # the engine's chooser hook gets a ptreloc.relocate.TableFrame; an upper-level table
-        # spans many blocks: the block of its first address decides
-        return per_block.get(frame.base_va >> shift, fallback)
+        # the engine's chooser hook gets a ptreloc.relocate.TableFrame
+        return placement.node_of(frame.level, frame.base_va)
 
     return choose
 

@@ -6,23 +6,31 @@ Linux would most likely have allocated the process's own table.
 
 Placement rule (documented in the README, "How a process is mirrored")
 ----------------------------------------------------------------------
-Linux allocates a page table when the first page under it is faulted in (``__pte_alloc`` and
-friends), with the *task's* memory policy: by default on the node of the CPU that took the fault,
-under ``numactl --membind`` on the bound node.  Under first-touch placement that is also the node
-where that first page's data went.  Which page was touched first is not recorded anywhere, so
-ptreloc uses the page with the lowest address as a stand-in:
+Where Linux put a process's page tables is not visible from user space, so it is inferred.
+What Linux does: the root (pgd; with 4-level paging the p4d is folded into it) is allocated at
+exec (``mm_alloc`` -> ``pgd_alloc``) by the exec'ing task, under its memory policy, at the same
+time as the new stack; every other table is allocated at the first fault in its range
+(``__pte_alloc`` and friends), by default on the faulting CPU's node, under
+``numactl --membind`` on the bound node - the same policy and node that place the private
+anonymous pages the process faults in.  File pages tell nothing about the process: the page
+cache may have been filled by another process on another node.  So:
 
-    a table at any level is placed on the node of the lowest-addressed resident page it maps;
-    the root (allocated at exec) on the node of the process's lowest-addressed resident page.
+* the **root** goes on the node holding most of the process's resident ``[stack]`` pages
+  (created by the same exec); with none known, most of its resident anonymous pages; then most
+  of all its resident pages; then the node of the CPU it last ran on; then node 0;
+* **every other table** goes on the node holding most of the resident *anonymous* pages it
+  maps (anonymous VMAs: no file, ``[heap]``, ``[stack]``, ``[anon:...]``); a table that maps
+  none whose node is known (only file pages, say) goes with the root.  Ties: the lowest node.
 
 Pages whose node the kernel could not report (they moved or went away between pagemap and the
-move_pages query) inherit the node of the resident page before them.
+move_pages query) and kernel special mappings ([vdso] ...) do not vote.
 
-The mirror maps runs of contiguous resident pages that share a placement node with one call into
-the C core each (tables created during the call go to that node, and because runs are mapped in
-ascending address order each new table's lowest page is the first page of its run).  Physical
-addresses are the virtual ones (modulo the format's physical limit): the mirror exists to say
-*where tables are*, and identity translations make "translations unchanged" checkable per page.
+The mirror maps runs of contiguous resident pages under PTE tables with one placement node with
+one call into the C core each (tables created during the call go to that node), then moves any
+upper-level table whose inferred node differs to that node (a relocation with a chooser, before
+anything else sees the mirror).  Physical addresses are the virtual ones (modulo the format's
+physical limit): the mirror exists to say *where tables are*, and identity translations make
+"translations unchanged" checkable per page.
 
 Transparent huge pages
 ----------------------
@@ -67,6 +75,8 @@ from ptreloc.proc import ProcessSnapshot
 __all__ = [
     "Mirror",
     "ThpBlocks",
+    "TablePlacement",
+    "infer_placement",
     "smaps_pmd_mapped",
     "thp_blocks",
     "RemoteFraction",
@@ -173,6 +183,7 @@ class Mirror:
     data_nodes: array  # 'i', per resident page: node >= 0 or -errno
     runs: int  # map calls made (runs of contiguous pages with one placement node)
     thp: ThpBlocks = field(default_factory=lambda: ThpBlocks((), 0, "none", 0))
+    placement: TablePlacement | None = None  # the rule's answer for the snapshot mirrored first
     elapsed_s: dict[str, float] = field(default_factory=dict)
     _frame_nodes: dict[int, int] = field(default_factory=dict, repr=False)
     # last known data node of pages that went away (refresh): a page is briefly not present
@@ -275,12 +286,13 @@ class Mirror:
 
     def refresh(self) -> tuple[int, int]:
         """Follow the process's resident set: re-read /proc/PID/maps and pagemap and, when they
-        changed, mirror the pages that became resident (placed by the same rule: new tables on
-        the node of their first new page; new fully-THP blocks as huge leaves) and unmap the
-        pages that are gone (a huge leaf with a page gone is remapped as base pages).  A page
-        that comes back keeps the data node it had when it went (so a move is still seen).  The
-        unchanged case costs a pagemap read and one array comparison.  Returns (pages added,
-        pages removed); ``snapshot`` and ``data_nodes`` then describe the new resident set."""
+        changed, mirror the pages that became resident (new tables placed by the same rule
+        applied to the new pages, with the root's node where it gives none - tables that exist
+        stay put; new fully-THP blocks as huge leaves) and unmap the pages that are gone (a huge
+        leaf with a page gone is remapped as base pages).  A page that comes back keeps the
+        data node it had when it went (so a move is still seen).  The unchanged case costs a
+        pagemap read and one array comparison.  Returns (pages added, pages removed);
+        ``snapshot`` and ``data_nodes`` then describe the new resident set."""
         snap = self.snapshot
         vmas = proc.read_maps(snap.pid)
         resident, frames = proc.read_pagemap(snap.pid, vmas)
@@ -336,8 +348,13 @@ class Mirror:
             thp.detected_by,
             thp.pmd_mapped_bytes,
         )
+        # new pages' tables by the same rule applied to the new pages (their new tables only:
+        # tables that exist stay where they are, as Linux leaves them)
         sub = dataclasses.replace(fresh, resident=added, nodes=added_nodes, pfns=None)
-        _map_pages(self.mm, added, _placement_nodes(sub), vmas, add_thp)
+        placement = infer_placement(
+            sub, self.geometry, root=self.frame_node(self.mm.root_frame)
+        )
+        _map_pages(self.mm, added, _page_nodes(added, placement), vmas, add_thp)
         self.thp = ThpBlocks(
             tuple(sorted(still_huge | set(add_thp.starts))),
             thp.size or self.thp.size,
@@ -469,21 +486,140 @@ def thp_blocks(snap: ProcessSnapshot, geo: Geometry, *, detect: bool = True) -> 
     return ThpBlocks(tuple(starts), size, method, sum(pmd.values()))
 
 
-def _placement_nodes(snap: ProcessSnapshot, nodes: array | None = None) -> array:
-    """Per resident page (or per entry of ``nodes``), the node its tables would be placed by
-    (the rule in the module doc)."""
+def _anonymous(path: str) -> bool:
+    """A VMA of private anonymous memory (its pages were allocated by the process's own
+    faults, under its own memory policy)."""
+    return path in ("", "[heap]", "[stack]") or path.startswith("[anon:")
+
+
+def _majority(votes: Counter[int]) -> int | None:
+    """The node with most votes (ties: the lowest node); None with no vote."""
+    return min(votes, key=lambda n: (-votes[n], n)) if votes else None
+
+
+@dataclass(frozen=True)
+class TablePlacement:
+    """Where the placement rule (module doc) puts each table of a snapshot."""
+
+    root: int
+    root_basis: str  # what decided the root: "stack", "anonymous", "resident", "cpu", "default"
+    # per level below the root (index = level): table span index -> node, for the tables that
+    # map at least one voting page; any other table goes with the root
+    levels: tuple[dict[int, int], ...]
+    geometry: Geometry
+
+    def node_of(self, level: int, va: int) -> int:
+        """The node of the table at ``level`` (0 = lowest) whose range holds ``va``."""
+        if level >= len(self.levels):
+            return self.root
+        lv = self.geometry.levels[level]
+        return self.levels[level].get(va >> (lv.shift + lv.bits), self.root)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"root_node": self.root, "root_basis": self.root_basis}
+
+
+def infer_placement(
+    snap: ProcessSnapshot,
+    geo: Geometry,
+    nodes: array | None = None,
+    *,
+    allowed: frozenset[int] | None = None,
+    root: int | None = None,
+) -> TablePlacement:
+    """Apply the placement rule (module doc) to ``snap`` with the data nodes ``nodes`` (default:
+    the snapshot's).  With ``allowed``, only pages on those nodes vote and a table with no vote
+    (the root at the end of its chain) goes to the lowest allowed node - how ``migrate`` spreads
+    tables over several targets.  ``root`` fixes the root's node instead of inferring it (a
+    mirror that grows keeps the root it has)."""
     nodes = snap.nodes if nodes is None else nodes
-    known = next((n for n in nodes if n >= 0), None)
-    if known is None:
-        known = snap.last_cpu_node if snap.last_cpu_node is not None else 0
-    out = array("i", nodes)
-    previous = known
-    for i, node in enumerate(out):
-        if node < 0:
-            out[i] = previous
+    resident = snap.resident
+
+    def votes(n: int) -> bool:
+        return n >= 0 and (allowed is None or n in allowed)
+
+    anon = bytearray(len(resident))
+    stack: Counter[int] = Counter()
+    for vma in snap.vmas:
+        if not _anonymous(vma.path):
+            continue
+        lo = bisect_left(resident, vma.start)
+        hi = bisect_left(resident, vma.end)
+        anon[lo:hi] = b"\x01" * (hi - lo)
+        if vma.path == "[stack]":
+            stack.update(n for n in nodes[lo:hi] if votes(n))
+    special = special_pages(snap)
+    lowest = geo.levels[0]
+    shift = lowest.shift + lowest.bits
+    blocks: dict[int, Counter[int]] = {}
+    anon_votes: Counter[int] = Counter()
+    all_votes: Counter[int] = Counter()
+    for k, (va, n) in enumerate(zip(resident, nodes, strict=True)):
+        if not votes(n) or k in special:
+            continue
+        all_votes[n] += 1
+        if anon[k]:
+            anon_votes[n] += 1
+            key = va >> shift
+            counts = blocks.get(key)
+            if counts is None:
+                counts = blocks[key] = Counter()
+            counts[n] += 1
+    basis = "given"
+    if root is None:
+        for name, counted in (
+            ("stack", stack),
+            ("anonymous", anon_votes),
+            ("resident", all_votes),
+        ):
+            root, basis = _majority(counted), name
+            if root is not None:
+                break
+    if root is None:
+        cpu = snap.last_cpu_node
+        if cpu is not None and (allowed is None or cpu in allowed):
+            root, basis = cpu, "cpu"
         else:
-            previous = node
-    return out
+            root, basis = (min(allowed) if allowed else 0), "default"
+    levels: list[dict[int, int]] = []
+    per_table = blocks
+    for index in range(geo.nlevels - 1):  # every level below the root
+        if index:
+            bits = geo.levels[index].bits
+            upper: dict[int, Counter[int]] = {}
+            for key, counts in per_table.items():
+                upper.setdefault(key >> bits, Counter()).update(counts)
+            per_table = upper
+        levels.append({key: _majority(counts) for key, counts in per_table.items()})  # type: ignore[misc]
+    return TablePlacement(root, basis, tuple(levels), geo)
+
+
+def _page_nodes(resident: array, placement: TablePlacement) -> array:
+    """Per resident page, the node of its lowest-level table (what a map call places)."""
+    geo = placement.geometry
+    lowest = geo.levels[0]
+    shift = lowest.shift + lowest.bits
+    table = placement.levels[0] if placement.levels else {}
+    root = placement.root
+    return array("i", (table.get(va >> shift, root) for va in resident))
+
+
+def _settle_tables(mm: AddressSpace, placement: TablePlacement) -> None:
+    """Move every table of ``mm`` that is not on its inferred node there (upper-level tables
+    are created by the map call that first reaches their range, on that call's node)."""
+    from ptreloc.relocate import relocate
+
+    top = mm.geometry.nlevels - 1
+
+    def choose(frame: Any) -> int | None:
+        if frame.level == top:
+            return None
+        want = placement.node_of(frame.level, frame.base_va)
+        return None if want == frame.node else want
+
+    report = relocate(mm, range(len(mm.arena.nodes)), choose, strategy="stop")
+    if not report.complete:
+        raise PtrelocError(f"placing the mirrored tables failed: {report.error}")
 
 
 def _tables_needed(resident: array, geo: Geometry) -> int:
@@ -577,12 +713,13 @@ def mirror(
     # every node must be able to hold the whole tree (a relocation moves all of it to one node),
     # and room to grow when a watch mirrors pages faulted in later (reserved, not committed)
     arena = Arena(name, count, frames_per_node=2 * needed + 1024, bind=bind)
-    place = _placement_nodes(snap)
-    root_node = place[0] if place else (snap.last_cpu_node or 0)
-    mm = AddressSpace(arena, node=root_node)
+    placement = infer_placement(snap, geo)
+    place = _page_nodes(snap.resident, placement)
+    mm = AddressSpace(arena, node=placement.root)
     thp = thp_blocks(snap, geo, detect=detect_thp)
     try:
         runs = _map_pages(mm, snap.resident, place, snap.vmas, thp, progress)
+        _settle_tables(mm, placement)
     except BaseException:
         mm.close()
         arena.close()
@@ -598,5 +735,6 @@ def mirror(
         data_nodes=array("i", snap.nodes),
         runs=runs,
         thp=thp,
+        placement=placement,
         elapsed_s={"mirror": round(clock() - t0, 6)},
     )

@@ -51,11 +51,25 @@ def test_migrate_moves_data_and_tables_like_migratepages() -> None:
         assert _workload_region_nodes(w.pid, w.address, w.pages) == {1}
         assert _workload_region_nodes(twin.pid, twin.address, twin.pages) == {1}
     assert report["verified"] is True, report["checks"]
+    # bound to node 0, the process's tables were inferred on node 0, every one of them (file
+    # pages cached on node 1 do not pull a table there): the problem migratepages leaves
+    assert set(report["tables"]["before"]) == {"0"}
+    assert report["remote_table_fraction"]["before"] < 0.5
     assert report["data"]["not_migrated"] == 0
     assert report["remote_table_fraction"]["after_data_only"] > 0.9
     assert report["remote_table_fraction"]["after"] == 0.0
     assert set(report["tables"]["after"]) == {"1"}
     assert report["virtual_nodes"] == [] or 1 not in report["virtual_nodes"]
+
+
+def test_a_workload_bound_to_node_1_has_every_table_on_node_1() -> None:
+    # the guest booted on node 0: its page cache (python, libc) is mostly there; the lowest
+    # resident page is such a file page, which decided the root under the old rule
+    bound = ("numactl", "--membind=1", "--cpunodebind=1")
+    with live_workload(mib=2, threads=0, prefix=bound) as w:
+        shown = json.loads(ptreloc("show", "--pid", str(w.pid), "--json", check=0).stdout)
+    assert set(shown["tables"]) == {"1"}, shown["tables"]
+    assert shown["data"]["pages"].get("1", 0) > w.pages
 
 
 def test_target_outside_the_cpuset_is_refused_and_nothing_moves() -> None:

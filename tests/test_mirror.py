@@ -66,16 +66,18 @@ def test_real_workload_every_page_mirrored_on_its_node() -> None:
             m.close()
 
 
-def test_placement_rule_first_page_decides_and_fraction_is_exact() -> None:
+def test_placement_rule_majority_per_table_and_fraction_is_exact() -> None:
     # block 0: 512 pages on node 0; block 1: 512 pages on node 1 (virtual here)
     pages = [(BASE + i * 4096, 0) for i in range(512)]
     pages += [(BASE + BLOCK + i * 4096, 1) for i in range(512)]
     m = mirror(_snapshot(pages), bind=False)
     try:
         tables = m.tables()
-        # the root, the PUD and PMD tables map page 0 first (node 0); PTE table 1 maps node 1
+        # each PTE table on its pages' node; the PMD and PUD above map 512 + 512: a tie, the
+        # lowest node; the root (no [stack]): most anonymous pages, a tie too
         assert tables[0] == {"pte": 1, "pmd": 1, "pud": 1, "pgd": 1}
         assert tables[1] == {"pte": 1, "pmd": 0, "pud": 0, "pgd": 0}
+        assert m.placement is not None and m.placement.root_basis == "anonymous"
         f = m.remote_fraction()
         assert (f.pages, f.remote_pages) == (1024, 512)
         assert f.fraction == 0.5
@@ -88,22 +90,55 @@ def test_placement_rule_first_page_decides_and_fraction_is_exact() -> None:
         m.close()
 
 
-def test_first_page_of_a_table_decides_even_when_most_pages_are_elsewhere() -> None:
+def test_most_pages_decide_not_the_lowest_one() -> None:
+    # the old rule (lowest page decides) put all four tables on node 1 for one page there
     pages = [(BASE, 1)] + [(BASE + i * 4096, 0) for i in range(1, 512)]
+    pages += [(BASE + BLOCK + i * 4096, 1) for i in range(300)]
     m = mirror(_snapshot(pages), bind=False)
     try:
-        assert m.tables()[1] == {"pte": 1, "pmd": 1, "pud": 1, "pgd": 1}
-        assert m.remote_fraction().remote_pages == 511
+        tables = m.tables()
+        # PTE table 0: 511 of 512 on node 0; PTE table 1: node 1; above: 511 vs 301 -> node 0
+        assert tables[0] == {"pte": 1, "pmd": 1, "pud": 1, "pgd": 1}
+        assert tables[1] == {"pte": 1, "pmd": 0, "pud": 0, "pgd": 0}
+        assert m.remote_fraction().remote_pages == 1 + 300
     finally:
         m.close()
 
 
-def test_unplaced_pages_inherit_the_node_before_them_and_are_not_counted() -> None:
+def test_root_follows_the_stack_and_file_pages_do_not_vote() -> None:
+    # anonymous data mostly on node 1, the [stack] on node 2, a file mapping's pages on node 3:
+    # the root goes with the stack (created by the same exec), the table mapping only file
+    # pages goes with the root, every other table with most of its anonymous pages
+    stack = BASE + 64 * BLOCK
+    lib = BASE + 8 * BLOCK
+    pages = [(BASE + i * 4096, 1) for i in range(400)]
+    pages += [(lib + i * 4096, 3) for i in range(200)]
+    pages += [(stack + i * 4096, 2) for i in range(10)]
+    snap = _snapshot(pages)
+    snap.vmas[:] = [
+        Vma(BASE, BASE + 400 * 4096, "rw-p", 0, "00:00", 0, ""),
+        Vma(lib, lib + 200 * 4096, "r-xp", 0, "08:01", 42, "/usr/lib/libmade.so"),
+        Vma(stack, stack + 10 * 4096, "rw-p", 0, "00:00", 0, "[stack]"),
+    ]
+    m = mirror(snap, bind=False)
+    try:
+        assert m.placement is not None
+        assert (m.placement.root, m.placement.root_basis) == (2, "stack")
+        tables = m.tables()
+        assert tables[2] == {"pte": 2, "pmd": 0, "pud": 0, "pgd": 1}  # stack's PTE + the lib's
+        assert tables[1] == {"pte": 1, "pmd": 1, "pud": 1, "pgd": 0}  # 400 vs 10 above
+        assert tables.get(3, {}).get("pte", 0) == 0
+        assert m.check_translations() == 0
+    finally:
+        m.close()
+
+
+def test_unplaced_pages_do_not_vote_and_are_not_counted() -> None:
     pages = [(BASE, 1), (BASE + 4096, -2)]  # -ENOENT: moved away between pagemap and query
-    pages += [(BASE + BLOCK, -14)]  # -EFAULT first in its block: inherits node 1
+    pages += [(BASE + BLOCK, -14)]  # -EFAULT, alone in its table: no vote, goes with the root
     m = mirror(_snapshot(pages), bind=False)
     try:
-        assert m.tables()[1]["pte"] == 2
+        assert m.tables()[1] == {"pte": 2, "pmd": 1, "pud": 1, "pgd": 1}
         assert m.remote_fraction().pages == 1
         assert m.check_translations() == 0  # unplaced pages are still mirrored
     finally:

@@ -123,9 +123,13 @@ def command(pid: int, as_json: bool) -> None:
     """Show where a process's data pages are per node (numastat-like, pages and MB) and where
     its page tables are, mirrored into emulated tables in the host's paging format.
 
-    Tables are placed where Linux would have allocated them: each table on the node of the
-    lowest-addressed resident page it maps (first touch).  remote_table_fraction is the fraction
-    of resident pages whose translation walks at least one table on another node than the page.
+    Where Linux put the real tables cannot be read from user space, so their nodes are an
+    inference: the root (allocated at exec, with the stack) on the node of most of the
+    process's [stack] pages, else of most of its anonymous pages; every other table on the node
+    holding most of the anonymous pages it maps (allocated at first fault, under the same policy
+    as those pages), or with the root when it maps none (file pages do not vote); ties: the
+    lowest node.  remote_table_fraction is the fraction of resident pages whose translation
+    walks at least one table on another node than the page.
 
     Exit codes: 1 no such process / a zombie / another user's process without privilege,
     2 a kernel thread or a pid that is not a positive number.
