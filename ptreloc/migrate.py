@@ -233,6 +233,31 @@ class MigrationReport:
             parts[-1] += f" ({levels}; reasons: {reasons or 'unknown'})"
         return ", ".join(parts)
 
+    def failed_checks(self) -> list[str]:
+        """The verification checks that came out false (empty when verified or a dry run)."""
+        return [name for name, ok in self.checks.items() if ok is False]
+
+    def verification_summary(self) -> str:
+        """What failed verification, in one line (for the CLI's exit 1)."""
+        parts = []
+        for name in self.failed_checks():
+            if name == "translations_unchanged":
+                parts.append("translations_unchanged (a mirrored translation changed)")
+            elif name == "tables_on_target":
+                left = sum(self.not_relocated.values())
+                why = ", ".join(f"{k} {v}" for k, v in sorted(self.not_relocated_reasons.items()))
+                parts.append(
+                    f"tables_on_target ({left} table frames not on a target node"
+                    + (f"; reasons: {why})" if why else ")")
+                )
+            elif name == "data_on_target":
+                parts.append(
+                    f"data_on_target ({self.data_not_migrated} pages still on a source node)"
+                )
+            else:
+                parts.append(name)
+        return "verification failed: " + "; ".join(parts)
+
     def to_json(self) -> dict[str, Any]:
         r = self.request
         return {
@@ -348,6 +373,10 @@ def migrate(
     frames (frames in use count against it) for the relocation, so allocation failure on the
     target can be provoked on a real run: the tables that do not fit stay where they were and
     are reported in ``not_relocated`` with their reasons (``target_full``, then ``aborted``).
+    With ``in_place`` the tables already fill the target's pool, so the cap bounds the fresh
+    frames the round trip may take (its scratch node's pool): that many tables (in whole
+    batches) are copied out and back, the rest are not copied and stay on their node.
+    ``bytes_copied`` counts both legs of the round trip.
     """
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}: use {' or '.join(STRATEGIES)}")
@@ -449,12 +478,17 @@ def _run(
             else:
                 target = _majority_chooser(m, after_nodes, request.to_nodes)
             sources = request.from_nodes
-            if table_pool_frames is not None:
-                for node in request.to_nodes:  # a pool cannot be capped above its size
-                    size = m.arena.pool(node)["nframes"]
-                    m.arena.set_capacity(node, min(table_pool_frames, size))
             if scratch is not None:
+                # in place the tables already fill the target's pool, so the cap bounds the
+                # fresh frames instead: the scratch node's pool, which every relocated table
+                # passes through.  What does not fit there is never copied and stays where it
+                # is, on its own node; what went out all comes back.
+                if table_pool_frames is not None:
+                    size = m.arena.pool(scratch)["nframes"]
+                    m.arena.set_capacity(scratch, min(table_pool_frames, size))
                 out = relocate_mirror(m, sources, scratch, strategy=strategy, batch=batch)
+                if table_pool_frames is not None:
+                    m.arena.set_capacity(scratch, m.arena.pool(scratch)["nframes"])
                 back = relocate_mirror(m, {scratch}, target, strategy=strategy, batch=batch)
                 relocated = _Relocated(
                     relocated=back.relocated,
@@ -465,6 +499,10 @@ def _run(
                     bytes_copied=out.bytes_copied + back.bytes_copied,
                 )
             else:
+                if table_pool_frames is not None:
+                    for node in request.to_nodes:  # a pool cannot be capped above its size
+                        size = m.arena.pool(node)["nframes"]
+                        m.arena.set_capacity(node, min(table_pool_frames, size))
                 if isinstance(target, int):
                     sources = sources - {target}  # tables already on the target stay
                 relocated = relocate_mirror(m, sources, target, strategy=strategy, batch=batch)

@@ -13,6 +13,7 @@ from live_workload import live_workload, numa_maps_pages, ptreloc, ptreloc_as_no
 
 from ptreloc import migrate as migrate_mod
 from ptreloc import numa
+from ptreloc.cli import migrate as migrate_cli
 from ptreloc.errors import NoSuchProcess
 
 CONTRACT_KEYS = {
@@ -183,28 +184,51 @@ def test_offline_node() -> None:
 
 
 @needs_engine
-def test_a_capped_target_pool_gives_a_partial_result_and_strict_exits_3() -> None:
+@pytest.mark.parametrize("cap", [0, 6])
+def test_a_capped_in_place_round_trip_copies_only_what_fits_and_strict_exits_3(cap: int) -> None:
     with live_workload(mib=8) as w:
-        args = ["--json", "--batch", "4", "--table-pool-frames", "6"]
+        args = ["--json", "--batch", "4", "--table-pool-frames", str(cap)]
         lenient = _migrate_in_place(w.pid, *args)
         strict = _migrate_in_place(w.pid, *args, "--strict")
     assert lenient.returncode == 0, lenient.stderr
     data = json.loads(lenient.stdout)
-    assert data["table_pool_frames"] == 6
+    assert data["table_pool_frames"] == cap
     tables = data["tables"]
-    assert 0 < sum(tables["relocated"].values()) <= 6  # what fitted, in whole batches
-    assert sum(tables["not_relocated"].values()) > 0
-    assert tables["not_relocated_reasons"].get("target_full", 0) >= 1
-    # the tables that did not fit are left on the round trip's scratch node: not on target
-    assert data["checks"]["tables_on_target"] is False and data["verified"] is False
-    assert data["checks"]["translations_unchanged"] is True
-    assert data["remote_table_fraction"]["after"] > 0
+    relocated = sum(tables["relocated"].values())
+    total = sum(sum(levels.values()) for levels in tables["before"].values())
+    assert relocated <= cap and relocated % 4 == 0  # what fitted, in whole batches
+    assert relocated + sum(tables["not_relocated"].values()) == total
+    assert tables["not_relocated_reasons"].get("target_full", 0) == 1
+    # each relocated table copied out and back, nothing else copied (was: 0 relocated, 51
+    # tables' bytes copied, the rest stranded on the round trip's virtual scratch node)
+    assert tables["bytes_copied"] == 2 * 4096 * relocated
+    assert tables["after"] == tables["before"] == {"0": tables["before"]["0"]}
+    assert data["checks"] == dict.fromkeys(data["checks"], True) and data["verified"] is True
+    assert data["remote_table_fraction"]["after"] == 0.0
     # --strict: exit 3, the JSON still printed, one line naming what was not moved and why
     assert strict.returncode == 3, strict.stderr
     assert json.loads(strict.stdout)["tables"]["not_relocated"] == tables["not_relocated"]
     line = strict.stderr.strip()
     assert "\n" not in line and "Traceback" not in line
     assert "tables not relocated" in line and "target_full" in line and "pte" in line
+
+
+@needs_engine
+def test_a_failed_check_exits_1_with_one_line_naming_it() -> None:
+    # a real in-place run's report with a check turned false: the CLI's exit decision (on two
+    # nodes the guest's test_a_capped_target_pool_fails_verification runs the real failure)
+    with live_workload(mib=2) as w:
+        report = migrate_mod.migrate(w.pid, "0", "0", in_place=True)
+    assert migrate_cli.exit_status(report, strict=False) is None
+    assert migrate_cli.exit_status(report, strict=True) is None
+    report.checks["tables_on_target"] = False
+    code, line = migrate_cli.exit_status(report, strict=False)
+    assert code == 1 and line.startswith("verification failed: tables_on_target")
+    report.checks["translations_unchanged"] = False
+    report.not_relocated["pte"] = 3  # partial, yet a changed translation is always exit 1
+    code, line = migrate_cli.exit_status(report, strict=True)
+    assert code == 1 and "translations_unchanged" in line and "tables_on_target" in line
+    assert "\n" not in line
 
 
 @pytest.mark.parametrize(

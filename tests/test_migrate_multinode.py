@@ -72,6 +72,20 @@ def test_a_workload_bound_to_node_1_has_every_table_on_node_1() -> None:
     assert shown["data"]["pages"].get("1", 0) > w.pages
 
 
+def test_a_capped_target_pool_fails_verification_with_exit_1() -> None:
+    # the tables that do not fit stay on node 0: tables_on_target is false, so exit 1 with
+    # one line naming the check (with --strict: 3, the partial result explains it)
+    with live_workload(mib=2, threads=0, prefix=BOUND) as w:
+        args = ["--pid", str(w.pid), "--from-node", "0", "--to-node", "1", "--json"]
+        capped = ptreloc("migrate", *args, "--batch", "4", "--table-pool-frames", "4")
+    assert capped.returncode == 1, capped.stderr
+    report = json.loads(capped.stdout)
+    assert report["verified"] is False and report["checks"]["tables_on_target"] is False
+    assert "0" in report["tables"]["after"] and "1" in report["tables"]["after"]
+    lines = capped.stderr.strip().splitlines()
+    assert len(lines) == 1 and "verification failed: tables_on_target" in lines[0], lines
+
+
 def test_target_outside_the_cpuset_is_refused_and_nothing_moves() -> None:
     # numactl --membind does not change Mems_allowed; a cpuset does.  cgroup v2 in the guest.
     root = "/sys/fs/cgroup"

@@ -7,9 +7,9 @@ import click
 from ptreloc import migrate as migrate_mod
 from ptreloc.cli._common import emit_json, fail, guarded, json_option, stdout_console
 from ptreloc.cli.show import data_table, progress_bar, tables_table
-from ptreloc.errors import EXIT_PARTIAL
+from ptreloc.errors import EXIT_OPERATIONAL, EXIT_PARTIAL
 
-__all__ = ["command", "strategy_option", "batch_option"]
+__all__ = ["command", "strategy_option", "batch_option", "exit_status"]
 
 # the relocation options ``watch`` takes too
 strategy_option = click.option(
@@ -63,7 +63,8 @@ batch_option = click.option(
     metavar="N",
     help="Cap the target node's pool of mirrored table frames at N frames (frames in use "
     "count), to see what a partial relocation reports: the tables that do not fit stay behind "
-    "and are listed in tables.not_relocated with reasons (no effect with --dry-run).",
+    "and are listed in tables.not_relocated with reasons (no effect with --dry-run).  With "
+    "--in-place N caps the fresh frames: at most N tables are copied, the rest stay put.",
 )
 @json_option
 @guarded
@@ -88,11 +89,13 @@ def command(
     target inside the process's cpuset) and that from differs from to ("nothing to do"
     otherwise; --in-place runs it on one node, e.g. 0 -> 0 on a one-node machine).
 
-    Exit codes: 0 done (check "verified"), 1 no such process / zombie / permission / target
-    outside the cpuset / syscall failure / the process exited mid-way, 2 usage error (bad
-    option, malformed or offline node, kernel thread, from equal to to), 3 with --strict when
-    some page was not migrated or some table not relocated (the JSON or the report is printed
-    first; the one-line message names what was not moved).
+    Exit codes: 0 done and verified, 1 no such process / zombie / permission / target outside
+    the cpuset / syscall failure / the process exited mid-way / verification failed (the JSON
+    or the report is printed first, then one stderr line "verification failed: CHECK (...)"
+    naming each false check), 2 usage error (bad option, malformed or offline node, kernel
+    thread, from equal to to), 3 with --strict when some page was not migrated or some table
+    not relocated (also when that is why a check failed; the one-line message names what was
+    not moved).
     """
     with progress_bar(not as_json, f"mirroring pid {pid}") as update:
         report = migrate_mod.migrate(
@@ -111,8 +114,25 @@ def command(
         emit_json(data)
     else:
         _print(data)
+    status = exit_status(report, strict)
+    if status is not None:
+        fail(status[1], status[0])
+
+
+def exit_status(report: migrate_mod.MigrationReport, strict: bool) -> tuple[int, str] | None:
+    """(exit code, the one stderr line) for a finished migration, or None for exit 0.
+
+    A translation that changed is always 1.  Otherwise, with --strict, something not moved is
+    3 (it explains a tables_on_target or data_on_target check that failed with it); any other
+    failed check is 1."""
+    failed = report.failed_checks()
+    if "translations_unchanged" in failed:
+        return EXIT_OPERATIONAL, report.verification_summary()
     if strict and report.partial:
-        fail(f"partial result (--strict): {report.partial_summary()}", EXIT_PARTIAL)
+        return EXIT_PARTIAL, f"partial result (--strict): {report.partial_summary()}"
+    if failed:
+        return EXIT_OPERATIONAL, report.verification_summary()
+    return None
 
 
 def _print(data: dict) -> None:
