@@ -6,7 +6,7 @@
    live user process with a memory map (not a zombie, not a kernel thread), that we may read its
    pagemap and move its pages, that both node lists are well formed and online (the target with
    memory), that the target is inside the process's cpuset (Mems_allowed) and that the request
-   is not "from equal to to";
+   is not "from equal to to" nor one with which migrate_pages would move nothing;
 2. snapshot the process and mirror it (:mod:`ptreloc.mirror`);
 3. move the real data: migrate_pages(2);
 4. re-query where each snapshot page is now (move_pages(2) query);
@@ -77,6 +77,19 @@ class MigrationRequest:
     to_nodes: frozenset[int]
     mems_allowed: frozenset[int]
     in_place: bool
+    # source nodes whose pages migrate_pages leaves where they are (a target too): the CLI warns
+    staying: frozenset[int] = frozenset()
+
+    def staying_warning(self) -> str | None:
+        """One line when some source node keeps its pages and several targets were named (with
+        one target, a source that is the target staying put is what was asked)."""
+        if not self.staying or len(self.to_nodes) < 2:
+            return None
+        nodes = numa.format_nodes(self.staying)
+        return (
+            f"pages on node {nodes} stay there: it is also a target, and migrate_pages keeps "
+            f"such a node's pages (leave it out of --to-node to move them)"
+        )
 
 
 def _cap_effective(pid: int | str, cap: int) -> bool:
@@ -109,9 +122,11 @@ def validate(
 
     Raises UsageError/InvalidNode (exit 2): a pid that is not a positive number, a kernel
     thread, malformed/unknown/offline nodes, a target without memory, the same nodes on both
-    sides without ``in_place`` (or ``in_place`` with different nodes).  NoSuchProcess (exit 1):
-    no such pid, a zombie.  AccessDenied (exit 1): another user's process without CAP_SYS_NICE,
-    no ptrace read access to its pagemap, a target outside its cpuset.
+    sides without ``in_place`` (or ``in_place`` with different nodes), lists with which
+    migrate_pages would move nothing (every source node is also a target: ``0`` -> ``1,0``).
+    NoSuchProcess (exit 1): no such pid, a zombie.  AccessDenied (exit 1): another user's
+    process without CAP_SYS_NICE, no ptrace read access to its pagemap, a target outside its
+    cpuset.
     """
     proc._check_pid(pid)
     # nodes first: a malformed node list is a usage error whatever the pid
@@ -127,6 +142,15 @@ def validate(
         raise UsageError(
             "--in-place needs the same nodes on both sides "
             f"(got {numa.format_nodes(from_nodes)} -> {numa.format_nodes(to_nodes)})"
+        )
+    staying = frozenset(s for s, d in remap_nodes(from_nodes, to_nodes).items() if s == d)
+    if staying == from_nodes and not in_place:
+        raise UsageError(
+            f"nothing would move: migrate_pages leaves the pages of node "
+            f"{numa.format_nodes(staying)} where they are with --to-node "
+            f"{numa.format_nodes(to_nodes)} (a source node that is also a target stays put); "
+            f"give target nodes that are not sources, e.g. --to-node "
+            f"{numa.format_nodes(to_nodes - from_nodes) or 'N'}"
         )
     # the process: exists, alive, a user process, ours to move
     name, _, uids = proc.inspect_process(
@@ -159,14 +183,22 @@ def validate(
             f"{numa.format_nodes(mems) or 'none'}); choose a target from Mems_allowed or widen "
             f"the cpuset"
         )
-    return MigrationRequest(pid, name, from_nodes, to_nodes, mems, in_place)
+    return MigrationRequest(
+        pid, name, from_nodes, to_nodes, mems, in_place, staying if not in_place else frozenset()
+    )
 
 
 def remap_nodes(from_nodes: frozenset[int], to_nodes: frozenset[int]) -> dict[int, int]:
-    """Where migrate_pages(2) sends the pages of each source node: the n-th source node (in
-    order) to the (n mod |to|)-th target node, as the kernel's bitmap remap does."""
+    """Where migrate_pages(2) sends the pages of each source node, as the kernel's
+    do_migrate_pages decides: when the two lists differ in size, a source node that is also a
+    target keeps its pages; otherwise the n-th source node (in order) goes to the
+    (n mod |to|)-th target node (node_remap)."""
     targets = sorted(to_nodes)
-    return {node: targets[i % len(targets)] for i, node in enumerate(sorted(from_nodes))}
+    uneven = len(from_nodes) != len(to_nodes)
+    return {
+        node: node if uneven and node in to_nodes else targets[i % len(targets)]
+        for i, node in enumerate(sorted(from_nodes))
+    }
 
 
 # ---- report ------------------------------------------------------------------------------

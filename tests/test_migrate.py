@@ -252,6 +252,35 @@ def test_bad_numbers_and_options(args: list[str], code: int, words: tuple[str, .
         assert word in r.stderr
 
 
+@pytest.mark.parametrize(
+    ("src", "dst", "expected"),
+    [
+        ({0}, {1}, {0: 1}),
+        ({0}, {0, 1}, {0: 0}),  # uneven, 0 is a target: stays (moves nothing at all)
+        ({0, 1}, {1}, {0: 1, 1: 1}),
+        ({1, 2}, {0, 1, 3}, {1: 1, 2: 1}),  # uneven: 1 stays; 2 is the 2nd source -> 2nd target
+        ({2, 3, 4}, {3, 4, 5}, {2: 3, 3: 4, 4: 5}),  # even: everything moves
+        ({0, 1, 2, 3}, {4, 5}, {0: 4, 1: 5, 2: 4, 3: 5}),
+    ],
+)
+def test_remap_nodes_follows_do_migrate_pages(
+    src: set[int], dst: set[int], expected: dict[int, int]
+) -> None:
+    assert migrate_mod.remap_nodes(frozenset(src), frozenset(dst)) == expected
+
+
+def test_a_staying_source_node_is_warned_about_only_with_several_targets() -> None:
+    def request(src: set[int], dst: set[int], staying: set[int]) -> migrate_mod.MigrationRequest:
+        return migrate_mod.MigrationRequest(
+            1, "x", frozenset(src), frozenset(dst), frozenset(src | dst), False, frozenset(staying)
+        )
+
+    line = request({0, 1}, {0, 2}, {0}).staying_warning()
+    assert line is not None and "node 0 stay" in line and "\n" not in line
+    assert request({0, 1}, {1}, {1}).staying_warning() is None  # what "all to node 1" means
+    assert request({0}, {1}, set()).staying_warning() is None
+
+
 def test_in_place_needs_the_same_nodes() -> None:
     # on one node "all" and "0" are the same set, so give a set that differs by syntax only
     # where possible; otherwise this is exercised in the guest

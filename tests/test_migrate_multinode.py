@@ -86,6 +86,18 @@ def test_a_capped_target_pool_fails_verification_with_exit_1() -> None:
     assert len(lines) == 1 and "verification failed: tables_on_target" in lines[0], lines
 
 
+def test_a_target_list_that_includes_the_source_and_moves_nothing_is_refused() -> None:
+    # migrate_pages with 0 -> 0,1 moves nothing (node 0 is a target); it said "verified: yes"
+    with live_workload(mib=1, threads=0, prefix=BOUND) as w:
+        before = numa_maps_pages(w.pid)
+        r = ptreloc("migrate", "--pid", str(w.pid), "--from-node", "0", "--to-node", "1,0")
+        after = numa_maps_pages(w.pid)
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nothing would move" in lines[0] and "--to-node 1" in lines[0]
+    assert before == after
+
+
 def test_target_outside_the_cpuset_is_refused_and_nothing_moves() -> None:
     # numactl --membind does not change Mems_allowed; a cpuset does.  cgroup v2 in the guest.
     root = "/sys/fs/cgroup"

@@ -89,13 +89,18 @@ def command(
     target inside the process's cpuset) and that from differs from to ("nothing to do"
     otherwise; --in-place runs it on one node, e.g. 0 -> 0 on a one-node machine).
 
+    Like migrate_pages(2), when the lists differ in size a source node that is also a target
+    keeps its pages: with which nothing would move at all (--from-node 0 --to-node 0,1) is a
+    usage error; when only some stay and several targets were named, one warning line on
+    stderr names them.
+
     Exit codes: 0 done and verified, 1 no such process / zombie / permission / target outside
-    the cpuset / syscall failure / the process exited mid-way / verification failed (the JSON
-    or the report is printed first, then one stderr line "verification failed: CHECK (...)"
-    naming each false check), 2 usage error (bad option, malformed or offline node, kernel
-    thread, from equal to to), 3 with --strict when some page was not migrated or some table
-    not relocated (also when that is why a check failed; the one-line message names what was
-    not moved).
+    the cpuset / syscall failure / the process exited mid-way / verification failed (the JSON or
+    the report is printed first, then one stderr line "verification failed: CHECK (...)" naming
+    each false check), 2 usage error (bad option, malformed or offline node, kernel thread, from
+    equal to to or nothing would move), 3 with --strict when some page was not migrated or some
+    table not relocated (also when that is why a check failed; the one-line message names what
+    was not moved).
     """
     with progress_bar(not as_json, f"mirroring pid {pid}") as update:
         report = migrate_mod.migrate(
@@ -110,6 +115,9 @@ def command(
             progress=update,
         )
     data = report.to_json()
+    warning = report.request.staying_warning()
+    if warning:
+        click.echo(f"ptreloc: warning: {warning}", err=True)
     if as_json:
         emit_json(data)
     else:
