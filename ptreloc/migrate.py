@@ -112,7 +112,16 @@ def _nodes(spec: numa.NodeSpec, topo: numa.Topology, *, memory: bool) -> frozens
         if any(n < 0 for n in items):
             raise InvalidNode(f"node numbers cannot be negative: {items!r}")
         spec = ",".join(str(n) for n in sorted(set(items)))
-    return numa.parse_nodes(spec, topo, need_memory=memory)
+    try:
+        return numa.parse_nodes(spec, topo, need_memory=memory)
+    except InvalidNode as err:
+        if len(topo.possible) == 1 and "does not exist" in str(err):
+            # the one fix that works without a guest: the whole path on the one node
+            only = numa.format_nodes(topo.possible)
+            raise InvalidNode(
+                f"{err}, or --from-node {only} --to-node {only} --in-place to run it on this node"
+            ) from err
+        raise
 
 
 def validate(
@@ -135,8 +144,9 @@ def validate(
     to_nodes = _nodes(to_spec, topo, memory=True)
     if from_nodes == to_nodes and not in_place:
         raise UsageError(
-            f"from equal to to (nothing to do): both are node {numa.format_nodes(from_nodes)}; "
-            f"give a different --to-node, or --in-place to relocate the tables on that node"
+            f"nothing to do: --from-node and --to-node are both node "
+            f"{numa.format_nodes(from_nodes)}; give a different --to-node, or --in-place to "
+            f"relocate the tables on that node"
         )
     if in_place and from_nodes != to_nodes:
         raise UsageError(

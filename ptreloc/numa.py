@@ -286,11 +286,14 @@ def topology(sysfs_node_dir: str | os.PathLike[str] = _SYSFS_NODE) -> Topology:
 def _check_node(node: int, topo: Topology, need_memory: bool, shown: str) -> None:
     here = format_nodes(topo.online) or "none"
     if node not in topo.possible:
-        raise InvalidNode(
-            f"node {node} does not exist in node list {shown!r} (this machine's nodes: {here})"
+        more = (
+            "; for more nodes use the multi-node guest, scripts/numa-vm --nodes 2"
+            if len(topo.possible) == 1
+            else ""
         )
+        raise InvalidNode(f"node {node} does not exist here (nodes: {here}){more}")
     if node not in topo.online:
-        raise InvalidNode(f"node {node} is offline in node list {shown!r} (online nodes: {here})")
+        raise InvalidNode(f"node {node} is offline (online nodes: {here})")
     if need_memory and node not in topo.with_memory:
         with_mem = format_nodes(topo.with_memory) or "none"
         raise InvalidNode(
@@ -328,8 +331,13 @@ def parse_nodes(
         for part in body.split(","):
             match = _RANGE.fullmatch(part)
             if match is None:
-                what = "an empty item" if not part else repr(part)
-                raise InvalidNode(f"node list {shown!r} has {what}: {_SYNTAX_HINT}")
+                if not part:
+                    problem = f"node list {shown!r} has an empty item"
+                elif part == body:
+                    problem = f"{shown!r} is not a node list"
+                else:
+                    problem = f"node list {shown!r}: {part!r} is not a node number or a range"
+                raise InvalidNode(f"{problem}: {_SYNTAX_HINT}")
             low = int(match.group(1))
             high = int(match.group(2)) if match.group(2) is not None else low
             if high < low:

@@ -6,8 +6,10 @@ threads last ran on (/proc/PID/task/*/stat, the node most threads are on).  What
 automatic NUMA balancing, an administrator's ``migratepages``, a cpuset change - an event is
 produced and the tables follow:
 
-* ``data_moved``: some pages changed node.  Each table goes to the node that now holds most of
-  the data pages under it (``follow="data"`` or ``"auto"``).
+* ``data_moved``: some pages changed node.  Each table goes where the mirror's placement rule
+  (:func:`ptreloc.mirror.infer_placement`) puts it for the data as it is now: most of the
+  anonymous pages under it, the root with most of the [stack] (``follow="data"`` or
+  ``"auto"``).
 * ``pages_changed``: pages became resident or went away (the heap grew, a region was unmapped):
   the mirror follows them (:meth:`~ptreloc.mirror.Mirror.refresh`, a pagemap read per look;
   new tables are placed by the mirror's rule).  Not counted by ``count``.
@@ -33,7 +35,7 @@ import psutil
 from ptreloc import numa, proc
 from ptreloc.errors import NoSuchProcess, UsageError
 from ptreloc.migrate import DEFAULT_BATCH, STRATEGIES, relocate_mirror
-from ptreloc.mirror import Mirror, mirror
+from ptreloc.mirror import Mirror, infer_placement, mirror
 
 __all__ = ["FOLLOW", "WatchEvent", "watch", "threads_node"]
 
@@ -52,7 +54,7 @@ class WatchEvent:
     pages_moved: int = 0
     tables_relocated: int = 0
     bytes_copied: int = 0
-    target: str | None = None  # where tables were sent: a node, or "per-table majority"
+    target: str | None = None  # where tables were sent: a node, or "per table: ..."
     remote_table_fraction_before: float | None = None
     reason: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -113,22 +115,21 @@ def _tables(m: Mirror) -> dict[str, dict[str, int]]:
     return {str(n): lv for n, lv in sorted(m.tables().items()) if any(lv.values())}
 
 
-def _majority_per_block(m: Mirror, nodes: array) -> Callable[..., int]:
-    shift = m.block_shift
-    per_block: dict[int, int] = {}
-    overall = Counter(n for n in nodes if n >= 0)
-    fallback = min(overall, key=lambda n: (-overall[n], n)) if overall else 0
-    for i, j, va in m._blocks():
-        counts = Counter(n for n in nodes[i:j] if n >= 0)
-        per_block[va >> shift] = min(counts, key=lambda n: (-counts[n], n)) if counts else fallback
+def _follow_data(m: Mirror, nodes: array) -> tuple[Callable[..., int], str]:
+    """A chooser sending each table where the mirror's placement rule puts it for the data's
+    nodes now (ptreloc.mirror.infer_placement), and a label: the node when that is one node
+    for every table, else "per table: most of its anonymous data"."""
+    placement = infer_placement(m.snapshot, m.geometry, nodes)
 
     def choose(frame: Any) -> int:
-        # the engine's chooser hook gets a ptreloc.relocate.TableFrame; an upper-level table
-        # spans many blocks: the block of its first address decides
-        return per_block.get(frame.base_va >> shift, fallback)
+        # the engine's chooser hook gets a ptreloc.relocate.TableFrame
+        return placement.node_of(frame.level, frame.base_va)
 
-    choose.fallback = fallback  # type: ignore[attr-defined]
-    return choose
+    used = {placement.root}
+    for per_table in placement.levels:
+        used.update(per_table.values())
+    label = str(used.pop()) if len(used) == 1 else "per table: most of its anonymous data"
+    return choose, label
 
 
 def _relocate_to(
@@ -254,10 +255,7 @@ def watch(
             target: int | Callable[..., int] | None
             label: str | None
             if kind == "data_moved" and follow in ("auto", "data"):
-                chooser = _majority_per_block(m, now)
-                spread = len({n for n in now if n >= 0}) > 1
-                target = chooser if spread else chooser.fallback  # type: ignore[attr-defined]
-                label = "per-table majority of its data" if spread else str(target)
+                target, label = _follow_data(m, now)
             elif kind == "cpu_moved" and follow in ("auto", "cpu") and new_cpu is not None:
                 target, label = new_cpu, str(new_cpu)
             else:

@@ -87,8 +87,10 @@ def test_nodes_human_output_looks_like_numactl() -> None:
     done = run_script("nodes")
     assert done.returncode == 0, done.stderr
     topo = numa.topology()
+    plural = "" if len(topo.online) == 1 else "s"
     assert done.stdout.startswith(
-        f"available: {len(topo.online)} nodes ({numa.format_nodes(topo.online)})"
+        f"available: {len(topo.online)} node{plural} ({numa.format_nodes(topo.online)}); "
+        f"nodes possible: {numa.format_nodes(topo.possible)}; nodes with memory: "
     )
     assert "node distances:" in done.stdout
     for node, info in topo.nodes.items():
@@ -114,7 +116,7 @@ def test_nodes_filter_and_pid() -> None:
     [
         (["--nodes", "1-0"], 2, "reversed range 1-0"),
         (["--nodes", ""], 2, "empty node list"),
-        (["--nodes", "zero"], 2, "has 'zero'"),
+        (["--nodes", "zero"], 2, "'zero' is not a node list"),
         (["--nodes", "4096"], 2, "node 4096 does not exist"),
         (["--nodes", "!all"], 2, "selects no node"),
         (["--pid", "-3"], 2, "pid -3 is not a process id"),

@@ -36,10 +36,13 @@ def test_show_json_on_a_multithreaded_workload() -> None:
 
 
 def test_show_human() -> None:
-    with live_workload(mib=2) as w:
+    with live_workload(mib=2) as w, live_workload(pages=64, threads=0) as single:
         out = ptreloc("show", "--pid", str(w.pid), check=0).stdout
+        one = ptreloc("show", "--pid", str(single.pid), check=0).stdout
     assert f"pid {w.pid}" in out and "remote_table_fraction: 0.000" in out
     assert "mirrored page tables" in out and "numa_maps" in out
+    assert f"root, {w.threads} threads)" in out
+    assert "root, 1 thread)" in one  # was "1 threads"
 
 
 @pytest.mark.parametrize(("pid", "code"), [("2", 2), ("-3", 2), ("99999999", 1)])

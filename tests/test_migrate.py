@@ -164,10 +164,14 @@ def test_another_users_process_without_privilege() -> None:
         ("0", "99999999999999999999", 2, ("does not exist",)),
         ("-1", "0", 2, ("'-1'",)),
         ("0", "1-0", 2, ("reversed range",)),
-        ("0", "0", 2, ("from equal to to", "nothing to do")),
+        ("0", "0", 2, ("nothing to do", "--in-place")),
     ],
 )
 def test_bad_nodes(from_node: str, to_node: str, code: int, words: tuple[str, ...]) -> None:
+    if to_node == "7" and len(numa.topology().possible) == 1:
+        # one node: the line names both fixes, once (was "... in node list '7' (this machine's
+        # nodes: 0)", no fix)
+        words = (*words, "does not exist here (nodes: 0)", "scripts/numa-vm", "--in-place")
     with live_workload(mib=2) as w:
         before = _settled_pages(w.pid)
         r = ptreloc("migrate", "--pid", str(w.pid), "--from-node", from_node, "--to-node", to_node)

@@ -57,9 +57,10 @@ def command(node_list: str | None, pid: int | None, as_json: bool) -> None:
         emit_json(data)
         return
     stdout_console.print(
-        f"available: {len(topo.online)} nodes ({numa.format_nodes(topo.online)}), "
-        f"possible: {numa.format_nodes(topo.possible)}, "
-        f"with memory: {numa.format_nodes(topo.with_memory) or 'none'}"
+        f"available: {len(topo.online)} node{'' if len(topo.online) == 1 else 's'} "
+        f"({numa.format_nodes(topo.online)}); nodes possible: "
+        f"{numa.format_nodes(topo.possible)}; nodes with memory: "
+        f"{numa.format_nodes(topo.with_memory) or 'none'}"
     )
     table = Table()
     table.add_column("node", justify="right")

@@ -74,6 +74,10 @@ def tables_table(
     return table
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def show_data(pid: int, progress: bool) -> dict[str, Any]:
     """Snapshot and mirror ``pid``; everything ``ptreloc show`` reports, as JSON-able data."""
     snap = proc.snapshot(pid)
@@ -140,7 +144,8 @@ def command(pid: int, as_json: bool) -> None:
         return
     out = stdout_console
     out.print(
-        f"pid {data['pid']} ({data['name']}, {data['owner']}, {data['threads']} threads): "
+        f"pid {data['pid']} ({data['name']}, {data['owner']}, "
+        f"{_count(data['threads'], 'thread')}): "
         f"{data['resident_pages']} resident pages; Mems_allowed "
         f"{','.join(map(str, data['mems_allowed']))}; last ran on CPU {data['last_cpu']} "
         f"(node {data['last_cpu_node']})",
@@ -172,7 +177,7 @@ def command(pid: int, as_json: bool) -> None:
     thp = data["thp"]
     if thp["huge_leaves"]:
         out.print(
-            f"transparent huge pages: {thp['huge_leaves']} blocks of "
+            f"transparent huge pages: {_count(thp['huge_leaves'], 'block')} of "
             f"{thp['huge_leaf_bytes'] >> 20} MiB mirrored as huge leaves (no PTE table; found "
             f"by {thp['detected_by']})",
             markup=False,

@@ -89,8 +89,9 @@ def _emit(event: watch_mod.WatchEvent, as_json: bool) -> None:
     )
     if event.event in ("data_moved", "cpu_moved"):
         line += (
-            f" (was {event.remote_table_fraction_before or 0.0:.3f}; {event.pages_moved} pages "
-            f"moved, {event.tables_relocated} tables relocated to {event.target})"
+            f" ({event.remote_table_fraction_before or 0.0:.3f} before the tables followed; "
+            f"{event.pages_moved} pages moved, {event.tables_relocated} tables relocated to "
+            f"{event.target or 'nowhere: --follow leaves them'})"
         )
     if event.event == "pages_changed":
         line += (
