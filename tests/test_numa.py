@@ -110,7 +110,8 @@ def test_parse_nodes_good(text: str, need_memory: bool, expected: set[int]) -> N
         ("1;2", False, "'1;2' is not a node list"),
         ("+1", False, "'+1' is not a node list"),
         ("all,1", False, "'all' is not a node number or a range"),
-        ("\u0661", False, "is not a node list"),  # an Arabic-Indic digit: int() would take it, numactl does not
+        # an Arabic-Indic digit: int() would take it, numactl does not
+        ("\u0661", False, "is not a node list"),
         ("!", False, "nothing after '!'"),
         ("!all", False, "selects no node"),
         ("!0-3,5", False, "selects no node"),
