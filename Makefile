@@ -16,7 +16,7 @@ deps: ## install the system packages the build and the NUMA test bed need (apt, 
 $(VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "cffi>=1.16" "setuptools>=68" wheel
+	$(PY) -m pip install -q "cffi>=1.16" "setuptools>=77" wheel
 	touch $@
 
 venv: $(VENV)/.stamp ## create the virtual environment in .venv
@@ -24,9 +24,10 @@ venv: $(VENV)/.stamp ## create the virtual environment in .venv
 build: $(VENV)/.stamp ## compile the C core and install ptreloc (editable, test + plot extras) into .venv
 	flock $(VENV)/.build.lock $(PY) -m pip install -q --no-build-isolation -e '.[test,plot]'
 
+# test-vm is reached through a sub-make: SKIP_BUILD=1 keeps it from installing a second time
 test: deps build ## run every test: host suite, then the multi-node suite inside the NUMA guest
 	$(PY) -m pytest -m 'not multinode'
-	$(MAKE) test-vm
+	$(MAKE) test-vm SKIP_BUILD=1
 
 test-host: build ## run the host suite only
 	$(PY) -m pytest -m 'not multinode'
@@ -36,7 +37,7 @@ test-host: build ## run the host suite only
 # fails them when CI is set. The guest cannot write bytecode (read-only tree), and pytest's
 # assertion rewriting of the test modules and plugins costs ~25 s under TCG: collecting on the
 # host first leaves the rewritten .pyc files (gitignored __pycache__) for the guest to read.
-test-vm: build ## run the multi-node suite inside a $(NODES)-node QEMU guest (scripts/numa-vm)
+test-vm: $(if $(SKIP_BUILD),,build) ## run the multi-node suite inside a $(NODES)-node QEMU guest (scripts/numa-vm)
 	@reason=$$(scripts/numa-vm --prepare) && rc=0 || rc=$$?; \
 	if [ $$rc -eq 77 ]; then \
 	    PTRELOC_VM_UNAVAILABLE="$$reason" $(PY) -m pytest -m multinode -p no:cacheprovider; \
