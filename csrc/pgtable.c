@@ -300,10 +300,15 @@ int ptr_mm_set_node(struct ptr_mm *mm, int node)
 	return 0;
 }
 
-int ptr_add_region(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phys,
-		   bool writable, int leaf_level)
+/*
+ * check_leaf_range() - the arguments ptr_map() and ptr_add_region() share: leaves at
+ * @leaf_level (a level that can hold them), [@start, @end) valid and aligned to that leaf size,
+ * and @phys.. aligned and inside the format's physical range.
+ * Return: 0, -EINVAL (level or alignment), -ERANGE/-EDOM (address range).
+ */
+static int check_leaf_range(const struct ptr_geometry *g, uint64_t start, uint64_t end,
+			    uint64_t phys, int leaf_level)
 {
-	const struct ptr_geometry *g = mm->geo;
 	if (leaf_level < 0 || leaf_level >= g->nlevels || !g->level[leaf_level].leaf_ok)
 		return -EINVAL;
 	int rc = check_range(g, start, end);
@@ -314,6 +319,16 @@ int ptr_add_region(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phy
 		return -EINVAL;
 	if (phys + (end - start) > g->phys_limit || phys + (end - start) < phys)
 		return -ERANGE;
+	return 0;
+}
+
+int ptr_add_region(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phys,
+		   bool writable, int leaf_level)
+{
+	const struct ptr_geometry *g = mm->geo;
+	int rc = check_leaf_range(g, start, end, phys, leaf_level);
+	if (rc)
+		return rc;
 	ptr_lock(&mm->page_table_lock, NULL);
 	int n = atomic_load(&mm->nregions);
 	for (int i = 0; i < n; i++) {
@@ -508,16 +523,10 @@ int ptr_map(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phys, int 
 {
 	const struct ptr_geometry *g = mm->geo;
 	struct ptr_arena *a = mm->arena;
-	if (leaf_level < 0 || leaf_level >= g->nlevels || !g->level[leaf_level].leaf_ok)
-		return -EINVAL;
-	int rc = check_range(g, start, end);
+	int rc = check_leaf_range(g, start, end, phys, leaf_level);
 	if (rc)
 		return rc;
 	uint64_t size = ptr_level_size(g, leaf_level);
-	if ((start | end | phys) & (size - 1))
-		return -EINVAL;
-	if (phys + (end - start) > g->phys_limit || phys + (end - start) < phys)
-		return -ERANGE;
 	if (table_node < 0)
 		table_node = __atomic_load_n(&mm->node, __ATOMIC_RELAXED);
 	if (table_node >= a->nnodes)
