@@ -89,13 +89,12 @@ def test_a_capped_target_pool_fails_verification_with_exit_1() -> None:
 def test_a_target_list_that_includes_the_source_and_moves_nothing_is_refused() -> None:
     # migrate_pages with 0 -> 0,1 moves nothing (node 0 is a target); it said "verified: yes"
     with live_workload(mib=1, threads=0, prefix=BOUND) as w:
-        before = numa_maps_pages(w.pid)
         r = ptreloc("migrate", "--pid", str(w.pid), "--from-node", "0", "--to-node", "1,0")
-        after = numa_maps_pages(w.pid)
+        # the workload's own pages (numa_maps also counts the interpreter still settling)
+        assert _workload_region_nodes(w.pid, w.address, w.pages) == {0}
     assert r.returncode == 2 and r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "nothing would move" in lines[0] and "--to-node 1" in lines[0]
-    assert before == after
 
 
 def test_target_outside_the_cpuset_is_refused_and_nothing_moves() -> None:
@@ -157,8 +156,9 @@ def test_watch_follows_a_process_moved_by_migratepages() -> None:
     assert watcher.returncode == 0, err
     moved = [e for e in events if e["event"] == "data_moved"]
     assert moved, events
-    assert moved[0]["tables_relocated"] > 0
-    # the watch may look while migratepages is half done: the last event sees it finished
+    # the watch may look while migratepages is half done (a table follows once most of its
+    # anonymous pages moved, so the first look may move none): the last event sees it finished
+    assert sum(e["tables_relocated"] for e in moved) > 0
     assert moved[-1]["remote_table_fraction"] == 0.0
     assert set(moved[-1]["tables"]) == {"1"}
     assert events[-1]["event"] == "stop"
