@@ -613,10 +613,10 @@ def _run(
 
 
 def _majority_chooser(m: Mirror, nodes: array, targets: frozenset[int]) -> Callable[..., int]:
-    """For several target nodes: each table goes where the mirror's placement rule puts it
-    with only the pages on a target voting (ptreloc.mirror.infer_placement): most of the
-    anonymous pages it maps, the root with most of the [stack] (ties: the lowest node)."""
-    placement = infer_placement(m.snapshot, m.geometry, nodes, allowed=targets)
+    """For several target nodes: each table goes to the target holding most of the pages it
+    maps (the root: most of all pages; ties: the lowest node) - ptreloc.mirror.infer_placement
+    with only the pages on a target voting, file pages included."""
+    placement = infer_placement(m.snapshot, m.geometry, nodes, allowed=targets, follow_data=True)
 
     def choose(frame: Any) -> int:
         # the engine's chooser hook gets a ptreloc.relocate.TableFrame

@@ -526,12 +526,18 @@ def infer_placement(
     *,
     allowed: frozenset[int] | None = None,
     root: int | None = None,
+    follow_data: bool = False,
 ) -> TablePlacement:
     """Apply the placement rule (module doc) to ``snap`` with the data nodes ``nodes`` (default:
     the snapshot's).  With ``allowed``, only pages on those nodes vote and a table with no vote
     (the root at the end of its chain) goes to the lowest allowed node - how ``migrate`` spreads
     tables over several targets.  ``root`` fixes the root's node instead of inferring it (a
-    mirror that grows keeps the root it has)."""
+    mirror that grows keeps the root it has).
+
+    ``follow_data`` answers another question - where should the tables go so that the most
+    walks stay local, now that the data moved - for ``watch`` and ``migrate``'s several
+    targets: every page of known node votes, file pages too (a table mapping only shared
+    library pages left on node 0 by migratepages is best left on node 0), the root included."""
     nodes = snap.nodes if nodes is None else nodes
     resident = snap.resident
 
@@ -540,8 +546,10 @@ def infer_placement(
 
     anon = bytearray(len(resident))
     stack: Counter[int] = Counter()
+    if follow_data:
+        anon[:] = b"\x01" * len(resident)
     for vma in snap.vmas:
-        if not _anonymous(vma.path):
+        if not _anonymous(vma.path) or follow_data:
             continue
         lo = bisect_left(resident, vma.start)
         hi = bisect_left(resident, vma.end)

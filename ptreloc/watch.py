@@ -6,10 +6,9 @@ threads last ran on (/proc/PID/task/*/stat, the node most threads are on).  What
 automatic NUMA balancing, an administrator's ``migratepages``, a cpuset change - an event is
 produced and the tables follow:
 
-* ``data_moved``: some pages changed node.  Each table goes where the mirror's placement rule
-  (:func:`ptreloc.mirror.infer_placement`) puts it for the data as it is now: most of the
-  anonymous pages under it, the root with most of the [stack] (``follow="data"`` or
-  ``"auto"``).
+* ``data_moved``: some pages changed node.  Each table goes to the node that now holds most of
+  the pages under it, file pages included (:func:`ptreloc.mirror.infer_placement` with
+  ``follow_data``; ``follow="data"`` or ``"auto"``).
 * ``pages_changed``: pages became resident or went away (the heap grew, a region was unmapped):
   the mirror follows them (:meth:`~ptreloc.mirror.Mirror.refresh`, a pagemap read per look;
   new tables are placed by the mirror's rule).  Not counted by ``count``.
@@ -116,10 +115,10 @@ def _tables(m: Mirror) -> dict[str, dict[str, int]]:
 
 
 def _follow_data(m: Mirror, nodes: array) -> tuple[Callable[..., int], str]:
-    """A chooser sending each table where the mirror's placement rule puts it for the data's
-    nodes now (ptreloc.mirror.infer_placement), and a label: the node when that is one node
-    for every table, else "per table: most of its anonymous data"."""
-    placement = infer_placement(m.snapshot, m.geometry, nodes)
+    """A chooser sending each table to the node holding most of the pages it maps now (the
+    root: most of all pages; ptreloc.mirror.infer_placement with follow_data), and a label:
+    the node when that is one node for every table, else "per table: most of its data"."""
+    placement = infer_placement(m.snapshot, m.geometry, nodes, follow_data=True)
 
     def choose(frame: Any) -> int:
         # the engine's chooser hook gets a ptreloc.relocate.TableFrame
@@ -128,7 +127,7 @@ def _follow_data(m: Mirror, nodes: array) -> tuple[Callable[..., int], str]:
     used = {placement.root}
     for per_table in placement.levels:
         used.update(per_table.values())
-    label = str(used.pop()) if len(used) == 1 else "per table: most of its anonymous data"
+    label = str(used.pop()) if len(used) == 1 else "per table: most of its data"
     return choose, label
 
 

@@ -129,6 +129,11 @@ def test_root_follows_the_stack_and_file_pages_do_not_vote() -> None:
         assert tables[1] == {"pte": 1, "pmd": 1, "pud": 1, "pgd": 0}  # 400 vs 10 above
         assert tables.get(3, {}).get("pte", 0) == 0
         assert m.check_translations() == 0
+        # following data (watch, several targets): every page votes, the root by all pages
+        follow = mirror_mod.infer_placement(snap, m.geometry, follow_data=True)
+        assert follow.root == 1
+        assert follow.node_of(0, lib) == 3 and follow.node_of(0, stack) == 2
+        assert follow.node_of(1, BASE) == 1
     finally:
         m.close()
 
