@@ -897,6 +897,8 @@ const char *ptr_reloc_reason_name(int reason);
  * @unmap_pct:    % of reclaimer operations that unmap the page (the rest: half clear dirty,
  *                half clear young + flush)
  * @cancel:       optional; set non-zero to stop early
+ * @ipi_delay_us: widens the window in which CPUs still walk the old copies (through the
+ *                relocation test hook, so the stress owns that hook while it runs)
  */
 struct ptr_stress_config {
 	const char *geometry;
@@ -913,6 +915,8 @@ struct ptr_stress_config {
 	int unmap_pct;
 	uint32_t reclaim_pause_us;
 	int *cancel;            /* read with __atomic_load_n (Python writes it via cffi) */
+	uint32_t ipi_delay_us;  /* rewalk/naive: wait this long between a batch's repoints and its
+				 * shootdown, like an IPI reaching a preempted vCPU late */
 };
 
 /** struct ptr_stress_result - counters and the verdict (lost_*, mismatches, freed, leaked). */

@@ -1005,8 +1005,8 @@ _STRESS_FIELDS = (
     "batches", "reloc_shootdowns", "ad_merged", "ad_lost", "relocation_ns", "accesses", "writes",
     "tlb_hits", "walks", "pwc_hits", "cpu_shootdowns", "fault_path_runs", "access_errors",
     "dirty_cleans", "young_cleans", "unmaps", "found_dirty", "found_young", "checked_dirty",
-    "checked_accessed", "audits", "audit_checked", "lost_dirty", "lost_accessed", "freed_frame_accesses", "leaked_frames",
-    "translation_mismatches",
+    "checked_accessed", "audits", "audit_checked", "lost_dirty", "lost_accessed",
+    "freed_frame_accesses", "leaked_frames", "translation_mismatches",
 )
 
 
@@ -1016,7 +1016,8 @@ class StressRun:
 
     def __init__(self, c: Core, *, geometry: str, cpus: int, seconds: float, strategy: str,
                  batch: int, seed: int, bind_nodes: tuple[int, int], frames_per_node: int,
-                 chunks: int, pages_per_chunk: int, write_pct: int, unmap_pct: int) -> None:
+                 chunks: int, pages_per_chunk: int, write_pct: int, unmap_pct: int,
+                 ipi_delay_us: int = 0) -> None:
         if not c.relocation_supported:
             raise _RelocationUnsupported("the stress needs the relocation core (build='relo')")
         c.geometry(geometry)
@@ -1043,6 +1044,7 @@ class StressRun:
         cfg.unmap_pct = unmap_pct
         cfg.reclaim_pause_us = 0
         cfg.cancel = self.cancel
+        cfg.ipi_delay_us = ipi_delay_us
         self._cfg = cfg
         self._out = ffi.new("struct ptr_stress_result *")
         self.rc: int | None = None

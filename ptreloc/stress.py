@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "unmap_pct": 5,
     "frames_per_node": 4096,
     "nodes": "auto",
+    "ipi_delay_us": 20,
 }
 
 
@@ -78,6 +79,7 @@ class StressResult:
     access_errors: int
     counters: dict[str, int] = field(default_factory=dict)
     cancelled: bool = False
+    ipi_delay_us: int = 0
 
     @property
     def clean(self) -> bool:
@@ -138,6 +140,7 @@ def run_stress(
     unmap_pct: int = DEFAULTS["unmap_pct"],
     frames_per_node: int = DEFAULTS["frames_per_node"],
     nodes: str = DEFAULTS["nodes"],
+    ipi_delay_us: int = DEFAULTS["ipi_delay_us"],
     progress: Callable[[float], None] | None = None,
 ) -> StressResult:
     """Run the torture test for ``seconds``.  ``progress`` (optional) is called about ten
@@ -159,12 +162,15 @@ def run_stress(
     for name, v in (("write_pct", write_pct), ("unmap_pct", unmap_pct)):
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 100:
             raise UsageError(f"{name} must be 0..100, got {v!r}")
+    if (isinstance(ipi_delay_us, bool) or not isinstance(ipi_delay_us, int)
+            or not 0 <= ipi_delay_us <= 1_000_000):
+        raise UsageError(f"ipi_delay_us must be 0..1000000, got {ipi_delay_us!r}")
     binds, node_info = stress_nodes(nodes)
     run = _native.StressRun(
         _native.core(), geometry=geometry, cpus=cpus, seconds=float(seconds), strategy=protocol,
         batch=batch, seed=seed, bind_nodes=binds, frames_per_node=frames_per_node,
         chunks=chunks, pages_per_chunk=pages_per_chunk, write_pct=write_pct,
-        unmap_pct=unmap_pct,
+        unmap_pct=unmap_pct, ipi_delay_us=ipi_delay_us,
     )
     worker = threading.Thread(target=run.run, name="ptreloc-stress", daemon=True)
     worker.start()
@@ -188,5 +194,5 @@ def run_stress(
         **{k: r[k] for k in verdict},
         counters={k: v for k, v in r.items()
                   if k not in verdict and k not in ("seconds", "cancelled")},
-        cancelled=r["cancelled"],
+        cancelled=r["cancelled"], ipi_delay_us=ipi_delay_us,
     )

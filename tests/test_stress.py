@@ -134,3 +134,20 @@ def test_short_stress_for_tsan(protocol):
     assert r.freed_frame_accesses == 0 and r.leaked_frames == 0
     if protocol != "naive":
         assert r.clean, r.to_json()
+
+
+def test_late_shootdown_widens_the_window_and_the_merge_still_holds():
+    """--ipi-delay-us keeps CPUs on the old copies longer: naive then loses many dirty bits,
+    rewalk merges many more bits and still loses none (same seed, same length)."""
+    quick = run_stress(1.0, protocol="rewalk", seed=5, ipi_delay_us=0)
+    late = run_stress(1.0, protocol="rewalk", seed=5, ipi_delay_us=200)
+    assert quick.clean and late.clean, (quick.to_json(), late.to_json())
+    assert late.ipi_delay_us == 200 and late.counters["ad_merged"] > 0
+    naive = run_stress(1.0, protocol="naive", seed=5, ipi_delay_us=200)
+    assert naive.lost_dirty > 0 and naive.counters["ad_lost"] > 0, naive.to_json()
+
+
+@pytest.mark.parametrize("bad", ["-1", "1000001", "x"])
+def test_ipi_delay_is_checked(bad):
+    result = CliRunner().invoke(main, ["stress", "--seconds", "0.1", "--ipi-delay-us", bad])
+    assert result.exit_code == 2, result.output

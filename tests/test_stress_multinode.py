@@ -103,10 +103,10 @@ def test_rewalk_between_real_nodes_is_clean():
 @pytest.mark.multinode
 def test_naive_between_real_nodes_loses_dirty_bits():
     """The verdict can still fail on real nodes: the RFC as posted loses dirty bits.  Up to
-    three 2-second tries, so scheduler luck cannot flake it."""
+    four 2-second tries: under TCG the guest's speed swings with the host's load."""
     assert have_real_0_and_1()
     lost = []
-    for seed in (1, 2, 3):
+    for seed in (1, 2, 3, 4):
         r = run_stress(2.0, protocol="naive", seed=seed, nodes="real")
         assert r.virtual_nodes == []
         assert r.freed_frame_accesses == 0 and r.leaked_frames == 0
@@ -115,7 +115,7 @@ def test_naive_between_real_nodes_loses_dirty_bits():
         if r.lost_dirty:
             assert not r.clean and r.counters["ad_lost"] > 0
             return
-    pytest.fail(f"naive lost no dirty bit on real nodes in three runs ({lost})")
+    pytest.fail(f"naive lost no dirty bit on real nodes in four runs ({lost})")
 
 
 @pytest.mark.multinode

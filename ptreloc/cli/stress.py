@@ -74,10 +74,15 @@ Examples:
               help="Where the two table pools live: auto (real NUMA nodes 0 and 1 where they "
                    "exist, virtual otherwise), real (fail unless both exist), virtual (both "
                    "unbound).")
+@click.option("--ipi-delay-us", type=click.IntRange(0, 1_000_000),
+              default=DEFAULTS["ipi_delay_us"], show_default=True,
+              help="Microseconds between a batch's repoints and its shootdown (a flush IPI "
+                   "reaching a preempted vCPU late): CPUs keep writing A/D into the old "
+                   "copies meanwhile.  0 = shoot down at once.")
 @json_option
 @guarded
 def command(seconds: float, cpus: int, protocol: str, geometry: str, batch: int, seed: int,
-            node_mode: str, as_json: bool) -> None:
+            node_mode: str, ipi_delay_us: int, as_json: bool) -> None:
     """Torture-test a relocation protocol: CPUs write, tables move, A/D bits get consumed.
 
     CPUS emulated CPUs read and write random pages of a demand-faulted address space (faults
@@ -107,7 +112,7 @@ def command(seconds: float, cpus: int, protocol: str, geometry: str, batch: int,
             bar.update(task, completed=elapsed)
     try:
         result = run_stress(seconds, cpus, protocol, geometry, batch, seed, nodes=node_mode,
-                            progress=progress)
+                            ipi_delay_us=ipi_delay_us, progress=progress)
     finally:
         if progress is not None:
             bar.stop()
