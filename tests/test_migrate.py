@@ -29,19 +29,6 @@ CONTRACT_KEYS = {
 }
 
 
-def _relocation_engine() -> bool:
-    try:
-        from ptreloc import relocate  # noqa: F401 - only whether it imports matters
-    except ImportError:
-        return False
-    return True
-
-
-needs_engine = pytest.mark.skipif(
-    not _relocation_engine(), reason="ptreloc.relocate (issue 4) is not in this tree yet"
-)
-
-
 def _settled_pages(pid: int) -> dict[int, int]:
     """numa_maps once the workload has stopped allocating (its start-up can still be adding a
     few pages just after it reported ready)."""
@@ -94,7 +81,6 @@ def test_dry_run_in_place_reports_every_contract_key_and_moves_nothing() -> None
         assert numa_maps_pages(w.pid) == before
 
 
-@needs_engine
 @pytest.mark.parametrize("strategy", migrate_mod.STRATEGIES)
 def test_in_place_migration_runs_the_whole_path_and_verifies(strategy: str) -> None:
     with live_workload(mib=4) as w:
@@ -187,7 +173,6 @@ def test_offline_node() -> None:
     _one_error_line(r, 2, f"node {node}")
 
 
-@needs_engine
 @pytest.mark.parametrize("cap", [0, 6])
 def test_a_capped_in_place_round_trip_copies_only_what_fits_and_strict_exits_3(cap: int) -> None:
     with live_workload(mib=8) as w:
@@ -217,7 +202,6 @@ def test_a_capped_in_place_round_trip_copies_only_what_fits_and_strict_exits_3(c
     assert "tables not relocated" in line and "target_full" in line and "pte" in line
 
 
-@needs_engine
 def test_a_failed_check_exits_1_with_one_line_naming_it() -> None:
     # a real in-place run's report with a check turned false: the CLI's exit decision (on two
     # nodes the guest's test_a_capped_target_pool_fails_verification runs the real failure)
