@@ -201,10 +201,10 @@ def test_bad_input_installed_script(args: list[str], code: int, sleeper: int) ->
 
 
 def test_an_unwritable_output_file_is_one_line(tmp_path: pathlib.Path) -> None:
-    """A path in a missing directory: one line naming it, exit 1 (or 2 if checked up front)."""
+    """A path in a missing directory: one line naming it, exit 2 - checked before any work."""
     target = tmp_path / "missing" / "out.json"
     done = run("bench", "--quick", "walk", "-o", str(target), "--json")
-    assert done.returncode in (1, 2)
+    assert done.returncode == 2, done.stderr
     assert_one_error_line("bench -o", done.returncode, done.stdout, done.stderr, as_json=True)
     assert str(target) in done.stderr and not target.exists()
 
