@@ -33,7 +33,13 @@ import psutil
 
 from ptreloc import numa, proc
 from ptreloc.errors import NoSuchProcess, UsageError
-from ptreloc.migrate import DEFAULT_BATCH, STRATEGIES, relocate_mirror
+from ptreloc.migrate import (  # the private two: the same JSON shapes as migrate's report
+    DEFAULT_BATCH,
+    STRATEGIES,
+    _pages_per_node,
+    _tables_json,
+    relocate_mirror,
+)
 from ptreloc.mirror import Mirror, infer_placement, mirror
 
 __all__ = ["FOLLOW", "WatchEvent", "watch", "threads_node"]
@@ -105,15 +111,6 @@ def threads_node(pid: int) -> int | None:
     return min(nodes, key=lambda n: (-nodes[n], n))
 
 
-def _per_node(nodes: array) -> dict[str, int]:
-    counts = Counter(n for n in nodes if n >= 0)
-    return {str(k): v for k, v in sorted(counts.items())}
-
-
-def _tables(m: Mirror) -> dict[str, dict[str, int]]:
-    return {str(n): lv for n, lv in sorted(m.tables().items()) if any(lv.values())}
-
-
 def _follow_data(m: Mirror, nodes: array) -> tuple[Callable[..., int], str]:
     """A chooser sending each table to the node holding most of the pages it maps now (the
     root: most of all pages; ptreloc.mirror.infer_placement with follow_data), and a label:
@@ -183,9 +180,9 @@ def watch(
             kind,
             pid,
             clock() - t0 if at is None else at,
-            _per_node(data_nodes),
+            _pages_per_node(data_nodes),
             cpu_node,
-            _tables(m),
+            _tables_json(m.tables()),
             m.remote_fraction(data_nodes).fraction,
             **detail,
         )
