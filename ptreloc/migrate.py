@@ -92,17 +92,6 @@ class MigrationRequest:
         )
 
 
-def _cap_effective(pid: int | str, cap: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> cap & 1)
-    except OSError:
-        pass
-    return False
-
-
 def _nodes(spec: numa.NodeSpec, topo: numa.Topology, *, memory: bool) -> frozenset[int]:
     """A numactl node string or node numbers -> checked node set (InvalidNode otherwise)."""
     if not isinstance(spec, str):
@@ -170,7 +159,7 @@ def validate(
         kernel_thread="it has no user memory to migrate",
     )
     me_uid, me_euid = os.getuid(), os.geteuid()
-    if not _cap_effective("self", _CAP_SYS_NICE) and not (
+    if not proc.cap_effective() >> _CAP_SYS_NICE & 1 and not (
         {me_uid, me_euid} & {uids.real, uids.saved}
     ):
         raise AccessDenied(

@@ -33,6 +33,7 @@ __all__ = [
     "read_maps",
     "read_pagemap",
     "last_cpu",
+    "cap_effective",
     "PAGEMAP_READ_BYTES",
 ]
 
@@ -267,6 +268,18 @@ def _stat_fields(pid: int) -> list[str]:
 def last_cpu(pid: int) -> int:
     """The CPU the process last ran on (field 39, ``processor``, of /proc/PID/stat)."""
     return int(_stat_fields(pid)[39 - 3])
+
+
+def cap_effective(pid: int | str = "self") -> int:
+    """The effective capability mask (``CapEff:`` of /proc/PID/status); 0 when unreadable."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return 0
 
 
 def _is_kernel_thread(pid: int) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from ptreloc import numa
+from ptreloc import numa, proc
 from ptreloc.cli._common import emit_json, fail, guarded, json_option, stdout_console
 from ptreloc.errors import EXIT_OPERATIONAL, PtrelocError
 
@@ -61,13 +61,6 @@ def _probe_backend(name: str) -> dict[str, Any]:
     }
 
 
-def _capabilities() -> int:
-    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return int(line.split()[1], 16)
-    return 0
-
-
 def _read(path: str) -> str | None:
     try:
         return pathlib.Path(path).read_text().strip()
@@ -93,7 +86,7 @@ def diagnose() -> dict[str, Any]:
         selected_error = None
     except PtrelocError as err:
         selected, selected_error = None, str(err)
-    caps = _capabilities()
+    caps = proc.cap_effective()
     topo = numa.topology()
     with_memory = topo.online & topo.with_memory
     balancing = _read("/proc/sys/kernel/numa_balancing")
