@@ -551,7 +551,7 @@ struct conc {
 	const struct ptr_bench_conc_config *cfg;
 	struct ptr_arena *a;
 	struct ptr_mm *mm;
-	uint64_t base, page;
+	uint64_t base, page, stride;  /* stride: VA between the accessed pages */
 	_Atomic int phase;
 	_Atomic int relocating;   /* the relocator is inside ptr_relocate() */
 	_Atomic int ready;
@@ -585,7 +585,7 @@ static void *conc_cpu_thread(void *p)
 			break;
 		int rnd = atomic_load_explicit(&s->round, memory_order_relaxed);
 		uint64_t r = bench_rng(&x);
-		uint64_t va = s->base + ((r >> 16) % s->cfg->pages) * s->page;
+		uint64_t va = s->base + ((r >> 16) % s->cfg->pages) * s->stride;
 		bool write = (int)(r % 100) < s->cfg->write_pct;
 		uint64_t t0 = bench_now_ns();
 		int rc = ptr_cpu_access_fault(cpu, va, write, NULL);
@@ -665,11 +665,12 @@ static void conc_sleep(double s)
 
 /*
  * ptr_bench_concurrent() - @cfg->cpus CPU threads access random pages of a fully mapped
- * region, timing each access; @cfg->rounds (<= 1024) rounds of an idle phase and a busy phase
+ * region (@cfg->sparse: one page per level-0 table, so idle accesses walk too), timing each access; @cfg->rounds (<= 1024) rounds of an idle phase and a busy phase
  * (in alternating order) during which one relocator moves every table to the other pool and
  * back, continuously.  Accesses that straddle a phase change are discarded.  Per-round
  * histograms go to @cfg->round_hists when it is set.  Return: 0 (an access or relocation error
- * is in @out->error), -EINVAL, -EOPNOTSUPP (norelo build), or the -errno of the set-up.
+ * is in @out->error), -EINVAL, -ERANGE (a sparse region beyond the lower half of the address
+ * space), -EOPNOTSUPP (norelo build), or the -errno of the set-up.
  */
 int ptr_bench_concurrent(const struct ptr_bench_conc_config *cfg,
 			 struct ptr_bench_conc_result *out)
@@ -677,7 +678,8 @@ int ptr_bench_concurrent(const struct ptr_bench_conc_config *cfg,
 	const struct ptr_geometry *g = cfg ? ptr_geometry_find(cfg->geometry) : NULL;
 	if (!g || !out || cfg->cpus < 1 || cfg->cpus > PTR_MAX_CPUS - 2 || cfg->pages < 1 ||
 	    cfg->pages > (1u << 24) || cfg->rounds < 1 || cfg->rounds > 1024 || cfg->phase_s <= 0 || cfg->batch < 1 ||
-	    !cfg->bind_nodes)
+	    !cfg->bind_nodes || (cfg->sparse != 0 && cfg->sparse != 1) ||
+	    (cfg->sparse && g->nlevels < 2))
 		return -EINVAL;
 	if (!PTR_RELOCATION)
 		return -EOPNOTSUPP;
@@ -685,13 +687,23 @@ int ptr_bench_concurrent(const struct ptr_bench_conc_config *cfg,
 	struct conc s = { .cfg = cfg, .out = out };
 	s.page = ptr_level_size(g, 0);
 	s.base = g->va_bits > 32 ? 1ULL << g->level[TOP(g)].shift : 0x400000;
+	s.stride = cfg->sparse ? ptr_level_size(g, 1) : s.page;
+	if (s.base + cfg->pages * s.stride > (1ULL << (g->va_bits - 1)))
+		return -ERANGE;
 	uint64_t tables = cfg->pages / (1ULL << g->level[0].bits) + 4 * g->nlevels + 64;
+	if (cfg->sparse)
+		tables += cfg->pages + cfg->pages / (1ULL << g->level[1].bits);
+	if (tables > UINT32_MAX)
+		return -EINVAL;
 	int rc = ptr_arena_create(cfg->geometry, 2, cfg->bind_nodes, (uint32_t)tables, &s.a);
 	if (rc)
 		return rc;
 	rc = ptr_mm_create(s.a, 0, &s.mm);
-	if (!rc)
+	if (!rc && !cfg->sparse)
 		rc = ptr_map(s.mm, s.base, s.base + cfg->pages * s.page, 0, 0, true, 0);
+	for (uint64_t i = 0; !rc && cfg->sparse && i < cfg->pages; i++)
+		rc = ptr_map(s.mm, s.base + i * s.stride, s.base + i * s.stride + s.page,
+			     i * s.page, 0, true, 0);
 	struct conc_cpu *cc = calloc((size_t)cfg->cpus, sizeof(*cc));
 	size_t per_cpu = (size_t)cfg->rounds * 2 * PTR_BENCH_HIST_BUCKETS;
 	uint64_t *hists = calloc((size_t)cfg->cpus * per_cpu, sizeof(uint64_t));

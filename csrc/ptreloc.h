@@ -998,6 +998,10 @@ struct ptr_bench_conc_config {
 	/* optional: rounds * 2 * PTR_BENCH_HIST_BUCKETS counts, round r's idle histogram at
 	 * [2r], its relocating one at [2r + 1] (per-round pairs) */
 	uint64_t *round_hists;
+	/* 0: @pages consecutive base pages (their few PTE tables stay in cache); 1: one page per
+	 * level-0 table, as the walk bench maps them - every access walks to a table of its own, a
+	 * working set far beyond the TLB's and PWC's reach whose tables outgrow the caches */
+	int sparse;
 };
 struct ptr_bench_conc_result {
 	uint64_t idle_hist[PTR_BENCH_HIST_BUCKETS];

@@ -1225,9 +1225,10 @@ class BenchReloc(BenchContext):
 
 def bench_concurrent(c: Core, *, geometry: str, cpus: int, pages: int, strategy: str, batch: int,
                      phase_s: float, rounds: int, write_pct: int, bind_nodes: tuple[int, int],
-                     seed: int) -> dict[str, _Any]:
+                     seed: int, sparse: bool = False) -> dict[str, _Any]:
     """One ptr_bench_concurrent() run (GIL released); histograms come back as lists, the
-    per-round ones as ``rounds`` = [(idle_hist, busy_hist), ...]."""
+    per-round ones as ``rounds`` = [(idle_hist, busy_hist), ...].  ``sparse``: one page per
+    level-0 table (every access walks to a table of its own) instead of consecutive pages."""
     c.geometry(geometry)
     ffi = c.ffi
     keep = [ffi.new("char[]", geometry.encode()), ffi.new("int[]", list(bind_nodes))]
@@ -1235,6 +1236,7 @@ def bench_concurrent(c: Core, *, geometry: str, cpus: int, pages: int, strategy:
     cfg.geometry, cfg.bind_nodes = keep
     cfg.cpus, cfg.pages, cfg.strategy, cfg.batch = cpus, pages, RELOC_STRATEGIES[strategy], batch
     cfg.phase_s, cfg.rounds, cfg.write_pct, cfg.seed = phase_s, rounds, write_pct, seed & _U64
+    cfg.sparse = int(sparse)
     nb = int(c.lib.PTR_BENCH_HIST_BUCKETS)
     per_round = ffi.new("uint64_t[]", 2 * nb * rounds)
     cfg.round_hists = per_round

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from ptreloc import _native, bench
 from ptreloc.cli import main
-from ptreloc.errors import RelocationUnsupported, UsageError
+from ptreloc.errors import AddressError, RelocationUnsupported, UsageError
 
 SCRIPT = Path(sys.executable).parent / "ptreloc"
 ONE_NODE = len(bench._real_nodes()) < 2
@@ -274,6 +274,34 @@ def test_fault_loop_runs_in_both_builds(build):
     with _native.BenchFault(c, "x86_64_4l", 1024, True, -1) as f:
         assert f.round(1) > 0
         assert f.round(2) > 0  # a fresh address space each round: faults again
+
+
+def test_quick_concurrent_reports_both_layouts(quick):
+    c = quick["concurrent"]
+    # the headline is the table-per-page layout; the earlier consecutive layout is kept beside
+    # it with the same figures, so switching the headline hides nothing
+    assert c["layout"] == "table_per_page" and c["pages"] == bench.plan(True).conc_sparse_pages
+    old = c["cache_resident"]
+    assert old["pages"] == bench.plan(True).conc_pages
+    assert set(old["rewalk"]["by_batch"]) == set(c["rewalk"]["by_batch"])
+    for r in [*old["rewalk"]["by_batch"].values(), old["stop"]]:
+        assert r["idle"]["accesses"] > 0 and r["relocating"]["accesses"] > 0
+        assert r["relocations"] > 0
+
+
+def test_concurrent_sparse_layout_checks_its_address_range():
+    c = _native.core("relo")
+    kw = dict(geometry="x86_32", cpus=1, strategy="rewalk", batch=8, phase_s=0.01, rounds=1,
+              write_pct=0, bind_nodes=(-1, -1), seed=1)
+    # x86_32: one page per 4 MiB PTE table; 1024 of them pass the 2 GiB lower half
+    with pytest.raises(AddressError, match="outside the format's range"):
+        _native.bench_concurrent(c, pages=1024, sparse=True, **kw)
+    # the same page count laid out consecutively (4 MiB in all) fits
+    r = _native.bench_concurrent(c, pages=1024, sparse=False, **kw)
+    assert r["idle_n"] > 0
+    # and a sparse region that fits runs: 64 pages, 64 PTE tables
+    r = _native.bench_concurrent(c, pages=64, sparse=True, **kw)
+    assert r["idle_n"] > 0 and r["busy_n"] > 0
 
 
 def test_concurrent_refuses_the_norelo_build():
