@@ -150,7 +150,15 @@ def test_watch_follows_a_process_moved_by_migratepages() -> None:
         assert line, watcher.communicate()[1]
         start = json.loads(line)
         assert start["event"] == "start" and start["data"].get("0", 0) >= w.pages
-        subprocess.run(["migratepages", str(w.pid), "0", "1"], check=True)
+        # migratepages does not retry pages it could not move, and the watch's own look at the
+        # process (pagemap, move_pages) briefly pins pages, so one call can leave most of them
+        # on node 0 (seen: 3,740 of 4,458) - then following the data correctly keeps the tables
+        # there.  An administrator would run it again: so does the test, until numa_maps agrees.
+        for _ in range(10):
+            subprocess.run(["migratepages", str(w.pid), "0", "1"], check=True)
+            if not numa_maps_pages(w.pid).get(0, 0):
+                break
+            time.sleep(0.5)
         out, err = watcher.communicate(timeout=300)
     events = [start] + [json.loads(line) for line in out.splitlines()]
     assert watcher.returncode == 0, err
@@ -160,9 +168,8 @@ def test_watch_follows_a_process_moved_by_migratepages() -> None:
     # anonymous pages moved, so the first look may move none): the last event sees it finished
     assert sum(e["tables_relocated"] for e in moved) > 0
     # Each event's "before" is what the data's move alone left behind (pages walking node-0
-    # tables); following must bring it down to (nearly) nothing.  Usually it ends at 0.0 with
-    # every table on node 1; in one full CI run of five it ended at 0.17 (cause not yet found -
-    # see the session note), so the bound is a real drop, not exact zero.
+    # tables); following must bring it down to (nearly) nothing: 0.0 with every table on node 1
+    # once all data moved.  The bound leaves room for a page the kernel still could not move.
     worst = max(e["remote_table_fraction_before"] for e in moved)
     final = moved[-1]["remote_table_fraction"]
     assert final < worst and final <= 0.2, events[-3:]
