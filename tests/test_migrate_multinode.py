@@ -138,7 +138,7 @@ def test_watch_follows_a_process_moved_by_migratepages() -> None:
                 "--follow",
                 "data",
                 "--timeout",
-                "15",
+                "40",
                 "--json",
             ],
             stdout=subprocess.PIPE,
@@ -153,7 +153,8 @@ def test_watch_follows_a_process_moved_by_migratepages() -> None:
         # migratepages does not retry pages it could not move, and the watch's own look at the
         # process (pagemap, move_pages) briefly pins pages, so one call can leave most of them
         # on node 0 (seen: 3,740 of 4,458) - then following the data correctly keeps the tables
-        # there.  An administrator would run it again: so does the test, until numa_maps agrees.
+        # there.  An administrator would run it again: so does the test, until numa_maps agrees
+        # (the watch runs 40 s: under TCG the retries and its looks each take seconds).
         for _ in range(10):
             subprocess.run(["migratepages", str(w.pid), "0", "1"], check=True)
             if not numa_maps_pages(w.pid).get(0, 0):
