@@ -422,13 +422,20 @@ static int access_inner(struct ptr_cpu *c, struct ptr_mm *mm, uint64_t va, bool 
 	}
 }
 
-int ptr_cpu_access(struct ptr_cpu *c, uint64_t va, bool write, uint64_t *phys)
+/* The mm an access of @va on @c runs in: NULL with *@rc = -EINVAL (idle CPU) or the address
+ * check's -errno. */
+static inline struct ptr_mm *access_mm(struct ptr_cpu *c, uint64_t va, int *rc)
 {
 	struct ptr_mm *mm = atomic_load_explicit(&c->mm, memory_order_relaxed);
+	*rc = mm ? ptr_va_check(mm->geo, va) : -EINVAL;
+	return *rc ? NULL : mm;
+}
+
+int ptr_cpu_access(struct ptr_cpu *c, uint64_t va, bool write, uint64_t *phys)
+{
+	int rc;
+	struct ptr_mm *mm = access_mm(c, va, &rc);
 	if (!mm)
-		return -EINVAL;
-	int rc = ptr_va_check(mm->geo, va);
-	if (rc)
 		return rc;
 	enter_access(c);
 	rc = access_inner(c, mm, va, write, phys);
@@ -438,11 +445,9 @@ int ptr_cpu_access(struct ptr_cpu *c, uint64_t va, bool write, uint64_t *phys)
 
 int ptr_cpu_access_fault(struct ptr_cpu *c, uint64_t va, bool write, uint64_t *phys)
 {
-	struct ptr_mm *mm = atomic_load_explicit(&c->mm, memory_order_relaxed);
+	int rc;
+	struct ptr_mm *mm = access_mm(c, va, &rc);
 	if (!mm)
-		return -EINVAL;
-	int rc = ptr_va_check(mm->geo, va);
-	if (rc)
 		return rc;
 	enter_access(c);
 	for (int tries = 0; tries < 8; tries++) {
