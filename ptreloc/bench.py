@@ -50,6 +50,7 @@ __all__ = [
     "QUICK_NOTE",
     "verdict",
     "goals",
+    "stop_workload",
     "PlotUnavailable",
     "Plan",
     "plan",
@@ -626,7 +627,8 @@ def _spawn_workload(mib: int, prefix: Sequence[str] = ()) -> tuple[subprocess.Po
     """Start scripts/workload.py (the same workload the tests' ``live_workload()`` runs: a
     real multi-threaded process with ``mib`` MiB resident) and return it with its ready line
     ({"ready": true, "pid", "address", "pages", ...}, format in the script's docstring).
-    ``prefix``: e.g. numactl binding.  The child ends when :func:`_stop` closes its stdin."""
+    ``prefix``: e.g. numactl binding.  The child ends when :func:`stop_workload` closes its
+    stdin."""
     proc = subprocess.Popen(
         [*prefix, sys.executable, str(PROJECT / "scripts" / "workload.py"), "--mib", str(mib),
          "--threads", "2"],
@@ -638,13 +640,13 @@ def _spawn_workload(mib: int, prefix: Sequence[str] = ()) -> tuple[subprocess.Po
     except ValueError:
         info = {}
     if not info.get("ready"):
-        _stop(proc)
+        stop_workload(proc)
         raise PtrelocError(f"bench: scripts/workload.py did not report ready (exit status "
                            f"{proc.returncode}, said {line.strip()[:80]!r})")
     return proc, info
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
+def stop_workload(proc: subprocess.Popen[str]) -> None:
     """End a workload from :func:`_spawn_workload`: end of file on its stdin, a kill if it
     does not exit within 30 s."""
     if proc.stdin is not None:
@@ -695,7 +697,7 @@ def suite_mirror(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
                 snaps.append(t1 - t0)
                 base.append(b)
     finally:
-        _stop(child)
+        stop_workload(child)
     gib = resident * PAGE / GIB
     total = statistics.median(totals)
     return {
@@ -748,8 +750,8 @@ def _migrate_real(p: Plan, progress: Progress) -> dict[str, Any]:
                 fn()
             pages = p.migrate_mib * MIB // PAGE
         finally:
-            _stop(a)
-            _stop(b)
+            stop_workload(a)
+            stop_workload(b)
     ratios = paired_ratios(ours, theirs)
     return {
         "skipped": False,

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ptreloc.bench import stop_workload
+
 __all__ = [
     "ROOT",
     "Live",
@@ -97,15 +99,7 @@ def live_workload(
             proc,
         )
     finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop_workload(proc)
 
 
 def ptreloc(

@@ -570,7 +570,7 @@ def test_bench_workload_is_scripts_workload_and_refuses_a_failed_start():
         assert "scripts/workload.py" in " ".join(proc.args)
         assert info["pages"] == 2 * 256
     finally:
-        bench._stop(proc)
+        bench.stop_workload(proc)
     assert proc.returncode == 0
     with pytest.raises(PtrelocError, match="did not report ready"):
         bench._spawn_workload(2, prefix=["false"])  # exits at once, prints nothing
