@@ -180,6 +180,8 @@ int ptr_frame_alloc_flags(struct ptr_arena *a, int node, int level, unsigned int
 
 void ptr_frame_free(struct ptr_arena *a, uint32_t f)
 {
+	if (f >= a->nframes)
+		return; /* PTR_NO_FRAME: an error path with nothing allocated yet */
 	struct ptr_frame *fr = &a->frames[f];
 	struct ptr_pool *p = &a->pool[fr->node];
 	int state = atomic_load(&fr->state);

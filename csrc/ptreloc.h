@@ -407,7 +407,9 @@ int ptr_frame_alloc(struct ptr_arena *a, int node, int level, uint32_t *out);
 /** ptr_frame_alloc_flags() - ptr_frame_alloc() with PTR_ALLOC_* @flags. */
 int ptr_frame_alloc_flags(struct ptr_arena *a, int node, int level, unsigned int flags,
 			  uint32_t *out);
-/** ptr_frame_free() - poison the table bytes and return a LIVE or LIMBO frame to its pool. */
+/** ptr_frame_free() - poison the table bytes and return a LIVE or LIMBO frame to its pool
+ * (PTR_NO_FRAME or a FREE frame: nothing to do).
+ * Locking: takes the pool lock. */
 void ptr_frame_free(struct ptr_arena *a, uint32_t f);
 /**
  * ptr_arena_set_poison() - poison freed frames (@on, the default) or not.  Poisoning is what

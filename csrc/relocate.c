@@ -232,10 +232,37 @@ static int mm_order(const void *pa, const void *pb)
 
 /* ---- locking ------------------------------------------------------------------------------ */
 
+/*
+ * The split locks one batch takes.  Sized once per relocation for the largest batch: a record
+ * pushes at most one level-1 lock per linking mm (its parents, level 0) or itself (level 1),
+ * plus one level-0 lock and one fresh-frame lock.  push() refuses to write past a capacity, so
+ * a sizing bug is an error return, never a heap overflow (issue 9: the batch once carried
+ * skipped records the capacity did not count).
+ */
 struct lockset {
 	uint32_t *l1, *l0, *fresh;
 	size_t n1, n0, nfresh;
+	size_t cap1, cap0, capfresh;
+	bool overflow;
 };
+
+static inline void push(uint32_t *v, size_t *n, size_t cap, bool *overflow, uint32_t f)
+{
+	if (*n < cap)
+		v[(*n)++] = f;
+	else
+		*overflow = true;
+}
+
+static int lockset_init(struct lockset *ls, size_t maxb, int nmms)
+{
+	ls->cap1 = maxb * (size_t)(nmms + 1);
+	ls->cap0 = ls->capfresh = maxb;
+	ls->l1 = malloc(sizeof(uint32_t) * ls->cap1);
+	ls->l0 = malloc(sizeof(uint32_t) * ls->cap0);
+	ls->fresh = malloc(sizeof(uint32_t) * ls->capfresh);
+	return ls->l1 && ls->l0 && ls->fresh ? 0 : -ENOMEM;
+}
 
 static size_t sort_unique(uint32_t *v, size_t n)
 {
@@ -448,10 +475,15 @@ static void skip(struct reloc_rec *r, int reason)
 }
 
 /*
- * run_batch() - steps 2b..5 for recs[0..n) whose frames are allocated.
- * Return: 0 (records end MOVED, or SKIPPED "vanished").
+ * run_batch() - steps 2b..5 for the @n records @recs: every one PENDING with its fresh frame
+ * allocated, n <= the batch size @ls was sized for.  The caller gathers them; skipped records
+ * never enter a batch (they would be rewalked and push locks the lock set has no room for).
+ * Return: 0 (records end MOVED, or SKIPPED "vanished"); -EOVERFLOW when the lock set is too
+ * small (a bug; nothing was copied or repointed, the batch's fresh frames are freed and its
+ * records left PENDING, so the caller aborts them).
+ * Locking: takes and releases everything itself (read side, page_table_locks, split locks).
  */
-static int run_batch(struct reloc_ctx *c, struct reloc_rec *recs, size_t n, int strategy,
+static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t n, int strategy,
 		     struct lockset *ls, struct ptr_reloc_report *out, bool *moved_any)
 {
 	const struct ptr_geometry *g = c->g;
@@ -469,8 +501,11 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *recs, size_t n, int 
 	/* With every page_table_lock held, no upper-level table can move or appear, so the split
 	 * locks we need are known now: each record's own (level <= 1) and its parents' (level 1). */
 	ls->n1 = ls->n0 = ls->nfresh = 0;
+	ls->overflow = false;
 	for (size_t k = 0; k < n; k++) {
-		struct reloc_rec *r = &recs[k];
+		struct reloc_rec *r = recs[k];
+		if (r->state != REC_PENDING)
+			continue; /* cannot happen (see above); never rewalk or free for one */
 		for (int mi = 0; mi < c->nmms; mi++) {
 			if (!(r->mm_mask & (1u << mi)))
 				continue;
@@ -482,16 +517,28 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *recs, size_t n, int 
 				break;
 			}
 			if (r->level == 0 && parent != PTR_NO_FRAME)
-				ls->l1[ls->n1++] = parent;
+				push(ls->l1, &ls->n1, ls->cap1, &ls->overflow, parent);
 		}
 		if (r->state == REC_SKIPPED)
 			continue;
 		if (r->level == 1)
-			ls->l1[ls->n1++] = r->old;
+			push(ls->l1, &ls->n1, ls->cap1, &ls->overflow, r->old);
 		else if (r->level == 0)
-			ls->l0[ls->n0++] = r->old;
+			push(ls->l0, &ls->n0, ls->cap0, &ls->overflow, r->old);
 		if (r->level <= 1)
-			ls->fresh[ls->nfresh++] = r->fresh;
+			push(ls->fresh, &ls->nfresh, ls->capfresh, &ls->overflow, r->fresh);
+	}
+	if (unlikely(ls->overflow)) {
+		for (size_t k = 0; k < n; k++) {
+			if (recs[k]->state == REC_PENDING) {
+				ptr_frame_free(a, recs[k]->fresh);
+				recs[k]->fresh = PTR_NO_FRAME;
+			}
+		}
+		for (int i = c->nmms; i-- > 0;)
+			ptr_unlock(&sorted[i]->page_table_lock);
+		ptr_read_unlock(a, tok);
+		return -EOVERFLOW;
 	}
 	ls->n1 = sort_unique(ls->l1, ls->n1);
 	ls->n0 = sort_unique(ls->l0, ls->n0);
@@ -504,7 +551,7 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *recs, size_t n, int 
 
 	/* 2c: copy and repoint, parents first (recs are sorted top level first) */
 	for (size_t k = 0; k < n; k++) {
-		struct reloc_rec *r = &recs[k];
+		struct reloc_rec *r = recs[k];
 		if (r->state != REC_PENDING)
 			continue;
 		copy_table(c, r->level, r->old, r->fresh);
@@ -554,9 +601,9 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *recs, size_t n, int 
 	/* 4: merge, still under every lock (naive: only count what is lost) */
 	if (strategy != PTR_RELOC_STOP) {
 		for (size_t k = 0; k < n; k++) {
-			if (recs[k].state != REC_MOVED)
+			if (recs[k]->state != REC_MOVED)
 				continue;
-			uint64_t m = merge_table(c, &recs[k], strategy == PTR_RELOC_REWALK);
+			uint64_t m = merge_table(c, recs[k], strategy == PTR_RELOC_REWALK);
 			if (strategy == PTR_RELOC_REWALK)
 				out->ad_merged += m;
 			else
@@ -655,13 +702,15 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 	uint64_t t_collected = now_ns();
 	out->ns_collect = t_collected - t_start;
 
+	/* a batch is up to @batch PENDING records, gathered from the (sorted) record list: the
+	 * records the chooser kept may lie between them in any number */
 	struct lockset ls = { 0 };
+	struct reloc_rec **pick = NULL;
 	size_t maxb = (size_t)batch < c.nrecs ? (size_t)batch : c.nrecs;
 	if (!rc && maxb) {
-		ls.l1 = malloc(sizeof(uint32_t) * 2 * maxb * (size_t)(nmms + 1));
-		ls.l0 = malloc(sizeof(uint32_t) * maxb);
-		ls.fresh = malloc(sizeof(uint32_t) * maxb);
-		if (!ls.l1 || !ls.l0 || !ls.fresh)
+		rc = lockset_init(&ls, maxb, nmms);
+		pick = malloc(sizeof(*pick) * maxb);
+		if (!pick)
 			rc = -ENOMEM;
 	}
 	bool moved_any[32] = { false };
@@ -677,30 +726,24 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 	size_t k = 0;
 	while (!rc && k < c.nrecs) {
 		/* the next batch: up to @batch pending records */
-		size_t lo = k, cnt = 0;
-		while (k < c.nrecs && cnt < (size_t)batch) {
+		size_t cnt = 0;
+		for (; k < c.nrecs && cnt < maxb; k++)
 			if (c.recs[k].state == REC_PENDING)
-				cnt++;
-			k++;
-		}
+				pick[cnt++] = &c.recs[k];
 		if (!cnt)
 			break;
 		/* 2a: allocate outside any table lock */
 		uint64_t ta = now_ns();
-		for (size_t i = lo; i < k; i++) {
-			struct reloc_rec *r = &c.recs[i];
-			if (r->state != REC_PENDING)
-				continue;
+		for (size_t i = 0; i < cnt; i++) {
+			struct reloc_rec *r = pick[i];
 			/* no zeroing: copy_table() overwrites every byte of the table before the
 			 * repoint publishes it, and an aborted frame goes back unpublished */
 			int arc = ptr_frame_alloc_flags(a, r->target, r->level, PTR_ALLOC_NOZERO,
 							&r->fresh);
 			if (arc) {
-				for (size_t j = lo; j < i; j++) {
-					if (c.recs[j].state == REC_PENDING) {
-						ptr_frame_free(a, c.recs[j].fresh);
-						c.recs[j].fresh = PTR_NO_FRAME;
-					}
+				for (size_t j = 0; j < i; j++) {
+					ptr_frame_free(a, pick[j]->fresh);
+					pick[j]->fresh = PTR_NO_FRAME;
 				}
 				r->fresh = PTR_NO_FRAME;
 				skip(r, arc == -ENOSPC ? PTR_RELOC_R_TARGET_FULL
@@ -713,7 +756,7 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 		out->ns_alloc += now_ns() - ta;
 		if (rc)
 			break;
-		run_batch(&c, &c.recs[lo], k - lo, strategy, &ls, out, moved_any);
+		rc = run_batch(&c, pick, cnt, strategy, &ls, out, moved_any);
 	}
 	for (size_t i = 0; i < c.nrecs; i++)
 		if (c.recs[i].state == REC_PENDING)
@@ -755,6 +798,7 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 	free(ls.l1);
 	free(ls.l0);
 	free(ls.fresh);
+	free(pick);
 	free(c.recs);
 	out->ns_total = now_ns() - t_start;
 	return rc;

@@ -48,6 +48,14 @@ class Live:
         return [self.address + i * step for i in range(self.pages)]
 
 
+def workload_env() -> dict[str, str]:
+    """The environment for a process under study: ours without LD_PRELOAD.  Under
+    scripts/test-sanitize the sanitizer runtime is preloaded for ptreloc's own processes; in a
+    workload it would only add ASan's shadow mappings (terabytes of reserved address space) for
+    ptreloc to read pagemap over."""
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+
+
 @contextmanager
 def live_workload(
     mib: int = 4,
@@ -65,6 +73,7 @@ def live_workload(
     ``every``-th page; ``threads=0`` is a single-threaded process.  ``extra``: more
     scripts/workload.py options (--huge, --grow-mib M, ...)."""
     size = ["--pages", str(pages)] if pages is not None else ["--mib", str(mib)]
+    popen.setdefault("env", workload_env())
     proc = subprocess.Popen(
         [
             *prefix,
