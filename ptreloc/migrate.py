@@ -34,7 +34,7 @@ from typing import Any
 
 import psutil
 
-from ptreloc import numa, proc
+from ptreloc import kernel_tables, numa, proc
 from ptreloc.errors import (
     AccessDenied,
     InvalidNode,
@@ -47,9 +47,9 @@ from ptreloc.mirror import (
     ProgressCallback,
     RemoteFraction,
     infer_placement,
-    mirror,
     special_pages,
 )
+from ptreloc.placement import PlacementInfo, mirror_measured, tables_json
 
 __all__ = [
     "STRATEGIES",
@@ -240,6 +240,11 @@ class MigrationReport:
     fraction_after_data_only: RemoteFraction
     fraction_after: RemoteFraction
     checks: dict[str, bool | None]
+    placement: PlacementInfo | None = None
+    # the kernel's own tables, walked before and after migrate_pages (node -> level -> frames);
+    # None where the walk is not possible (placement.reason says why)
+    kernel_tables_before: dict[str, dict[str, int]] | None = None
+    kernel_tables_after: dict[str, dict[str, int]] | None = None
     thp: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     page_size: int = numa.PAGE_SIZE
@@ -331,6 +336,11 @@ class MigrationReport:
                     "after": self.fraction_after.to_json(),
                 },
             },
+            "placement": self.placement.to_json() if self.placement else None,
+            "kernel_tables": (
+                None if self.kernel_tables_before is None
+                else {"before": self.kernel_tables_before, "after": self.kernel_tables_after}
+            ),
             "thp": self.thp,
             "checks": self.checks,
             "verified": self.verified,
@@ -479,9 +489,11 @@ def _run(
     # table that is already on its target where it is
     scratch = max(numa.topology().online | request.to_nodes) + 1 if request.in_place else None
     extra = request.to_nodes | ({scratch} if scratch is not None else set())
-    m = mirror(snap, extra_nodes=extra, progress=progress)
+    m, where = mirror_measured(snap, extra_nodes=extra, progress=progress)
     try:
         lap("mirror")
+        kernel_before = tables_json(where.walk.tables_per_node()) if where.walk else None
+        kernel_after: dict[str, dict[str, int]] | None = None
         mapping = remap_nodes(request.from_nodes, request.to_nodes)
         before_nodes = array("i", snap.nodes)
         fraction_before = m.remote_fraction()
@@ -501,6 +513,16 @@ def _run(
             )
             numa_after = numa.numa_maps_node_pages(pid)
             lap("requery")
+            if where.walk is not None:
+                # what migrate_pages did to the real tables (nothing: it moves data only)
+                try:
+                    kernel_after = tables_json(kernel_tables.walk_process(pid).tables_per_node())
+                except kernel_tables.ProcessGone:
+                    raise
+                except PtrelocError as err:
+                    where.contradictions.append(
+                        f"the kernel walk after migrate_pages failed: {err}")
+                lap("kernel_walk")
             m.update_data_nodes(after_nodes)
         fraction_data_only = m.remote_fraction(after_nodes)
         if not dry_run:
@@ -593,6 +615,9 @@ def _run(
             fraction_after_data_only=fraction_data_only,
             fraction_after=fraction_after,
             checks=checks,
+            placement=where,
+            kernel_tables_before=kernel_before,
+            kernel_tables_after=kernel_after if not dry_run else kernel_before,
             thp=m.thp.to_json(),
             timings_s=timings,
             page_size=snap.page_size,

@@ -701,8 +701,12 @@ def mirror(
     progress: ProgressCallback | None = None,
     bind: bool = True,
     detect_thp: bool = True,
+    placement: TablePlacement | None = None,
 ) -> Mirror:
     """Mirror ``snap`` (see the module doc for the placement rule and huge pages).
+
+    ``placement`` puts the tables where it says instead of where the rule would (a measured
+    placement: :func:`ptreloc.placement.mirror_measured`).
 
     The arena has a pool for every node 0..max(online nodes, data nodes, ``extra_nodes``);
     nodes online with memory are real (mbind-bound), the others virtual.  ``detect_thp=False``
@@ -721,7 +725,10 @@ def mirror(
     # every node must be able to hold the whole tree (a relocation moves all of it to one node),
     # and room to grow when a watch mirrors pages faulted in later (reserved, not committed)
     arena = Arena(name, count, frames_per_node=2 * needed + 1024, bind=bind)
-    placement = infer_placement(snap, geo)
+    if placement is None:
+        placement = infer_placement(snap, geo)
+    elif placement.geometry.name != geo.name:
+        raise UsageError(f"the placement is for {placement.geometry.name}, the mirror {geo.name}")
     place = _page_nodes(snap.resident, placement)
     mm = AddressSpace(arena, node=placement.root)
     thp = thp_blocks(snap, geo, detect=detect_thp)

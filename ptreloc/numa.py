@@ -69,6 +69,8 @@ __all__ = [
     "page_node",
     "process_mems_allowed",
     "numa_maps_node_pages",
+    "node_meminfo_kb",
+    "node_page_tables_kb",
     "buffer_address",
 ]
 
@@ -678,6 +680,41 @@ def numa_maps_node_pages(pid: int) -> dict[int, int]:
             f"cannot read /proc/{pid}/numa_maps: needs the same user or root (ptrace access)"
         ) from err
     return per_node
+
+
+def node_meminfo_kb(
+    node: int, sysfs_node_dir: str | os.PathLike[str] = _SYSFS_NODE
+) -> dict[str, int]:
+    """Every counter of /sys/devices/system/node/nodeN/meminfo, in kB as the kernel prints it
+    (``Node 0 PageTables:  10064 kB`` -> ``{"PageTables": 10064}``; the HugePages_* counts,
+    which have no unit, as they are).  Raises ``InvalidNode`` when the node has no meminfo.
+    Read-only; the same file ``numastat -m`` reads."""
+    path = pathlib.Path(sysfs_node_dir) / f"node{node}" / "meminfo"
+    try:
+        text = path.read_text(encoding="ascii", errors="replace")
+    except OSError as err:
+        raise InvalidNode(f"cannot read {path}: {err.strerror or err}") from err
+    prefix = f"Node {node} "
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        if not line.startswith(prefix):
+            continue
+        key, _, rest = line[len(prefix) :].partition(":")
+        fields = rest.split()
+        if fields and fields[0].isdigit():
+            values[key.strip()] = int(fields[0])
+    return values
+
+
+def node_page_tables_kb(
+    node: int, sysfs_node_dir: str | os.PathLike[str] = _SYSFS_NODE
+) -> tuple[int | None, int | None]:
+    """(PageTables, SecPageTables) of ``node`` in kB, as ``numastat -m`` shows them: the
+    kernel's NR_PAGETABLE (every process's page tables allocated from that node's memory) and
+    NR_SECONDARY_PAGETABLE (KVM/IOMMU secondary tables, Linux 6.0+).  A counter the kernel does
+    not print (SecPageTables before 6.0) is None, never 0."""
+    info = node_meminfo_kb(node, sysfs_node_dir)
+    return info.get("PageTables"), info.get("SecPageTables")
 
 
 def buffer_address(buf: Any) -> int:

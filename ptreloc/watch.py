@@ -40,7 +40,8 @@ from ptreloc.migrate import (  # the private two: the same JSON shapes as migrat
     _tables_json,
     relocate_mirror,
 )
-from ptreloc.mirror import Mirror, infer_placement, mirror
+from ptreloc.mirror import Mirror, infer_placement
+from ptreloc.placement import mirror_measured
 
 __all__ = ["FOLLOW", "WatchEvent", "watch", "threads_node"]
 
@@ -171,7 +172,7 @@ def watch(
     clock = time.monotonic
     t0 = clock()
     snap = proc.snapshot(pid)
-    m = mirror(snap)
+    m, where = mirror_measured(snap)
 
     def event(kind: str, data_nodes: array, at: float | None = None, **detail: Any) -> WatchEvent:
         """An event reporting ``data_nodes`` (node per mirrored page), the threads' node as it
@@ -196,6 +197,7 @@ def watch(
             at=0.0,
             extra={
                 "resident_pages": len(snap.resident),
+                "placement": where.to_json(),
                 "geometry": m.geometry.name,
                 "virtual_nodes": list(m.arena.virtual_nodes),
             },

@@ -100,7 +100,8 @@ def test_quick_concurrent_measured_both_phases(quick):
 
 def test_quick_goals_report_verdicts_consistently(quick):
     keys = [g["key"] for g in quick["goals"]]
-    assert keys == [k for _, k, _ in bench.GOALS]
+    # a suite skipped here (with its reason) has no verdict; every other goal has one
+    assert keys == [k for suite, k, _ in bench.GOALS if not quick[suite].get("skipped")]
     for g in quick["goals"]:
         assert g["verdict"] == bench.verdict(g["value"], g["target"], g["interval"])
         assert g["met"] is {"met": True, "missed": False, "undecided": None}[g["verdict"]]
@@ -117,6 +118,79 @@ def test_quick_run_says_it_is_not_a_measurement(quick):
 def test_quick_migrate_is_skipped_with_a_reason_on_one_node(quick):
     assert quick["migrate"]["skipped"] is True
     assert "--in-vm" in quick["migrate"]["reason"]
+
+
+KTABLES_UNAVAILABLE = not bench.kernel_walk_available()[0]
+
+
+@pytest.mark.skipif(not KTABLES_UNAVAILABLE, reason="the kernel walk works here: the suite runs "
+                    "(tests/test_bench_ktables_multinode.py checks its figures)")
+def test_quick_ktables_is_skipped_with_the_reason(quick):
+    """On the host (no /proc/kcore in its 6.18 kernel, or not root) the suite is skipped, not an
+    error: the reason is kernel_tables.availability()'s, the sizes it would have measured are
+    said, and it has no goal verdict (a 'missed' for a suite that could not run would lie)."""
+    from ptreloc import kernel_tables
+
+    k = quick["ktables"]
+    ok, reason = kernel_tables.availability()
+    assert ok is False
+    assert k["skipped"] is True and reason in k["reason"]
+    assert k["reason"].startswith("the kernel walk is unavailable here: ")
+    if os.geteuid() == 0 and not Path("/proc/kcore").exists():
+        assert "no /proc/kcore" in k["reason"]
+    assert k["sizes_mib"] == list(bench.KTABLES_MIB_QUICK)
+    assert "goals" not in k and "ratio_vs_pagemap_read" not in k
+    assert not [g for g in quick["goals"] if g["key"].startswith("ktables.")]
+    assert k["seconds"] < 10  # decided at once, nothing spawned
+
+
+def test_ktables_skipped_renders_its_reason_and_exits_0(monkeypatch):
+    from ptreloc import kernel_tables
+
+    monkeypatch.setattr(kernel_tables, "availability",
+                        lambda *a, **k: (False, "not root: reading /proc/kcore needs root"))
+    result = CliRunner().invoke(main, ["bench", "ktables", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["ktables"]["skipped"] is True
+    assert data["ktables"]["sizes_mib"] == list(bench.KTABLES_MIB)  # full run: 1 and 8 GiB
+    assert data["goals"] == []
+    human = CliRunner().invoke(main, ["bench", "ktables", "--ktables-mib", "64"],
+                               env={"COLUMNS": "200"})
+    assert human.exit_code == 0
+    assert "skipped" in human.output and "not root: reading /proc/kcore" in human.output
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("1024,x", "'x' is not a size in MiB"),
+    ("0", "0 is not a size in MiB"),
+    ("", "'' is not a size in MiB"),
+    ("-5", "'-5' is not a size in MiB"),
+])
+def test_ktables_mib_is_checked_before_measuring(monkeypatch, value, message):
+    _refuse_to_measure(monkeypatch)
+    result = CliRunner().invoke(main, ["bench", "ktables", "--ktables-mib", value])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_ktables_sizes_come_from_the_option():
+    assert bench.plan(False).ktables_mib == (1024, 8192)
+    assert bench.plan(True).ktables_mib == bench.KTABLES_MIB_QUICK
+    assert bench.plan(True, [8192, 1024, 1024]).ktables_mib == (1024, 8192)
+    with pytest.raises(UsageError):
+        bench.plan(False, [])
+
+
+def test_memory_model_separates_tables_from_pages():
+    """The fit the ktables suite reports: exact through three walks of known cost."""
+    def walk(tables, leaves):
+        return {"tables": tables, "leaves": leaves, "b": 4_000_000 + 600 * tables + 10 * leaves}
+
+    got = bench._memory_model([walk(536, 265_000), walk(536, 3_500), walk(30, 3_400)], "b")
+    assert got == {"fixed_bytes": 4_000_000, "bytes_per_table": 600.0, "bytes_per_leaf": 10.0}
+    assert bench._memory_model([walk(1, 2), walk(2, 4), walk(3, 6)], "b") is None  # collinear
 
 
 def test_bad_suite_name_exits_2_with_one_line():

@@ -70,6 +70,9 @@ def test_watch_timeout_gives_start_and_stop() -> None:
     assert [e["event"] for e in events] == ["start", "stop"]
     assert events[-1]["reason"] == "timeout"
     assert events[0]["data"]["0"] >= w.pages
+    # the start event says where the placement it starts from came from
+    assert events[0]["placement"]["source"] in ("kernel", "cgroup", "inferred")
+    assert events[0]["placement"]["source"] == "kernel" or events[0]["placement"]["reason"]
 
 
 def test_watch_stops_cleanly_when_the_process_exits() -> None:
@@ -166,3 +169,22 @@ def test_watch_mirrors_pages_that_became_resident_after_it_started() -> None:
     assert event["resident_pages"] >= start["resident_pages"] + grown["pages"]
     assert event["data"]["0"] >= start["data"]["0"] + grown["pages"]
     assert event["tables"]["0"]["pte"] >= start["tables"]["0"]["pte"] + 2
+
+
+def test_show_names_where_the_placement_came_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a kernel walk (this host has no /proc/kcore, or PTRELOC_PLACEMENT=inferred) the
+    placement is "inferred" with its reason, in the JSON and next to the fraction."""
+    with live_workload(mib=2) as w:
+        data = json.loads(ptreloc("show", "--pid", str(w.pid), "--json", check=0).stdout)
+        human = ptreloc("show", "--pid", str(w.pid), check=0).stdout
+        monkeypatch.setenv("PTRELOC_PLACEMENT", "inferred")
+        forced = json.loads(ptreloc("show", "--pid", str(w.pid), "--json", check=0).stdout)
+    where = data["placement"]
+    assert where["source"] in ("kernel", "inferred", "cgroup")
+    if where["source"] != "kernel":
+        assert where["reason"] and "inferred (" in human.replace("\n", " ")
+    else:
+        assert "measured" in human
+    assert where["contradictions"] == []
+    assert forced["placement"] == {
+        "source": "inferred", "reason": "PTRELOC_PLACEMENT=inferred is set", "contradictions": []}

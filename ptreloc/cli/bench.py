@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ptreloc import bench
 from ptreloc.cli._common import emit_json, guarded, json_option, stderr_console, stdout_console
+from ptreloc.errors import UsageError
 
 __all__ = ["command", "render"]
 
@@ -113,6 +114,26 @@ def render(results: dict[str, Any]) -> list[Table]:
             rows += [("resident GiB/s", res["gib_per_s"], ""),
                      ("resident GiB", res["resident_gib"], ""),
                      ("x pagemap read", res["ratio_vs_pagemap_read"], "")]
+        elif name == "ktables":
+            rows += [("walk / pagemap read (worst size)", res["ratio_vs_pagemap_read"],
+                      _goal(res, "ratio_vs_pagemap_read")),
+                     ("95% interval", res["ci95"], ""),
+                     ("at MiB resident", res["ratio_at_mib"], "")]
+            for mib, r in res["by_size"].items():
+                sec = r["seconds"]
+                rows += [(f"{mib} MiB: walk / pagemap read", f"x{_fmt(r['ratio_vs_pagemap_read'])}"
+                          f" {_fmt(r['ci95'])}", r["verdict"]),
+                         (f"{mib} MiB: walk | pagemap s",
+                          f"{_fmt(sec['walk_process'])} | {_fmt(sec['pagemap_read'])}", ""),
+                         (f"{mib} MiB: tables | resident pages",
+                          f"{r['tables']} | {r['resident_pages']}", "")]
+            mem = res["memory"]
+            rows += [(f"memory at {mem['at_mib']} MiB: bytes/table", mem["bytes_per_table"], ""),
+                     ("  bytes/resident page", mem["bytes_per_resident_page"], "")]
+            if mem.get("model_peak"):
+                rows.append(("  fit: bytes per table | per leaf",
+                             f"{_fmt(mem['model_peak']['bytes_per_table'])} | "
+                             f"{_fmt(mem['model_peak']['bytes_per_leaf'])}", ""))
         elif name == "migrate":
             rows += [("wall ratio vs migratepages", res["wall_ratio"], ""),
                      ("share spent on tables", res["table_share"], ""),
@@ -124,11 +145,22 @@ def render(results: dict[str, Any]) -> list[Table]:
     return tables
 
 
+def _parse_mib_list(text: str) -> tuple[int, ...]:
+    """--ktables-mib "1024,8192" -> (1024, 8192); UsageError (exit 2) for anything else."""
+    parts = [x.strip() for x in text.split(",")]
+    if not all(x.isdigit() for x in parts):
+        bad = next(x for x in parts if not x.isdigit())
+        raise UsageError(f"--ktables-mib {text!r}: {bad!r} is not a size in MiB; write e.g. "
+                         "1024,8192")
+    return bench.check_ktables_mib([int(x) for x in parts])
+
+
 @click.command("bench", epilog="""\b
 Examples:
   ptreloc bench fault                    # the RFC's headline: fault-path overhead, ~15 s
   ptreloc bench --quick --json           # CI smoke run: every key, not the speed (~2 s)
   ptreloc bench walk relocate --seed 7
+  ptreloc bench ktables --ktables-mib 1024 --json   # root, a kernel with /proc/kcore
   ptreloc bench --json -o results.json --plot results.png   # what 'make bench' keeps
 \b
 Exit codes: 0 measured (a missed goal is reported, not failed), 1 operational error (a
@@ -145,22 +177,29 @@ refused before anything is measured.""")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of every random order.")
 @click.option("--in-vm", is_flag=True, help="migrate: on a one-node host, run it inside a 2-node "
               "QEMU guest (scripts/numa-vm).")
+@click.option("--ktables-mib", "ktables_mib", metavar="LIST",
+              help="ktables: resident sizes of the dense workloads, MiB, comma-separated "
+              "(default 1024,8192; with --quick 16).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
               help="Also write the JSON results to this file (what 'make bench' keeps).")
 @json_option
 @guarded
 def command(suites: tuple[str, ...], quick: bool, plot_path: str | None, seed: int, in_vm: bool,
-            output: str | None, as_json: bool) -> None:
-    """Measure relocation: SUITE is fault, walk, relocate, concurrent, mirror or migrate
-    (default: all).  Every figure is a ratio against a baseline measured in the same run."""
+            ktables_mib: str | None, output: str | None, as_json: bool) -> None:
+    """Measure relocation: SUITE is fault, walk, relocate, concurrent, mirror, migrate or
+    ktables (default: all).  Every figure is a ratio against a baseline measured in the same
+    run.  ktables walks the kernel's own page tables (root and /proc/kcore; skipped with the
+    reason otherwise)."""
     names = bench.check_suites(suites)
+    sizes = _parse_mib_list(ktables_mib) if ktables_mib is not None else None
     # refuse before spending minutes measuring, not when the results are ready to be written
     if plot_path:
         bench.check_plot_path(plot_path)
     if output:
         bench.check_writable(output, "-o/--output")
     with _progress(True) as say:
-        results = bench.run(names, quick=quick, seed=seed, in_vm=in_vm, progress=say)
+        results = bench.run(names, quick=quick, seed=seed, in_vm=in_vm, progress=say,
+                            ktables_mib=sizes)
     if plot_path:
         bench.plot(results, plot_path)
     if output:

@@ -15,7 +15,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from ptreloc import numa, proc
+from ptreloc import kernel_tables, numa, proc
 from ptreloc.cli._common import emit_json, fail, guarded, json_option, stdout_console
 from ptreloc.errors import EXIT_OPERATIONAL, PtrelocError
 
@@ -78,6 +78,18 @@ def _bracketed(text: str | None) -> str | None:
     return text
 
 
+def _kernel_walk() -> dict[str, Any]:
+    """Whether the kernel's own page tables of a process can be walked here (``show`` then
+    reports measured placement, source ``kernel``) and, if not, exactly why: not root, no
+    /proc/kcore, lockdown, hidden kallsyms, no BTF, unsupported paging mode.  A real probe
+    (kernel_tables.availability opens kcore and reads the paging mode), never a guess."""
+    try:
+        ok, reason = kernel_tables.availability()
+    except (PtrelocError, OSError, ValueError) as err:  # a probe that breaks is a reason too
+        ok, reason = False, f"the probe failed: {err}"
+    return {"available": bool(ok), "reason": reason}
+
+
 def diagnose() -> dict[str, Any]:
     """Everything ``ptreloc doctor`` reports, as a JSON-ready dict (keys documented in --help)."""
     backends = {name: _probe_backend(name) for name in numa.backend_names()}
@@ -123,6 +135,7 @@ def diagnose() -> dict[str, Any]:
                 _read("/sys/kernel/mm/transparent_hugepage/enabled")
             ),
         },
+        "kernel_walk": _kernel_walk(),
         "test_bed": {
             "in_guest": os.environ.get("PTRELOC_IN_VM") == "1",
             "multinode_here": multinode_here,
@@ -178,6 +191,15 @@ def _checks(report: dict[str, Any]) -> list[_Check]:
             f"{'present' if k['numa_maps'] else 'missing'}",
         )
     )
+    kw = report["kernel_walk"]
+    out.append(
+        _Check(
+            "kernel page-table walk",
+            "ok" if kw["available"] else "warn",
+            kw["reason"] if kw["available"] else
+            f"unavailable: {kw['reason']}; page-table placement is inferred here, not measured",
+        )
+    )
     t = report["test_bed"]
     if t["multinode_here"]:
         detail = "this machine has several nodes: multi-node tests run directly"
@@ -205,7 +227,10 @@ def _verdict(report: dict[str, Any]) -> str:
         else "one node: real migration is 0 -> 0 here; cross-node runs use scripts/numa-vm"
         + ("" if report["test_bed"]["can_run"] else " (which cannot run here)")
     )
-    return f"ready: {selected} backend works; {where}"
+    kw = report["kernel_walk"]
+    walk = ("kernel page-table walk works (placement measured)" if kw["available"]
+            else f"kernel page-table walk unavailable: {kw['reason']}")
+    return f"ready: {selected} backend works; {where}; {walk}"
 
 
 @click.command("doctor", epilog="""\b
@@ -217,11 +242,14 @@ Examples:
 @guarded
 def command(as_json: bool) -> None:
     """Check what works here: NUMA backend (libnuma or raw syscalls), privileges, nodes, kernel
-    NUMA features, and whether the multi-node test bed can run.
+    NUMA features, the kernel page-table walk, and whether the multi-node test bed can run.
 
     JSON keys: backend (selected, libnuma, syscall: loads/works/detail), privileges, nodes,
-    kernel, test_bed, verdict, ok.  Exit code 0 when NUMA calls work; 1 when they do not
-    (the report is still printed, and one line on stderr says why); 2 for a bad option.
+    kernel, kernel_walk (available, reason: whether the kernel's own page tables of a process
+    can be read through /proc/kcore here, and if not exactly why), test_bed, verdict, ok.
+    An unavailable kernel walk is a warning, not a failure: placement is then inferred.
+    Exit code 0 when NUMA calls work; 1 when they do not (the report is still printed, and one
+    line on stderr says why); 2 for a bad option.
     """
     report = diagnose()
     report["verdict"] = _verdict(report)

@@ -166,6 +166,17 @@ def _print(data: dict) -> None:
     out.print(tables_table("mirrored tables before", t["before"], levels, virtual))
     out.print(tables_table("mirrored tables after", t["after"], levels, virtual))
     f = data["remote_table_fraction"]
+    where = data["placement"] or {"source": "inferred", "reason": "?"}
+    label = ("measured (the kernel's own tables, walked)" if where["source"] == "kernel"
+             else f"inferred ({where.get('reason')})")
+    out.print(f"table placement: {label}", markup=False)
+    if data["kernel_tables"]:
+        kt = data["kernel_tables"]
+        out.print(tables_table("the kernel's own tables before migrate_pages", kt["before"],
+                               list(next(iter(kt["before"].values()), {}).keys()), set()))
+        if kt["after"] is not None:
+            out.print(tables_table("the kernel's own tables after migrate_pages", kt["after"],
+                                   list(next(iter(kt["after"].values()), {}).keys()), set()))
     out.print(
         f"remote_table_fraction: before {f['before']:.3f}, after the data alone "
         f"{f['after_data_only']:.3f} (what migratepages leaves), after relocation {f['after']:.3f}",

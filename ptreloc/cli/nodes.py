@@ -7,8 +7,18 @@ from rich.table import Table
 
 from ptreloc import numa
 from ptreloc.cli._common import emit_json, guarded, json_option, stdout_console
+from ptreloc.errors import PtrelocError
 
 __all__ = ["command"]
+
+
+def _page_tables_kb(node: int) -> tuple[int | None, int | None]:
+    """(PageTables, SecPageTables) kB of an online node; (None, None) where the kernel has no
+    per-node meminfo (CONFIG_NUMA=n: topology() then reports one node 0)."""
+    try:
+        return numa.node_page_tables_kb(node)
+    except PtrelocError:
+        return None, None
 
 
 @click.command("nodes", epilog="""\b
@@ -33,7 +43,11 @@ def command(node_list: str | None, pid: int | None, as_json: bool) -> None:
     """Show the NUMA nodes: online and possible, CPUs, memory and distances.
 
     Read from /sys/devices/system/node, the same source as `numactl --hardware`.
-    Memory is in MiB (numactl's "MB").  Exit codes: 0 success; 1 for a --pid that does not
+    Memory is in MiB (numactl's "MB").  Per node also the kernel's page-table counters from
+    nodeN/meminfo, as `numastat -m` shows them: PageTables (every process's page tables in
+    that node's memory) and SecPageTables (KVM/IOMMU secondary tables; "n/a", JSON null, on
+    kernels before 6.0 that do not count them).  JSON per node: page_tables_kb,
+    sec_page_tables_kb.  Exit codes: 0 success; 1 for a --pid that does not
     exist (or cannot be read); 2 for a bad option, a malformed or offline node in --nodes, or
     a --pid that is not a positive number.
     """
@@ -41,6 +55,7 @@ def command(node_list: str | None, pid: int | None, as_json: bool) -> None:
     ordered = sorted(topo.nodes)
     if node_list is not None:
         ordered = sorted(numa.parse_nodes(node_list, topo))
+    page_tables = {node: _page_tables_kb(node) for node in ordered}
     process = None
     if pid is not None:
         # both reads before any output, so a bad pid prints nothing but the error
@@ -51,7 +66,14 @@ def command(node_list: str | None, pid: int | None, as_json: bool) -> None:
         }
     if as_json:
         data = topo.to_json()
-        data["nodes"] = [topo.nodes[n].to_json() for n in ordered]
+        data["nodes"] = [
+            {
+                **topo.nodes[n].to_json(),
+                "page_tables_kb": page_tables[n][0],
+                "sec_page_tables_kb": page_tables[n][1],
+            }
+            for n in ordered
+        ]
         if process is not None:
             data["process"] = process
         emit_json(data)
@@ -67,13 +89,18 @@ def command(node_list: str | None, pid: int | None, as_json: bool) -> None:
     table.add_column("cpus")
     table.add_column("size MB", justify="right")
     table.add_column("free MB", justify="right")
+    table.add_column("PageTables kB", justify="right")
+    table.add_column("SecPageTables kB", justify="right")
     for node in ordered:
         info = topo.nodes[node]
+        pt, sec = page_tables[node]
         table.add_row(
             str(node),
             numa.format_nodes(info.cpus) or "-",
             str(info.memory_total >> 20),
             str(info.memory_free >> 20),
+            "n/a" if pt is None else str(pt),
+            "n/a" if sec is None else str(sec),
         )
     stdout_console.print(table)
     stdout_console.print("node distances:")

@@ -10,7 +10,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from ptreloc import mirror as mirror_mod
+from ptreloc import placement as placement_mod
 from ptreloc import proc
 from ptreloc.cli._common import emit_json, guarded, json_option, stderr_console, stdout_console
 from ptreloc.mirror import ProgressCallback
@@ -82,7 +82,7 @@ def show_data(pid: int, progress: bool) -> dict[str, Any]:
     """Snapshot and mirror ``pid``; everything ``ptreloc show`` reports, as JSON-able data."""
     snap = proc.snapshot(pid)
     with progress_bar(progress, f"mirroring pid {pid}") as update:
-        m = mirror_mod.mirror(snap, progress=update)
+        m, where = placement_mod.mirror_measured(snap, progress=update)
     try:
         fraction = m.remote_fraction()
         tables = {str(node): levels for node, levels in m.tables().items() if any(levels.values())}
@@ -105,6 +105,7 @@ def show_data(pid: int, progress: bool) -> dict[str, Any]:
                 "unplaced_pages": snap.unplaced_pages(),
             },
             "tables": tables,
+            "placement": where.to_json(),
             "remote_table_fraction": round(fraction.fraction, 6),
             "remote_table_fraction_detail": fraction.to_json(),
             "mems_allowed": sorted(snap.mems_allowed),
@@ -127,13 +128,17 @@ def command(pid: int, as_json: bool) -> None:
     """Show where a process's data pages are per node (numastat-like, pages and MB) and where
     its page tables are, mirrored into emulated tables in the host's paging format.
 
-    Where Linux put the real tables cannot be read from user space, so their nodes are an
-    inference: the root (allocated at exec, with the stack) on the node of most of the
-    process's [stack] pages, else of most of its anonymous pages; every other table on the node
-    holding most of the anonymous pages it maps (allocated at first fault, under the same policy
-    as those pages), or with the root when it maps none (file pages do not vote); ties: the
-    lowest node.  remote_table_fraction is the fraction of resident pages whose translation
-    walks at least one table on another node than the page.
+    Where the real tables are is measured when it can be: as root on a kernel with
+    /proc/kcore, kallsyms and BTF, the process's own tables are walked and every mirrored table
+    is put on the node of the real one (placement.source "kernel").  Otherwise the nodes are
+    inferred (placement.source "inferred", or "cgroup" when the process's cgroup gives per-node
+    totals; placement.reason says why it was not measured): the root (allocated at exec, with
+    the stack) on the node of most of the process's [stack] pages, else of most of its
+    anonymous pages; every other table on the node holding most of the anonymous pages it maps,
+    or with the root when it maps none; ties: the lowest node.  An inference the kernel's own
+    per-node PageTables counter rules out is reported in placement.contradictions.
+    remote_table_fraction is the fraction of resident pages whose translation walks at least
+    one table on another node than the page.  PTRELOC_PLACEMENT=inferred skips the walk.
 
     Exit codes: 1 no such process / a zombie / another user's process without privilege,
     2 a kernel thread or a pid that is not a positive number.
@@ -158,9 +163,12 @@ def command(pid: int, as_json: bool) -> None:
             data["page_size"],
         )
     )
+    where = data["placement"]
+    source = ("measured: the kernel's own tables, walked" if where["source"] == "kernel"
+              else f"{where['source']}: {where.get('reason')}")
     out.print(
         tables_table(
-            f"mirrored page tables ({data['geometry']}), frames per level",
+            f"mirrored page tables ({data['geometry']}), frames per level - {source}",
             data["tables"],
             data["levels"],
             set(data["virtual_nodes"]),
@@ -168,12 +176,15 @@ def command(pid: int, as_json: bool) -> None:
     )
     detail = data["remote_table_fraction_detail"]
     levels = ", ".join(f"{k} {v:.3f}" for k, v in detail["by_level"].items())
+    label = "measured" if where["source"] == "kernel" else f"inferred ({where.get('reason')})"
     out.print(
-        f"remote_table_fraction: {data['remote_table_fraction']:.3f} "
+        f"remote_table_fraction: {data['remote_table_fraction']:.3f} {label} "
         f"({detail['remote_pages']} of {detail['pages']} pages walk a remote table; "
         f"by level: {levels})",
         markup=False,
     )
+    for line in where["contradictions"]:
+        stderr_console.print(f"ptreloc: warning: {line}", markup=False, highlight=False)
     thp = data["thp"]
     if thp["huge_leaves"]:
         out.print(
