@@ -55,7 +55,7 @@ test-vm: $(if $(SKIP_BUILD),,build) ## run the multi-node suite inside a $(NODES
 SANITIZE_TESTS ?= tests/test_core.py tests/test_core_model.py tests/test_relocate.py tests/test_relocate_property.py tests/test_mirror.py tests/test_migrate.py tests/test_stress.py
 TSAN_TESTS ?= tests/test_core.py::test_many_cpu_threads_fault_the_same_tables tests/test_core.py::test_python_threads_drive_cpus_while_main_thread_shoots_down tests/test_core.py::test_flush_races_a_remote_shootdown_safely tests/test_stress.py::test_short_stress_for_tsan tests/test_relocate.py::test_merge_keeps_the_dirty_bit_a_stale_cpu_wrote_into_the_old_copy
 test-sanitize: build ## core tests under AddressSanitizer+UBSan (and ThreadSanitizer for TSAN_TESTS)
-	PY=$(abspath $(PY)) scripts/test-sanitize asan $(addprefix $(CURDIR)/,$(SANITIZE_TESTS))
+	PY=$(abspath $(PY)) scripts/test-sanitize asan -m 'not multinode' $(addprefix $(CURDIR)/,$(SANITIZE_TESTS))
 	$(if $(strip $(TSAN_TESTS)),PY=$(abspath $(PY)) scripts/test-sanitize tsan $(addprefix $(CURDIR)/,$(TSAN_TESTS)),@echo "test-sanitize: no TSAN_TESTS set, ThreadSanitizer skipped")
 
 # The multi-node suite inside the 2-node guest with the core under ASan+UBSan (a sanitized copy
