@@ -52,17 +52,20 @@ test-vm: $(if $(SKIP_BUILD),,build) ## run the multi-node suite inside a $(NODES
 # against the model), the mirror, migrate (its CLI subprocesses load the sanitized copy too) and
 # the stress - built into a scratch copy (the in-tree build is untouched).
 # TSAN_TESTS: tests to run under ThreadSanitizer too (the relocation stress adds itself here).
-SANITIZE_TESTS ?= tests/test_core.py tests/test_core_model.py tests/test_relocate.py tests/test_relocate_property.py tests/test_mirror.py tests/test_migrate.py tests/test_stress.py
+SANITIZE_TESTS ?= tests/test_core.py tests/test_core_model.py tests/test_relocate.py tests/test_relocate_property.py tests/test_mirror.py tests/test_migrate.py tests/test_stress.py tests/test_inject.py tests/test_migrate_kernel_tables.py tests/test_kernel_tables.py
 TSAN_TESTS ?= tests/test_core.py::test_many_cpu_threads_fault_the_same_tables tests/test_core.py::test_python_threads_drive_cpus_while_main_thread_shoots_down tests/test_core.py::test_flush_races_a_remote_shootdown_safely tests/test_stress.py::test_short_stress_for_tsan tests/test_relocate.py::test_merge_keeps_the_dirty_bit_a_stale_cpu_wrote_into_the_old_copy
 test-sanitize: build ## core tests under AddressSanitizer+UBSan (and ThreadSanitizer for TSAN_TESTS)
 	PY=$(abspath $(PY)) scripts/test-sanitize asan -m 'not multinode' $(addprefix $(CURDIR)/,$(SANITIZE_TESTS))
 	$(if $(strip $(TSAN_TESTS)),PY=$(abspath $(PY)) scripts/test-sanitize tsan $(addprefix $(CURDIR)/,$(TSAN_TESTS)),@echo "test-sanitize: no TSAN_TESTS set, ThreadSanitizer skipped")
 
 # The multi-node suite inside the 2-node guest with the core under ASan+UBSan (a sanitized copy
-# of the package under .sanitize/, which the guest sees; scripts/test-sanitize asan-vm).
-VM_SANITIZE_TESTS ?= tests/test_mixed_placement_multinode.py tests/test_relocate_multinode.py tests/test_migrate_multinode.py tests/test_core_multinode.py
+# of the package under .sanitize/, which the guest sees; scripts/test-sanitize asan-vm).  The
+# watch-follows-migratepages test is left to the plain run: it races a 40 s watch against
+# migratepages, and under ASan in TCG the watch's looks are slow enough to pin the pages it
+# needs moved (seen: 4,343 of 4,454 left on node 0); its C paths run in the other tests.
+VM_SANITIZE_TESTS ?= tests/test_mixed_placement_multinode.py tests/test_relocate_multinode.py tests/test_migrate_multinode.py tests/test_core_multinode.py tests/test_kernel_move_multinode.py tests/test_migrate_kernel_tables_multinode.py
 test-vm-sanitize: build ## the multi-node relocation/migrate tests in the guest under AddressSanitizer+UBSan
-	PY=$(abspath $(PY)) scripts/test-sanitize asan-vm -m multinode $(addprefix $(CURDIR)/,$(VM_SANITIZE_TESTS))
+	PY=$(abspath $(PY)) scripts/test-sanitize asan-vm -m multinode -k 'not watch_follows' $(addprefix $(CURDIR)/,$(VM_SANITIZE_TESTS))
 
 # The README's first command: everything from a fresh clone to ptreloc's main job.
 demo: deps build ## install deps, build, migrate a real workload node 0 -> 1 (in the 2-node guest when this machine has one node)

@@ -1038,6 +1038,8 @@ int ptr_mirror_remote(struct ptr_mm *mm, const uint64_t *vas, const int32_t *dat
 int64_t ptr_mirror_check(struct ptr_mm *mm, const uint64_t *vas, const uint64_t *phys,
 			 uint64_t n, uint64_t *first_bad);
 
+#include "inject.h" /* the ptrace injector (inject.c), for ptreloc.kernel_move */
+
 #include "x86pt.h" /* decoding the kernel's real x86-64 tables (x86pt.c), for ptreloc.kernel_tables */
 
 #endif /* PTRELOC_H */

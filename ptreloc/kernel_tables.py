@@ -581,6 +581,28 @@ def _paging_mode(
     return base, (LEVELS_5 if five else LEVELS_4), source
 
 
+_SYMBOL_CACHE: dict[tuple[str, str], dict[str, int]] = {}
+
+
+def _symbols(kallsyms_path: str) -> dict[str, int]:
+    """read_kallsyms(_SYMBOLS), kept for the boot: the core kernel's symbols do not move until
+    the next boot (KASLR picks them at boot), and reading the 4 MB /proc/kallsyms is most of a
+    small walk's fixed cost (~0.3 s in the TCG guest).  Only the real /proc/kallsyms is kept,
+    keyed by the boot id; any other path (tests' synthetic kernels) is read every time."""
+    boot = None
+    if kallsyms_path == KALLSYMS:
+        try:
+            boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            boot = None
+    if boot is not None and (kallsyms_path, boot) in _SYMBOL_CACHE:
+        return _SYMBOL_CACHE[(kallsyms_path, boot)]
+    symbols = read_kallsyms(_SYMBOLS, kallsyms_path)
+    if boot is not None and symbols.get("init_task"):
+        _SYMBOL_CACHE[(kallsyms_path, boot)] = symbols
+    return symbols
+
+
 def _open_kernel(
     kcore_path: str = KCORE, kallsyms_path: str = KALLSYMS, btf_path: str = str(btf_mod.VMLINUX_BTF)
 ) -> _Kernel:
@@ -589,8 +611,8 @@ def _open_kernel(
         raise KernelTablesUnavailable(reason)
     kcore = Kcore(kcore_path)
     try:
-        symbols = read_kallsyms(_SYMBOLS, kallsyms_path)
-        if kallsyms_hidden(kallsyms_path) or symbols.get("init_task") == 0:
+        symbols = _symbols(kallsyms_path)
+        if symbols.get("init_task") == 0 or kallsyms_hidden(kallsyms_path):
             raise KernelTablesUnavailable(
                 f"{kallsyms_path} shows every address as 0: set kernel.kptr_restrict=0 "
                 "(sysctl) and run as root",

@@ -245,6 +245,9 @@ class MigrationReport:
     # None where the walk is not possible (placement.reason says why)
     kernel_tables_before: dict[str, dict[str, int]] | None = None
     kernel_tables_after: dict[str, dict[str, int]] | None = None
+    # --kernel-tables: what ptreloc.kernel_move did (its report), and the walked fraction after
+    kernel_move: dict[str, Any] | None = None
+    kernel_fraction_after: dict[str, Any] | None = None
     thp: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     page_size: int = numa.PAGE_SIZE
@@ -294,6 +297,21 @@ class MigrationReport:
                 parts.append(name)
         return "verification failed: " + "; ".join(parts)
 
+    def _kernel_tables_json(self) -> dict[str, Any] | None:
+        if self.kernel_tables_before is None and self.kernel_move is None:
+            return None
+        out: dict[str, Any] = {"before": self.kernel_tables_before,
+                               "after": self.kernel_tables_after}
+        k = self.kernel_move
+        if k is not None:
+            out.update(
+                moved=k["moved"], skipped=k["skipped"], pause_ms=k["pause_ms"],
+                move_ms=k["move_ms"], levels=k["levels"], threads=k["threads"],
+                node_pagetables_kb_before=k["node_pagetables_kb_before"],
+                node_pagetables_kb_after=k["node_pagetables_kb_after"],
+                vmpte_kb=k["vmpte_kb"], checks=k["checks"])
+        return out
+
     def to_json(self) -> dict[str, Any]:
         r = self.request
         return {
@@ -330,17 +348,17 @@ class MigrationReport:
                 "before": round(self.fraction_before.fraction, 6),
                 "after_data_only": round(self.fraction_after_data_only.fraction, 6),
                 "after": round(self.fraction_after.fraction, 6),
+                "kernel_after": (None if self.kernel_fraction_after is None
+                                 else self.kernel_fraction_after["fraction"]),
                 "detail": {
                     "before": self.fraction_before.to_json(),
                     "after_data_only": self.fraction_after_data_only.to_json(),
                     "after": self.fraction_after.to_json(),
+                    "kernel_after": self.kernel_fraction_after,
                 },
             },
             "placement": self.placement.to_json() if self.placement else None,
-            "kernel_tables": (
-                None if self.kernel_tables_before is None
-                else {"before": self.kernel_tables_before, "after": self.kernel_tables_after}
-            ),
+            "kernel_tables": self._kernel_tables_json(),
             "thp": self.thp,
             "checks": self.checks,
             "verified": self.verified,
@@ -403,6 +421,9 @@ def migrate(
     in_place: bool = False,
     table_pool_frames: int | None = None,
     progress: ProgressCallback | None = None,
+    kernel_tables: bool = False,
+    tables_only: bool = False,
+    force: bool = False,
 ) -> MigrationReport:
     """Validate, snapshot, mirror, migrate the data, relocate the tables, verify (module doc).
 
@@ -418,7 +439,13 @@ def migrate(
     frames the round trip may take (its scratch node's pool): that many tables (in whole
     batches) are copied out and back, the rest are not copied and stay on their node.
     ``bytes_copied`` counts both legs of the round trip.
+
+    ``kernel_tables`` moves the process's real page tables to the (single) target too, after
+    the data (:func:`ptreloc.kernel_move.move_kernel_tables`); ``tables_only`` moves only them
+    (no migrate_pages; the mirror's tables are not relocated either).  ``force``: even with
+    io_uring/AIO in flight.
     """
+    kernel_tables = kernel_tables or tables_only
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}: use {' or '.join(STRATEGIES)}")
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 1 << 20:
@@ -441,11 +468,33 @@ def migrate(
         timings[name] = round(now - t, 6)
         t = now
 
-    request = validate(pid, from_spec, to_spec, in_place=in_place)
+    if kernel_tables and in_place:
+        raise UsageError("--kernel-tables cannot be combined with --in-place (the mirror's "
+                         "round trip); --tables-only with from equal to to re-homes the tables")
+    if kernel_tables and isinstance(to_spec, str):
+        try:
+            targets: frozenset[int] | None = numa.parse_nodes(to_spec)
+        except PtrelocError:
+            targets = None  # validate() says what is wrong with it
+        if targets is not None and len(targets) != 1:
+            raise UsageError(
+                "--kernel-tables moves the real tables to one node: give one --to-node")
+    # --tables-only from a node to itself is meaningful: fresh tables on that node
+    request = validate(pid, from_spec, to_spec,
+                       in_place=in_place or (tables_only and _same(from_spec, to_spec)))
+    if kernel_tables:
+        if len(request.to_nodes) != 1:
+            raise UsageError(
+                "--kernel-tables moves the real tables to one node: give one --to-node")
+        if not dry_run:
+            from ptreloc import kernel_move
+
+            kernel_move.preflight(pid, force=force)  # refuse before anything moved
     lap("validate")
     try:
         return _run(
-            request, dry_run, strategy, batch, table_pool_frames, progress, timings, lap, t_start
+            request, dry_run, strategy, batch, table_pool_frames, progress, timings, lap, t_start,
+            move_tables=kernel_tables, tables_only=tables_only, force=force,
         )
     except (psutil.NoSuchProcess, ProcessLookupError, FileNotFoundError) as err:
         raise _exited(pid) from err
@@ -455,6 +504,15 @@ def migrate(
         if isinstance(err, NoSuchProcess) or not _alive(pid):
             raise _exited(pid) from err
         raise
+
+
+def _same(a: numa.NodeSpec, b: numa.NodeSpec) -> bool:
+    """Whether two node specs name the same nodes (False when either is malformed)."""
+    try:
+        return (numa.parse_nodes(a) if isinstance(a, str) else frozenset(a)) == (
+            numa.parse_nodes(b) if isinstance(b, str) else frozenset(b))
+    except (PtrelocError, TypeError):
+        return False
 
 
 def _alive(pid: int) -> bool:
@@ -480,6 +538,10 @@ def _run(
     timings: dict[str, float],
     lap: Callable[[str], None],
     t_start: float,
+    *,
+    move_tables: bool = False,
+    tables_only: bool = False,
+    force: bool = False,
 ) -> MigrationReport:
     pid = request.pid
     snap = proc.snapshot(pid)
@@ -501,8 +563,8 @@ def _run(
         lap("measure_before")
         names = [lv.name for lv in m.geometry.levels]
         kernel_left: int | None = None
-        if dry_run:
-            after_nodes = _predicted(before_nodes, mapping)
+        if dry_run or tables_only:
+            after_nodes = (before_nodes if tables_only else _predicted(before_nodes, mapping))
             numa_after = dict(snap.numa_maps)
             relocated = _Relocated(dict.fromkeys(names, 0), dict.fromkeys(names, 0), {}, 0)
         else:
@@ -525,7 +587,7 @@ def _run(
                 lap("kernel_walk")
             m.update_data_nodes(after_nodes)
         fraction_data_only = m.remote_fraction(after_nodes)
-        if not dry_run:
+        if not dry_run and not tables_only:
             if len(request.to_nodes) == 1:
                 target: int | Callable[..., int] = next(iter(request.to_nodes))
             else:
@@ -560,7 +622,15 @@ def _run(
                     sources = sources - {target}  # tables already on the target stay
                 relocated = relocate_mirror(m, sources, target, strategy=strategy, batch=batch)
             lap("relocate")
-        fraction_after = m.remote_fraction(after_nodes) if not dry_run else fraction_data_only
+        moved: Any = None
+        if move_tables and not dry_run:
+            from ptreloc import kernel_move
+
+            moved = kernel_move.move_kernel_tables(pid, next(iter(request.to_nodes)),
+                                                   force=force)
+            lap("kernel_tables")
+        fraction_after = (m.remote_fraction(after_nodes) if not dry_run and not tables_only
+                          else fraction_data_only)
         tables_after = _tables_json(m.tables())
         # pages that were on a source node and are on a source node still (and not on a
         # target); kernel pages mapped into the process ([vdso], [vvar]) cannot move and are
@@ -584,11 +654,21 @@ def _run(
             "tables_on_target": None,
             "data_on_target": None,
         }
-        if not dry_run:
+        if tables_only:
+            # nothing of the mirror or the data was meant to move: only the real tables' checks
+            checks = {}
+        elif not dry_run:
             checks["translations_unchanged"] = m.check_translations() == 0
             checks["tables_on_target"] = _tables_on_target(m, request, scratch)
             checks["data_on_target"] = stuck == 0
             lap("verify")
+        kernel_move_json: dict[str, Any] | None = None
+        if moved is not None:
+            for c in moved.checks:
+                checks[f"kernel_{c.name}"] = c.ok
+            kernel_move_json = moved.to_dict()
+            if moved.after is not None:
+                kernel_after = moved.after
         timings["total"] = round(time.perf_counter() - t_start, 6)
         return MigrationReport(
             request=request,
@@ -616,6 +696,8 @@ def _run(
             fraction_after=fraction_after,
             checks=checks,
             placement=where,
+            kernel_move=kernel_move_json,
+            kernel_fraction_after=(_kernel_fraction(pid) if moved is not None else None),
             kernel_tables_before=kernel_before,
             kernel_tables_after=kernel_after if not dry_run else kernel_before,
             thp=m.thp.to_json(),
@@ -653,3 +735,53 @@ def _tables_on_target(m: Mirror, request: MigrationRequest, scratch: int | None)
     kernel = m.frame_real_nodes(to_check)
     kernel_ok = all(kernel[f] == m.frame_node(f) for f in to_check)
     return meta_ok and kernel_ok
+
+
+def _kernel_fraction(pid: int) -> dict[str, Any] | None:
+    """remote_table_fraction.kernel_after: walked, of the process's resident pages, the
+    fraction whose translation reads a table on another node than the page's frame (any
+    level; the pgd never moves, so after a move it is the per-level figures that tell)."""
+    try:
+        walk = kernel_tables.walk_process(pid)
+    except PtrelocError:
+        return None
+    return kernel_remote_fraction(walk)
+
+
+def kernel_remote_fraction(walk: kernel_tables.KernelTables) -> dict[str, Any]:
+    """Of the leaves of ``walk`` (4 KiB pages: a huge leaf counts its pages) whose frame's node
+    is known, the fraction whose walk from the root reads a table frame on another node than
+    the leaf's frame ("fraction"), and per level the fraction whose table at that level is
+    remote ("by_level")."""
+    levels = kernel_tables.LEVELS_5 if walk.paging_levels == 5 else kernel_tables.LEVELS_4
+    names = [name for name, _ in levels]
+    spans = {name: 1 << (shift + 9) for name, shift in levels}
+    by_key = {(t.level, t.start): t for t in walk.tables}
+    node_of = walk.node_map.node_of
+    total = remote = 0
+    per_level = dict.fromkeys(names, 0)
+    for t in walk.tables:
+        if not len(t.leaf_pfn):
+            continue
+        path: dict[str, int | None] = {}
+        for name in names[: names.index(t.level) + 1]:
+            start = t.start & ~(spans[name] - 1) if name != names[0] else None
+            anc = (by_key.get((name, start)) if start is not None
+                   else next((x for x in walk.tables if x.level == name), None))
+            path[name] = anc.node if anc is not None else None
+        pages = t.leaf_size >> 12
+        for pfn in t.leaf_pfn:
+            node = node_of(pfn)
+            if node is None:
+                continue
+            total += pages
+            far = [name for name, n in path.items() if n is not None and n != node]
+            if far:
+                remote += pages
+            for name in far:
+                per_level[name] += pages
+    return {
+        "fraction": round(remote / total, 6) if total else 0.0,
+        "by_level": {name: round(v / total, 6) if total else 0.0 for name, v in per_level.items()},
+        "pages": total,
+    }

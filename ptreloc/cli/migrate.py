@@ -66,6 +66,29 @@ batch_option = click.option(
     "and are listed in tables.not_relocated with reasons (no effect with --dry-run).  With "
     "--in-place N caps the fresh frames: at most N tables are copied, the rest stay put.",
 )
+@click.option(
+    "--kernel-tables",
+    "kernel_tables",
+    is_flag=True,
+    help="Also move the process's REAL page tables to the target (one node), on a stock "
+    "kernel: every thread is ptrace-stopped, one runs set_mempolicy(MPOL_BIND, target) and "
+    "mremaps each eligible VMA away and back, so the kernel copies its entries into fresh "
+    "tables on the target; the kernel walk verifies it (root, /proc/kcore).  Opt-in.",
+)
+@click.option(
+    "--tables-only",
+    "tables_only",
+    is_flag=True,
+    help="Move only the real page tables (implies --kernel-tables): no migrate_pages, the "
+    "data stays - bring home tables that migratepages or NUMA balancing left behind, or put "
+    "them on a remote node on purpose to measure what that costs.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --kernel-tables: move even when the process has io_uring or AIO in flight (its "
+    "buffers' addresses vanish for the move's window).",
+)
 @json_option
 @guarded
 def command(
@@ -78,6 +101,9 @@ def command(
     batch: int,
     in_place: bool,
     table_pool_frames: int | None,
+    kernel_tables: bool,
+    tables_only: bool,
+    force: bool,
     as_json: bool,
 ) -> None:
     """Move process PID's pages from --from-node to --to-node with migrate_pages(2), as
@@ -113,6 +139,9 @@ def command(
             in_place=in_place,
             table_pool_frames=table_pool_frames,
             progress=update,
+            kernel_tables=kernel_tables or tables_only,
+            tables_only=tables_only,
+            force=force,
         )
     data = report.to_json()
     warning = report.request.staying_warning()
@@ -172,11 +201,24 @@ def _print(data: dict) -> None:
     out.print(f"table placement: {label}", markup=False)
     if data["kernel_tables"]:
         kt = data["kernel_tables"]
-        out.print(tables_table("the kernel's own tables before migrate_pages", kt["before"],
-                               list(next(iter(kt["before"].values()), {}).keys()), set()))
+        if kt["before"] is not None:
+            out.print(tables_table("the kernel's own tables before", kt["before"],
+                                   list(next(iter(kt["before"].values()), {}).keys()), set()))
         if kt["after"] is not None:
-            out.print(tables_table("the kernel's own tables after migrate_pages", kt["after"],
+            title = ("the kernel's own tables after the move" if "moved" in kt
+                     else "the kernel's own tables after migrate_pages")
+            out.print(tables_table(title, kt["after"],
                                    list(next(iter(kt["after"].values()), {}).keys()), set()))
+        if "moved" in kt:
+            out.print(
+                f"real page tables: {len(kt['moved'])} VMAs moved, {len(kt['skipped'])} "
+                f"skipped; the process was stopped {kt['pause_ms']:.1f} ms; walked remote "
+                f"fraction after: {f.get('kernel_after')}",
+                markup=False,
+            )
+            for skip in kt["skipped"]:
+                out.print(f"  skipped {skip['start']}-{skip['end']} {skip['path'] or '(anon)'}: "
+                          f"{skip['reason']}", markup=False)
     out.print(
         f"remote_table_fraction: before {f['before']:.3f}, after the data alone "
         f"{f['after_data_only']:.3f} (what migratepages leaves), after relocation {f['after']:.3f}",
@@ -193,5 +235,6 @@ def _print(data: dict) -> None:
     if data["verified"] is None:
         out.print("dry run: nothing was moved, nothing verified", markup=False)
     else:
-        checks = ", ".join(f"{k} {'ok' if v else 'FAILED'}" for k, v in data["checks"].items())
+        checks = ", ".join(f"{k} {'n/a' if v is None else 'ok' if v else 'FAILED'}"
+                           for k, v in data["checks"].items())
         out.print(f"verified: {'yes' if data['verified'] else 'NO'} ({checks})", markup=False)

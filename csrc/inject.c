@@ -1,0 +1,1420 @@
+/*
+ * inject.c - execute system calls inside a ptrace-stopped process (x86-64).
+ *
+ * Design (the what and why; docs/PROTOCOL.md has the kernel-side argument):
+ *
+ * Stopping.  Every thread listed in /proc/PID/task is PTRACE_SEIZEd and PTRACE_INTERRUPTed,
+ * then waited for (waitpid __WALL, polled with a deadline so a thread stuck in D state gives
+ * ETIMEDOUT instead of a hang).  The list is read again until it is stable: a thread cloned by
+ * a thread we had not stopped yet is caught by the next pass; once all are stopped none can be
+ * created.  A thread that exits meanwhile (ESRCH, or an exit status from waitpid) is dropped.
+ * SEIZE rather than ATTACH: no SIGSTOP is sent, so job control and the process's own signal
+ * state are untouched, and PTRACE_INTERRUPT gives a clean event stop (PTRACE_EVENT_STOP).
+ * No PTRACE_O_EXITKILL: if ptreloc dies the kernel detaches (exit_ptrace) and the process runs on.
+ *
+ * Executing a system call.  Like CRIU's compel (compel/src/lib/infect.c, parasite_setup_regs():
+ * "orig_ax = -1: avoid end of syscall processing") we set rip to a `syscall` instruction, rax and
+ * the argument registers, and orig_rax = -1 so the kernel's restart logic
+ * (arch_do_signal_or_restart() in arch/x86/kernel/signal.c) does not rewrite our registers when
+ * the stopped thread resumes from its get_signal() stop.  We resume with PTRACE_SYSCALL and take
+ * the syscall-enter and syscall-exit stops (PTRACE_O_TRACESYSGOOD marks them), reading the
+ * result from rax at the exit stop.  Neither single-stepping nor int3 is used: both leave a trap
+ * that would kill the process with SIGTRAP if ptreloc died at the wrong moment, while a
+ * PTRACE_SYSCALL stop simply does not happen once the tracer is gone.
+ *
+ * The trampoline.  Only the first two calls (mmap of a scratch mapping, mprotect of its code
+ * page) run at a `syscall` instruction the process already has (the one the thread was stopped
+ * in, rip - 2, else the first 0f 05 found in an executable mapping), plus the final munmap.
+ * Everything else runs in the scratch mapping's code page, whose code is written so that the
+ * thread puts itself back together if ptreloc is killed (SIGKILL) at any point:
+ *   - tramp_syscall: `syscall; jmp restore` (one call; the tracer redirects at its exit stop);
+ *   - tramp_batch: every VMA of a table mremap'd away, then every one back (a failed move back
+ *     is retried after restoring the saved memory policy), then a getpid marker the tracer stops
+ *     at; a tracer that dies mid-batch leaves the thread to finish the batch by itself;
+ *   - restore: re-register rseq, restore the memory policy and the signal mask from the data
+ *     page, load every register from the saved image and jump to the saved rip.  The image is
+ *     the thread's registers *with the kernel's no-handler restart already applied* (rip - 2,
+ *     rax = orig_rax or __NR_restart_syscall), which is what resuming the interrupted syscall
+ *     means when there is no kernel stop left to do it for us.
+ * On the normal path the thread never reaches `restore`: the tracer makes the thread pass
+ * through get_signal() once more (PTRACE_INTERRUPT + PTRACE_CONT from the last syscall-exit stop,
+ * with the restart-applied registers set, which gives an event stop inside get_signal()), sets
+ * the saved registers back there exactly as they were (rax = -ERESTART*, orig_rax = nr), and
+ * PTRACE_DETACH lets arch_do_signal_or_restart() restart the interrupted system call as if
+ * nothing had happened.  (At a syscall-exit stop the exact registers would be wrong: the restart
+ * code only runs when a signal or a trap is pending.)  At every moment the registers set are
+ * right for the stop the thread is in, so a tracer that dies anywhere leaves it correct.
+ *
+ * Signals.  The injected thread blocks every signal (rt_sigprocmask) right after the trampoline
+ * is in place, so signals arriving while it works stay pending and are delivered by the kernel,
+ * with their siginfo, after the mask is restored.  A signal dequeued in the short window before
+ * that (a signal-delivery stop we did not expect) is suppressed and re-sent with tgkill() after
+ * detaching (its siginfo is lost).  Synchronous faults raised by our own code are dropped.
+ *
+ * rseq.  After every context switch the kernel writes the thread's rseq area on its way back to
+ * user mode (rseq_handle_notify_resume); if that area's VMA were away the write would fail and the
+ * kernel would kill the process with SIGSEGV.  So the injected thread's rseq registration is
+ * undone for the duration (PTRACE_GET_RSEQ_CONFIGURATION gives its address, length and
+ * signature) and made again before resuming.  A thread whose rip is inside an active rseq
+ * critical section is not used (EAGAIN): our own returns to user mode would clear its rseq_cs.
+ *
+ * Known residual risk: if ptreloc is SIGKILLed during one of the three bootstrap calls that run
+ * at the process's own `syscall` instruction (mmap, mprotect at attach; munmap at detach, each a
+ * few microseconds) the thread resumes after that instruction with our registers.
+ */
+#include "ptreloc.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <sched.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__x86_64__)
+#include <sys/user.h>
+#define PTR_INJ_SUPPORTED 1
+#else
+#define PTR_INJ_SUPPORTED 0
+#endif
+
+int ptr_inject_supported(void)
+{
+	return PTR_INJ_SUPPORTED;
+}
+
+static const char *const step_names[PTR_INJ_NSTEPS] = {
+	[PTR_INJ_STEP_NONE] = "none",
+	[PTR_INJ_STEP_ARGS] = "arguments",
+	[PTR_INJ_STEP_ARCH] = "architecture",
+	[PTR_INJ_STEP_LIST_TASKS] = "readdir(/proc/PID/task)",
+	[PTR_INJ_STEP_SEIZE] = "ptrace(PTRACE_SEIZE)",
+	[PTR_INJ_STEP_INTERRUPT] = "ptrace(PTRACE_INTERRUPT)",
+	[PTR_INJ_STEP_WAIT] = "waitpid",
+	[PTR_INJ_STEP_GETREGS] = "ptrace(PTRACE_GETREGS)",
+	[PTR_INJ_STEP_SETREGS] = "ptrace(PTRACE_SETREGS)",
+	[PTR_INJ_STEP_RESUME] = "ptrace(PTRACE_SYSCALL)",
+	[PTR_INJ_STEP_RSEQ_CONFIG] = "ptrace(PTRACE_GET_RSEQ_CONFIGURATION)",
+	[PTR_INJ_STEP_RSEQ_CS] = "rseq critical section",
+	[PTR_INJ_STEP_MEM] = "/proc/PID/mem",
+	[PTR_INJ_STEP_FIND_SYSCALL] = "find syscall instruction",
+	[PTR_INJ_STEP_REMOTE] = "injected system call",
+	[PTR_INJ_STEP_PROTOCOL] = "unexpected ptrace stop",
+	[PTR_INJ_STEP_DETACH] = "ptrace(PTRACE_DETACH)",
+	[PTR_INJ_STEP_KILL] = "kill",
+	[PTR_INJ_STEP_KCMP] = "kcmp(KCMP_VM)",
+	[PTR_INJ_STEP_NOMEM] = "malloc",
+};
+
+/**
+ * ptr_inject_step_name() - the name of a failed step (the system call it stands for).
+ * @step: an enum ptr_inj_step value.
+ *
+ * Return: a static string; "unknown" for a value out of range.
+ * Locking: none.
+ */
+const char *ptr_inject_step_name(int step)
+{
+	if (step < 0 || step >= PTR_INJ_NSTEPS || !step_names[step])
+		return "unknown";
+	return step_names[step];
+}
+
+static int fail(struct ptr_inj_err *err, int step, int tid, int rc)
+{
+	if (err && err->step == PTR_INJ_STEP_NONE) {
+		err->step = step;
+		err->tid = tid;
+	}
+	return rc;
+}
+
+#define KCMP_VM 1
+
+/**
+ * ptr_kcmp_same_vm() - whether two processes share one address space (kcmp(2) KCMP_VM).
+ * @pid1: a process.
+ * @pid2: another process.
+ * @err: filled on failure.
+ *
+ * Return: 1 if they share their mm, 0 if not, -errno (ESRCH, EPERM) on failure.
+ * Locking: none.
+ */
+int ptr_kcmp_same_vm(int pid1, int pid2, struct ptr_inj_err *err)
+{
+	long rc = syscall(SYS_kcmp, pid1, pid2, KCMP_VM, 0, 0);
+
+	if (rc < 0)
+		return fail(err, PTR_INJ_STEP_KCMP, pid2, -errno);
+	return rc == 0;
+}
+
+#if PTR_INJ_SUPPORTED
+
+#ifndef PTRACE_GET_RSEQ_CONFIGURATION
+#define PTRACE_GET_RSEQ_CONFIGURATION 0x420f
+#endif
+struct rseq_config {
+	uint64_t rseq_abi_pointer;
+	uint32_t rseq_abi_size;
+	uint32_t signature;
+	uint32_t flags;
+	uint32_t pad;
+};
+
+#define PAGE 4096UL
+#define NR_MMAP 9
+#define NR_MPROTECT 10
+#define NR_MUNMAP 11
+#define NR_RT_SIGPROCMASK 14
+#define NR_MREMAP 25
+#define NR_GETPID 39
+#define NR_RESTART_SYSCALL 219
+#define NR_SET_MEMPOLICY 238
+#define NR_GET_MEMPOLICY 239
+#define NR_RSEQ 334
+#define ERESTARTSYS 512
+#define ERESTARTNOINTR 513
+#define ERESTARTNOHAND 514
+#define ERESTART_RESTARTBLOCK 516
+#define USER_CS_64 0x33
+#define MAXNODE (PTR_INJ_MASK_WORDS * 64 + 1)
+
+/* scratch mapping: [code page][data page][batch pages] */
+#define SCRATCH_BATCH_PAGES 64
+#define SCRATCH_LEN ((2 + SCRATCH_BATCH_PAGES) * PAGE)
+#define SCRATCH_HINT 0x200000000000UL /* 32 TiB: below the 47-bit mmap area, above brk */
+/* data page layout (offsets from its start) */
+#define D_IMAGE 0x000      /* r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi fl sp ip */
+#define D_RIP 0x088
+#define D_RSEQ_PTR 0x100
+#define D_RSEQ_LEN 0x108
+#define D_RSEQ_SIG 0x10c
+#define D_POL_VALID 0x110
+#define D_POL_MODE 0x118
+#define D_POL_MAXNODE 0x120
+#define D_MASK_VALID 0x128
+#define D_SIGMASK 0x130
+#define D_ALLMASK 0x138
+#define D_POL_MASK 0x140   /* 128 bytes */
+#define D_USER 0x400       /* free for the caller */
+#define D_USER_LEN 0xc00
+#define ENTRY_BYTES 48     /* struct ptr_inj_move */
+
+#define S_(x) #x
+#define S(x) S_(x)
+#define DREF(off) "ptr_tramp_start+4096+" S(off) "(%rip)"
+
+/*
+ * The trampoline, assembled into our own read-only data and copied into the process's code
+ * page.  All data references are rip-relative to the page after the code page.
+ */
+__asm__(
+	".pushsection .rodata.ptr_tramp,\"a\"\n"
+	".balign 16\n"
+	".globl ptr_tramp_start\n.hidden ptr_tramp_start\n"
+	"ptr_tramp_start:\n"
+	/* tramp_syscall (offset 0): one call set up by the tracer */
+	"	syscall\n"
+	"	jmp ptr_tramp_restore\n"
+	".globl ptr_tramp_batch\n.hidden ptr_tramp_batch\n"
+	"ptr_tramp_batch:\n" /* r12 = table, r13 = entries */
+	"	xor %r14d, %r14d\n"
+	"	mov %r12, %r15\n"
+	"1:	cmp %r13, %r14\n"
+	"	jae 2f\n"
+	"	mov $" S(NR_MREMAP) ", %eax\n"
+	"	mov 0(%r15), %rdi\n"
+	"	mov 8(%r15), %rsi\n"
+	"	mov %rsi, %rdx\n"
+	"	mov $3, %r10d\n" /* MREMAP_MAYMOVE | MREMAP_FIXED */
+	"	mov 16(%r15), %r8\n"
+	"	syscall\n"
+	"	mov %rax, 24(%r15)\n"
+	"	add $" S(ENTRY_BYTES) ", %r15\n"
+	"	inc %r14\n"
+	"	jmp 1b\n"
+	"2:	xor %r14d, %r14d\n"
+	"	mov %r12, %r15\n"
+	"3:	cmp %r13, %r14\n"
+	"	jae 6f\n"
+	"	mov 24(%r15), %rax\n"
+	"	cmp $-4095, %rax\n"
+	"	jae 5f\n" /* never went away */
+	"	mov $" S(NR_MREMAP) ", %eax\n"
+	"	mov 16(%r15), %rdi\n"
+	"	mov 8(%r15), %rsi\n"
+	"	mov %rsi, %rdx\n"
+	"	mov $3, %r10d\n"
+	"	mov 0(%r15), %r8\n"
+	"	syscall\n"
+	"	mov %rax, 32(%r15)\n"
+	"	cmp $-4095, %rax\n"
+	"	jb 5f\n"
+	/* the move back failed: restore the saved policy (any node may then give the tables) */
+	"	cmpq $0, " DREF(D_POL_VALID) "\n"
+	"	je 4f\n"
+	"	mov $" S(NR_SET_MEMPOLICY) ", %eax\n"
+	"	mov " DREF(D_POL_MODE) ", %rdi\n"
+	"	lea " DREF(D_POL_MASK) ", %rsi\n"
+	"	mov " DREF(D_POL_MAXNODE) ", %rdx\n"
+	"	syscall\n"
+	"4:	mov $" S(NR_MREMAP) ", %eax\n"
+	"	mov 16(%r15), %rdi\n"
+	"	mov 8(%r15), %rsi\n"
+	"	mov %rsi, %rdx\n"
+	"	mov $3, %r10d\n"
+	"	mov 0(%r15), %r8\n"
+	"	syscall\n"
+	"	mov %rax, 40(%r15)\n"
+	"5:	add $" S(ENTRY_BYTES) ", %r15\n"
+	"	inc %r14\n"
+	"	jmp 3b\n"
+	"6:	mov $" S(NR_GETPID) ", %eax\n" /* the end marker */
+	"	syscall\n"
+	".globl ptr_tramp_batch_end\n.hidden ptr_tramp_batch_end\n"
+	"ptr_tramp_batch_end:\n"
+	"	jmp ptr_tramp_restore\n"
+	"ptr_tramp_restore:\n"
+	"	mov " DREF(D_RSEQ_PTR) ", %rdi\n"
+	"	test %rdi, %rdi\n"
+	"	jz 7f\n"
+	"	mov " DREF(D_RSEQ_LEN) ", %esi\n"
+	"	xor %edx, %edx\n"
+	"	mov " DREF(D_RSEQ_SIG) ", %r10d\n"
+	"	mov $" S(NR_RSEQ) ", %eax\n"
+	"	syscall\n"
+	"7:	cmpq $0, " DREF(D_POL_VALID) "\n"
+	"	je 8f\n"
+	"	mov $" S(NR_SET_MEMPOLICY) ", %eax\n"
+	"	mov " DREF(D_POL_MODE) ", %rdi\n"
+	"	lea " DREF(D_POL_MASK) ", %rsi\n"
+	"	mov " DREF(D_POL_MAXNODE) ", %rdx\n"
+	"	syscall\n"
+	"8:	cmpq $0, " DREF(D_MASK_VALID) "\n"
+	"	je 9f\n"
+	"	mov $" S(NR_RT_SIGPROCMASK) ", %eax\n"
+	"	mov $2, %edi\n" /* SIG_SETMASK */
+	"	lea " DREF(D_SIGMASK) ", %rsi\n"
+	"	xor %edx, %edx\n"
+	"	mov $8, %r10d\n"
+	"	syscall\n"
+	"9:	lea " DREF(D_IMAGE) ", %rsp\n"
+	"	pop %r15\n	pop %r14\n	pop %r13\n	pop %r12\n	pop %rbp\n	pop %rbx\n"
+	"	pop %r11\n	pop %r10\n	pop %r9\n	pop %r8\n	pop %rax\n	pop %rcx\n"
+	"	pop %rdx\n	pop %rsi\n	pop %rdi\n"
+	"	popfq\n"
+	"	mov (%rsp), %rsp\n"
+	"	jmp *" DREF(D_RIP) "\n"
+	".globl ptr_tramp_end\n.hidden ptr_tramp_end\n"
+	"ptr_tramp_end:\n"
+	".popsection\n");
+
+extern const unsigned char ptr_tramp_start[], ptr_tramp_batch[], ptr_tramp_batch_end[],
+	ptr_tramp_end[];
+
+struct thread {
+	int tid;
+	int gone;
+	int event_stop;  /* first stop was PTRACE_EVENT_STOP (else a signal-delivery stop) */
+	int pending_sig; /* signal-delivery stop: the signal, handed back at detach */
+};
+
+struct ptr_inject {
+	int pid;
+	int memfd;
+	struct thread *threads;
+	int nthreads, cap;
+	struct thread *inj;          /* the injected thread */
+	struct user_regs_struct saved; /* exactly as stopped */
+	struct user_regs_struct norm;  /* with the no-handler restart applied */
+	uint64_t site;               /* the process's own syscall instruction */
+	uint64_t scratch;            /* 0 until mapped */
+	int trampoline;              /* code page in place: calls go through it */
+	int rseq_registered;
+	struct rseq_config rseq;
+	int pol_saved, pol_mode;
+	uint64_t pol_mask[PTR_INJ_MASK_WORDS];
+	int mask_blocked;
+	int held[64];
+	int nheld;
+	int dropped;
+	int gone;                    /* the process exited */
+};
+
+static int64_t monotonic_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int waitpid_eintr(int tid, int *status, int flags)
+{
+	int rc;
+
+	do
+		rc = waitpid(tid, status, flags | __WALL);
+	while (rc < 0 && errno == EINTR);
+	return rc;
+}
+
+/*
+ * Wait for the injected thread's next event.  Not a blocking waitpid(tid): when the process is
+ * killed, the leader's exit is reported only after every other thread is reaped - by us, their
+ * tracer - so a blocking wait for the leader would never return.  Spin briefly (stops normally
+ * come within microseconds), then poll, reaping the other threads' exits meanwhile.
+ */
+static int wait_tracee(struct ptr_inject *inj, int tid, int *st)
+{
+	int64_t last = monotonic_ms();
+
+	for (int spins = 0;; spins++) {
+		int rc = waitpid_eintr(tid, st, WNOHANG);
+
+		if (rc != 0)
+			return rc;
+		if (spins < 2000) {
+			sched_yield();
+			continue;
+		}
+		struct timespec ts = { 0, 50000 };
+
+		nanosleep(&ts, NULL);
+		if (monotonic_ms() - last >= 5) {
+			last = monotonic_ms();
+			for (int i = 0; i < inj->nthreads; i++) {
+				struct thread *t = &inj->threads[i];
+				int ost;
+
+				if (t->gone || t->tid == tid)
+					continue;
+				rc = waitpid_eintr(t->tid, &ost, WNOHANG);
+				if (rc < 0 || (rc > 0 && (WIFEXITED(ost) || WIFSIGNALED(ost))))
+					t->gone = 1;
+			}
+		}
+	}
+}
+
+static struct thread *find_thread(struct ptr_inject *inj, int tid)
+{
+	for (int i = 0; i < inj->nthreads; i++)
+		if (inj->threads[i].tid == tid)
+			return &inj->threads[i];
+	return NULL;
+}
+
+static int thread_is_zombie(int pid, int tid)
+{
+	char path[64], buf[512];
+	int fd, n;
+	char *p;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", pid, tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 1;
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	return !p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X';
+}
+
+/* seize and interrupt every thread not seen yet; returns how many were new */
+static int seize_new(struct ptr_inject *inj, struct ptr_inj_err *err)
+{
+	char path[64];
+	DIR *dir;
+	struct dirent *de;
+	int added = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", inj->pid);
+	dir = opendir(path);
+	if (!dir)
+		return fail(err, PTR_INJ_STEP_LIST_TASKS, inj->pid, errno == ENOENT ? -ESRCH : -errno);
+	while ((de = readdir(dir))) {
+		int tid = atoi(de->d_name);
+
+		if (tid <= 0 || find_thread(inj, tid))
+			continue;
+		if (inj->nthreads == inj->cap) {
+			int cap = inj->cap ? inj->cap * 2 : 16;
+			struct thread *t = realloc(inj->threads, cap * sizeof(*t));
+
+			if (!t) {
+				closedir(dir);
+				return fail(err, PTR_INJ_STEP_NOMEM, 0, -ENOMEM);
+			}
+			inj->threads = t;
+			inj->cap = cap;
+		}
+		struct thread *t = &inj->threads[inj->nthreads++];
+
+		memset(t, 0, sizeof(*t));
+		t->tid = tid;
+		added++;
+		if (thread_is_zombie(inj->pid, tid)) { /* an exited leader: cannot stop */
+			t->gone = 1;
+			continue;
+		}
+		if (ptrace(PTRACE_SEIZE, tid, 0, (void *)(long)PTRACE_O_TRACESYSGOOD) < 0) {
+			if (errno == ESRCH) {
+				t->gone = 1;
+				continue;
+			}
+			int rc = -errno;
+
+			inj->nthreads--; /* not ours: nothing to detach */
+			closedir(dir);
+			return fail(err, PTR_INJ_STEP_SEIZE, tid, rc);
+		}
+		if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) < 0 && errno != ESRCH) {
+			int rc = -errno;
+
+			closedir(dir);
+			return fail(err, PTR_INJ_STEP_INTERRUPT, tid, rc);
+		}
+	}
+	closedir(dir);
+	return added;
+}
+
+/* wait for the first stop of every thread seized but not yet stopped */
+static int wait_new(struct ptr_inject *inj, int from, struct ptr_inj_err *err)
+{
+	int64_t deadline = monotonic_ms() + 10000;
+
+	for (int i = from; i < inj->nthreads; i++) {
+		struct thread *t = &inj->threads[i];
+
+		while (!t->gone) {
+			int st, rc = waitpid_eintr(t->tid, &st, WNOHANG);
+
+			if (rc < 0) {
+				if (errno == ECHILD) { /* gone before we could see it stop */
+					t->gone = 1;
+					break;
+				}
+				return fail(err, PTR_INJ_STEP_WAIT, t->tid, -errno);
+			}
+			if (rc == 0) {
+				if (monotonic_ms() > deadline)
+					return fail(err, PTR_INJ_STEP_WAIT, t->tid, -ETIMEDOUT);
+				struct timespec ts = { 0, 200000 };
+
+				nanosleep(&ts, NULL);
+				continue;
+			}
+			if (WIFEXITED(st) || WIFSIGNALED(st)) {
+				t->gone = 1;
+				break;
+			}
+			if (!WIFSTOPPED(st))
+				continue;
+			if (st >> 16 == PTRACE_EVENT_STOP) {
+				t->event_stop = 1;
+			} else {
+				/* a signal was dequeued first: hold the thread in this stop and hand
+				 * the signal back at detach (the interrupt is dropped by detach) */
+				t->pending_sig = WSTOPSIG(st);
+			}
+			break;
+		}
+	}
+	return 0;
+}
+
+static int regs_get(int tid, struct user_regs_struct *r, struct ptr_inj_err *err)
+{
+	if (ptrace(PTRACE_GETREGS, tid, 0, r) < 0)
+		return fail(err, PTR_INJ_STEP_GETREGS, tid, -errno);
+	return 0;
+}
+
+static int regs_set(int tid, const struct user_regs_struct *r, struct ptr_inj_err *err)
+{
+	if (ptrace(PTRACE_SETREGS, tid, 0, (void *)r) < 0)
+		return fail(err, PTR_INJ_STEP_SETREGS, tid, -errno);
+	return 0;
+}
+
+static void hold_signal(struct ptr_inject *inj, int tid, int sig)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof(si));
+	if (ptrace(PTRACE_GETSIGINFO, tid, 0, &si) == 0 && si.si_code > 0 &&
+	    (sig == SIGSEGV || sig == SIGBUS || sig == SIGILL || sig == SIGTRAP || sig == SIGFPE ||
+	     sig == SIGSYS)) {
+		inj->dropped++; /* raised by our own code (a seccomp SIGSYS, a fault) */
+		return;
+	}
+	if (inj->nheld < (int)(sizeof(inj->held) / sizeof(inj->held[0])))
+		inj->held[inj->nheld++] = sig;
+}
+
+/*
+ * Resume the injected thread with PTRACE_SYSCALL until its next syscall stop.  Event stops
+ * (group stop, a late interrupt) are resumed through; signal-delivery stops are held.
+ */
+static int next_syscall_stop(struct ptr_inject *inj, struct ptr_inj_err *err)
+{
+	int tid = inj->inj->tid;
+
+	for (int guard = 0; guard < 1000; guard++) {
+		int st;
+
+		if (ptrace(PTRACE_SYSCALL, tid, 0, 0) < 0)
+			return fail(err, PTR_INJ_STEP_RESUME, tid, -errno);
+		if (wait_tracee(inj, tid, &st) < 0)
+			return fail(err, PTR_INJ_STEP_WAIT, tid, errno == ECHILD ? -ESRCH : -errno);
+		if (WIFEXITED(st) || WIFSIGNALED(st)) {
+			inj->gone = 1;
+			inj->inj->gone = 1;
+			return fail(err, PTR_INJ_STEP_WAIT, tid, -ESRCH);
+		}
+		if (!WIFSTOPPED(st))
+			continue;
+		if (WSTOPSIG(st) == (SIGTRAP | 0x80))
+			return 0;
+		if (st >> 16)
+			continue; /* PTRACE_EVENT_STOP */
+		hold_signal(inj, tid, WSTOPSIG(st));
+	}
+	return fail(err, PTR_INJ_STEP_PROTOCOL, tid, -EPROTO);
+}
+
+/* one system call at @ip; the thread is left at the call's syscall-exit stop */
+static int call_at(struct ptr_inject *inj, uint64_t ip, long nr, const int64_t *a, int64_t *ret,
+		   struct ptr_inj_err *err)
+{
+	int tid = inj->inj->tid;
+	struct user_regs_struct r = inj->norm;
+	int rc;
+
+	r.rax = nr;
+	r.rdi = a[0];
+	r.rsi = a[1];
+	r.rdx = a[2];
+	r.r10 = a[3];
+	r.r8 = a[4];
+	r.r9 = a[5];
+	r.rip = ip;
+	r.orig_rax = -1;
+	if ((rc = regs_set(tid, &r, err)))
+		return rc;
+	if ((rc = next_syscall_stop(inj, err))) /* enter */
+		return rc;
+	if ((rc = regs_get(tid, &r, err)))
+		return rc;
+	if ((long)r.orig_rax != nr)
+		return fail(err, PTR_INJ_STEP_PROTOCOL, tid, -EPROTO);
+	if ((rc = next_syscall_stop(inj, err))) /* exit */
+		return rc;
+	if ((rc = regs_get(tid, &r, err)))
+		return rc;
+	*ret = (int64_t)r.rax;
+	return 0;
+}
+
+static int call(struct ptr_inject *inj, long nr, const int64_t *a, int64_t *ret,
+		struct ptr_inj_err *err)
+{
+	return call_at(inj, inj->trampoline ? inj->scratch : inj->site, nr, a, ret, err);
+}
+
+/* a call that must succeed: a remote -errno becomes our -errno */
+static int call_ok(struct ptr_inject *inj, long nr, const int64_t *a, int64_t *ret,
+		   struct ptr_inj_err *err)
+{
+	int64_t r;
+	int rc = call(inj, nr, a, &r, err);
+
+	if (rc)
+		return rc;
+	if (r < 0 && r > -4096) {
+		if (err && err->step == PTR_INJ_STEP_NONE) {
+			err->step = PTR_INJ_STEP_REMOTE;
+			err->tid = inj->inj->tid;
+			err->remote = r;
+			err->nr = nr;
+		}
+		return (int)r;
+	}
+	if (ret)
+		*ret = r;
+	return 0;
+}
+
+static int mem_rw(struct ptr_inject *inj, int write, uint64_t addr, void *buf, uint64_t len,
+		  struct ptr_inj_err *err)
+{
+	uint64_t done = 0;
+
+	while (done < len) {
+		ssize_t n = write ? pwrite(inj->memfd, (char *)buf + done, len - done, addr + done)
+				  : pread(inj->memfd, (char *)buf + done, len - done, addr + done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return fail(err, PTR_INJ_STEP_MEM, inj->pid, n < 0 ? -errno : -EIO);
+		done += n;
+	}
+	return 0;
+}
+
+static int put_u64(struct ptr_inject *inj, uint64_t off, uint64_t v, struct ptr_inj_err *err)
+{
+	return mem_rw(inj, 1, inj->scratch + PAGE + off, &v, sizeof(v), err);
+}
+
+/* a `syscall` (0f 05) the process already has: where the thread stopped, else in its text */
+static int find_site(struct ptr_inject *inj, struct ptr_inj_err *err)
+{
+	unsigned char two[2];
+	char path[64], line[512];
+	FILE *maps;
+
+	if ((long)inj->saved.orig_rax >= 0 &&
+	    mem_rw(inj, 0, inj->saved.rip - 2, two, 2, NULL) == 0 && two[0] == 0x0f &&
+	    two[1] == 0x05) {
+		inj->site = inj->saved.rip - 2;
+		return 0;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/maps", inj->pid);
+	maps = fopen(path, "re");
+	if (!maps)
+		return fail(err, PTR_INJ_STEP_FIND_SYSCALL, inj->pid, -errno);
+	unsigned char *buf = malloc(65536);
+
+	if (!buf) {
+		fclose(maps);
+		return fail(err, PTR_INJ_STEP_NOMEM, 0, -ENOMEM);
+	}
+	while (fgets(line, sizeof(line), maps)) {
+		unsigned long lo, hi;
+		char perms[8];
+
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[2] != 'x' ||
+		    strstr(line, "[vsyscall]") || strstr(line, "[vdso]"))
+			continue;
+		for (unsigned long at = lo; at < hi; at += 65536) {
+			unsigned long n = hi - at < 65536 ? hi - at : 65536;
+
+			if (mem_rw(inj, 0, at, buf, n, NULL))
+				break;
+			for (unsigned long i = 0; i + 1 < n; i++) {
+				if (buf[i] == 0x0f && buf[i + 1] == 0x05) {
+					inj->site = at + i;
+					fclose(maps);
+					free(buf);
+					return 0;
+				}
+			}
+		}
+	}
+	fclose(maps);
+	free(buf);
+	return fail(err, PTR_INJ_STEP_FIND_SYSCALL, inj->pid, -ENOEXEC);
+}
+
+static void normalize(struct ptr_inject *inj)
+{
+	inj->norm = inj->saved;
+	if ((long)inj->saved.orig_rax < 0)
+		return;
+	switch (-(long)inj->saved.rax) {
+	case ERESTARTSYS:
+	case ERESTARTNOINTR:
+	case ERESTARTNOHAND:
+		inj->norm.rax = inj->saved.orig_rax;
+		inj->norm.rip -= 2;
+		break;
+	case ERESTART_RESTARTBLOCK:
+		inj->norm.rax = NR_RESTART_SYSCALL;
+		inj->norm.rip -= 2;
+		break;
+	}
+}
+
+/* is the thread's rip inside its active rseq critical section? */
+static int check_rseq(struct ptr_inject *inj, struct ptr_inj_err *err)
+{
+	int tid = inj->inj->tid;
+	struct rseq_config cfg;
+	uint64_t cs_ptr, cs[4];
+
+	memset(&cfg, 0, sizeof(cfg));
+	if (ptrace(PTRACE_GET_RSEQ_CONFIGURATION, tid, sizeof(cfg), &cfg) < 0) {
+		if (errno == EIO || errno == EINVAL)
+			return 0; /* a kernel before 5.13: it cannot tell us; then it has no rseq
+				   * either unless the C library registered it - see the doc */
+		return fail(err, PTR_INJ_STEP_RSEQ_CONFIG, tid, -errno);
+	}
+	if (!cfg.rseq_abi_pointer)
+		return 0;
+	inj->rseq = cfg;
+	inj->rseq_registered = 1;
+	/* struct rseq: u32 cpu_id_start, u32 cpu_id, u64 rseq_cs */
+	if (mem_rw(inj, 0, cfg.rseq_abi_pointer + 8, &cs_ptr, 8, err))
+		return -EFAULT;
+	if (!cs_ptr)
+		return 0;
+	/* struct rseq_cs: u32 version, u32 flags, u64 start_ip, u64 post_commit_offset, ... */
+	if (mem_rw(inj, 0, cs_ptr, cs, sizeof(cs), NULL))
+		return 0; /* a stale pointer the kernel will clear */
+	if (inj->saved.rip >= cs[1] && inj->saved.rip < cs[1] + cs[2])
+		return fail(err, PTR_INJ_STEP_RSEQ_CS, tid, -EAGAIN);
+	return 0;
+}
+
+static int read_sigblk(int pid, int tid, uint64_t *mask)
+{
+	char path[64], line[256];
+	FILE *f;
+	int found = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", pid, tid);
+	f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "SigBlk: %lx", (unsigned long *)mask) == 1) {
+			found = 1;
+			break;
+		}
+	fclose(f);
+	return found ? 0 : -ENOENT;
+}
+
+/* put the code page and the data page in place (the thread is at a syscall-exit stop) */
+static int install_trampoline(struct ptr_inject *inj, struct ptr_inj_err *err)
+{
+	unsigned char code[PAGE];
+	uint64_t img[18];
+	const struct user_regs_struct *n = &inj->norm;
+	int64_t a[6] = { 0 }, r;
+	int rc;
+	size_t len = ptr_tramp_end - ptr_tramp_start;
+
+	if (len > PAGE)
+		return fail(err, PTR_INJ_STEP_ARGS, 0, -E2BIG);
+	memset(code, 0xcc, sizeof(code));
+	memcpy(code, ptr_tramp_start, len);
+	if ((rc = mem_rw(inj, 1, inj->scratch, code, PAGE, err)))
+		return rc;
+	uint64_t v[18] = { n->r15, n->r14, n->r13, n->r12, n->rbp, n->rbx, n->r11, n->r10, n->r9,
+			   n->r8,  n->rax, n->rcx, n->rdx, n->rsi, n->rdi, n->eflags, n->rsp,
+			   n->rip };
+	memcpy(img, v, sizeof(img));
+	if ((rc = mem_rw(inj, 1, inj->scratch + PAGE + D_IMAGE, img, sizeof(img), err)))
+		return rc;
+	if ((rc = put_u64(inj, D_ALLMASK, ~0ULL, err)))
+		return rc;
+	a[0] = inj->scratch;
+	a[1] = PAGE;
+	a[2] = PROT_READ | PROT_EXEC;
+	if ((rc = call_ok(inj, NR_MPROTECT, a, &r, err)))
+		return rc;
+	inj->trampoline = 1;
+	return 0;
+}
+
+static int block_signals(struct ptr_inject *inj, struct ptr_inj_err *err)
+{
+	uint64_t blk = 0;
+	int64_t a[6] = { 0 };
+	int rc;
+
+	if ((rc = read_sigblk(inj->pid, inj->inj->tid, &blk)))
+		return fail(err, PTR_INJ_STEP_MEM, inj->inj->tid, rc);
+	if ((rc = put_u64(inj, D_SIGMASK, blk, err)) || (rc = put_u64(inj, D_MASK_VALID, 1, err)))
+		return rc;
+	a[0] = SIG_BLOCK;
+	a[1] = inj->scratch + PAGE + D_ALLMASK;
+	a[2] = inj->scratch + PAGE + D_SIGMASK;
+	a[3] = 8;
+	if ((rc = call_ok(inj, NR_RT_SIGPROCMASK, a, NULL, err))) {
+		put_u64(inj, D_MASK_VALID, 0, NULL);
+		return rc;
+	}
+	inj->mask_blocked = 1;
+	return 0;
+}
+
+static int unregister_rseq(struct ptr_inject *inj, struct ptr_inj_err *err)
+{
+	int64_t a[6] = { 0 };
+	int rc;
+
+	if (!inj->rseq_registered)
+		return 0;
+	/* the restore path re-registers from these; written first, so a tracer that dies right
+	 * after the call still leaves them to the thread (a second register is a harmless EBUSY) */
+	if ((rc = put_u64(inj, D_RSEQ_LEN, (uint64_t)inj->rseq.signature << 32 |
+				    inj->rseq.rseq_abi_size, err)) ||
+	    (rc = put_u64(inj, D_RSEQ_PTR, inj->rseq.rseq_abi_pointer, err)))
+		return rc;
+	a[0] = inj->rseq.rseq_abi_pointer;
+	a[1] = inj->rseq.rseq_abi_size;
+	a[2] = 1; /* RSEQ_FLAG_UNREGISTER */
+	a[3] = inj->rseq.signature;
+	if ((rc = call_ok(inj, NR_RSEQ, a, NULL, err))) {
+		put_u64(inj, D_RSEQ_PTR, 0, NULL);
+		inj->rseq_registered = 0;
+		return rc;
+	}
+	return 0;
+}
+
+static int detach_all(struct ptr_inject *inj, int leave_stopped, struct ptr_inj_err *err);
+
+/**
+ * ptr_inject_attach() - stop every thread of a process and prepare one to run system calls.
+ * @pid: the process (thread-group id).
+ * @tid: the thread to inject into; 0 picks one (the leader when it stopped cleanly).
+ * @out: the session, on success.
+ * @err: the failed step on failure.
+ *
+ * Seizes and interrupts every thread (see the file comment), saves the chosen thread's
+ * registers, maps the trampoline into the process, blocks the thread's signals and takes its
+ * rseq registration away.  On failure every thread is detached again and nothing is left
+ * behind (the scratch mapping is unmapped if it was made).
+ *
+ * Return: 0; -ESRCH (the process exited), -EPERM (ptrace refused: another tracer, Yama, no
+ * privilege), -EAGAIN (the thread is inside an rseq critical section: try again), -ETIMEDOUT
+ * (a thread did not stop within 10 s), -ENOEXEC (not x86-64 code), other -errno.
+ * Locking: none; the caller's thread becomes the tracer, so every later call on @out must come
+ * from the same thread (ptrace is per thread).
+ */
+int ptr_inject_attach(int pid, int tid, struct ptr_inject **out, struct ptr_inj_err *err)
+{
+	struct ptr_inject *inj;
+	char path[64];
+	int rc, from = 0;
+	int64_t a[6] = { 0 }, r;
+
+	if (err)
+		memset(err, 0, sizeof(*err));
+	if (pid <= 0 || tid < 0 || !out)
+		return fail(err, PTR_INJ_STEP_ARGS, 0, -EINVAL);
+	inj = calloc(1, sizeof(*inj));
+	if (!inj)
+		return fail(err, PTR_INJ_STEP_NOMEM, 0, -ENOMEM);
+	inj->pid = pid;
+	inj->memfd = -1;
+	for (int round = 0;; round++) {
+		rc = seize_new(inj, err);
+		if (rc < 0)
+			goto undo;
+		if (rc == 0)
+			break;
+		if ((rc = wait_new(inj, from, err)))
+			goto undo;
+		from = inj->nthreads;
+		if (round > 1000) {
+			rc = fail(err, PTR_INJ_STEP_LIST_TASKS, pid, -EAGAIN);
+			goto undo;
+		}
+	}
+	for (int i = 0; i < inj->nthreads; i++) {
+		struct thread *t = &inj->threads[i];
+
+		if (t->gone)
+			continue;
+		if (tid ? t->tid == tid : (t->event_stop && (!inj->inj || t->tid == pid)))
+			inj->inj = t;
+	}
+	if (!inj->inj) {
+		rc = fail(err, PTR_INJ_STEP_WAIT, tid ? tid : pid, -ESRCH);
+		goto undo;
+	}
+	if (!inj->inj->event_stop) {
+		rc = fail(err, PTR_INJ_STEP_PROTOCOL, inj->inj->tid, -EBUSY);
+		goto undo;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/mem", inj->inj->tid);
+	inj->memfd = open(path, O_RDWR | O_CLOEXEC);
+	if (inj->memfd < 0) {
+		rc = fail(err, PTR_INJ_STEP_MEM, inj->inj->tid, errno == ENOENT ? -ESRCH : -errno);
+		goto undo;
+	}
+	if ((rc = regs_get(inj->inj->tid, &inj->saved, err)))
+		goto undo;
+	if (inj->saved.cs != USER_CS_64) {
+		rc = fail(err, PTR_INJ_STEP_ARCH, inj->inj->tid, -ENOEXEC);
+		goto undo;
+	}
+	normalize(inj);
+	if ((rc = check_rseq(inj, err)) || (rc = find_site(inj, err)))
+		goto undo;
+	/* a hint (not MAP_FIXED) far from the usual layout: the trampoline's own tables then
+	 * share no upper-level table with the VMAs that are moved, and are freed with it */
+	a[0] = SCRATCH_HINT;
+	a[1] = SCRATCH_LEN;
+	a[2] = PROT_READ | PROT_WRITE;
+	a[3] = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+	a[4] = -1;
+	if ((rc = call_ok(inj, NR_MMAP, a, &r, err)))
+		goto undo;
+	inj->scratch = (uint64_t)r;
+	if ((rc = install_trampoline(inj, err)) || (rc = block_signals(inj, err)) ||
+	    (rc = unregister_rseq(inj, err)))
+		goto undo;
+	*out = inj;
+	return 0;
+undo:
+	detach_all(inj, 0, NULL);
+	return rc;
+}
+
+/**
+ * ptr_inject_info() - what the session looks like.
+ * @inj: the session.
+ * @out: filled.
+ *
+ * Return: 0.
+ * Locking: none.
+ */
+int ptr_inject_info(const struct ptr_inject *inj, struct ptr_inj_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->pid = inj->pid;
+	out->tid = inj->inj ? inj->inj->tid : 0;
+	for (int i = 0; i < inj->nthreads; i++)
+		out->nthreads += !inj->threads[i].gone;
+	out->in_syscall = (long)inj->saved.orig_rax >= 0;
+	out->orig_rax = (int64_t)inj->saved.orig_rax;
+	out->rax = (int64_t)inj->saved.rax;
+	out->rip = inj->saved.rip;
+	out->site = inj->site;
+	out->scratch = inj->scratch;
+	out->scratch_len = SCRATCH_LEN;
+	out->user_area = inj->scratch ? inj->scratch + PAGE + D_USER : 0;
+	out->user_area_len = D_USER_LEN;
+	out->batch_max = SCRATCH_BATCH_PAGES * PAGE / ENTRY_BYTES;
+	out->rseq_registered = inj->rseq_registered;
+	out->held_signals = inj->nheld;
+	out->dropped_signals = inj->dropped;
+	return 0;
+}
+
+/**
+ * ptr_inject_syscall() - execute one system call in the injected thread.
+ * @inj: the session.
+ * @nr: the system call number (x86-64).
+ * @args: six arguments.
+ * @ret: the call's return value (a remote -errno is a successful injection).
+ * @err: the failed step on failure.
+ *
+ * Return: 0 when the call was executed; -ESRCH when the process exited; other -errno when the
+ * injection itself failed.
+ * Locking: the tracer thread only.
+ */
+int ptr_inject_syscall(struct ptr_inject *inj, long nr, const int64_t *args, int64_t *ret,
+		       struct ptr_inj_err *err)
+{
+	if (err)
+		memset(err, 0, sizeof(*err));
+	if (!inj || !args || !ret || nr < 0)
+		return fail(err, PTR_INJ_STEP_ARGS, 0, -EINVAL);
+	if (inj->gone)
+		return fail(err, PTR_INJ_STEP_WAIT, inj->pid, -ESRCH);
+	return call(inj, nr, args, ret, err);
+}
+
+/**
+ * ptr_inject_read() - read the stopped process's memory (/proc/PID/mem).
+ * @inj: the session.
+ * @addr: where.
+ * @buf: into.
+ * @len: bytes.
+ * @err: the failed step on failure.
+ *
+ * Return: 0 or -errno (-EIO for an unmapped address).
+ * Locking: none.
+ */
+int ptr_inject_read(struct ptr_inject *inj, uint64_t addr, void *buf, uint64_t len,
+		    struct ptr_inj_err *err)
+{
+	if (err)
+		memset(err, 0, sizeof(*err));
+	return mem_rw(inj, 0, addr, buf, len, err);
+}
+
+/**
+ * ptr_inject_write() - write the stopped process's memory (/proc/PID/mem, FOLL_FORCE).
+ * @inj: the session.
+ * @addr: where.
+ * @buf: from.
+ * @len: bytes.
+ * @err: the failed step on failure.
+ *
+ * Return: 0 or -errno.
+ * Locking: none.
+ */
+int ptr_inject_write(struct ptr_inject *inj, uint64_t addr, const void *buf, uint64_t len,
+		     struct ptr_inj_err *err)
+{
+	if (err)
+		memset(err, 0, sizeof(*err));
+	return mem_rw(inj, 1, addr, (void *)buf, len, err);
+}
+
+/**
+ * ptr_inject_bind_policy() - save the injected thread's memory policy, then set another.
+ * @inj: the session.
+ * @mode: the new mode (MPOL_BIND, ...), with mode flags.
+ * @mask: PTR_INJ_MASK_WORDS words of nodemask.
+ * @err: the failed step on failure.
+ *
+ * The first call saves the policy (get_mempolicy into the data page) where both
+ * ptr_inject_restore_policy() and the trampoline's restore path find it.
+ *
+ * Return: 0 or -errno (the remote call's error with step PTR_INJ_STEP_REMOTE).
+ * Locking: the tracer thread only.
+ */
+int ptr_inject_bind_policy(struct ptr_inject *inj, int mode, const uint64_t *mask,
+			   struct ptr_inj_err *err)
+{
+	uint64_t user = inj->scratch + PAGE + D_USER;
+	int64_t a[6] = { 0 };
+	int rc;
+
+	if (err)
+		memset(err, 0, sizeof(*err));
+	if (!inj->trampoline)
+		return fail(err, PTR_INJ_STEP_ARGS, 0, -EINVAL);
+	if (!inj->pol_saved) {
+		uint64_t zero[PTR_INJ_MASK_WORDS + 1] = { 0 };
+
+		if ((rc = mem_rw(inj, 1, user, zero, sizeof(zero), err)))
+			return rc;
+		a[0] = user;                 /* int *mode */
+		a[1] = user + 8;             /* unsigned long *nodemask */
+		a[2] = MAXNODE;
+		if ((rc = call_ok(inj, NR_GET_MEMPOLICY, a, NULL, err)))
+			return rc;
+		uint64_t got[PTR_INJ_MASK_WORDS + 1];
+
+		if ((rc = mem_rw(inj, 0, user, got, sizeof(got), err)))
+			return rc;
+		inj->pol_mode = (int)(uint32_t)got[0];
+		memcpy(inj->pol_mask, got + 1, sizeof(inj->pol_mask));
+		if ((rc = mem_rw(inj, 1, inj->scratch + PAGE + D_POL_MASK, inj->pol_mask,
+				 sizeof(inj->pol_mask), err)) ||
+		    (rc = put_u64(inj, D_POL_MODE, (uint64_t)inj->pol_mode, err)) ||
+		    (rc = put_u64(inj, D_POL_MAXNODE, MAXNODE, err)) ||
+		    (rc = put_u64(inj, D_POL_VALID, 1, err)))
+			return rc;
+		inj->pol_saved = 1;
+	}
+	if ((rc = mem_rw(inj, 1, user, (void *)mask, PTR_INJ_MASK_WORDS * 8, err)))
+		return rc;
+	a[0] = mode;
+	a[1] = user;
+	a[2] = MAXNODE;
+	return call_ok(inj, NR_SET_MEMPOLICY, a, NULL, err);
+}
+
+/**
+ * ptr_inject_saved_policy() - the policy ptr_inject_bind_policy() saved.
+ * @inj: the session.
+ * @mode: the saved mode (with flags).
+ * @mask: PTR_INJ_MASK_WORDS words.
+ *
+ * Return: 0, or -ENOENT when nothing was saved yet.
+ * Locking: none.
+ */
+int ptr_inject_saved_policy(const struct ptr_inject *inj, int *mode, uint64_t *mask)
+{
+	if (!inj->pol_saved)
+		return -ENOENT;
+	*mode = inj->pol_mode;
+	memcpy(mask, inj->pol_mask, sizeof(inj->pol_mask));
+	return 0;
+}
+
+/**
+ * ptr_inject_restore_policy() - set the saved memory policy again (no-op if none was saved).
+ * @inj: the session.
+ * @err: the failed step on failure.
+ *
+ * Return: 0 or -errno.
+ * Locking: the tracer thread only.
+ */
+int ptr_inject_restore_policy(struct ptr_inject *inj, struct ptr_inj_err *err)
+{
+	int64_t a[6] = { 0 };
+
+	if (err)
+		memset(err, 0, sizeof(*err));
+	if (!inj->pol_saved)
+		return 0;
+	a[0] = inj->pol_mode;
+	a[1] = inj->scratch + PAGE + D_POL_MASK;
+	a[2] = MAXNODE;
+	return call_ok(inj, NR_SET_MEMPOLICY, a, NULL, err);
+}
+
+/**
+ * ptr_inject_move_batch() - mremap every VMA of @moves away and back, in the process.
+ * @inj: the session.
+ * @moves: the round trips; results are written back into them.
+ * @n: entries (at most batch_max of ptr_inject_info()).
+ * @err: the failed step on failure.
+ *
+ * All VMAs go away first and then all come back, so an upper-level table whose whole range
+ * was vacated is freed and allocated afresh.  The batch runs in the trampoline: a tracer that
+ * dies mid-batch leaves the thread to finish it and restore itself.  A move back that fails is
+ * retried once after restoring the saved policy; the entries say what happened.
+ *
+ * Return: 0 when the batch ran (each entry's results still need checking); -ESRCH when the
+ * process exited; other -errno when the injection failed.
+ * Locking: the tracer thread only.
+ */
+int ptr_inject_move_batch(struct ptr_inject *inj, struct ptr_inj_move *moves, uint64_t n,
+			  struct ptr_inj_err *err)
+{
+	uint64_t table = inj->scratch + 2 * PAGE;
+	uint64_t marker = inj->scratch + (ptr_tramp_batch_end - ptr_tramp_start);
+	struct user_regs_struct r;
+	int tid, rc, entering = 1;
+
+	if (err)
+		memset(err, 0, sizeof(*err));
+	if (!inj->trampoline || n > SCRATCH_BATCH_PAGES * PAGE / ENTRY_BYTES)
+		return fail(err, PTR_INJ_STEP_ARGS, 0, -EINVAL);
+	if (inj->gone)
+		return fail(err, PTR_INJ_STEP_WAIT, inj->pid, -ESRCH);
+	tid = inj->inj->tid;
+	for (uint64_t i = 0; i < n; i++)
+		moves[i].away = moves[i].back = moves[i].back_retry = 1;
+	if (n == 0)
+		return 0;
+	if ((rc = mem_rw(inj, 1, table, moves, n * sizeof(*moves), err)))
+		return rc;
+	r = inj->norm;
+	r.rip = inj->scratch + (ptr_tramp_batch - ptr_tramp_start);
+	r.orig_rax = -1;
+	r.r12 = table;
+	r.r13 = n;
+	if ((rc = regs_set(tid, &r, err)))
+		return rc;
+	for (uint64_t guard = 0; guard < 8 * n + 64; guard++) {
+		if ((rc = next_syscall_stop(inj, err)))
+			return rc;
+		if (entering) {
+			if ((rc = regs_get(tid, &r, err)))
+				return rc;
+			if ((long)r.orig_rax == NR_GETPID && r.rip == marker) {
+				if ((rc = next_syscall_stop(inj, err)))
+					return rc;
+				return mem_rw(inj, 0, table, moves, n * sizeof(*moves), err);
+			}
+		}
+		entering = !entering;
+	}
+	return fail(err, PTR_INJ_STEP_PROTOCOL, tid, -EPROTO);
+}
+
+/* take the injected thread back to exactly where it was, through a get_signal() stop */
+static int restore_thread(struct ptr_inject *inj, int *deliver, struct ptr_inj_err *err)
+{
+	int tid = inj->inj->tid, rc, st;
+
+	*deliver = 0;
+	/*
+	 * First the registers with the restart already applied: should ptreloc die from here to
+	 * the next stop, the thread resumes from this syscall-exit stop (where the kernel applies
+	 * no restart) straight into its interrupted call again.  The exact registers are set only
+	 * at the get_signal() stop below, from which a detach - ours or the kernel's when ptreloc
+	 * dies - goes through arch_do_signal_or_restart().
+	 */
+	if ((rc = regs_set(tid, &inj->norm, err)))
+		return rc;
+	if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) < 0)
+		return fail(err, PTR_INJ_STEP_INTERRUPT, tid, -errno);
+	if (ptrace(PTRACE_CONT, tid, 0, 0) < 0)
+		return fail(err, PTR_INJ_STEP_RESUME, tid, -errno);
+	for (int guard = 0; guard < 100; guard++) {
+		if (wait_tracee(inj, tid, &st) < 0)
+			return fail(err, PTR_INJ_STEP_WAIT, tid, errno == ECHILD ? -ESRCH : -errno);
+		if (WIFEXITED(st) || WIFSIGNALED(st)) {
+			inj->gone = 1;
+			return fail(err, PTR_INJ_STEP_WAIT, tid, -ESRCH);
+		}
+		if (!WIFSTOPPED(st))
+			continue;
+		if (st >> 16 == PTRACE_EVENT_STOP)
+			return regs_set(tid, &inj->saved, err);
+		if (!(st >> 16) && WSTOPSIG(st) != (SIGTRAP | 0x80)) {
+			/* a signal that became pending while the thread had it blocked, now
+			 * dequeued by get_signal(): delivered by the detach, with its siginfo */
+			*deliver = WSTOPSIG(st);
+			return regs_set(tid, &inj->saved, err);
+		}
+		if (ptrace(PTRACE_CONT, tid, 0, 0) < 0)
+			return fail(err, PTR_INJ_STEP_RESUME, tid, -errno);
+	}
+	return fail(err, PTR_INJ_STEP_PROTOCOL, tid, -EPROTO);
+}
+
+/*
+ * A traced thread that exits stays a zombie until its tracer waits for it (and a traced leader's
+ * exit reaches its real parent only after that), so when the process died under us every thread
+ * we still trace is reaped here, with a deadline.
+ */
+static void reap_dead(struct ptr_inject *inj)
+{
+	int64_t deadline = monotonic_ms() + 2000;
+	int left = inj->nthreads;
+
+	if (!inj->gone && !thread_is_zombie(inj->pid, inj->pid))
+		return;
+	for (int i = 0; i < inj->nthreads; i++)
+		inj->threads[i].event_stop = 0; /* reused below as "reaped" */
+	while (left > 0 && monotonic_ms() < deadline) {
+		for (int i = 0; i < inj->nthreads; i++) {
+			struct thread *t = &inj->threads[i];
+			int st, rc;
+
+			if (t->event_stop)
+				continue;
+			rc = waitpid_eintr(t->tid, &st, WNOHANG);
+			if (rc < 0 || (rc > 0 && (WIFEXITED(st) || WIFSIGNALED(st)))) {
+				t->event_stop = 1;
+				left--;
+			}
+		}
+		struct timespec ts = { 0, 1000000 };
+
+		nanosleep(&ts, NULL);
+	}
+}
+
+static int detach_all(struct ptr_inject *inj, int leave_stopped, struct ptr_inj_err *err)
+{
+	int first = 0, deliver = 0, rc;
+	int64_t a[6] = { 0 }, r;
+
+#define KEEP(x) do { rc = (x); if (rc && !first) first = rc; } while (0)
+	if (inj->inj && !inj->gone && inj->memfd >= 0) {
+		if (inj->trampoline) {
+			if (inj->rseq_registered && !leave_stopped) {
+				a[0] = inj->rseq.rseq_abi_pointer;
+				a[1] = inj->rseq.rseq_abi_size;
+				a[2] = 0;
+				a[3] = inj->rseq.signature;
+				KEEP(call_ok(inj, NR_RSEQ, a, NULL, err));
+			}
+			KEEP(ptr_inject_restore_policy(inj, first ? NULL : err));
+			if (inj->mask_blocked) {
+				memset(a, 0, sizeof(a));
+				a[0] = SIG_SETMASK;
+				a[1] = inj->scratch + PAGE + D_SIGMASK;
+				a[3] = 8;
+				KEEP(call_ok(inj, NR_RT_SIGPROCMASK, a, NULL, first ? NULL : err));
+			}
+			inj->trampoline = 0; /* the munmap runs at the process's own instruction */
+		}
+		if (inj->scratch && !inj->gone) {
+			memset(a, 0, sizeof(a));
+			a[0] = inj->scratch;
+			a[1] = SCRATCH_LEN;
+			KEEP(call_ok(inj, NR_MUNMAP, a, &r, first ? NULL : err));
+			if (!rc)
+				inj->scratch = 0;
+		}
+		if (!inj->gone)
+			KEEP(restore_thread(inj, &deliver, first ? NULL : err));
+	}
+	if (leave_stopped && !inj->gone && kill(inj->pid, SIGSTOP) < 0)
+		KEEP(fail(first ? NULL : err, PTR_INJ_STEP_KILL, inj->pid, -errno));
+	for (int i = 0; i < inj->nthreads; i++) {
+		struct thread *t = &inj->threads[i];
+		int sig = t == inj->inj ? deliver : t->pending_sig;
+
+		if (t->gone)
+			continue;
+		if (ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)sig) < 0 && errno != ESRCH)
+			KEEP(fail(first ? NULL : err, PTR_INJ_STEP_DETACH, t->tid, -errno));
+	}
+	reap_dead(inj);
+	if (inj->inj && !inj->gone)
+		for (int i = 0; i < inj->nheld; i++)
+			if (syscall(SYS_tgkill, inj->pid, inj->inj->tid, inj->held[i]) < 0 &&
+			    errno != ESRCH)
+				KEEP(fail(first ? NULL : err, PTR_INJ_STEP_KILL, inj->inj->tid, -errno));
+#undef KEEP
+	if (inj->memfd >= 0)
+		close(inj->memfd);
+	free(inj->threads);
+	free(inj);
+	return first;
+}
+
+/**
+ * ptr_inject_detach() - put the injected thread back exactly as it was and let every thread go.
+ * @inj: the session; freed, whatever the result.
+ * @leave_stopped: non-zero: SIGSTOP the process before detaching (it stays stopped for a human
+ *   to look at; rseq is then left unregistered, which glibc tolerates).
+ * @err: the first failed step, if any.
+ *
+ * Re-registers rseq, restores the memory policy and the signal mask, unmaps the trampoline,
+ * sets the saved registers and detaches every thread (a signal held in a signal-delivery stop
+ * is handed back by the detach; one we suppressed is re-sent with tgkill()).  Best effort: it
+ * goes on after a failure and reports the first.
+ *
+ * Return: 0, -ESRCH when the process exited meanwhile, or the first other -errno.
+ * Locking: the tracer thread only.
+ */
+int ptr_inject_detach(struct ptr_inject *inj, int leave_stopped, struct ptr_inj_err *err)
+{
+	if (err)
+		memset(err, 0, sizeof(*err));
+	if (!inj)
+		return 0;
+	return detach_all(inj, leave_stopped, err);
+}
+
+#else /* !PTR_INJ_SUPPORTED */
+
+int ptr_inject_attach(int pid, int tid, struct ptr_inject **out, struct ptr_inj_err *err)
+{
+	return fail(err, PTR_INJ_STEP_ARCH, 0, -ENOSYS);
+}
+int ptr_inject_info(const struct ptr_inject *inj, struct ptr_inj_info *out) { return -ENOSYS; }
+int ptr_inject_syscall(struct ptr_inject *inj, long nr, const int64_t *args, int64_t *ret,
+		       struct ptr_inj_err *err) { return -ENOSYS; }
+int ptr_inject_read(struct ptr_inject *inj, uint64_t addr, void *buf, uint64_t len,
+		    struct ptr_inj_err *err) { return -ENOSYS; }
+int ptr_inject_write(struct ptr_inject *inj, uint64_t addr, const void *buf, uint64_t len,
+		     struct ptr_inj_err *err) { return -ENOSYS; }
+int ptr_inject_bind_policy(struct ptr_inject *inj, int mode, const uint64_t *mask,
+			   struct ptr_inj_err *err) { return -ENOSYS; }
+int ptr_inject_saved_policy(const struct ptr_inject *inj, int *mode, uint64_t *mask)
+{ return -ENOSYS; }
+int ptr_inject_restore_policy(struct ptr_inject *inj, struct ptr_inj_err *err) { return -ENOSYS; }
+int ptr_inject_move_batch(struct ptr_inject *inj, struct ptr_inj_move *moves, uint64_t n,
+			  struct ptr_inj_err *err) { return -ENOSYS; }
+int ptr_inject_detach(struct ptr_inject *inj, int leave_stopped, struct ptr_inj_err *err)
+{ return -ENOSYS; }
+
+#endif
