@@ -10,35 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from live_workload import live_workload, ptreloc
-from test_kernel_tables_multinode import SPARSE_PAGES, bind, migrate_all
-
-from ptreloc import kernel_tables as kt
+from test_kernel_tables_multinode import (  # noqa: F401  (kernel_ready: the guest's knobs)
+    SPARSE_PAGES,
+    bind,
+    kernel_ready,
+    migrate_all,
+)
 
 pytestmark = [
     pytest.mark.multinode,
     pytest.mark.root,
     pytest.mark.skipif(os.geteuid() != 0, reason="reading /proc/kcore needs root"),
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def guest_knobs() -> Iterator[None]:
-    ok, reason = kt.availability()
-    if not ok:
-        pytest.fail(f"kernel tables unavailable in the guest: {reason}", pytrace=False)
-    saved = {}
-    for knob, value in (("/proc/sys/vm/overcommit_memory", "1"),
-                        ("/proc/sys/kernel/numa_balancing", "0")):
-        saved[knob] = Path(knob).read_text()
-        Path(knob).write_text(value)
-    yield
-    for knob, value in saved.items():
-        Path(knob).write_text(value)
 
 
 def _show(pid: int, monkeypatch: pytest.MonkeyPatch | None = None) -> dict:
