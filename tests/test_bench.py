@@ -598,6 +598,41 @@ def test_ci_gate_script_is_executable_and_called_by_ci():
     assert run.index("scripts/ci-gate") > run.index("make test")
 
 
+def test_ci_checks_the_installed_wheel():
+    """The check that would have caught an installed bench reaching into scripts/: .ci/run
+    runs make check-wheel, which runs scripts/check-wheel, and that runs the three commands."""
+    root = Path(__file__).resolve().parent.parent
+    script = root / "scripts" / "check-wheel"
+    assert os.access(script, os.X_OK)
+    assert "make check-wheel" in (root / ".ci" / "run").read_text().splitlines()
+    make = subprocess.run(["make", "-n", "check-wheel"], cwd=root, capture_output=True,
+                          text=True, timeout=60)
+    assert make.returncode == 0 and "scripts/check-wheel" in make.stdout
+    text = script.read_text()
+    for cmd in ('"$bin/ptreloc" doctor', '"$bin/ptreloc" bench --quick',
+                '"$bin/ptreloc" stress --seconds 1', 'cd "$tmp/run"'):
+        assert cmd in text, cmd
+
+
+def test_the_installed_package_does_not_reach_into_the_checkout():
+    """Nothing under ptreloc/ names a path of the checkout to run or import: scripts/ and csrc/
+    are not installed.  The test bed (scripts/numa-vm) is looked up in one place, which
+    answers None for an installed package."""
+    import re
+
+    pkg = Path(bench.__file__).resolve().parent.parent
+    allowed = {pkg / "bench" / "machine.py", pkg / "_native.py"}  # lookups with a fallback
+    offenders = []
+    for path in pkg.rglob("*.py"):
+        if path in allowed:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if re.search(r'(["\'])(scripts|csrc)\1|parents?\[?\d?\]?\s*/\s*["\']scripts', code):
+                offenders.append(f"{path.relative_to(pkg)}:{n}: {line.strip()}")
+    assert offenders == []
+
+
 def test_freed_frames_are_poisoned_by_default():
     # the relocate bench turns poisoning off in its own arena to measure it; every other arena
     # (stress, tests) must keep it: it is what makes a freed-frame access detectable
