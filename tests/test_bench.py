@@ -633,6 +633,23 @@ def test_the_installed_package_does_not_reach_into_the_checkout():
     assert offenders == []
 
 
+def test_the_test_bed_is_found_in_a_checkout_only(monkeypatch, tmp_path):
+    """bench migrate --in-vm and doctor find scripts/numa-vm next to the package of a source
+    checkout (this editable install); an installed package - no checkout around it - has none,
+    and --in-vm says so instead of failing to start it."""
+    from ptreloc.bench import machine
+
+    root = Path(__file__).resolve().parent.parent
+    assert machine.numa_vm_script() == root / "scripts" / "numa-vm"
+    fake = tmp_path / "site-packages" / "ptreloc" / "bench" / "machine.py"
+    fake.parent.mkdir(parents=True)
+    monkeypatch.setattr(machine, "__file__", str(fake))
+    assert machine.numa_vm_script() is None
+    if ONE_NODE:  # on two real nodes the suite migrates for real instead
+        res = bench.migrate.measure(bench.plan(True), 1, lambda _msg: None, True)
+        assert res["skipped"] is True and "source checkout" in res["reason"]
+
+
 def test_freed_frames_are_poisoned_by_default():
     # the relocate bench turns poisoning off in its own arena to measure it; every other arena
     # (stress, tests) must keep it: it is what makes a freed-frame access detectable
