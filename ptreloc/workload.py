@@ -235,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     # wait for end of file on stdin in a thread, so a signal can end the wait too
     if not args.ignore_stdin:
-        reader = threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True)
+        def read_to_eof() -> None:
+            sys.stdin.read()
+            stop.set()
+
+        reader = threading.Thread(target=read_to_eof, daemon=True)
         reader.start()
     stop.wait()
     return 0

@@ -95,7 +95,7 @@ def plot(results: dict[str, Any], path: str | os.PathLike[str]) -> None:
             vs = [r[v]["overhead_pct"] for v in variants]
             lo = [v - r[k]["ci95_pct"][0] for v, k in zip(vs, variants, strict=True)]
             hi = [r[k]["ci95_pct"][1] - v for v, k in zip(vs, variants, strict=True)]
-            xs = range(len(variants))
+            xs: list[float] = list(range(len(variants)))
             ax.bar(xs, vs, yerr=[lo, hi], capsize=8, color=["tab:blue", "tab:orange"],
                    width=0.5, label="median of paired rounds, 95 % CI")
             goal_label = "goal: " + ", ".join(
