@@ -63,8 +63,13 @@ class CoreBase:
 
     # ---- error translation -------------------------------------------------------------------
     @staticmethod
-    def _raise(rc: int, what: str, extra: dict[int, Exception] | None = None) -> None:
+    def _raise(rc: int, what: str, extra: dict[int, Exception] | None = None,
+               node: int | None = None) -> None:
+        """Raise for ``rc`` (-errno): ``extra``'s exception for it, else the common one;
+        ``node`` (the node the call was about, when one) goes into the exception."""
         err = -rc
+        if node is not None and node < 0:
+            node = None
         if extra and err in extra:
             raise extra[err]
         common: dict[int, Exception] = {
@@ -74,21 +79,22 @@ class CoreBase:
             ),
             _errno.ENOSPC: PoolExhausted(
                 f"{what}: the node's table pool is at capacity; raise it with set_capacity() "
-                f"or use another node"
+                f"or use another node", node=node
             ),
             _errno.ENOMEM: PoolExhausted(
-                f"{what}: table allocation failed (injected or out of memory)"
+                f"{what}: table allocation failed (injected or out of memory)", node=node
             ),
-            _errno.ENODEV: InvalidNode(f"{what}: no such node in this arena"),
+            _errno.ENODEV: InvalidNode(f"{what}: no such node in this arena", node=node),
             _errno.ESTALE: FreedFrameAccess(f"{what}: the walk read a freed table frame"),
         }
         if err in common:
             raise common[err]
         raise CoreError(f"{what}: core returned {_errno.errorcode.get(err, err)}", errno=err)
 
-    def _check(self, rc: int, what: str, extra: dict[int, Exception] | None = None) -> int:
+    def _check(self, rc: int, what: str, extra: dict[int, Exception] | None = None,
+               node: int | None = None) -> int:
         if rc < 0:
-            self._raise(rc, what, extra)
+            self._raise(rc, what, extra, node)
         return rc
 
     @staticmethod

@@ -115,7 +115,8 @@ class CoreBindings(CoreBase):
         })
 
     def mm_set_node(self, mm: Handle, node: int) -> None:
-        self._check(self.lib.ptr_mm_set_node(mm, node), f"setting the table node to {node}")
+        self._check(self.lib.ptr_mm_set_node(mm, node), f"setting the table node to {node}",
+                    node=node)
 
     def set_capacity(self, arena: Handle, node: int, frames: int) -> None:
         if not isinstance(frames, int) or frames < 0:
@@ -135,7 +136,7 @@ class CoreBindings(CoreBase):
 
     def pool_info(self, arena: Handle, node: int) -> dict:
         info = self.ffi.new("struct ptr_pool_info *")
-        self._check(self.lib.ptr_arena_pool_info(arena, node, info), f"node {node}")
+        self._check(self.lib.ptr_arena_pool_info(arena, node, info), f"node {node}", node=node)
         return {
             "bind_node": info.bind_node,
             "nframes": info.nframes,
@@ -170,7 +171,8 @@ class CoreBindings(CoreBase):
     def mm_create(self, arena: Handle, node: int) -> Handle:
         out = self.ffi.new("struct ptr_mm **")
         self._check(
-            self.lib.ptr_mm_create(arena, node, out), f"creating an address space on node {node}"
+            self.lib.ptr_mm_create(arena, node, out), f"creating an address space on node {node}",
+            node=node,
         )
         return out[0]
 
@@ -196,9 +198,10 @@ class CoreBindings(CoreBase):
                 f"level and end > start"
             ),
             _errno.ERANGE: AddressError(
-                f"{what}: virtual or physical address outside the format's range"
+                f"{what}: virtual or physical address outside the format's range",
+                address=start,
             ),
-        })
+        }, node=table_node)
 
     def unmap(self, mm: Handle, start: int, end: int) -> tuple[int, int]:
         dirty = self.ffi.new("uint64_t *")
@@ -247,16 +250,17 @@ class CoreBindings(CoreBase):
         self._check(self.lib.ptr_fault(mm, self.ffi.NULL, self._u64("va", va), bool(write)),
                     what, {
             _errno.EFAULT: NotMapped(
-                f"{what}: no region covers it (a segmentation fault); add_region() first"
+                f"{what}: no region covers it (a segmentation fault); add_region() first",
+                address=va,
             ),
-            _errno.EACCES: ProtectionFault(f"{what}: write to a read-only mapping"),
+            _errno.EACCES: ProtectionFault(f"{what}: write to a read-only mapping", address=va),
         })
 
     def test_and_clear(self, mm: Handle, va: int, dirty: bool) -> bool:
         fn = self.lib.ptr_test_and_clear_dirty if dirty else self.lib.ptr_test_and_clear_young
         what = f"test-and-clear-{'dirty' if dirty else 'young'} at {hex_addr(va)}"
         rc = self._check(fn(mm, self._u64("va", va)), what, {
-            _errno.ENOENT: NotMapped(f"{what}: nothing is mapped there"),
+            _errno.ENOENT: NotMapped(f"{what}: nothing is mapped there", address=va),
         })
         return rc == 1
 
@@ -318,9 +322,9 @@ class CoreBindings(CoreBase):
                 f"{what}: the CPU is idle; switch_to() an address space first"
             ),
             _errno.EFAULT: NotMapped(
-                f"{what}: no mapping and no region covers it (a segmentation fault)"
+                f"{what}: no mapping and no region covers it (a segmentation fault)", address=va
             ),
-            _errno.EACCES: ProtectionFault(f"{what}: write to a read-only mapping"),
+            _errno.EACCES: ProtectionFault(f"{what}: write to a read-only mapping", address=va),
         })
         return rc, int(phys[0])
 
