@@ -29,7 +29,7 @@ import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import psutil
@@ -236,15 +236,11 @@ class DataReport:
     numa_maps_after: dict[int, int]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "before": self.before,
-            "after": self.after,
-            "not_migrated": self.not_migrated,
-            "kernel_not_migrated": self.kernel_not_migrated,
-            "unmovable": self.unmovable,
-            "numa_maps_before": {str(k): v for k, v in sorted(self.numa_maps_before.items())},
-            "numa_maps_after": {str(k): v for k, v in sorted(self.numa_maps_after.items())},
-        }
+        # the JSON keys are the field names, in order; numa_maps keyed by node string
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("numa_maps_before", "numa_maps_after"):
+            out[key] = {str(k): v for k, v in sorted(out[key].items())}
+        return out
 
 
 @dataclass
@@ -288,14 +284,9 @@ class TablesReport:
         return sum(leg.bytes_copied for leg in self.legs)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "before": self.before,
-            "after": self.after,
-            "relocated": self.relocated,
-            "not_relocated": self.not_relocated,
-            "not_relocated_reasons": self.reasons,
-            "bytes_copied": self.bytes_copied,
-        }
+        return {"before": self.before, "after": self.after, "relocated": self.relocated,
+                "not_relocated": self.not_relocated, "not_relocated_reasons": self.reasons,
+                "bytes_copied": self.bytes_copied}
 
 
 @dataclass

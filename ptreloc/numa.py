@@ -455,7 +455,7 @@ def _make_backend(name: str) -> NumaBackend:
         try:
             return numa_abi.LibnumaBackend()
         except SyscallError as err:
-            raise SyscallError(f"{err}; or set {BACKEND_ENV}=syscall", err.errno,
+            raise SyscallError(f"{err}; or set {BACKEND_ENV}=syscall", err.errno or 0,
                                call=err.call) from err
     machine = platform.machine()
     if machine not in SYSCALL_NUMBERS:
@@ -539,7 +539,7 @@ def _translate(err: SyscallError, call: str, pid: int, nodes: Iterable[int] = ()
     """A backend's SyscallError -> the exception (and message) a user can act on."""
     who = "this process" if pid == 0 else f"pid {pid}"
     shown = format_nodes(nodes) or "(none)"
-    code = err.errno
+    code = err.errno or 0
     node_list = sorted(nodes)
     # the node a caller can act on, when the call was about one
     one = node_list[0] if len(node_list) == 1 else None

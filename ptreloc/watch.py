@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -322,7 +322,7 @@ def watch(
     follow: str = "auto",
     strategy: str = "rewalk",
     batch: int = DEFAULT_BATCH,
-) -> Iterator[WatchEvent]:
+) -> Generator[WatchEvent, None, None]:
     """Yield events while following ``pid`` (see the module doc).  The first event is
     ``start``; the last is ``exit`` (the process ended), or ``stop`` (count/timeout reached, or
     the consumer closed the generator, e.g. on Ctrl-C)."""

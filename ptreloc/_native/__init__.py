@@ -20,7 +20,8 @@ module              declarations                 used by
 ==================  ===========================  =========================================
 
 Nothing here loads the compiled core at import time: the NUMA layer works without a build.
-The names below are what the rest of ptreloc imports as ``ptreloc._native.X``.
+The names below are what the rest of ptreloc imports as ``ptreloc._native.X``; ``__all__`` is
+kept here only (the modules are private to this package).
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ from ptreloc._native.bench import (
 )
 from ptreloc._native.core import Core, core
 from ptreloc._native.inject import INJECT_MASK_WORDS, INJECT_NR, Injector, kcmp_same_vm
-from ptreloc._native.numa_abi import LibnumaBackend, SyscallBackend, buffer_address
+from ptreloc._native.numa_abi import (
+    BITS_PER_LONG,
+    LibnumaBackend,
+    SyscallBackend,
+    buffer_address,
+)
 from ptreloc._native.relocate import (
     DEFAULT_BATCH,
     MAX_BATCH,
@@ -50,9 +56,10 @@ from ptreloc._native.relocate import (
     reloc_reason_names,
     relocate,
     set_relocation_test_hook,
+    strategy_code,
     take_hook_error,
 )
-from ptreloc._native.stress import StressRun
+from ptreloc._native.stress import MAX_SECONDS, MAX_STRESS_CPUS, StressRun
 from ptreloc.errors import BuildError, CoreError
 
 __all__ = [
@@ -67,6 +74,7 @@ __all__ = [
     "DEFAULT_BATCH",
     "check_batch",
     "check_strategy",
+    "strategy_code",
     "LevelReport",
     "RelocationReport",
     "relocate",
@@ -74,6 +82,8 @@ __all__ = [
     "set_relocation_test_hook",
     "take_hook_error",
     "StressRun",
+    "MAX_SECONDS",
+    "MAX_STRESS_CPUS",
     "BenchContext",
     "BenchFault",
     "BenchWalk",
@@ -85,6 +95,7 @@ __all__ = [
     "INJECT_MASK_WORDS",
     "Injector",
     "kcmp_same_vm",
+    "BITS_PER_LONG",
     "SyscallBackend",
     "LibnumaBackend",
     "buffer_address",

@@ -13,16 +13,6 @@ from ptreloc._native.core import Core
 from ptreloc._native.relocate import _timing_names, strategy_code
 from ptreloc.errors import CoreError, FreedFrameAccess, RelocationUnsupported, UsageError
 
-__all__ = [
-    "BenchContext",
-    "BenchFault",
-    "BenchWalk",
-    "BenchReloc",
-    "bench_concurrent",
-    "bench_hist_lower",
-    "bench_hist_index",
-]
-
 
 def _bench_check(c: Core, rc: int, what: str) -> None:
     if rc == -_errno.EOPNOTSUPP:

@@ -100,7 +100,7 @@ def _move_pages_arrays(
     return pages, node_arr, status
 
 
-def _dlopen(name: str | None) -> object:
+def _dlopen(name: str | None) -> Any:
     """Open a shared object for ``_abi`` (None: libc).  A plain function, so a test can make a
     library "missing" by replacing it without touching the FFI object."""
     return _abi.dlopen(name)

@@ -17,21 +17,6 @@ from ptreloc._native._base import Handle
 from ptreloc._native.core import Core
 from ptreloc.errors import InvalidNode, RelocationUnsupported, UsageError
 
-__all__ = [
-    "RELOC_STRATEGIES",
-    "MAX_BATCH",
-    "DEFAULT_BATCH",
-    "check_strategy",
-    "check_batch",
-    "strategy_code",
-    "LevelReport",
-    "RelocationReport",
-    "relocate",
-    "reloc_reason_names",
-    "set_relocation_test_hook",
-    "take_hook_error",
-]
-
 #: Relocation strategies by name; each one's number is the core's PTR_RELOC_<NAME>.
 RELOC_STRATEGIES: tuple[str, ...] = ("rewalk", "stop", "naive")
 #: Table frames per batch (one lock/shootdown round each): 1..MAX_BATCH, for every caller -
