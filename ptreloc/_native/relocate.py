@@ -3,7 +3,8 @@
 This is the one place a relocation's arguments are checked (strategy, batch, address spaces)
 and the one place its report is built: :func:`relocate` reads ``struct ptr_reloc_report`` once
 into a :class:`RelocationReport`, which ptreloc.relocate returns and ptreloc.migrate/watch nest
-as they are.  Where a relocation copies a frame: csrc/relocate.c, ``relocate_batch()``.
+as they are.  Where a relocation copies a frame: csrc/relocate.c, ``run_batch()`` ->
+``copy_table()``.
 """
 
 from __future__ import annotations
