@@ -115,7 +115,8 @@ def _nodes(spec: numa.NodeSpec, topo: numa.Topology, *, memory: bool) -> frozens
             # the one fix that works without a guest: the whole path on the one node
             only = numa.format_nodes(topo.possible)
             raise InvalidNode(
-                f"{err}, or --from-node {only} --to-node {only} --in-place to run it on this node"
+                f"{err}, or --from-node {only} --to-node {only} --in-place to run it on this node",
+                node=err.node,
             ) from err
         raise
 
@@ -171,15 +172,16 @@ def validate(
     ):
         raise AccessDenied(
             f"pid {pid} ({name}) belongs to uid {uids.real}: moving another user's pages needs "
-            f"CAP_SYS_NICE; run as root"
+            f"CAP_SYS_NICE; run as root", pid=pid
         )
     try:  # reading pagemap needs ptrace read access: try it for real (opening changes nothing)
         os.close(os.open(f"/proc/{pid}/pagemap", os.O_RDONLY))
     except (FileNotFoundError, ProcessLookupError) as err:
-        raise NoSuchProcess(f"no process with pid {pid} (it exited)") from err
+        raise NoSuchProcess(f"no process with pid {pid} (it exited)", pid=pid) from err
     except PermissionError as err:
         raise AccessDenied(
-            f"cannot read /proc/{pid}/pagemap of {name}: needs the same user or root"
+            f"cannot read /proc/{pid}/pagemap of {name}: needs the same user or root",
+            pid=pid, path=f"/proc/{pid}/pagemap",
         ) from err
     mems = numa.process_mems_allowed(pid)
     outside = to_nodes - mems
@@ -187,7 +189,7 @@ def validate(
         raise AccessDenied(
             f"node {numa.format_nodes(outside)} is outside pid {pid}'s cpuset (Mems_allowed: "
             f"{numa.format_nodes(mems) or 'none'}); choose a target from Mems_allowed or widen "
-            f"the cpuset"
+            f"the cpuset", pid=pid, node=min(outside)
         )
     return MigrationRequest(
         pid, name, from_nodes, to_nodes, mems, in_place, staying if not in_place else frozenset()
@@ -571,7 +573,8 @@ def _alive(pid: int) -> bool:
 
 def _exited(pid: int) -> NoSuchProcess:
     return NoSuchProcess(
-        f"pid {pid} exited during the migration; its memory is gone, nothing more was done"
+        f"pid {pid} exited during the migration; its memory is gone, nothing more was done",
+        pid=pid,
     )
 
 

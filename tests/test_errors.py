@@ -170,3 +170,22 @@ def test_the_report_is_the_one_the_core_built() -> None:
     finally:
         mm.close()
         arena.close()
+
+
+def test_migrate_names_the_node_it_refuses() -> None:
+    missing = max(numa.topology().possible) + 1
+    with pytest.raises(InvalidNode) as info:
+        migrate.validate(os.getpid(), "0", str(missing))
+    assert info.value.node == missing and info.value.exit_code == EXIT_USAGE
+
+
+def test_a_failed_kernel_call_carries_errno_and_call() -> None:
+    # a node that does not exist is refused before the call, naming it; the backend's own
+    # failure names the call and the kernel's errno
+    missing = max(numa.topology().possible) + 1
+    with pytest.raises(InvalidNode) as info:
+        numa.move_pages(0, [numa.buffer_address(bytearray(4096))], [missing])
+    assert info.value.node == missing
+    with pytest.raises(SyscallError) as raw:
+        numa.backend("syscall").migrate_pages(0, [missing + 4096], [0])
+    assert raw.value.call == "migrate_pages" and raw.value.errno

@@ -294,8 +294,9 @@ def test_process_that_exits_mid_way_is_a_clean_error(reap: bool) -> None:
                 else:
                     os.waitid(os.P_PID, w.pid, os.WEXITED | os.WNOWAIT)
 
-        with pytest.raises(NoSuchProcess, match="exited during the migration"):
+        with pytest.raises(NoSuchProcess, match="exited during the migration") as info:
             migrate_mod.migrate(w.pid, "0", "0", in_place=True, progress=kill_it)
+    assert info.value.pid == w.pid
 
 
 def test_validate_changes_nothing_and_checks_the_cpuset() -> None:
