@@ -507,15 +507,8 @@ def migrate(
         raise UsageError(
             f"table pool capacity must be 0..{(1 << 32) - 1} frames, not {table_pool_frames!r}"
         )
-    clock = time.perf_counter
-    timings: dict[str, float] = {}
-    t_start = t = clock()
-
-    def lap(name: str) -> None:
-        nonlocal t
-        now = clock()
-        timings[name] = round(now - t, 6)
-        t = now
+    clock = _Clock()
+    lap = clock.lap
 
     if kernel_tables and in_place:
         raise UsageError("--kernel-tables cannot be combined with --in-place (the mirror's "
@@ -542,7 +535,7 @@ def migrate(
     lap("validate")
     try:
         return _run(
-            request, dry_run, strategy, batch, table_pool_frames, progress, timings, lap, t_start,
+            request, dry_run, strategy, batch, table_pool_frames, progress, clock,
             move_tables=kernel_tables, tables_only=tables_only, force=force,
         )
     except (psutil.NoSuchProcess, ProcessLookupError, FileNotFoundError) as err:
@@ -592,11 +585,16 @@ class _Before:
 
 
 class _Clock:
-    """The ``timings_s`` laps of one migration."""
+    """The ``timings_s`` of one migration: a lap per step, then the total."""
 
-    def __init__(self, timings: dict[str, float], lap: Callable[[str], None],
-                 t_start: float) -> None:
-        self.timings, self.lap, self.t_start = timings, lap, t_start
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.t_start = self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._t, 6)
+        self._t = now
 
     def total(self) -> dict[str, float]:
         self.timings["total"] = round(time.perf_counter() - self.t_start, 6)
@@ -610,9 +608,7 @@ def _run(
     batch: int,
     table_pool_frames: int | None,
     progress: ProgressCallback | None,
-    timings: dict[str, float],
-    lap: Callable[[str], None],
-    t_start: float,
+    clock: _Clock,
     *,
     move_tables: bool = False,
     tables_only: bool = False,
@@ -621,7 +617,7 @@ def _run(
     """Snapshot and mirror the process, measure, then either predict (:func:`_stat`, the dry
     run) or move (:func:`_move`) - as the kernel's kernel_move_pages separates do_pages_stat
     from do_pages_move."""
-    clock = _Clock(timings, lap, t_start)
+    lap = clock.lap
     snap = proc.snapshot(request.pid)
     lap("snapshot")
     # --in-place: the tables make a round trip through a scratch virtual node (one past the
