@@ -50,14 +50,12 @@ test-vm: $(if $(SKIP_BUILD),,build) ## run the multi-node suite inside a $(NODES
 
 # The C core under ASan+UBSan - its own tests, the relocation engine (with the property test
 # against the model), the mirror, migrate (its CLI subprocesses load the sanitized copy too) and
-# the stress - built into a scratch copy (the in-tree build is untouched).
-# Not yet here: tests/test_inject.py - under ASan its test_process_exiting_mid_way hung (the
-# traced child stays <defunct> and the test's wait never returns); the injector runs unsanitized
-# until that is understood.
+# the stress, the kernel-table reader and the ptrace injector - built into a scratch copy (the
+# in-tree build is untouched).
 # ThreadSanitizer runs the tests marked `tsan` (@pytest.mark.tsan: the threaded core tests and
 # the relocation stress; registered in pyproject.toml) wherever they are in tests/ - mark a
 # test to add it, there is no list to keep here.  TSAN_SELECT narrows or widens the selection.
-SANITIZE_TESTS ?= tests/test_core.py tests/test_core_model.py tests/test_relocate.py tests/test_relocate_property.py tests/test_mirror.py tests/test_migrate.py tests/test_stress.py tests/test_kernel_tables.py
+SANITIZE_TESTS ?= tests/test_core.py tests/test_core_model.py tests/test_relocate.py tests/test_relocate_property.py tests/test_mirror.py tests/test_migrate.py tests/test_stress.py tests/test_kernel_tables.py tests/test_inject.py
 TSAN_SELECT ?= tsan and not multinode
 test-sanitize: build ## core tests under AddressSanitizer+UBSan, and the tests marked tsan under ThreadSanitizer
 	PY=$(abspath $(PY)) scripts/test-sanitize asan -m 'not multinode' $(addprefix $(CURDIR)/,$(SANITIZE_TESTS))
