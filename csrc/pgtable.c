@@ -939,31 +939,6 @@ uint32_t ptr_mm_root(struct ptr_mm *mm)
 	return atomic_load(&mm->root);
 }
 
-int ptr_describe_geometry(int i, struct ptr_geometry_info *out)
-{
-	const struct ptr_geometry *g = ptr_geometry_at(i);
-	if (!g)
-		return -EINVAL;
-	memset(out, 0, sizeof(*out));
-	out->name = g->name;
-	out->arch = g->arch;
-	out->nlevels = g->nlevels;
-	out->va_bits = g->va_bits;
-	out->canonical = g->canonical;
-	out->top_preloaded = g->top_preloaded;
-	out->frame_bytes = g->frame_bytes;
-	out->phys_limit = g->phys_limit;
-	for (int l = 0; l < g->nlevels; l++) {
-		out->level[l].name = g->level[l].name;
-		out->level[l].shift = g->level[l].shift;
-		out->level[l].bits = g->level[l].bits;
-		out->level[l].entry_size = g->level[l].entry_size;
-		out->level[l].table_bytes = g->level[l].table_bytes;
-		out->level[l].leaf_ok = g->level[l].leaf_ok;
-	}
-	return 0;
-}
-
 uint64_t ptr_table_entry(struct ptr_arena *a, uint32_t f, int level, uint32_t index)
 {
 	const struct ptr_geometry *g = a->geo;

@@ -1,0 +1,181 @@
+/*
+ * arena.h - the arena: one mmap'd region of table frames in per-node pools (arena.c).
+ */
+#ifndef PTRELOC_ARENA_H
+#define PTRELOC_ARENA_H
+
+#include "geometry.h"
+#include "lock.h"
+
+struct ptr_cpu;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Arena (arena.c)                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+enum ptr_frame_state { PTR_FRAME_FREE = 0, PTR_FRAME_LIVE = 1, PTR_FRAME_LIMBO = 2 };
+
+/** Byte pattern freed table bytes are filled with (the kernel's POISON_FREE). */
+#define PTR_POISON_BYTE 0x6b
+
+/**
+ * struct ptr_frame - metadata of one arena slot.
+ * @state:     FREE / LIVE / LIMBO (unlinked by a relocation, freed after a grace period)
+ * @level:     level of the table it holds (valid when not FREE)
+ * @node:      arena node (pool) the slot belongs to; fixed
+ * @sharers:   number of (mm, parent entry) links to this table; 1 normally, >1 when shared
+ * @ptl:       split lock for level-0 and level-1 tables (LOCKING RULE 1)
+ * @base_va:   first VA the table maps (for rewalks; set when linked)
+ * @next_free: free-list link (pool-private)
+ *
+ * Locking: @state changes by the arena's alloc/free/limbo functions only; @level, @base_va are
+ * written before the frame is published by an entry store (release) and read after an acquire
+ * load of that entry.
+ */
+struct ptr_frame {
+	_Atomic uint8_t state;
+	uint8_t level;
+	uint16_t node;
+	_Atomic int32_t sharers;
+	ptr_spinlock_t ptl;
+	uint32_t next_free;
+	_Atomic uint64_t base_va;
+};
+
+/**
+ * struct ptr_pool - the frames of one arena node.
+ * @bind_node:  real NUMA node the pool's memory is mbind(MPOL_BIND)-bound to, -1 = virtual
+ * @first, @nframes: slots [first, first + nframes) belong to this pool
+ * @capacity:   allocation limit (<= nframes), settable to provoke exhaustion
+ * @in_use:     LIVE + LIMBO frames
+ * @live:       LIVE frames per level
+ * @limbo:      LIMBO frames
+ */
+struct ptr_pool {
+	int bind_node;
+	int mbind_errno;        /* 0 or the errno mbind failed with (pool then unusable) */
+	uint32_t first;
+	uint32_t nframes;
+	_Atomic uint32_t capacity;
+	_Atomic uint32_t in_use;
+	_Atomic uint32_t live[PTR_MAX_LEVELS];
+	_Atomic uint32_t limbo;
+	ptr_spinlock_t lock;    /* protects free_head, bump */
+	uint32_t free_head;
+	uint32_t bump;          /* slots [first, first+bump) have been handed out at least once */
+};
+
+/**
+ * struct ptr_arena - one mmap'd region sliced into per-node pools of table frames.
+ * @freed_frame_accesses: walks (CPU or software) that found themselves reading a FREE frame
+ *                        (or an entry pointing outside the arena: poison) - counted, never a
+ *                        crash.  Must stay 0 under a correct protocol.
+ * @fail_alloc_at:        fault injection: when > 0, the allocation that brings @alloc_calls to
+ *                        this value fails with -ENOMEM (then the knob disarms itself). * @no_poison:            ptr_arena_set_poison(a, false) was called: freed frames are not
+ *                        filled with PTR_POISON_BYTE (benchmarks only; OFF by default).
+ */
+struct ptr_arena {
+	const struct ptr_geometry *geo;
+	uint8_t *base;
+	size_t map_bytes;
+	uint32_t frame_bytes;
+	uint32_t nframes;
+	int nnodes;
+	struct ptr_pool pool[PTR_MAX_NODES];
+	struct ptr_frame *frames;
+	_Atomic uint64_t freed_frame_accesses;
+	_Atomic uint64_t alloc_calls;
+	_Atomic uint64_t fail_alloc_at;
+	_Atomic uint32_t next_mm_id;
+	bool no_poison;
+	/* emulated CPUs (cpu.c) */
+	ptr_spinlock_t cpus_lock;
+	struct ptr_cpu *cpus[PTR_MAX_CPUS];
+#if PTR_RELOCATION
+	/* software read-side sections (SRCU-like two-phase counters) */
+	_Atomic uint64_t rd_epoch;
+	_Atomic int64_t rd_count[2];
+#endif
+};
+
+/**
+ * ptr_arena_create() - map and bind an arena.
+ * @geometry:        geometry name
+ * @nnodes:          number of pools (1..PTR_MAX_NODES)
+ * @bind_nodes:      per pool, the real NUMA node to mbind to, or -1 for a virtual node
+ * @frames_per_node: slots reserved per pool (address space is reserved with MAP_NORESERVE and
+ *                   faulted in on first use)
+ * Return: 0 and *@out; -EINVAL (unknown geometry, bad counts), -E2BIG (the format's entries
+ * cannot address that many frames), -ENOMEM, or the -errno of mmap/mbind.
+ */
+int ptr_arena_create(const char *geometry, int nnodes, const int *bind_nodes,
+		     uint32_t frames_per_node, struct ptr_arena **out);
+/** ptr_arena_destroy() - unmap; -EBUSY while any frame is in use or any CPU exists. */
+int ptr_arena_destroy(struct ptr_arena *a);
+/** ptr_arena_set_capacity() - limit pool @node to @frames (< in_use is allowed: no new allocs). */
+int ptr_arena_set_capacity(struct ptr_arena *a, int node, uint32_t frames);
+/** ptr_arena_fail_nth_alloc() - make the @k-th allocation from now fail (0 disarms). */
+void ptr_arena_fail_nth_alloc(struct ptr_arena *a, uint64_t k);
+
+/**
+ * ptr_frame_alloc() - take a frame from pool @node for a level-@level table, zeroed, LIVE,
+ * sharers 1.
+ * Return: 0 and *@out; -ENODEV (no such pool / mbind failed), -ENOSPC (pool at capacity),
+ * -ENOMEM (injected failure).
+ */
+int ptr_frame_alloc(struct ptr_arena *a, int node, int level, uint32_t *out);
+/** PTR_ALLOC_NOZERO - ptr_frame_alloc_flags(): do not zero the table bytes.  Only for a caller
+ * that overwrites every one of them before the frame is linked anywhere (relocation's copy). */
+#define PTR_ALLOC_NOZERO 1u
+/** ptr_frame_alloc_flags() - ptr_frame_alloc() with PTR_ALLOC_* @flags. */
+int ptr_frame_alloc_flags(struct ptr_arena *a, int node, int level, unsigned int flags,
+			  uint32_t *out);
+/** ptr_frame_free() - poison the table bytes and return a LIVE or LIMBO frame to its pool
+ * (PTR_NO_FRAME or a FREE frame: nothing to do).
+ * Locking: takes the pool lock. */
+void ptr_frame_free(struct ptr_arena *a, uint32_t f);
+/**
+ * ptr_arena_set_poison() - poison freed frames (@on, the default) or not.  Poisoning is what
+ * makes an access to a freed frame detectable (stress, tests): turn it off only to measure what
+ * it costs (the kernel poisons freed pages only in debug configurations).  Call it before the
+ * arena is shared with other threads.
+ */
+void ptr_arena_set_poison(struct ptr_arena *a, bool on);
+#if PTR_RELOCATION
+/** ptr_frame_limbo() - LIVE -> LIMBO (unlinked; free it after ptr_synchronize()). */
+void ptr_frame_limbo(struct ptr_arena *a, uint32_t f);
+#endif
+
+static inline void *ptr_frame_data(const struct ptr_arena *a, uint32_t f)
+{
+	return a->base + (size_t)f * a->frame_bytes;
+}
+static inline uint64_t ptr_frame_phys(const struct ptr_arena *a, uint32_t f)
+{
+	return (uint64_t)f * a->frame_bytes;
+}
+/** ptr_phys_frame() - frame index of a table's phys, PTR_NO_FRAME when outside the arena. */
+static inline uint32_t ptr_phys_frame(const struct ptr_arena *a, uint64_t phys)
+{
+	uint64_t f = phys / a->frame_bytes;
+	return (phys % a->frame_bytes == 0 && f < a->nframes) ? (uint32_t)f : PTR_NO_FRAME;
+}
+
+/** struct ptr_pool_info - plain snapshot of a pool for Python. */
+struct ptr_pool_info {
+	int bind_node;
+	int mbind_errno;
+	uint32_t nframes;
+	uint32_t capacity;
+	uint32_t in_use;
+	uint32_t limbo;
+	uint32_t live[PTR_MAX_LEVELS];
+};
+int ptr_arena_pool_info(struct ptr_arena *a, int node, struct ptr_pool_info *out);
+uint64_t ptr_arena_freed_frame_accesses(struct ptr_arena *a);
+/** ptr_frame_info() - state/level/node/sharers of frame @f (tests, relocation reports). */
+int ptr_frame_info(struct ptr_arena *a, uint32_t f, int *state, int *level, int *node,
+		   int *sharers);
+uintptr_t ptr_frame_address(struct ptr_arena *a, uint32_t f);
+
+#endif /* PTRELOC_ARENA_H */
