@@ -4,6 +4,8 @@
 #ifndef PTRELOC_ARENA_H
 #define PTRELOC_ARENA_H
 
+#include <errno.h>
+
 #include "geometry.h"
 #include "lock.h"
 
@@ -154,6 +156,26 @@ static inline uint64_t ptr_frame_phys(const struct ptr_arena *a, uint32_t f)
 {
 	return (uint64_t)f * a->frame_bytes;
 }
+/**
+ * ptr_frame_live() - may a lockless walker read frame @f?  (inside the arena, not FREE: a
+ * LIMBO copy is still readable until its grace period ends)
+ */
+static inline bool ptr_frame_live(const struct ptr_arena *a, uint32_t f)
+{
+	return f < a->nframes &&
+	       atomic_load_explicit(&a->frames[f].state, memory_order_acquire) != PTR_FRAME_FREE;
+}
+
+/**
+ * ptr_arena_freed_access() - count a software walk that met a FREE frame (a protocol bug, so
+ * it is counted, never a crash).  Return: -ESTALE, what every software walker reports then.
+ */
+static inline int ptr_arena_freed_access(struct ptr_arena *a)
+{
+	atomic_fetch_add(&a->freed_frame_accesses, 1);
+	return -ESTALE;
+}
+
 /** ptr_phys_frame() - frame index of a table's phys, PTR_NO_FRAME when outside the arena. */
 static inline uint32_t ptr_phys_frame(const struct ptr_arena *a, uint64_t phys)
 {

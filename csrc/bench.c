@@ -336,25 +336,32 @@ struct ptr_bench_reloc {
 	uint8_t *dst;         /* memcpy baseline target: one frame slot per table */
 };
 
-static int collect(struct ptr_bench_reloc *b, int level, uint32_t f)
+static int note(struct ptr_bench_reloc *b, int level, uint32_t f)
 {
-	const struct ptr_geometry *g = b->mm->geo;
 	if (b->nframes == b->cap)
 		return -E2BIG;
 	b->frames[b->nframes] = f;
 	b->levels[b->nframes++] = (uint32_t)level;
-	if (level == 0)
-		return 0;
-	const void *t = ptr_frame_data(b->a, f);
-	for (uint32_t i = 0; i < (1u << g->level[level].bits); i++) {
-		uint64_t e = ptr_entry_load(g, level, t, i);
-		if (!ptr_entry_is_table(g, level, e))
-			continue;
-		int rc = collect(b, level - 1, ptr_phys_frame(b->a, ptr_entry_phys(g, level, e)));
-		if (rc)
-			return rc;
-	}
 	return 0;
+}
+
+/* The bench's collection is an ops table over the core's whole-tree walk, as relocation's. */
+static int collect_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint64_t addr,
+		      uint64_t next)
+{
+	struct ptr_bench_reloc *b = w->priv;
+	const struct ptr_geometry *g = b->mm->geo;
+	return note(b, level - 1, ptr_phys_frame(b->a, ptr_entry_phys(g, level,
+								      ptr_entry_load(g, level, t, i))));
+}
+
+static const struct ptr_walk_ops collect_ops = { .table = collect_cb, .lock = PTR_WALK_LOCKLESS };
+
+static int collect(struct ptr_bench_reloc *b)
+{
+	int rc = note(b, TOP(b->mm->geo), atomic_load(&b->mm->root));
+	struct ptr_walk w = { .mm = b->mm, .ops = &collect_ops, .priv = b };
+	return rc ? rc : ptr_walk_tree(&w);
 }
 
 static int by_level_then_frame(const void *pa, const void *pb, void *arg)
@@ -370,7 +377,7 @@ static int by_level_then_frame(const void *pa, const void *pb, void *arg)
 static int collect_sorted(struct ptr_bench_reloc *b)
 {
 	b->nframes = 0;
-	int rc = collect(b, TOP(b->mm->geo), atomic_load(&b->mm->root));
+	int rc = collect(b);
 	if (rc)
 		return rc;
 	uint32_t *idx = malloc(b->nframes * sizeof(*idx));

@@ -291,12 +291,6 @@ static int count_freed(struct ptr_cpu *c)
 	return PTR_FAULT_FREED;
 }
 
-static inline bool frame_ok(struct ptr_arena *a, uint32_t f)
-{
-	return f < a->nframes &&
-	       atomic_load_explicit(&a->frames[f].state, memory_order_acquire) != PTR_FRAME_FREE;
-}
-
 /*
  * Set A (and D on write) on the leaf at (table, idx) the way the hardware does: an atomic
  * read-modify-write that re-checks the entry.  Returns 0 and the updated entry in *e, or a
@@ -384,12 +378,12 @@ static int access_inner(struct ptr_cpu *c, struct ptr_mm *mm, uint64_t va, bool 
 			(va >> (g->level[level].shift + g->level[level].bits)) + 1, table };
 	}
 	for (;;) {
-		if (!frame_ok(a, table))
+		if (!ptr_frame_live(a, table))
 			return count_freed(c);
 		void *t = ptr_frame_data(a, table);
 		uint32_t idx = ptr_index(g, level, va);
 		uint64_t e = ptr_entry_load(g, level, t, idx);
-		if (!frame_ok(a, table)) /* freed under us: what we read may be poison */
+		if (!ptr_frame_live(a, table)) /* freed under us: what we read may be poison */
 			return count_freed(c);
 		if (!ptr_entry_present(g, level, e)) {
 			c->st.faults++;

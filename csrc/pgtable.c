@@ -22,47 +22,37 @@ static inline void *fdata(struct ptr_mm *mm, uint32_t f)
 	return ptr_frame_data(mm->arena, f);
 }
 
-static inline bool frame_live(struct ptr_arena *a, uint32_t f)
-{
-	return f < a->nframes &&
-	       atomic_load_explicit(&a->frames[f].state, memory_order_acquire) != PTR_FRAME_FREE;
-}
-
-static int freed_access(struct ptr_arena *a)
-{
-	atomic_fetch_add(&a->freed_frame_accesses, 1);
-	return -ESTALE;
-}
-
 /* The lock protecting the entries of the level-@level table @f (rules 1 and 2). */
 static inline ptr_spinlock_t *table_lock(struct ptr_mm *mm, int level, uint32_t f)
 {
 	return level <= 1 ? &mm->arena->frames[f].ptl : &mm->page_table_lock;
 }
 
-static uint32_t entry_child(struct ptr_mm *mm, int level, uint64_t e)
+static inline uint32_t entry_child(struct ptr_mm *mm, int level, uint64_t e)
 {
 	return ptr_phys_frame(mm->arena, ptr_entry_phys(mm->geo, level, e));
 }
 
 /* ---- walks ---------------------------------------------------------------------------------- */
 
+/**
+ * ptr_walk_path() - lockless walk recording, per level, the table frame covering @va.
+ * @mm:     the address space
+ * @va:     the address (not checked: the caller did)
+ * @frames: out: @frames[level] the table read at that level, PTR_NO_FRAME below where the walk
+ *          stopped
+ *
+ * Python's view of ptr_path_walk() (the path walker, pgtable.h) to the bottom.
+ * Return: the level where the walk stopped (the leaf's level, or the level of the empty
+ * entry), or -ESTALE (a FREE frame on the way, counted).
+ * Locking: none taken; the caller is in a read-side section when a relocation may run.
+ */
 int ptr_walk_path(struct ptr_mm *mm, uint64_t va, uint32_t frames[PTR_MAX_LEVELS])
 {
-	const struct ptr_geometry *g = mm->geo;
-	struct ptr_arena *a = mm->arena;
-	for (int l = 0; l < PTR_MAX_LEVELS; l++)
-		frames[l] = PTR_NO_FRAME;
-	uint32_t table = atomic_load(&mm->root);
-	for (int level = TOP(g);; level--) {
-		if (!frame_live(a, table))
-			return freed_access(a);
-		frames[level] = table;
-		uint64_t e = ptr_entry_load(g, level, fdata(mm, table), ptr_index(g, level, va));
-		if (!ptr_entry_is_table(g, level, e))
-			return level;
-		table = entry_child(mm, level, e);
-	}
+	struct ptr_path p;
+	int rc = ptr_path_walk(mm, va, 0, &p);
+	memcpy(frames, p.frame, sizeof(p.frame));
+	return rc;
 }
 
 #if PTR_RELOCATION
@@ -77,18 +67,16 @@ lock_table_rewalk(struct ptr_mm *mm, struct ptr_cpu *cpu, int level, uint64_t va
 		  uint32_t *table, ptr_spinlock_t *lock, ptr_spinlock_t **lockp)
 {
 	for (;;) {
-		uint32_t frames[PTR_MAX_LEVELS];
-		int rc = ptr_walk_path(mm, va, frames);
-		if (rc >= 0 && frames[level] == *table) {
+		struct ptr_path path;
+		int rc = ptr_path_find(mm, va, level, &path);
+		if (!rc && path.frame[level] == *table) {
 			*lockp = lock;
 			return 0;
 		}
 		ptr_unlock(lock);
-		if (rc < 0)
-			return rc;
-		if (frames[level] == PTR_NO_FRAME)
-			return -EAGAIN;
-		*table = frames[level];
+		if (rc)
+			return rc == -ENOENT ? -EAGAIN : rc;
+		*table = path.frame[level];
 		lock = table_lock(mm, level, *table);
 		ptr_lock(lock, cpu);
 	}
@@ -116,64 +104,93 @@ static inline int lock_table(struct ptr_mm *mm, struct ptr_cpu *cpu, int level, 
 
 static int walk_level(struct ptr_walk *w, int level, uint32_t table, uint64_t addr, uint64_t end);
 
+/* A callback on an entry: the action is SUBTREE unless the callback says otherwise. */
+#define WALK_CALL(w, call) ((w)->action = PTR_WALK_SUBTREE, (call))
+
 static int walk_entries(struct ptr_walk *w, int level, uint32_t table, uint64_t addr,
 			uint64_t end)
 {
 	struct ptr_mm *mm = w->mm;
 	const struct ptr_geometry *g = mm->geo;
+	const struct ptr_walk_ops *ops = w->ops;
 	void *t = fdata(mm, table);
 	int rc = 0;
 	uint64_t next;
-	bool locked_table = level == 0 && w->lock_leaves; /* caller holds the PTE table lock */
+	bool lock_leaves = ops->lock == PTR_WALK_LEAF_LOCKED;
+	bool locked_table = level == 0 && lock_leaves; /* walk_level() holds the PTE table lock */
 
 	for (; addr != end; addr = next) {
 		next = ptr_level_addr_end(g, level, addr, end);
 		uint32_t idx = ptr_index(g, level, addr);
+again:;
 		uint64_t e = ptr_entry_load(g, level, t, idx);
 		if (!ptr_entry_present(g, level, e)) {
-			if (w->ops->hole && (rc = w->ops->hole(w, level, addr, next)))
+			if (ops->hole && (rc = WALK_CALL(w, ops->hole(w, level, addr, next))))
 				break;
+			if (ops->hole && w->action == PTR_WALK_AGAIN)
+				goto again;
 			continue;
 		}
 		if (ptr_entry_is_leaf(g, level, e)) {
-			if (!w->ops->leaf)
+			if (!ops->leaf)
 				continue;
-			if (locked_table || !w->lock_leaves) {
-				rc = w->ops->leaf(w, t, idx, level, addr, next);
+			if (locked_table || !lock_leaves) {
+				rc = WALK_CALL(w, ops->leaf(w, t, idx, level, addr, next));
 			} else {
-				/* huge leaf: lock its table, maybe chasing a relocated copy */
+				/* huge leaf: lock its table, maybe chasing a relocated copy.  A leaf
+				 * gone under the lock is skipped, not read AGAIN: @t may be the old
+				 * copy, whose stale leaf would send us round for ever. */
 				uint32_t tt = table;
 				ptr_spinlock_t *lock;
 				rc = lock_table(mm, w->cpu, level, addr, &tt, &lock);
 				if (rc)
 					break;
 				void *tp = fdata(mm, tt);
+				w->action = PTR_WALK_SUBTREE;
 				if (ptr_entry_is_leaf(g, level, ptr_entry_load(g, level, tp, idx)))
-					rc = w->ops->leaf(w, tp, idx, level, addr, next);
+					rc = ops->leaf(w, tp, idx, level, addr, next);
 				ptr_unlock(lock);
 			}
 			if (rc)
 				break;
+			if (w->action == PTR_WALK_AGAIN)
+				goto again;
 			continue;
 		}
-		if (w->ops->table && (rc = w->ops->table(w, t, idx, level, addr, next)))
-			break;
+		if (ops->table) {
+			if ((rc = WALK_CALL(w, ops->table(w, t, idx, level, addr, next))))
+				break;
+			if (w->action == PTR_WALK_AGAIN)
+				goto again;
+			if (w->action == PTR_WALK_CONTINUE)
+				continue;
+		}
 		uint32_t child = entry_child(mm, level, e);
-		if (!frame_live(mm->arena, child)) {
-			rc = freed_access(mm->arena);
+		if (!ptr_frame_live(mm->arena, child)) {
+			rc = ptr_arena_freed_access(mm->arena);
 			break;
 		}
 		if ((rc = walk_level(w, level - 1, child, addr, next)))
+			break;
+		if (ops->post_table && (rc = ops->post_table(w, child, level - 1, addr, next)))
 			break;
 	}
 	return rc;
 }
 
-/* One level of the walk; level 0 takes its table's split lock when asked (pte_offset_map_lock). */
+/*
+ * One level of the walk.  Level 0 takes its table's split lock under PTR_WALK_LEAF_LOCKED
+ * (pte_offset_map_lock), and is not read at all when there is no callback for its entries
+ * (freeing and counting need the table, not its 512 leaves).
+ */
 static int walk_level(struct ptr_walk *w, int level, uint32_t table, uint64_t addr, uint64_t end)
 {
-	if (level != 0 || !w->lock_leaves)
+	if (level != 0)
 		return walk_entries(w, level, table, addr, end);
+	if (!w->ops->leaf && !w->ops->hole)
+		return 0;
+	if (w->ops->lock != PTR_WALK_LEAF_LOCKED)
+		return walk_entries(w, 0, table, addr, end);
 	ptr_spinlock_t *lock;
 	int rc = lock_table(w->mm, w->cpu, 0, addr, &table, &lock);
 	if (rc == -EAGAIN)
@@ -183,6 +200,54 @@ static int walk_level(struct ptr_walk *w, int level, uint32_t table, uint64_t ad
 	rc = walk_entries(w, 0, table, addr, end);
 	ptr_unlock(lock);
 	return rc;
+}
+
+/* Does any CPU run @mm?  (cpus_lock keeps the CPU set still while we look.) */
+static bool mm_running(struct ptr_mm *mm)
+{
+	struct ptr_arena *a = mm->arena;
+	bool running = false;
+	ptr_lock(&a->cpus_lock, NULL);
+	for (int i = 0; i < PTR_MAX_CPUS && !running; i++)
+		running = a->cpus[i] && atomic_load(&a->cpus[i]->mm) == mm;
+	ptr_unlock(&a->cpus_lock);
+	return running;
+}
+
+/*
+ * walk_begin() - check that the walk runs under the locking its ops declare, and enter the
+ * read-side section a lockless walk by a non-CPU thread needs.  *@tok is for walk_end().
+ * Return: 0; -EINVAL (unknown mode, or w->cpu not inside an access of w->mm); -EBUSY
+ * (PTR_WALK_EXCLUSIVE while a CPU runs the mm or a relocation is in progress).
+ */
+static int walk_begin(struct ptr_walk *w, int *tok)
+{
+	struct ptr_mm *mm = w->mm;
+	*tok = 0;
+	switch (w->ops->lock) {
+	case PTR_WALK_EXCLUSIVE:
+#if PTR_RELOCATION
+		if (atomic_load(&mm->relocating))
+			return -EBUSY;
+#endif
+		return w->cpu || mm_running(mm) ? -EBUSY : 0;
+	case PTR_WALK_LOCKLESS:
+	case PTR_WALK_LEAF_LOCKED:
+		if (w->cpu) /* the CPU's access is the section: it must be in one, of this mm */
+			return atomic_load(&w->cpu->mm) == mm &&
+					       atomic_load(&w->cpu->busy.locked)
+				       ? 0 : -EINVAL;
+		*tok = PTR_READ_LOCK(mm->arena);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static void walk_end(struct ptr_walk *w, int tok)
+{
+	if (!w->cpu && w->ops->lock != PTR_WALK_EXCLUSIVE)
+		PTR_READ_UNLOCK(w->mm->arena, tok);
+	(void)tok;
 }
 
 static int check_range(const struct ptr_geometry *g, uint64_t start, uint64_t end)
@@ -198,41 +263,91 @@ static int check_range(const struct ptr_geometry *g, uint64_t start, uint64_t en
 	return rc;
 }
 
+/**
+ * ptr_walk_range() - walk [@start, @end) of w->mm calling w->ops.
+ * @w:     the walk: mm, ops (callbacks and lock mode), priv, cpu
+ * @start: first address
+ * @end:   end of the range (exclusive)
+ *
+ * Return: 0, the >0 value a callback stopped with, or -errno: -EINVAL/-ERANGE/-EDOM (the
+ * range), -ESTALE (a FREE frame, counted), -EINVAL/-EBUSY (the lock mode does not hold, see
+ * enum ptr_walk_lock).
+ * Locking: what w->ops->lock declares; the walker takes the section and the leaf locks itself.
+ */
 int ptr_walk_range(struct ptr_walk *w, uint64_t start, uint64_t end)
 {
 	struct ptr_mm *mm = w->mm;
 	int rc = check_range(mm->geo, start, end);
+	int tok;
+	if (rc || (rc = walk_begin(w, &tok)))
+		return rc;
+	uint32_t root = atomic_load(&mm->root);
+	rc = walk_level(w, mm->geo->nlevels - 1, root, start, end);
+	if (!rc && w->ops->post_table)
+		rc = w->ops->post_table(w, root, mm->geo->nlevels - 1, start, end);
+	walk_end(w, tok);
+	return rc;
+}
+
+/**
+ * ptr_walk_tree() - ptr_walk_range() over the whole address space of the format: every table
+ * reachable from the root (x86-64: both canonical halves, upper half addresses sign-extended),
+ * the root's @post_table once, last.
+ * @w: the walk
+ *
+ * Return: as ptr_walk_range().
+ * Locking: as ptr_walk_range().
+ */
+int ptr_walk_tree(struct ptr_walk *w)
+{
+	const struct ptr_geometry *g = w->mm->geo;
+	int top = g->nlevels - 1, tok;
+	int rc = walk_begin(w, &tok);
 	if (rc)
 		return rc;
-	int tok = w->cpu ? 0 : PTR_READ_LOCK(mm->arena);
-	rc = walk_level(w, TOP(mm->geo), atomic_load(&mm->root), start, end);
-	if (!w->cpu)
-		PTR_READ_UNLOCK(mm->arena, tok);
-	(void)tok;
+	uint32_t root = atomic_load(&w->mm->root);
+	if (g->canonical) {
+		/* the upper half ends at the top of the address space: end 0 is the wrap */
+		uint64_t half = 1ULL << (g->va_bits - 1);
+		rc = walk_level(w, top, root, 0, half);
+		if (!rc)
+			rc = walk_level(w, top, root, ~0ULL << (g->va_bits - 1), 0);
+	} else {
+		rc = walk_level(w, top, root, 0, 1ULL << g->va_bits);
+	}
+	if (!rc && w->ops->post_table)
+		rc = w->ops->post_table(w, root, top, 0, 0);
+	walk_end(w, tok);
 	return rc;
 }
 
 /* ---- address spaces ------------------------------------------------------------------------ */
 
-static void free_tree(struct ptr_mm *mm, int level, uint32_t f)
+/* Freeing a tree is an ops table: a shared table goes with its last sharer (so the walk does
+ * not descend into one that others still link), every other table after its children. */
+static int free_table_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint64_t a,
+			 uint64_t n)
 {
-	struct ptr_arena *a = mm->arena;
-	const struct ptr_geometry *g = mm->geo;
-	/* a shared table goes with its last sharer */
-	if (atomic_fetch_sub(&a->frames[f].sharers, 1) > 1)
-		return;
-	if (level > 0) {
-		void *t = fdata(mm, f);
-		for (uint32_t i = 0; i < (1u << g->level[level].bits); i++) {
-			uint64_t e = ptr_entry_load(g, level, t, i);
-			if (ptr_entry_is_table(g, level, e)) {
-				uint32_t c = entry_child(mm, level, e);
-				if (c != PTR_NO_FRAME)
-					free_tree(mm, level - 1, c);
-			}
-		}
-	}
-	ptr_frame_free(a, f);
+	struct ptr_mm *mm = w->mm;
+	uint32_t child = entry_child(mm, level, ptr_entry_load(mm->geo, level, t, i));
+	if (child != PTR_NO_FRAME && atomic_fetch_sub(&mm->arena->frames[child].sharers, 1) > 1)
+		w->action = PTR_WALK_CONTINUE;
+	return 0;
+}
+
+static int free_post_cb(struct ptr_walk *w, uint32_t frame, int level, uint64_t a, uint64_t e)
+{
+	ptr_frame_free(w->mm->arena, frame);
+	return 0;
+}
+
+static const struct ptr_walk_ops free_ops = { .table = free_table_cb, .post_table = free_post_cb,
+					      .lock = PTR_WALK_EXCLUSIVE };
+
+static int free_tree(struct ptr_mm *mm)
+{
+	struct ptr_walk w = { .mm = mm, .ops = &free_ops };
+	return ptr_walk_tree(&w);
 }
 
 int ptr_mm_create(struct ptr_arena *a, int node, struct ptr_mm **out)
@@ -262,7 +377,7 @@ int ptr_mm_create(struct ptr_arena *a, int node, struct ptr_mm **out)
 			uint32_t f;
 			rc = ptr_frame_alloc(a, node, top - 1, &f);
 			if (rc) {
-				free_tree(mm, top, root);
+				free_tree(mm);
 				free(mm);
 				return rc;
 			}
@@ -277,16 +392,9 @@ int ptr_mm_create(struct ptr_arena *a, int node, struct ptr_mm **out)
 
 int ptr_mm_destroy(struct ptr_mm *mm)
 {
-	struct ptr_arena *a = mm->arena;
-	ptr_lock(&a->cpus_lock, NULL);
-	for (int i = 0; i < PTR_MAX_CPUS; i++) {
-		if (a->cpus[i] && atomic_load(&a->cpus[i]->mm) == mm) {
-			ptr_unlock(&a->cpus_lock);
-			return -EBUSY;
-		}
-	}
-	ptr_unlock(&a->cpus_lock);
-	free_tree(mm, TOP(mm->geo), atomic_load(&mm->root));
+	int rc = free_tree(mm); /* -EBUSY (a CPU runs it) before anything is freed */
+	if (rc)
+		return rc;
 	free(mm);
 	return 0;
 }
@@ -395,26 +503,27 @@ static int populate_table(struct ptr_mm *mm, struct ptr_cpu *cpu, int level, uin
 static int descend(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, int leaf, int node,
 		   uint32_t *table)
 {
-	const struct ptr_geometry *g = mm->geo;
-restart:;
-	uint32_t t = atomic_load(&mm->root);
-	for (int level = TOP(g); level > leaf; level--) {
-		if (!frame_live(mm->arena, t))
-			return freed_access(mm->arena);
-		uint64_t e = ptr_entry_load(g, level, fdata(mm, t), ptr_index(g, level, va));
-		if (ptr_entry_is_table(g, level, e)) {
-			t = entry_child(mm, level, e);
-			continue;
-		}
-		if (e != 0)
-			return -EEXIST;
+	struct ptr_path p;
+restart:
+	for (int level = TOP(mm->geo);;) {
+		uint32_t t = level == TOP(mm->geo) ? atomic_load(&mm->root) : p.frame[level];
+		level = ptr_path_walk_from(mm, va, level, t, leaf, &p);
+		if (level < 0)
+			return level;
+		if (level == leaf)
+			break;
+		if (p.entry != 0)
+			return -EEXIST; /* a leaf above @leaf */
+		/* an empty entry at @level: populate it, then go on from the new child */
+		t = p.frame[level];
 		int rc = populate_table(mm, cpu, level, va, &t, node);
 		if (rc == -EAGAIN)
 			goto restart;
 		if (rc)
 			return rc;
+		p.frame[--level] = t;
 	}
-	*table = t;
+	*table = p.frame[leaf];
 	return 0;
 }
 
@@ -513,7 +622,8 @@ static int table_in_way_cb(struct ptr_walk *w, void *t, uint32_t i, int level, u
 }
 
 static const struct ptr_walk_ops any_leaf_ops = { .leaf = leaf_present_cb,
-						  .table = table_in_way_cb };
+						  .table = table_in_way_cb,
+						  .lock = PTR_WALK_LOCKLESS };
 
 static int64_t unmap_nolock_flush(struct ptr_mm *mm, uint64_t start, uint64_t end,
 				  uint64_t *dirty, bool flush);
@@ -594,13 +704,14 @@ static int unmap_leaf_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uin
 	return 0;
 }
 
-static const struct ptr_walk_ops unmap_ops = { .leaf = unmap_leaf_cb };
+static const struct ptr_walk_ops unmap_ops = { .leaf = unmap_leaf_cb,
+					       .lock = PTR_WALK_LEAF_LOCKED };
 
 static int64_t unmap_nolock_flush(struct ptr_mm *mm, uint64_t start, uint64_t end,
 				  uint64_t *dirty, bool flush)
 {
 	struct unmap_priv p = { 0 };
-	struct ptr_walk w = { .mm = mm, .ops = &unmap_ops, .priv = &p, .lock_leaves = true };
+	struct ptr_walk w = { .mm = mm, .ops = &unmap_ops, .priv = &p };
 	int rc = ptr_walk_range(&w, start, end);
 	if (p.leaves && flush)
 		ptr_shootdown(mm, false);
@@ -618,7 +729,8 @@ static int straddle_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint6
 	return (lstart < range[0] || lstart + size > range[1]) ? 1 : 0;
 }
 
-static const struct ptr_walk_ops straddle_ops = { .leaf = straddle_cb };
+static const struct ptr_walk_ops straddle_ops = { .leaf = straddle_cb,
+						  .lock = PTR_WALK_LOCKLESS };
 
 /* Does a huge leaf stick out of [start, end)?  Only the two ends can. */
 static int check_straddle(struct ptr_mm *mm, uint64_t start, uint64_t end)
@@ -667,7 +779,8 @@ static int protect_leaf_cb(struct ptr_walk *w, void *t, uint32_t i, int level, u
 	return 0;
 }
 
-static const struct ptr_walk_ops protect_ops = { .leaf = protect_leaf_cb };
+static const struct ptr_walk_ops protect_ops = { .leaf = protect_leaf_cb,
+						 .lock = PTR_WALK_LEAF_LOCKED };
 
 int64_t ptr_protect(struct ptr_mm *mm, uint64_t start, uint64_t end, bool writable)
 {
@@ -677,7 +790,7 @@ int64_t ptr_protect(struct ptr_mm *mm, uint64_t start, uint64_t end, bool writab
 	if (rc)
 		return rc;
 	struct unmap_priv p = { .writable = writable };
-	struct ptr_walk w = { .mm = mm, .ops = &protect_ops, .priv = &p, .lock_leaves = true };
+	struct ptr_walk w = { .mm = mm, .ops = &protect_ops, .priv = &p };
 	rc = ptr_walk_range(&w, start, end);
 	if (p.leaves && !writable)
 		ptr_shootdown(mm, false); /* CPUs must stop writing through cached entries */
@@ -694,17 +807,17 @@ int64_t ptr_protect(struct ptr_mm *mm, uint64_t start, uint64_t end, bool writab
 static int translate_in_section(struct ptr_mm *mm, uint64_t va, struct ptr_translation *out)
 {
 	const struct ptr_geometry *g = mm->geo;
-	uint32_t frames[PTR_MAX_LEVELS];
-	int level = ptr_walk_path(mm, va, frames);
+	struct ptr_path p;
+	int level = ptr_walk_leaf(mm, va, &p);
 	if (level < 0)
 		return level;
-	uint64_t e = ptr_entry_load(g, level, fdata(mm, frames[level]), ptr_index(g, level, va));
+	uint64_t e = p.entry;
 	if (!ptr_entry_is_leaf(g, level, e))
 		return -ENOENT;
 	uint64_t size = ptr_level_size(g, level);
 	*out = (struct ptr_translation){
 		.phys = ptr_entry_phys(g, level, e) + (va & (size - 1)),
-		.page_size = size, .entry = e, .table = frames[level], .level = level,
+		.page_size = size, .entry = e, .table = p.frame[level], .level = level,
 		.writable = ptr_entry_writable(g, e), .young = ptr_entry_young(g, e),
 		.dirty = ptr_entry_dirty(g, e) };
 	return 0;
@@ -732,13 +845,13 @@ static int with_locked_leaf(struct ptr_mm *mm, uint64_t va,
 		return rc;
 	int tok = PTR_READ_LOCK(mm->arena);
 	for (;;) {
-		uint32_t frames[PTR_MAX_LEVELS];
-		int level = ptr_walk_path(mm, va, frames);
+		struct ptr_path p;
+		int level = ptr_path_walk(mm, va, 0, &p);
 		if (level < 0) {
 			rc = level;
 			break;
 		}
-		uint32_t t = frames[level];
+		uint32_t t = p.frame[level];
 		ptr_spinlock_t *lock;
 		rc = lock_table(mm, NULL, level, va, &t, &lock);
 		if (rc == -EAGAIN)
@@ -810,11 +923,9 @@ int ptr_share_table(struct ptr_mm *dst, struct ptr_mm *src, uint64_t va, int lev
 	if (rc)
 		return rc;
 	int tok = PTR_READ_LOCK(a);
-	uint32_t frames[PTR_MAX_LEVELS];
-	rc = ptr_walk_path(src, va, frames);
-	uint32_t shared = rc >= 0 ? frames[level] : PTR_NO_FRAME;
-	if (rc >= 0 && shared == PTR_NO_FRAME)
-		rc = -ENOENT;
+	struct ptr_path p;
+	rc = ptr_path_find(src, va, level, &p);
+	uint32_t shared = p.frame[level];
 	uint32_t parent;
 	if (rc >= 0)
 		rc = descend(dst, NULL, va, level + 1, dst->node, &parent);
@@ -854,11 +965,10 @@ int ptr_repoint(struct ptr_mm *mm, uint64_t va, int level, int node, uint32_t *o
 	if (rc)
 		return rc;
 	int tok = PTR_READ_LOCK(a);
-	uint32_t frames[PTR_MAX_LEVELS];
-	rc = ptr_walk_path(mm, va, frames);
-	uint32_t old = rc >= 0 ? frames[level] : PTR_NO_FRAME;
-	if (rc >= 0 && old == PTR_NO_FRAME)
-		rc = -ENOENT;
+	struct ptr_path p;
+	rc = ptr_path_find(mm, va, level, &p);
+	const uint32_t *frames = p.frame;
+	uint32_t old = frames[level];
 	if (rc >= 0 && atomic_load(&a->frames[old].sharers) > 1)
 		rc = -EBUSY;
 	if (rc < 0) {
@@ -901,36 +1011,43 @@ int ptr_repoint(struct ptr_mm *mm, uint64_t va, int level, int node, uint32_t *o
 
 /* ---- counting ------------------------------------------------------------------------------- */
 
-static void count_tree(struct ptr_mm *mm, int level, uint32_t f, uint32_t *counts,
-		       uint32_t (*per_node)[PTR_MAX_LEVELS])
+struct count_priv {
+	uint32_t *counts;
+	uint32_t (*per_node)[PTR_MAX_LEVELS];
+};
+
+/* Counting is an ops table: every table once per link to it (shared ones per sharer). */
+static int count_post_cb(struct ptr_walk *w, uint32_t frame, int level, uint64_t a, uint64_t e)
 {
-	const struct ptr_geometry *g = mm->geo;
-	counts[level]++;
-	if (per_node)
-		per_node[mm->arena->frames[f].node][level]++;
-	if (level == 0)
-		return;
-	void *t = fdata(mm, f);
-	for (uint32_t i = 0; i < (1u << g->level[level].bits); i++) {
-		uint64_t e = ptr_entry_load(g, level, t, i);
-		if (ptr_entry_is_table(g, level, e)) {
-			uint32_t c = entry_child(mm, level, e);
-			if (frame_live(mm->arena, c))
-				count_tree(mm, level - 1, c, counts, per_node);
-		}
-	}
+	struct count_priv *c = w->priv;
+	c->counts[level]++;
+	if (c->per_node)
+		c->per_node[w->mm->arena->frames[frame].node][level]++;
+	return 0;
 }
 
+static const struct ptr_walk_ops count_ops = { .post_table = count_post_cb,
+					       .lock = PTR_WALK_LOCKLESS };
+
+/**
+ * ptr_mm_count_tables() - per-level counts of the tables reachable from @mm's root.
+ * @mm:       the address space
+ * @counts:   out: tables per level (a shared table counts once per mm linking it)
+ * @per_node: out, may be NULL: the same per arena node
+ *
+ * Return: 0 (a walk that met a FREE frame counts what it saw before; the frame is counted in
+ * freed_frame_accesses).
+ * Locking: none needed; a lockless walk in its own read-side section.
+ */
 int ptr_mm_count_tables(struct ptr_mm *mm, uint32_t counts[PTR_MAX_LEVELS],
 			uint32_t per_node[PTR_MAX_NODES][PTR_MAX_LEVELS])
 {
 	memset(counts, 0, sizeof(uint32_t) * PTR_MAX_LEVELS);
 	if (per_node)
 		memset(per_node, 0, sizeof(uint32_t) * PTR_MAX_NODES * PTR_MAX_LEVELS);
-	int tok = PTR_READ_LOCK(mm->arena);
-	count_tree(mm, TOP(mm->geo), atomic_load(&mm->root), counts, per_node);
-	PTR_READ_UNLOCK(mm->arena, tok);
-	(void)tok;
+	struct count_priv c = { counts, per_node };
+	struct ptr_walk w = { .mm = mm, .ops = &count_ops, .priv = &c };
+	ptr_walk_tree(&w);
 	return 0;
 }
 

@@ -120,7 +120,6 @@ struct reloc_ctx {
 	uint32_t from_mask;
 	struct reloc_rec *recs;
 	size_t nrecs, cap;
-	int err;
 };
 
 static pthread_mutex_t reloc_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -164,50 +163,73 @@ static struct reloc_rec *find_rec(struct reloc_ctx *c, uint32_t f)
 	return NULL;
 }
 
-static void collect_table(struct reloc_ctx *c, int mi, int level, uint32_t f, uint64_t base)
+/*
+ * note_table() - record the level-@level table @f (first VA @base), reached through mms[@mi],
+ * when it sits on a source node.
+ * Return: 0; 1 when it was already seen through this mm (its subtree too: do not walk it
+ * again); -ENOMEM.
+ */
+static int note_table(struct reloc_ctx *c, int mi, int level, uint32_t f, uint64_t base)
 {
-	const struct ptr_geometry *g = c->g;
 	struct ptr_frame *fr = &c->a->frames[f];
-	if (c->err)
-		return;
-	if (c->from_mask & (1u << fr->node)) {
-		/* a shared table is reached from several mms: one record, several links */
-		struct reloc_rec *r = atomic_load(&fr->sharers) > 1 ? find_rec(c, f) : NULL;
-		if (!r) {
-			if (c->nrecs == c->cap) {
-				size_t cap = c->cap ? c->cap * 2 : 64;
-				struct reloc_rec *n = realloc(c->recs, cap * sizeof(*n));
-				if (!n) {
-					c->err = -ENOMEM;
-					return;
-				}
-				c->recs = n;
-				c->cap = cap;
-			}
-			r = &c->recs[c->nrecs++];
-			*r = (struct reloc_rec){ .base_va = base, .old = f, .fresh = PTR_NO_FRAME,
-						 .level = (uint8_t)level, .target = -1 };
-		} else if (r->mm_mask & (1u << mi)) {
-			return; /* already seen through this mm */
+	if (!(c->from_mask & (1u << fr->node)))
+		return 0;
+	/* a shared table is reached from several mms: one record, several links */
+	struct reloc_rec *r = atomic_load(&fr->sharers) > 1 ? find_rec(c, f) : NULL;
+	if (!r) {
+		if (c->nrecs == c->cap) {
+			size_t cap = c->cap ? c->cap * 2 : 64;
+			struct reloc_rec *n = realloc(c->recs, cap * sizeof(*n));
+			if (!n)
+				return -ENOMEM;
+			c->recs = n;
+			c->cap = cap;
 		}
-		r->mm_mask |= 1u << mi;
-		r->nlinks++;
+		r = &c->recs[c->nrecs++];
+		*r = (struct reloc_rec){ .base_va = base, .old = f, .fresh = PTR_NO_FRAME,
+					 .level = (uint8_t)level, .target = -1 };
+	} else if (r->mm_mask & (1u << mi)) {
+		return 1;
 	}
-	if (level == 0)
-		return;
-	void *t = fdata(c, f);
-	for (uint32_t i = 0; i < (1u << g->level[level].bits); i++) {
-		uint64_t e = ptr_entry_load(g, level, t, i);
-		if (!ptr_entry_is_table(g, level, e))
-			continue;
-		uint32_t child = entry_child(c, level, e);
-		if (child == PTR_NO_FRAME)
-			continue;
-		uint64_t va = base | ((uint64_t)i << g->level[level].shift);
-		if (level == TOP(g) && g->canonical && ((va >> (g->va_bits - 1)) & 1))
-			va |= ~0ULL << g->va_bits; /* upper half of x86-64: sign-extend */
-		collect_table(c, mi, level - 1, child, va);
+	r->mm_mask |= 1u << mi;
+	r->nlinks++;
+	return 0;
+}
+
+struct collect_priv {
+	struct reloc_ctx *c;
+	int mi;
+};
+
+/* Collection is an ops table over the whole-tree walk: each table entry names a table. */
+static int collect_table_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint64_t addr,
+			    uint64_t next)
+{
+	struct collect_priv *cp = w->priv;
+	uint32_t child = entry_child(cp->c, level, ptr_entry_load(cp->c->g, level, t, i));
+	if (child == PTR_NO_FRAME) {
+		w->action = PTR_WALK_CONTINUE;
+		return 0;
 	}
+	int rc = note_table(cp->c, cp->mi, level - 1, child, addr);
+	if (rc > 0)
+		w->action = PTR_WALK_CONTINUE;
+	return rc < 0 ? rc : 0;
+}
+
+static const struct ptr_walk_ops collect_ops = { .table = collect_table_cb,
+						 .lock = PTR_WALK_LOCKLESS };
+
+/* Record every table of mms[@mi] on a source node.  Return: 0, -ENOMEM, -ESTALE. */
+static int collect_mm(struct reloc_ctx *c, int mi)
+{
+	struct ptr_mm *mm = c->mms[mi];
+	int rc = note_table(c, mi, TOP(c->g), atomic_load(&mm->root), 0);
+	if (rc)
+		return rc < 0 ? rc : 0;
+	struct collect_priv cp = { c, mi };
+	struct ptr_walk w = { .mm = mm, .ops = &collect_ops, .priv = &cp };
+	return ptr_walk_tree(&w);
 }
 
 static int rec_order(const void *pa, const void *pb)
@@ -279,34 +301,19 @@ static size_t sort_unique(uint32_t *v, size_t n)
 /*
  * rewalk() - the current path of @r's table in mms[@mi]: the frame at r->level covering
  * r->base_va and its parent (PTR_NO_FRAME for the root, whose "parent entry" is mm->root).
- * It walks from the root down to the parent entry and stops there: the table's own entries are
- * not needed (ptr_walk_path() would read one of them - a cache miss on a frame the copy reads
- * anyway - and walk on to the bottom).  A FREE frame on the way is counted like any walker's
+ * The path walker stops at r->level without reading the table's own entries (a cache miss on
+ * a frame the copy reads anyway).  A FREE frame on the way is counted like any walker's
  * freed-frame access (it cannot happen under our locks and read-side section).
  * Return: 0; -ENOENT when the table is no longer reachable there (it "vanished").
  */
 static int rewalk(struct reloc_ctx *c, int mi, const struct reloc_rec *r, uint32_t *self,
 		  uint32_t *parent)
 {
-	const struct ptr_geometry *g = c->g;
-	struct ptr_arena *a = c->a;
-	uint32_t up = PTR_NO_FRAME, t = atomic_load(&c->mms[mi]->root);
-	for (int level = TOP(g);; level--) {
-		if (t >= a->nframes ||
-		    atomic_load_explicit(&a->frames[t].state, memory_order_acquire) == PTR_FRAME_FREE) {
-			atomic_fetch_add(&a->freed_frame_accesses, 1);
-			return -ENOENT;
-		}
-		if (level == r->level)
-			break;
-		uint64_t e = ptr_entry_load(g, level, fdata(c, t), ptr_index(g, level, r->base_va));
-		if (!ptr_entry_is_table(g, level, e))
-			return -ENOENT;
-		up = t;
-		t = entry_child(c, level, e);
-	}
-	*self = t;
-	*parent = up;
+	struct ptr_path p;
+	if (ptr_path_find(c->mms[mi], r->base_va, r->level, &p))
+		return -ENOENT;
+	*self = p.frame[r->level];
+	*parent = r->level == TOP(c->g) ? PTR_NO_FRAME : p.frame[r->level + 1];
 	return 0;
 }
 
@@ -662,7 +669,6 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 
 	struct reloc_ctx c = { .mms = mms, .nmms = nmms, .a = a, .g = a->geo,
 			       .from_mask = from_mask };
-	const struct ptr_geometry *g = c.g;
 	uint64_t t_start = now_ns();
 	pthread_mutex_lock(&reloc_mutex);
 
@@ -671,11 +677,9 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 	set_mode(&c, +1);
 
 	/* 0: collect */
-	int tok = ptr_read_lock(a);
-	for (int mi = 0; mi < nmms && !c.err; mi++)
-		collect_table(&c, mi, TOP(g), atomic_load(&mms[mi]->root), 0);
-	ptr_read_unlock(a, tok);
-	int rc = c.err;
+	int rc = 0;
+	for (int mi = 0; mi < nmms && !rc; mi++)
+		rc = collect_mm(&c, mi);
 	if (!rc && c.nrecs)
 		qsort(c.recs, c.nrecs, sizeof(*c.recs), rec_order);
 
