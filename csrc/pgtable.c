@@ -3,7 +3,7 @@
  * walker, table sharing, and the low-level repoint helper.
  *
  * Shape: the kernel's.  The fault path walks locklessly, allocates a missing table outside
- * any lock, takes the lock that protects the entry (ptreloc.h, LOCKING RULES), and - only
+ * any lock, takes the lock that protects the entry (lock.h, LOCKING RULES), and - only
  * when a relocation is in progress - rewalks from the root under that lock, because the table
  * it walked may since have been copied and unlinked (reading it was safe: it is in limbo until
  * a grace period, but populating it would be lost).  Then it double-checks that the entry is

@@ -19,7 +19,7 @@
  *    a. allocate every target frame first, with no lock held.  A failure (pool full, injected)
  *       frees what this batch took and stops: nothing of this batch was touched, earlier
  *       batches are complete, so every translation is unchanged (a consistent tree);
- *    b. lock in the fixed order (ptreloc.h rules 1-3): page_table_lock of every mm (ascending
+ *    b. lock in the fixed order (lock.h, LOCK ORDER): page_table_lock of every mm (ascending
  *       id), then the level-1 split locks, then the level-0 ones, ascending frame index; the
  *       new frames' split locks last (unlinked frames may be locked at any point).  The new
  *       frame's lock must be held BEFORE it is published: once the parent points at it, the
@@ -124,7 +124,7 @@ struct reloc_ctx {
 
 static pthread_mutex_t reloc_mutex = PTHREAD_MUTEX_INITIALIZER;
 
-/* test hook: runs after a batch's repoints, before its shootdown (see ptreloc.h) */
+/* test hook: runs after a batch's repoints, before its shootdown (see relocate.h) */
 static ptr_reloc_hook_fn test_hook;
 static void *test_hook_priv;
 
