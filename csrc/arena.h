@@ -1,5 +1,8 @@
 /*
  * arena.h - the arena: one mmap'd region of table frames in per-node pools (arena.c).
+ *
+ * Functions are documented (kernel-doc: arguments, Return:, Locking:) at their definitions in
+ * arena.c; static inline ones here.
  */
 #ifndef PTRELOC_ARENA_H
 #define PTRELOC_ARENA_H
@@ -100,51 +103,21 @@ struct ptr_arena {
 #endif
 };
 
-/**
- * ptr_arena_create() - map and bind an arena.
- * @geometry:        geometry name
- * @nnodes:          number of pools (1..PTR_MAX_NODES)
- * @bind_nodes:      per pool, the real NUMA node to mbind to, or -1 for a virtual node
- * @frames_per_node: slots reserved per pool (address space is reserved with MAP_NORESERVE and
- *                   faulted in on first use)
- * Return: 0 and *@out; -EINVAL (unknown geometry, bad counts), -E2BIG (the format's entries
- * cannot address that many frames), -ENOMEM, or the -errno of mmap/mbind.
- */
 int ptr_arena_create(const char *geometry, int nnodes, const int *bind_nodes,
 		     uint32_t frames_per_node, struct ptr_arena **out);
-/** ptr_arena_destroy() - unmap; -EBUSY while any frame is in use or any CPU exists. */
 int ptr_arena_destroy(struct ptr_arena *a);
-/** ptr_arena_set_capacity() - limit pool @node to @frames (< in_use is allowed: no new allocs). */
 int ptr_arena_set_capacity(struct ptr_arena *a, int node, uint32_t frames);
-/** ptr_arena_fail_nth_alloc() - make the @k-th allocation from now fail (0 disarms). */
 void ptr_arena_fail_nth_alloc(struct ptr_arena *a, uint64_t k);
 
-/**
- * ptr_frame_alloc() - take a frame from pool @node for a level-@level table, zeroed, LIVE,
- * sharers 1.
- * Return: 0 and *@out; -ENODEV (no such pool / mbind failed), -ENOSPC (pool at capacity),
- * -ENOMEM (injected failure).
- */
 int ptr_frame_alloc(struct ptr_arena *a, int node, int level, uint32_t *out);
 /** PTR_ALLOC_NOZERO - ptr_frame_alloc_flags(): do not zero the table bytes.  Only for a caller
  * that overwrites every one of them before the frame is linked anywhere (relocation's copy). */
 #define PTR_ALLOC_NOZERO 1u
-/** ptr_frame_alloc_flags() - ptr_frame_alloc() with PTR_ALLOC_* @flags. */
 int ptr_frame_alloc_flags(struct ptr_arena *a, int node, int level, unsigned int flags,
 			  uint32_t *out);
-/** ptr_frame_free() - poison the table bytes and return a LIVE or LIMBO frame to its pool
- * (PTR_NO_FRAME or a FREE frame: nothing to do).
- * Locking: takes the pool lock. */
 void ptr_frame_free(struct ptr_arena *a, uint32_t f);
-/**
- * ptr_arena_set_poison() - poison freed frames (@on, the default) or not.  Poisoning is what
- * makes an access to a freed frame detectable (stress, tests): turn it off only to measure what
- * it costs (the kernel poisons freed pages only in debug configurations).  Call it before the
- * arena is shared with other threads.
- */
 void ptr_arena_set_poison(struct ptr_arena *a, bool on);
 #if PTR_RELOCATION
-/** ptr_frame_limbo() - LIVE -> LIMBO (unlinked; free it after ptr_synchronize()). */
 void ptr_frame_limbo(struct ptr_arena *a, uint32_t f);
 #endif
 
@@ -195,7 +168,6 @@ struct ptr_pool_info {
 };
 int ptr_arena_pool_info(struct ptr_arena *a, int node, struct ptr_pool_info *out);
 uint64_t ptr_arena_freed_frame_accesses(struct ptr_arena *a);
-/** ptr_frame_info() - state/level/node/sharers of frame @f (tests, relocation reports). */
 int ptr_frame_info(struct ptr_arena *a, uint32_t f, int *state, int *level, int *node,
 		   int *sharers);
 uintptr_t ptr_frame_address(struct ptr_arena *a, uint32_t f);

@@ -1,5 +1,8 @@
 /*
  * cpu.h - emulated CPUs: TLB, paging-structure caches, hardware walk, shootdown (cpu.c).
+ *
+ * Functions are documented (kernel-doc: arguments, Return:, Locking:) at their definitions in
+ * cpu.c; static inline ones here.
  */
 #ifndef PTRELOC_CPU_H
 #define PTRELOC_CPU_H
@@ -62,48 +65,16 @@ struct ptr_cpu {
 #define PTR_FAULT_FREED 3    /* the walk read a freed frame: a protocol bug, counted */
 
 int ptr_cpu_create(struct ptr_arena *a, struct ptr_cpu **out);
-/** ptr_cpu_destroy() - switch out and unregister. */
 int ptr_cpu_destroy(struct ptr_cpu *cpu);
-/**
- * ptr_cpu_switch_to() - run @mm (NULL = go idle): flush TLB and PWC, load the root, ack the
- * current generation.
- */
 int ptr_cpu_switch_to(struct ptr_cpu *cpu, struct ptr_mm *mm);
-/**
- * ptr_cpu_access() - one memory access at @va: generation check (flush, maybe reload, ack),
- * TLB lookup, else a hardware walk from the deepest PWC hit setting A (and D on write) on the
- * entry reached.  A quiescent point precedes and follows every access.
- * Return: 0 (*@phys set, may be NULL), PTR_FAULT_* (> 0), -EINVAL (idle CPU), -ERANGE/-EDOM.
- */
 int ptr_cpu_access(struct ptr_cpu *cpu, uint64_t va, bool write, uint64_t *phys);
-/**
- * ptr_cpu_access_fault() - ptr_cpu_access(), running the software fault path (ptr_fault) on
- * NOT_PRESENT/PROT faults and retrying (at most a few times).
- * Return: 0, PTR_FAULT_FREED, or the fault path's -errno (-EFAULT: no region: a segfault).
- */
 int ptr_cpu_access_fault(struct ptr_cpu *cpu, uint64_t va, bool write, uint64_t *phys);
-/** ptr_cpu_flush() - local full TLB+PWC flush (no ack). */
 void ptr_cpu_flush(struct ptr_cpu *cpu);
-/** ptr_cpu_service() - if a shootdown for cpu->mm is pending: flush, reload root if asked, ack.
- * Caller: the CPU's own thread (inside an access or while spinning for a lock). */
 void ptr_cpu_service(struct ptr_cpu *cpu);
 void ptr_cpu_get_stats(struct ptr_cpu *cpu, struct ptr_cpu_stats *out);
 
-/**
- * ptr_shootdown() - TLB shootdown for @mm: bump mm->tlb_gen (with @reload_root, CPUs also
- * reload their cached root - required after changing mm->root, and for PAE after changing the
- * top table), then wait until every CPU running @mm acknowledged (spinning with sched_yield;
- * CPUs between accesses are serviced remotely).  Works for any caller thread, holding table
- * locks or not (rule 5).  A CPU thread must not call it from inside its own access.
- */
 void ptr_shootdown(struct ptr_mm *mm, bool reload_root);
 
-/**
- * ptr_run_cpus() - test/bench helper: @ncpus threads, each with its own CPU running @mm, each
- * doing @naccesses ptr_cpu_access_fault() at pseudo-random pages of [@start, @end) (writes
- * with probability @write_pct %), seeded by @seed.  Sums stats into *@total.
- * Return: 0, or the first -errno / PTR_FAULT_FREED a thread hit.
- */
 int ptr_run_cpus(struct ptr_mm *mm, int ncpus, uint64_t naccesses, uint64_t start, uint64_t end,
 		 int write_pct, uint64_t seed, struct ptr_cpu_stats *total);
 

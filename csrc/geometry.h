@@ -2,6 +2,9 @@
  * geometry.h - paging formats (geometry.c): limits, levels, entry encoding and atomic entry access.
  *
  * The base header: every other header of the core includes it.
+ *
+ * Functions are documented (kernel-doc: arguments, Return:, Locking:) at their definitions in
+ * geometry.c; static inline ones here.
  */
 #ifndef PTRELOC_GEOMETRY_H
 #define PTRELOC_GEOMETRY_H
@@ -103,7 +106,6 @@ struct ptr_geometry {
 
 /** ptr_geometry_find() - geometry by name ("x86_64_4l", ...), NULL when unknown. */
 const struct ptr_geometry *ptr_geometry_find(const char *name);
-/** ptr_geometry_count()/ptr_geometry_at() - iterate the built-in geometries. */
 int ptr_geometry_count(void);
 const struct ptr_geometry *ptr_geometry_at(int i);
 
@@ -137,32 +139,19 @@ static inline uint64_t ptr_level_addr_end(const struct ptr_geometry *g, int leve
 	return (boundary - 1 < end - 1) ? boundary : end;
 }
 
-/**
- * ptr_va_check() - is @va a valid address of the format?
- * Return: 0, -ERANGE (outside the format's range), -EDOM (x86-64: not canonical).
- */
 int ptr_va_check(const struct ptr_geometry *g, uint64_t va);
 
 /* Entry encoding/decoding (geometry.c).  @e is an entry value read with ptr_entry_load(). */
 bool ptr_entry_present(const struct ptr_geometry *g, int level, uint64_t e);
-/** ptr_entry_is_leaf() - present and maps memory (level 0, or a huge/block leaf above). */
 bool ptr_entry_is_leaf(const struct ptr_geometry *g, int level, uint64_t e);
-/** ptr_entry_is_table() - present and points to a lower-level table. */
 bool ptr_entry_is_table(const struct ptr_geometry *g, int level, uint64_t e);
 uint64_t ptr_entry_phys(const struct ptr_geometry *g, int level, uint64_t e);
 bool ptr_entry_writable(const struct ptr_geometry *g, uint64_t e);
 bool ptr_entry_young(const struct ptr_geometry *g, uint64_t e);
 bool ptr_entry_dirty(const struct ptr_geometry *g, uint64_t e);
-/** ptr_entry_make_leaf() - a leaf at @level for @phys, young/dirty clear. */
 uint64_t ptr_entry_make_leaf(const struct ptr_geometry *g, int level, uint64_t phys, bool writable);
-/** ptr_entry_make_table() - an entry at @level pointing to the table at @phys. */
 uint64_t ptr_entry_make_table(const struct ptr_geometry *g, int level, uint64_t phys);
-/** ptr_entry_ad_bits() - the entry bits that carry accessed/dirty state (what a merge ORs).
- * arm64: AF and the software dirty bit; hardware dirtiness is AP[2] being CLEAR, so a merge
- * must also clear AP[2] in the new entry when the old one is DBM && !AP[2]: use
- * ptr_entry_merge_ad(). */
 uint64_t ptr_entry_ad_bits(const struct ptr_geometry *g);
-/** ptr_entry_merge_ad() - @new_e with the accessed/dirty state of @old_e added (pure). */
 uint64_t ptr_entry_merge_ad(const struct ptr_geometry *g, uint64_t new_e, uint64_t old_e);
 
 /* Atomic entry access.  Tables are byte arrays; an entry is an _Atomic 4- or 8-byte word. */
@@ -235,7 +224,6 @@ struct ptr_geometry_info {
 	uint64_t phys_limit;
 	struct ptr_level_info level[PTR_MAX_LEVELS];
 };
-/** ptr_describe_geometry() - describe built-in geometry @i (0..ptr_geometry_count()-1). */
 int ptr_describe_geometry(int i, struct ptr_geometry_info *out);
 
 #endif /* PTRELOC_GEOMETRY_H */

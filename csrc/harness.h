@@ -1,6 +1,9 @@
 /*
  * harness.h - the test and measurement harnesses: the torture test (stress.c) and the timed loops of
  * `ptreloc bench` (bench.c).  Not part of the core proper: nothing in the core includes it.
+ *
+ * Functions are documented (kernel-doc: arguments, Return:, Locking:) at their definitions in
+ * stress.c and bench.c; static inline ones here.
  */
 #ifndef PTRELOC_HARNESS_H
 #define PTRELOC_HARNESS_H
@@ -60,11 +63,6 @@ struct ptr_stress_result {
 	uint64_t translation_mismatches;
 };
 
-/**
- * ptr_stress_run() - run the torture test described by @cfg.
- * Return: 0 (the verdict is in *@out), -EINVAL (bad config), -EOPNOTSUPP (norelo build), or
- * the -errno that stopped the run (arena creation, thread creation).
- */
 int ptr_stress_run(const struct ptr_stress_config *cfg, struct ptr_stress_result *out);
 
 /* ------------------------------------------------------------------------------------------ */
@@ -76,15 +74,11 @@ struct ptr_bench_fault;
 struct ptr_bench_walk;
 struct ptr_bench_reloc;
 
-/** fault: fault every page of a @pages region once per round, random order, writes through the
- * emulated CPU's fault path; @with_data also zeroes a 4 KiB data page per fault. */
 int ptr_bench_fault_create(const char *geometry, uint64_t pages, int with_data, int bind_node,
 			   struct ptr_bench_fault **out);
 int ptr_bench_fault_round(struct ptr_bench_fault *b, uint64_t seed, uint64_t *ns);
 void ptr_bench_fault_destroy(struct ptr_bench_fault *b);
 
-/** walk: TLB-miss accesses of an emulated CPU against a bare pointer chase of the same walks;
- * tables on pool @table_node of a 2-pool arena bound to @bind_nodes[0..1]. */
 int ptr_bench_walk_create(const char *geometry, uint64_t pages, const int *bind_nodes,
 			  int table_node, struct ptr_bench_walk **out);
 int ptr_bench_walk_round(struct ptr_bench_walk *b, uint64_t n, uint64_t seed, int chase_first,
@@ -137,7 +131,6 @@ struct ptr_bench_conc_result {
 };
 int ptr_bench_concurrent(const struct ptr_bench_conc_config *cfg,
 			 struct ptr_bench_conc_result *out);
-/** Histogram decoding: the bucket of a value, the smallest value of a bucket. */
 uint32_t ptr_bench_hist_index(uint64_t v);
 uint64_t ptr_bench_hist_lower(uint32_t i);
 

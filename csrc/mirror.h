@@ -1,5 +1,8 @@
 /*
  * mirror.h - bulk read-only queries over an address space for ptreloc.mirror (mirror.c).
+ *
+ * Functions are documented (kernel-doc: arguments, Return:, Locking:) at their definitions in
+ * mirror.c; static inline ones here.
  */
 #ifndef PTRELOC_MIRROR_H
 #define PTRELOC_MIRROR_H

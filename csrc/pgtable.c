@@ -350,6 +350,16 @@ static int free_tree(struct ptr_mm *mm)
 	return ptr_walk_tree(&w);
 }
 
+/**
+ * ptr_mm_create() - a new address space whose root (and, on PAE, the 4 PMD tables the PDPTEs
+ * point to) come from pool @node.
+ * @a:    the arena
+ * @node: the pool for its tables by default
+ * @out:  the address space
+ *
+ * Return: 0 and *@out; -ENODEV, -ENOSPC, -ENOMEM as ptr_frame_alloc() (nothing left allocated).
+ * Locking: none; the mm is not shared until this returns.
+ */
 int ptr_mm_create(struct ptr_arena *a, int node, struct ptr_mm **out)
 {
 	const struct ptr_geometry *g = a->geo;
@@ -390,6 +400,14 @@ int ptr_mm_create(struct ptr_arena *a, int node, struct ptr_mm **out)
 	return 0;
 }
 
+/**
+ * ptr_mm_destroy() - free every table of @mm (a shared one when its last sharer goes) and @mm.
+ * @mm: the address space
+ *
+ * Return: 0; -EBUSY while a CPU runs @mm or a relocation of it is in progress (nothing freed).
+ * Locking: the caller owns @mm: no other thread uses it.  The tree is freed with a
+ * PTR_WALK_EXCLUSIVE walk, which checks that under cpus_lock.
+ */
 int ptr_mm_destroy(struct ptr_mm *mm)
 {
 	int rc = free_tree(mm); /* -EBUSY (a CPU runs it) before anything is freed */
@@ -399,6 +417,14 @@ int ptr_mm_destroy(struct ptr_mm *mm)
 	return 0;
 }
 
+/**
+ * ptr_mm_set_node() - the pool new tables of @mm come from by default.
+ * @mm:   the address space
+ * @node: the pool
+ *
+ * Return: 0; -ENODEV (no such pool).
+ * Locking: none; an atomic store (a relocator may move the default while CPUs fault).
+ */
 int ptr_mm_set_node(struct ptr_mm *mm, int node)
 {
 	if (node < 0 || node >= mm->arena->nnodes)
@@ -430,6 +456,21 @@ static int check_leaf_range(const struct ptr_geometry *g, uint64_t start, uint64
 	return 0;
 }
 
+/**
+ * ptr_add_region() - register a demand-fault region: a fault at va in [@start, @end) maps
+ * @phys + (va - @start) with leaves at @leaf_level.  No table is built.
+ * @mm:         the address space
+ * @start:      first address, aligned to the leaf size
+ * @end:        end (exclusive), aligned
+ * @phys:       physical address of @start, aligned
+ * @writable:   writable leaves
+ * @leaf_level: level of the leaves (0 = base pages)
+ *
+ * Return: 0; -EINVAL/-ERANGE/-EDOM (level, alignment, address); -EEXIST (overlaps a region);
+ * -ENOSPC (PTR_MAX_REGIONS regions already).
+ * Locking: takes page_table_lock; regions are append-only, lockless readers see @nregions with
+ * acquire.
+ */
 int ptr_add_region(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phys,
 		   bool writable, int leaf_level)
 {
@@ -545,6 +586,19 @@ static int install_leaf(struct ptr_mm *mm, struct ptr_cpu *cpu, uint32_t table, 
 
 static int translate_in_section(struct ptr_mm *mm, uint64_t va, struct ptr_translation *out);
 
+/**
+ * ptr_fault_in_section() - ptr_fault() for a caller already inside a read-side section: a CPU's
+ * thread inside its access (ptr_cpu_access_fault(); @cpu its CPU) or a ptr_read_lock() holder
+ * (@cpu NULL).  The CPU's fault path thus carries no section code at all.
+ * @mm:    the address space
+ * @cpu:   the CPU on whose behalf it runs, or NULL
+ * @va:    the faulting address
+ * @write: a write fault
+ *
+ * Not exported to Python (Python is never inside an access).
+ * Return: as ptr_fault().
+ * Locking: the caller is in a section; takes and drops table locks as ptr_fault().
+ */
 int ptr_fault_in_section(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write)
 {
 	const struct ptr_geometry *g = mm->geo;
@@ -590,10 +644,25 @@ int ptr_fault_in_section(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bo
 	return rc;
 }
 
-/*
- * The read-side section (rule 6): a CPU's is its busy lock, held by its thread for the whole
- * access the fault belongs to - ptr_cpu_access_fault() calls ptr_fault_in_section() directly,
- * so the CPU's fault path has no section code at all; anyone else enters one here.
+/**
+ * ptr_fault() - the software fault path (handle_mm_fault's shape) for @va in a region:
+ * lockless walk; allocate each missing table OUTSIDE the lock; take the lock; when a relocation
+ * is in progress rewalk from the root under the lock; double-check the entry is still empty;
+ * populate it or free the preallocated table.  A present leaf (another CPU won) is success.
+ * @mm:    the address space
+ * @cpu:   the CPU on whose behalf this runs, or NULL (Python, any non-CPU thread)
+ * @va:    the faulting address
+ * @write: a write fault
+ *
+ * The read-side section the lockless walks need (rule 6): a CPU's is its busy lock, held by
+ * its thread for the whole access the fault belongs to, so with @cpu this is
+ * ptr_fault_in_section() and nothing more; anyone else enters one here.
+ * Return: 0; -EFAULT (no region covers @va), -EACCES (write to a read-only region or leaf),
+ * -ERANGE/-EDOM (address), -ENOSPC/-ENOMEM/-ENODEV (allocation).
+ * Locking: takes the lock of each table it populates and of the leaf's table (rules 1-2),
+ * one at a time.  @cpu non-NULL only from that CPU's own thread INSIDE an access: it services
+ * the CPU's shootdowns while spinning (rule 5).  Relocation support costs this path one
+ * predictable branch per lock taken (the mm->relocating check; the rewalk is out of line).
  */
 int ptr_fault(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write)
 {
@@ -628,6 +697,23 @@ static const struct ptr_walk_ops any_leaf_ops = { .leaf = leaf_present_cb,
 static int64_t unmap_nolock_flush(struct ptr_mm *mm, uint64_t start, uint64_t end,
 				  uint64_t *dirty, bool flush);
 
+/**
+ * ptr_map() - map [@start, @end) to @phys.. with leaves at @leaf_level.
+ * @mm:         the address space
+ * @start:      first address, aligned to the leaf size
+ * @end:        end (exclusive), aligned
+ * @phys:       physical address of @start, aligned
+ * @leaf_level: level of the leaves (0 = base pages)
+ * @writable:   writable leaves
+ * @table_node: pool for the tables this call allocates, -1 = mm->node
+ *
+ * Return: 0; -EINVAL (unaligned, empty range, level without leaves), -ERANGE/-EDOM (address),
+ * -ENODEV (no such pool), -EEXIST (something is already mapped in the range: nothing changed),
+ * -ENOSPC/-ENOMEM (allocation failed: leaves installed so far are removed again; tables
+ * allocated stay linked and empty, see rule 7).
+ * Locking: in its own read-side section; takes each leaf table's lock once for the leaves it
+ * fills there.  Call with no table lock held.
+ */
 int ptr_map(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phys, int leaf_level,
 	    bool writable, int table_node)
 {
@@ -743,6 +829,18 @@ static int check_straddle(struct ptr_mm *mm, uint64_t start, uint64_t end)
 	return rc > 0 ? -EINVAL : rc;
 }
 
+/**
+ * ptr_unmap() - clear every leaf in [@start, @end), then shoot down.
+ * @mm:          the address space
+ * @start:       first address
+ * @end:         end (exclusive)
+ * @dirty_pages: out, may be NULL: how many of the cleared leaves were dirty
+ *
+ * A huge leaf must be fully covered (-EINVAL otherwise, nothing changed).  Tables stay (rule 7).
+ * Return: the number of leaves cleared, or -errno (-EINVAL/-ERANGE/-EDOM, -ESTALE).
+ * Locking: a PTR_WALK_LEAF_LOCKED walk (each leaf cleared under its table's lock); the
+ * shootdown after every lock is dropped.  Call with no table lock held.
+ */
 int64_t ptr_unmap(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t *dirty_pages)
 {
 	int rc = check_range(mm->geo, start, end);
@@ -782,6 +880,18 @@ static int protect_leaf_cb(struct ptr_walk *w, void *t, uint32_t i, int level, u
 static const struct ptr_walk_ops protect_ops = { .leaf = protect_leaf_cb,
 						 .lock = PTR_WALK_LEAF_LOCKED };
 
+/**
+ * ptr_protect() - set the writability of every leaf in [@start, @end); shoot down on a
+ * downgrade, so CPUs stop writing through cached writable entries.
+ * @mm:       the address space
+ * @start:    first address
+ * @end:      end (exclusive)
+ * @writable: the new writability
+ *
+ * arm64: a dirty page made read-only keeps its dirtiness in the software dirty bit.
+ * Return: the number of leaves changed, or -errno (as ptr_unmap()).
+ * Locking: as ptr_unmap().
+ */
 int64_t ptr_protect(struct ptr_mm *mm, uint64_t start, uint64_t end, bool writable)
 {
 	int rc = check_range(mm->geo, start, end);
@@ -823,6 +933,18 @@ static int translate_in_section(struct ptr_mm *mm, uint64_t va, struct ptr_trans
 	return 0;
 }
 
+/**
+ * ptr_translate() - lockless software walk of @va.
+ * @mm:  the address space
+ * @va:  the address
+ * @out: the translation (phys, page size, raw leaf, its table and level, W/A/D)
+ *
+ * Return: 0 (mapped), -ENOENT (not mapped), -ERANGE/-EDOM (bad address), -ESTALE (the walk met
+ * a freed frame; counted in freed_frame_accesses).  Every software walk reports a freed frame
+ * with -ESTALE.
+ * Locking: none taken; enters a read-side section of its own (so not for a caller inside one:
+ * the fault path uses translate_in_section()).
+ */
 int ptr_translate(struct ptr_mm *mm, uint64_t va, struct ptr_translation *out)
 {
 	int rc = ptr_va_check(mm->geo, va);
@@ -896,11 +1018,34 @@ static int clear_dirty_op(struct ptr_mm *mm, void *t, uint32_t idx, int level)
 	return 1;
 }
 
+/**
+ * ptr_test_and_clear_young() - the software consumer of the accessed bit (reclaim's aging):
+ * atomically clear A on @va's leaf and report whether it was set.
+ * @mm: the address space
+ * @va: the address
+ *
+ * The caller flushes when it wants the next access to walk (ptep_clear_flush_young).
+ * Return: 1 was set, 0 was clear, -ENOENT not mapped, -ERANGE/-EDOM, -ESTALE.
+ * Locking: takes the leaf table's lock (rule 1; page_table_lock for a leaf at level >= 2),
+ * rewalking if relocating, so it never reads a new copy before the merge.  In its own section.
+ */
 int ptr_test_and_clear_young(struct ptr_mm *mm, uint64_t va)
 {
 	return with_locked_leaf(mm, va, clear_young_op);
 }
 
+/**
+ * ptr_test_and_clear_dirty() - the software consumer of the dirty bit (writeback): clear D on
+ * @va's leaf, report whether it was set, and then (when it was) shoot down, so CPUs holding a
+ * dirty-known TLB entry set D again on their next write.
+ * @mm: the address space
+ * @va: the address
+ *
+ * A write that completed before the call returned is reported by this call or an earlier one,
+ * never lost - also across a relocation (the merge runs under the lock taken here).
+ * Return: 1 was set, 0 was clear, -ENOENT not mapped, -ERANGE/-EDOM, -ESTALE.
+ * Locking: as ptr_test_and_clear_young(); the shootdown after the lock is dropped.
+ */
 int ptr_test_and_clear_dirty(struct ptr_mm *mm, uint64_t va)
 {
 	int rc = with_locked_leaf(mm, va, clear_dirty_op);
@@ -911,6 +1056,19 @@ int ptr_test_and_clear_dirty(struct ptr_mm *mm, uint64_t va)
 
 /* ---- sharing and repointing ----------------------------------------------------------------- */
 
+/**
+ * ptr_share_table() - hugetlb-style sharing: link into @dst the level-@level table that covers
+ * @va in @src (sharers++ on it).
+ * @dst:   the address space that gets the link; its parent entry must be empty (the upper
+ *         tables are created as needed)
+ * @src:   the address space that has the table
+ * @va:    an address the table covers
+ * @level: 0 or 1
+ *
+ * Return: 0; -ENOENT (no such table in @src), -EEXIST (@dst's entry is not empty), -EINVAL
+ * (other arena, same mm, bad level, PAE's fixed PDPTE level), -ERANGE/-EDOM, allocation errors.
+ * Locking: in its own read-side section; takes @dst's parent-table lock for the link.
+ */
 int ptr_share_table(struct ptr_mm *dst, struct ptr_mm *src, uint64_t va, int level)
 {
 	const struct ptr_geometry *g = src->geo;
@@ -950,6 +1108,21 @@ int ptr_share_table(struct ptr_mm *dst, struct ptr_mm *src, uint64_t va, int lev
 	return rc < 0 ? rc : 0;
 }
 
+/**
+ * ptr_repoint() - TEST/RELOCATION HELPER: copy the level-@level table covering @va to a new
+ * frame on @node and repoint its parent entry (or the root) WITHOUT any shootdown, merge or
+ * free.  Lets tests build the stale-paging-structure-cache scenario by hand.
+ * @mm:        the address space
+ * @va:        an address the table covers
+ * @level:     its level
+ * @node:      the pool of the copy
+ * @old_frame: out: the old frame - unlinked, LIMBO in the relocation build (LIVE otherwise)
+ * @new_frame: out: the copy
+ *
+ * Return: 0; -EINVAL (level/node), -ERANGE/-EDOM, -ENOENT (no such table), -EBUSY (shared),
+ * allocation errors.
+ * Locking: takes the parent's lock, then the table's (rule 3), in its own read-side section.
+ */
 int ptr_repoint(struct ptr_mm *mm, uint64_t va, int level, int node, uint32_t *old_frame,
 		uint32_t *new_frame)
 {
@@ -1051,11 +1224,29 @@ int ptr_mm_count_tables(struct ptr_mm *mm, uint32_t counts[PTR_MAX_LEVELS],
 	return 0;
 }
 
+/**
+ * ptr_mm_root() - the current root frame of @mm.
+ * @mm: the address space
+ *
+ * Return: the frame (it changes only by a relocation, under page_table_lock).
+ * Locking: none; an atomic load.
+ */
 uint32_t ptr_mm_root(struct ptr_mm *mm)
 {
 	return atomic_load(&mm->root);
 }
 
+/**
+ * ptr_table_entry() - raw entry @index of the level-@level table in frame @f (tests: read a
+ * stale copy).
+ * @a:     the arena
+ * @f:     the frame
+ * @level: the level its table is read as
+ * @index: the entry
+ *
+ * Return: the entry; 0 when out of range.
+ * Locking: none; an atomic load of whatever the frame holds (poison, when FREE).
+ */
 uint64_t ptr_table_entry(struct ptr_arena *a, uint32_t f, int level, uint32_t index)
 {
 	const struct ptr_geometry *g = a->geo;

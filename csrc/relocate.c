@@ -77,6 +77,13 @@ static const char *const reason_names[PTR_RELOC_NREASONS] = {
 	[PTR_RELOC_R_VANISHED] = "vanished",
 };
 
+/**
+ * ptr_reloc_reason_name() - the name of a PTR_RELOC_R_* reason ("target_full", "shared", ...).
+ * @reason: the reason
+ *
+ * Return: the name; "?" for an unknown reason.
+ * Locking: none; constant strings.
+ */
 const char *ptr_reloc_reason_name(int reason)
 {
 	return (reason >= 0 && reason < PTR_RELOC_NREASONS) ? reason_names[reason] : "?";
@@ -84,10 +91,33 @@ const char *ptr_reloc_reason_name(int reason)
 
 #if !PTR_RELOCATION
 
+/**
+ * ptr_reloc_set_test_hook() - norelo build: there are no batches to hook; does nothing.
+ * @fn:   ignored
+ * @priv: ignored
+ *
+ * Return: nothing.
+ * Locking: none.
+ */
 void ptr_reloc_set_test_hook(ptr_reloc_hook_fn fn, void *priv)
 {
 }
 
+/**
+ * ptr_relocate_mms() - norelo build: relocation is compiled out.
+ * @mms:       ignored
+ * @nmms:      ignored
+ * @from_mask: ignored
+ * @to_node:   ignored
+ * @choose:    ignored
+ * @priv:      ignored
+ * @strategy:  ignored
+ * @batch:     ignored
+ * @out:       zeroed when not NULL
+ *
+ * Return: -EOPNOTSUPP.
+ * Locking: none.
+ */
 int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, int to_node,
 		     ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
 		     struct ptr_reloc_report *out)
@@ -128,6 +158,18 @@ static pthread_mutex_t reloc_mutex = PTHREAD_MUTEX_INITIALIZER;
 static ptr_reloc_hook_fn test_hook;
 static void *test_hook_priv;
 
+/**
+ * ptr_reloc_set_test_hook() - TEST HOOK: call @fn(@priv, batch index) in every rewalk/naive
+ * batch after the copies and repoints, before the shootdown - the window in which a CPU with a
+ * stale paging-structure cache writes A/D into an old copy.
+ * @fn:   the hook; NULL removes it
+ * @priv: its argument
+ *
+ * @fn runs with the batch's table locks held: it may drive CPU accesses that hit present
+ * entries, nothing that takes a table lock (lock.h, LOCK ORDER).
+ * Return: nothing.
+ * Locking: takes reloc_mutex, so the hook never changes under a running relocation.
+ */
 void ptr_reloc_set_test_hook(ptr_reloc_hook_fn fn, void *priv)
 {
 	pthread_mutex_lock(&reloc_mutex);
@@ -643,6 +685,32 @@ static void set_mode(struct reloc_ctx *c, int delta)
 	}
 }
 
+/**
+ * ptr_relocate_mms() - move every table frame of the @nmms address spaces @mms (one arena) that
+ * sits on a node in @from_mask to @to_node, or to where @choose says.
+ * @mms:       up to 32 address spaces of one arena, each once
+ * @nmms:      how many
+ * @from_mask: bit n = node n is a source
+ * @to_node:   the target node (when @choose is NULL; frames already there are not candidates)
+ * @choose:    NULL, or asked once per candidate frame where it goes (ptr_reloc_choose_fn)
+ * @priv:      @choose's argument
+ * @strategy:  PTR_RELOC_REWALK, PTR_RELOC_STOP or PTR_RELOC_NAIVE (the protocol comment above)
+ * @batch:     frames per lock/shootdown batch (>= 1)
+ * @out:       the report
+ *
+ * A table shared between the mms moves once with every sharer's parent entry repointed; one
+ * shared with an mm outside the set is skipped (PTR_RELOC_R_SHARED).  Every level moves, the
+ * root with a root reload.
+ * Return: 0; -EINVAL (bad arguments), -ENODEV (no such target node), -ECANCELED (the chooser
+ * cancelled: nothing moved), -ENOMEM (the collection), -ENOSPC/-ENOMEM/-ENODEV when an
+ * allocation on the target failed: the relocation stopped there, every translation is
+ * unchanged, frames of completed batches stay moved, the rest are reported not relocated.
+ * *@out is filled in every case but -EINVAL/-ENODEV.
+ * Locking: takes everything itself - reloc_mutex for the whole call (relocations serialize;
+ * @choose runs under it, with no table lock held, and must not relocate), then per lock.h's
+ * LOCK ORDER; call with no lock held and outside a read-side section (it waits for a grace
+ * period).
+ */
 int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, int to_node,
 		     ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
 		     struct ptr_reloc_report *out)
@@ -810,6 +878,20 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 
 #endif /* PTR_RELOCATION */
 
+/**
+ * ptr_relocate() - ptr_relocate_mms() for one address space.
+ * @mm:        the address space
+ * @from_mask: bit n = node n is a source
+ * @to_node:   the target node (when @choose is NULL)
+ * @choose:    NULL, or where each frame goes
+ * @priv:      @choose's argument
+ * @strategy:  PTR_RELOC_*
+ * @batch:     frames per batch
+ * @out:       the report
+ *
+ * Return: as ptr_relocate_mms() (-EOPNOTSUPP in the norelo build).
+ * Locking: as ptr_relocate_mms().
+ */
 int ptr_relocate(struct ptr_mm *mm, uint32_t from_mask, int to_node, ptr_reloc_choose_fn choose,
 		 void *priv, int strategy, int batch, struct ptr_reloc_report *out)
 {

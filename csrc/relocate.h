@@ -1,5 +1,8 @@
 /*
  * relocate.h - relocating live page tables between arena nodes (relocate.c).
+ *
+ * Functions are documented (kernel-doc: arguments, Return:, Locking:) at their definitions in
+ * relocate.c; static inline ones here.
  */
 #ifndef PTRELOC_RELOCATE_H
 #define PTRELOC_RELOCATE_H
@@ -55,44 +58,22 @@ struct ptr_reloc_report {
 
 /**
  * ptr_reloc_choose_fn - where should this frame go?  Called once per frame on a source node,
- * with no lock held, before anything moves.  Return: the target node, -1 to leave it, or
- * < -1 to cancel the whole relocation (nothing moves; ptr_relocate() returns -ECANCELED).
- * Must not start a relocation itself.
+ * before anything moves, with no table lock held - but reloc_mutex held, so it must not start
+ * a relocation itself.  Return: the target node, -1 to leave it, or < -1 to cancel the whole
+ * relocation (nothing moves; ptr_relocate() returns -ECANCELED).
  */
 typedef int (*ptr_reloc_choose_fn)(void *priv, int level, uint32_t frame, uint64_t base_va,
 				   int node);
 
-/**
- * ptr_relocate() - move every table frame of @mm on a node in @from_mask (bit n = node n) to
- * @to_node, or to where @choose (non-NULL) says, with @strategy (PTR_RELOC_*), @batch frames
- * per lock/shootdown batch.  Every level moves, the root with a root reload.
- * Return: 0; -EINVAL (bad arguments), -ENODEV (no such target node), -EOPNOTSUPP (norelo
- * build), -ECANCELED (the chooser cancelled: nothing moved); -ENOSPC/-ENOMEM when an
- * allocation on the target failed: the relocation stopped
- * there, every translation is unchanged, frames of completed batches stay moved, the rest are
- * reported not relocated.  *@out is filled in every case but -EINVAL/-ENODEV.
- * Locking: takes every lock itself; call with none held.  Relocations serialize.
- */
+/* The relocation entry points; kernel-doc (arguments, Return:, Locking:) in relocate.c. */
 int ptr_relocate(struct ptr_mm *mm, uint32_t from_mask, int to_node, ptr_reloc_choose_fn choose,
 		 void *priv, int strategy, int batch, struct ptr_reloc_report *out);
-/**
- * ptr_relocate_mms() - ptr_relocate() over a set of up to 32 mms of one arena at once: a table
- * shared between them moves once, with every sharer's parent entry repointed.  A table shared
- * with an mm outside the set is skipped (PTR_RELOC_R_SHARED).
- */
 int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, int to_node,
 		     ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
 		     struct ptr_reloc_report *out);
-/**
- * ptr_reloc_set_test_hook() - TEST HOOK: call @fn(@priv, batch index) in every rewalk/naive
- * batch after the copies and repoints, before the shootdown - the window in which a CPU with a
- * stale paging-structure cache writes A/D into an old copy.  Runs with the batch's table locks
- * held: @fn may drive CPU accesses that hit present entries, nothing that takes a table lock.
- * NULL removes it.
- */
+/* ptr_reloc_set_test_hook(): the window between a batch's repoints and its shootdown. */
 typedef void (*ptr_reloc_hook_fn)(void *priv, uint32_t batch);
 void ptr_reloc_set_test_hook(ptr_reloc_hook_fn fn, void *priv);
-/** ptr_reloc_reason_name() - "target_full", "alloc_failed", "shared", ... */
 const char *ptr_reloc_reason_name(int reason);
 
 #endif /* PTRELOC_RELOCATE_H */
