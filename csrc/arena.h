@@ -76,7 +76,8 @@ struct ptr_pool {
  *                        (or an entry pointing outside the arena: poison) - counted, never a
  *                        crash.  Must stay 0 under a correct protocol.
  * @fail_alloc_at:        fault injection: when > 0, the allocation that brings @alloc_calls to
- *                        this value fails with -ENOMEM (then the knob disarms itself). * @no_poison:            ptr_arena_set_poison(a, false) was called: freed frames are not
+ *                        this value fails with -ENOMEM (then the knob disarms itself).
+ * @no_poison:            ptr_arena_set_poison(a, false) was called: freed frames are not
  *                        filled with PTR_POISON_BYTE (benchmarks only; OFF by default).
  */
 struct ptr_arena {

@@ -1,6 +1,7 @@
 /*
- * harness.h - the test and measurement harnesses: the torture test (stress.c) and the timed loops of
- * `ptreloc bench` (bench.c).  Not part of the core proper: nothing in the core includes it.
+ * harness.h - the test and measurement harnesses: the torture test (stress.c) and the timed
+ * loops of `ptreloc bench` (bench.c).  Not part of the core proper: they only use the core's
+ * interfaces, and no core function calls them (ptreloc.h includes this for the cffi module).
  *
  * Functions are documented (kernel-doc: arguments, Return:, Locking:) at their definitions in
  * stress.c and bench.c; static inline ones here.

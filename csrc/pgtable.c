@@ -568,6 +568,23 @@ restart:
 	return 0;
 }
 
+/*
+ * descend_lock() - descend() to the level-@leaf table covering @va and take its lock
+ * (rewalking if relocating), starting over while the path vanishes under a relocation.
+ * Return: 0 with *@table and *@lock held; -EEXIST (a leaf above @leaf); -errno.
+ */
+static int descend_lock(struct ptr_mm *mm, uint64_t va, int leaf, int node, uint32_t *table,
+			ptr_spinlock_t **lock)
+{
+	int rc;
+	do {
+		rc = descend(mm, NULL, va, leaf, node, table);
+		if (!rc)
+			rc = lock_table(mm, NULL, leaf, va, table, lock);
+	} while (rc == -EAGAIN);
+	return rc;
+}
+
 /* Install a leaf at (@leaf, va) if the entry is empty.  Return 0, -EEXIST (present), -errno. */
 static int install_leaf(struct ptr_mm *mm, struct ptr_cpu *cpu, uint32_t table, int leaf,
 			uint64_t va, uint64_t e_new)
@@ -737,19 +754,14 @@ int ptr_map(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phys, int 
 	uint64_t va = start;
 	while (va != end) {
 		uint32_t table;
-		rc = descend(mm, NULL, va, leaf_level, table_node, &table);
+		ptr_spinlock_t *lock;
+		rc = descend_lock(mm, va, leaf_level, table_node, &table, &lock);
 		if (rc)
 			break;
 		/* fill the rest of this table under one lock acquisition */
 		uint64_t tend = leaf_level + 1 < g->nlevels
 					? ptr_level_addr_end(g, leaf_level + 1, va, end)
 					: end; /* leaves in the root (x86_32 PSE) */
-		ptr_spinlock_t *lock;
-		rc = lock_table(mm, NULL, leaf_level, va, &table, &lock);
-		if (rc == -EAGAIN)
-			continue;
-		if (rc)
-			break;
 		void *t = fdata(mm, table);
 		for (; va != tend; va += size) {
 			uint64_t expected = 0;

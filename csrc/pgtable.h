@@ -1,5 +1,6 @@
 /*
- * pgtable.h - address spaces: the fault path, map/unmap/protect, A/D consumers, walkers (pgtable.c).
+ * pgtable.h - address spaces: the fault path, map/unmap/protect, A/D consumers and the two
+ * software walkers (pgtable.c).
  *
  * Functions are documented (kernel-doc: arguments, Return:, Locking:) at their definitions in
  * pgtable.c; static inline ones here.
