@@ -35,7 +35,6 @@
 #define PTR_MAX_REGIONS 64
 #define PTR_NO_FRAME UINT32_MAX
 
-
 /* ------------------------------------------------------------------------------------------ */
 /* Geometry (csrc/geometry.c)                                                                   */
 /* ------------------------------------------------------------------------------------------ */
@@ -210,7 +209,6 @@ static inline uint64_t ptr_entry_and(const struct ptr_geometry *g, int level, vo
 		return atomic_fetch_and((_Atomic uint64_t *)table + index, bits);
 	return atomic_fetch_and((_Atomic uint32_t *)table + index, (uint32_t)bits);
 }
-
 
 /** Plain descriptions of the geometries for Python (no atomics, no inline functions). */
 struct ptr_level_info {

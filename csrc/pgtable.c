@@ -35,26 +35,6 @@ static inline uint32_t entry_child(struct ptr_mm *mm, int level, uint64_t e)
 
 /* ---- walks ---------------------------------------------------------------------------------- */
 
-/**
- * ptr_walk_path() - lockless walk recording, per level, the table frame covering @va.
- * @mm:     the address space
- * @va:     the address (not checked: the caller did)
- * @frames: out: @frames[level] the table read at that level, PTR_NO_FRAME below where the walk
- *          stopped
- *
- * Python's view of ptr_path_walk() (the path walker, pgtable.h) to the bottom.
- * Return: the level where the walk stopped (the leaf's level, or the level of the empty
- * entry), or -ESTALE (a FREE frame on the way, counted).
- * Locking: none taken; the caller is in a read-side section when a relocation may run.
- */
-int ptr_walk_path(struct ptr_mm *mm, uint64_t va, uint32_t frames[PTR_MAX_LEVELS])
-{
-	struct ptr_path p;
-	int rc = ptr_path_walk(mm, va, 0, &p);
-	memcpy(frames, p.frame, sizeof(p.frame));
-	return rc;
-}
-
 #if PTR_RELOCATION
 /*
  * lock_table_rewalk() - lock_table()'s slow path, taken only while a relocation is in
@@ -330,7 +310,10 @@ static int free_table_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uin
 {
 	struct ptr_mm *mm = w->mm;
 	uint32_t child = entry_child(mm, level, ptr_entry_load(mm->geo, level, t, i));
-	if (child != PTR_NO_FRAME && atomic_fetch_sub(&mm->arena->frames[child].sharers, 1) > 1)
+	/* a frame that is not ours to free (already FREE: a protocol bug a test provoked, or
+	 * poison read as an entry) is skipped, so the rest of the tree is still freed */
+	if (!ptr_frame_live(mm->arena, child) ||
+	    atomic_fetch_sub(&mm->arena->frames[child].sharers, 1) > 1)
 		w->action = PTR_WALK_CONTINUE;
 	return 0;
 }
@@ -1211,7 +1194,19 @@ static int count_post_cb(struct ptr_walk *w, uint32_t frame, int level, uint64_t
 	return 0;
 }
 
-static const struct ptr_walk_ops count_ops = { .post_table = count_post_cb,
+/* a FREE frame linked from the tree (a protocol bug) is not counted and not descended into */
+static int count_table_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint64_t a,
+			  uint64_t n)
+{
+	struct ptr_mm *mm = w->mm;
+	uint32_t child = entry_child(mm, level, ptr_entry_load(mm->geo, level, t, i));
+	if (!ptr_frame_live(mm->arena, child))
+		w->action = PTR_WALK_CONTINUE;
+	return 0;
+}
+
+static const struct ptr_walk_ops count_ops = { .table = count_table_cb,
+					       .post_table = count_post_cb,
 					       .lock = PTR_WALK_LOCKLESS };
 
 /**
@@ -1220,8 +1215,7 @@ static const struct ptr_walk_ops count_ops = { .post_table = count_post_cb,
  * @counts:   out: tables per level (a shared table counts once per mm linking it)
  * @per_node: out, may be NULL: the same per arena node
  *
- * Return: 0 (a walk that met a FREE frame counts what it saw before; the frame is counted in
- * freed_frame_accesses).
+ * Return: 0 (a FREE frame linked from the tree - a protocol bug - is left out).
  * Locking: none needed; a lockless walk in its own read-side section.
  */
 int ptr_mm_count_tables(struct ptr_mm *mm, uint32_t counts[PTR_MAX_LEVELS],

@@ -79,8 +79,6 @@ struct ptr_translation {
 
 int ptr_translate(struct ptr_mm *mm, uint64_t va, struct ptr_translation *out);
 
-int ptr_walk_path(struct ptr_mm *mm, uint64_t va, uint32_t frames[PTR_MAX_LEVELS]);
-
 int ptr_fault(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write);
 int ptr_fault_in_section(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write);
 
@@ -153,7 +151,7 @@ enum ptr_walk_lock { PTR_WALK_LOCKLESS = 0, PTR_WALK_LEAF_LOCKED = 1, PTR_WALK_E
  *              into the table it points to (pre-order; may set w->action)
  * @post_table: the level-@level table @frame, after the walk went through its entries that
  *              [addr, end) covers - post-order, so a callback may free it.  Called for the root
- *              too (last).  The entries of a level-0 table are not even read when @leaf and
+ *              too, last (from ptr_walk_tree() with addr = end = 0: the whole address space).  The entries of a level-0 table are not even read when @leaf and
  *              @hole are both NULL: nothing there could be called.
  * @lock:       the locking the walk runs under (enum ptr_walk_lock)
  */
