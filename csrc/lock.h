@@ -16,14 +16,15 @@
  *    the entry they reached - possibly in a stale (limbo) copy of a table.  Software therefore
  *    only ever changes a leaf with atomic exchange / CAS, never with a blind store that could
  *    erase a concurrently set A or D bit.
- * 5. DEADLOCK AVOIDANCE: a relocator (or unmap, or a dirty-bit consumer) may wait for shootdown
- *    acknowledgements while holding page_table_lock or a ptl.  Any CPU thread that spins for one
- *    of those locks (the software fault path run on behalf of a CPU) MUST service pending
- *    shootdowns while it spins, like a CPU taking an IPI while spinning with interrupts enabled:
- *    use ptr_lock(lock, cpu) with its cpu, never a bare spin.  A CPU that is between accesses
- *    is serviced remotely by the shooter (it takes the CPU's busy lock and flushes for it), so
- *    a CPU driven by a thread that is asleep, or by the very thread that shoots down, never
- *    blocks a shootdown.
+ * 5. DEADLOCK AVOIDANCE: a relocator waits for shootdown acknowledgements while holding
+ *    page_table_lock and ptls (unmap, protect and the dirty-bit consumer shoot down after
+ *    dropping theirs, see LOCK ORDER; a relocation's test hook may too).  Any CPU thread that
+ *    spins for one of those locks (the software fault path run on behalf of a CPU) MUST service
+ *    pending shootdowns while it spins, like a CPU taking an IPI while spinning with interrupts
+ *    enabled: use ptr_lock(lock, cpu) with its cpu, never a bare spin.  A CPU that is between
+ *    accesses is serviced remotely by the shooter (it takes the CPU's busy lock and flushes for
+ *    it), so a CPU driven by a thread that is asleep, or by the very thread that shoots down,
+ *    never blocks a shootdown.
  * 6. Tables are read LOCKLESSLY (walks, rewalks).  A table unlinked by a relocation goes to
  *    LIMBO and is freed only after a grace period (ptr_synchronize()), so a lockless reader
  *    inside a read-side section (a CPU inside an access, or ptr_read_lock()) may still read it,
