@@ -34,6 +34,21 @@ static int bind_range(void *addr, size_t len, int node)
 	return rc == 0 ? 0 : -errno;
 }
 
+/**
+ * ptr_arena_create() - map and bind an arena.
+ * @geometry:        geometry name
+ * @nnodes:          number of pools (1..PTR_MAX_NODES)
+ * @bind_nodes:      per pool, the real NUMA node to mbind to, or -1 for a virtual node; NULL:
+ *                   every pool virtual
+ * @frames_per_node: slots reserved per pool (address space is reserved with MAP_NORESERVE and
+ *                   faulted in on first use)
+ * @out:             the arena
+ *
+ * Return: 0 and *@out; -EINVAL (unknown geometry, bad counts), -E2BIG (the format's entries
+ * cannot address that many frames), -ENOMEM, or the -errno of mmap/mbind (nothing is left
+ * mapped then).
+ * Locking: none; the arena is not shared until this returns.
+ */
 int ptr_arena_create(const char *geometry, int nnodes, const int *bind_nodes,
 		     uint32_t frames_per_node, struct ptr_arena **out)
 {
@@ -91,6 +106,13 @@ int ptr_arena_create(const char *geometry, int nnodes, const int *bind_nodes,
 	return 0;
 }
 
+/**
+ * ptr_arena_destroy() - unmap the arena and free it.
+ * @a: the arena
+ *
+ * Return: 0; -EBUSY while any frame is in use or any CPU exists (nothing is freed then).
+ * Locking: the caller owns @a: no other thread may use it any more.
+ */
 int ptr_arena_destroy(struct ptr_arena *a)
 {
 	for (int i = 0; i < PTR_MAX_CPUS; i++)
@@ -105,6 +127,15 @@ int ptr_arena_destroy(struct ptr_arena *a)
 	return 0;
 }
 
+/**
+ * ptr_arena_set_capacity() - limit pool @node to @frames frames, to provoke exhaustion.
+ * @a:      the arena
+ * @node:   the pool
+ * @frames: the new limit; below the frames in use is allowed (no allocation succeeds then)
+ *
+ * Return: 0; -ENODEV (no such pool); -E2BIG (more than the pool has).
+ * Locking: none; an atomic store, read by allocations under the pool lock.
+ */
 int ptr_arena_set_capacity(struct ptr_arena *a, int node, uint32_t frames)
 {
 	if (node < 0 || node >= a->nnodes)
@@ -115,11 +146,30 @@ int ptr_arena_set_capacity(struct ptr_arena *a, int node, uint32_t frames)
 	return 0;
 }
 
+/**
+ * ptr_arena_set_poison() - poison freed frames (@on, the default) or not.
+ * @a:  the arena
+ * @on: poison
+ *
+ * Poisoning is what makes an access to a freed frame detectable (stress, tests): turn it off
+ * only to measure what it costs (the kernel poisons freed pages only in debug configurations).
+ * Return: nothing.
+ * Locking: a plain store: call it before the arena is shared with other threads.
+ */
 void ptr_arena_set_poison(struct ptr_arena *a, bool on)
 {
 	a->no_poison = !on;
 }
 
+/**
+ * ptr_arena_fail_nth_alloc() - fault injection: the @k-th allocation from now fails with
+ * -ENOMEM (then the knob disarms itself).
+ * @a: the arena
+ * @k: 1 = the next allocation; 0 disarms
+ *
+ * Return: nothing.
+ * Locking: none; atomics (allocations claim the failure with a CAS, so exactly one fails).
+ */
 void ptr_arena_fail_nth_alloc(struct ptr_arena *a, uint64_t k)
 {
 	atomic_store(&a->fail_alloc_at, k ? atomic_load(&a->alloc_calls) + k : 0);
@@ -132,11 +182,35 @@ static void fill_table(struct ptr_arena *a, uint32_t f, uint32_t bytes, uint64_t
 		atomic_store_explicit(&w[i], pattern, memory_order_relaxed);
 }
 
+/**
+ * ptr_frame_alloc() - take a frame from pool @node for a level-@level table: zeroed, LIVE,
+ * sharers 1.
+ * @a:     the arena
+ * @node:  the pool
+ * @level: the level of the table the frame will hold
+ * @out:   the frame index
+ *
+ * Return: 0 and *@out; -ENODEV (no such pool or level), -ENOSPC (pool at capacity), -ENOMEM
+ * (injected failure).
+ * Locking: takes the pool lock (innermost in the lock order, so any table lock may be held).
+ */
 int ptr_frame_alloc(struct ptr_arena *a, int node, int level, uint32_t *out)
 {
 	return ptr_frame_alloc_flags(a, node, level, 0, out);
 }
 
+/**
+ * ptr_frame_alloc_flags() - ptr_frame_alloc() with PTR_ALLOC_* @flags.
+ * @a:     the arena
+ * @node:  the pool
+ * @level: the level of the table the frame will hold
+ * @flags: PTR_ALLOC_NOZERO: leave the table bytes as they are - only for a caller that
+ *         overwrites every one of them before the frame is linked anywhere (relocation's copy)
+ * @out:   the frame index
+ *
+ * Return: as ptr_frame_alloc().
+ * Locking: as ptr_frame_alloc().
+ */
 int ptr_frame_alloc_flags(struct ptr_arena *a, int node, int level, unsigned int flags,
 			  uint32_t *out)
 {
@@ -178,6 +252,17 @@ int ptr_frame_alloc_flags(struct ptr_arena *a, int node, int level, unsigned int
 	return 0;
 }
 
+/**
+ * ptr_frame_free() - poison the table bytes and return a LIVE or LIMBO frame to its pool.
+ * @a: the arena
+ * @f: the frame; PTR_NO_FRAME or a FREE frame: nothing to do (error paths free blindly)
+ *
+ * The state goes FREE before the frame reaches the free list, so a lockless walker that still
+ * reads it counts a freed-frame access instead of reading a reused table unnoticed.
+ * Return: nothing.
+ * Locking: takes the pool lock.  The frame must be unreachable: unlinked, and - if it was ever
+ * linked - a grace period (ptr_synchronize()) after the unlink.
+ */
 void ptr_frame_free(struct ptr_arena *a, uint32_t f)
 {
 	if (f >= a->nframes)
@@ -203,6 +288,15 @@ void ptr_frame_free(struct ptr_arena *a, uint32_t f)
 }
 
 #if PTR_RELOCATION
+/**
+ * ptr_frame_limbo() - LIVE -> LIMBO: the frame was unlinked by a relocation and is freed after
+ * a grace period (ptr_synchronize()); lockless readers may read it until then.
+ * @a: the arena
+ * @f: the frame
+ *
+ * Return: nothing (a frame that is not LIVE is left alone).
+ * Locking: none; a CAS on the state.  The caller holds the lock that covered the unlink.
+ */
 void ptr_frame_limbo(struct ptr_arena *a, uint32_t f)
 {
 	struct ptr_frame *fr = &a->frames[f];
@@ -214,6 +308,16 @@ void ptr_frame_limbo(struct ptr_arena *a, uint32_t f)
 }
 #endif
 
+/**
+ * ptr_arena_pool_info() - a plain snapshot of pool @node for Python.
+ * @a:    the arena
+ * @node: the pool
+ * @out:  the snapshot
+ *
+ * Return: 0; -ENODEV (no such pool).
+ * Locking: none; counters are read one by one, so under concurrent allocation the snapshot
+ * need not add up.
+ */
 int ptr_arena_pool_info(struct ptr_arena *a, int node, struct ptr_pool_info *out)
 {
 	if (node < 0 || node >= a->nnodes)
@@ -230,11 +334,30 @@ int ptr_arena_pool_info(struct ptr_arena *a, int node, struct ptr_pool_info *out
 	return 0;
 }
 
+/**
+ * ptr_arena_freed_frame_accesses() - walks (CPU or software) that met a FREE frame so far.
+ * @a: the arena
+ *
+ * Return: the count (0 under a correct protocol).
+ * Locking: none; an atomic load.
+ */
 uint64_t ptr_arena_freed_frame_accesses(struct ptr_arena *a)
 {
 	return atomic_load(&a->freed_frame_accesses);
 }
 
+/**
+ * ptr_frame_info() - state, level, node and sharers of frame @f (tests, relocation reports).
+ * @a:       the arena
+ * @f:       the frame
+ * @state:   out: PTR_FRAME_*
+ * @level:   out: level of the table it holds (meaningless when FREE)
+ * @node:    out: the pool it belongs to
+ * @sharers: out: links to it
+ *
+ * Return: 0; -EINVAL (no such frame).
+ * Locking: none; a racy snapshot.
+ */
 int ptr_frame_info(struct ptr_arena *a, uint32_t f, int *state, int *level, int *node,
 		   int *sharers)
 {
@@ -248,6 +371,15 @@ int ptr_frame_info(struct ptr_arena *a, uint32_t f, int *state, int *level, int 
 	return 0;
 }
 
+/**
+ * ptr_frame_address() - the address of frame @f's bytes in this process (move_pages(2)
+ * queries of where a pool really lives).
+ * @a: the arena
+ * @f: the frame
+ *
+ * Return: the address; 0 for no such frame.
+ * Locking: none.
+ */
 uintptr_t ptr_frame_address(struct ptr_arena *a, uint32_t f)
 {
 	return f < a->nframes ? (uintptr_t)ptr_frame_data(a, f) : 0;

@@ -74,6 +74,18 @@ struct ptr_bench_fault {
 	uint8_t *data;       /* pages * page bytes when with_data, else NULL */
 };
 
+/**
+ * ptr_bench_fault_create() - the fault suite's context: a 1-pool arena (bound to @bind_node),
+ * a CPU, and a random fault order, kept across rounds so the first round warms memory up.
+ * @geometry:  geometry name
+ * @pages:     pages faulted per round
+ * @with_data: also zero a 4 KiB data page per fault (what a real fault costs around it)
+ * @bind_node: real NUMA node of the pool, -1 virtual
+ * @out:       the context
+ *
+ * Return: 0 and *@out; -EINVAL (arguments), -ENOMEM, or the arena's -errno.
+ * Locking: none; a context is used by one thread at a time.
+ */
 int ptr_bench_fault_create(const char *geometry, uint64_t pages, int with_data, int bind_node,
 			   struct ptr_bench_fault **out)
 {
@@ -118,6 +130,13 @@ fail:
 	return rc;
 }
 
+/**
+ * ptr_bench_fault_destroy() - free a fault context (NULL: nothing).
+ * @b: the context
+ *
+ * Return: nothing.
+ * Locking: the caller owns @b.
+ */
 void ptr_bench_fault_destroy(struct ptr_bench_fault *b)
 {
 	if (!b)
@@ -132,11 +151,16 @@ void ptr_bench_fault_destroy(struct ptr_bench_fault *b)
 	free(b);
 }
 
-/*
+/**
  * ptr_bench_fault_round() - a fresh address space with one demand-fault region; fault in every
  * page once, in the random order @seed gives (a Fisher-Yates shuffle), as writes through the
- * emulated CPU; tear down.  *@ns is the time of the fault loop only.
+ * emulated CPU; tear down.
+ * @b:    the context
+ * @seed: the order
+ * @ns:   out: the time of the fault loop only
+ *
  * Return: 0, or the -errno / PTR_FAULT_* an access failed with.
+ * Locking: none; one thread per context (the CPU's accesses take what they take).
  */
 int ptr_bench_fault_round(struct ptr_bench_fault *b, uint64_t seed, uint64_t *ns)
 {
@@ -183,11 +207,19 @@ struct ptr_bench_walk {
 	struct ptr_cpu_stats st;
 };
 
-/*
+/**
  * ptr_bench_walk_create() - 2-pool arena (@bind_nodes[0..1]), an address space whose tables
  * all live on pool @table_node, one base page mapped per level-0 table (so every page has its
  * own PTE table and the walk's last two reads are cache misses once the tables outgrow the
  * caches), and a CPU running it.
+ * @geometry:   geometry name
+ * @pages:      pages (= level-0 tables), 1..2^20
+ * @bind_nodes: real NUMA node per pool, -1 virtual
+ * @table_node: the pool the tables live on
+ * @out:        the context
+ *
+ * Return: 0 and *@out; -EINVAL, -ENOMEM, or the arena's/map's -errno.
+ * Locking: none; one thread per context.
  */
 int ptr_bench_walk_create(const char *geometry, uint64_t pages, const int *bind_nodes,
 			  int table_node, struct ptr_bench_walk **out)
@@ -233,6 +265,13 @@ fail:
 	return rc;
 }
 
+/**
+ * ptr_bench_walk_destroy() - free a walk context (NULL: nothing).
+ * @b: the context
+ *
+ * Return: nothing.
+ * Locking: the caller owns @b.
+ */
 void ptr_bench_walk_destroy(struct ptr_bench_walk *b)
 {
 	if (!b)
@@ -288,10 +327,18 @@ static void walk_chase(struct ptr_bench_walk *b, uint64_t n, uint64_t seed, uint
 	*sink += dep;
 }
 
-/*
+/**
  * ptr_bench_walk_round() - @n emulated accesses and @n chased walks over the same random
- * addresses (@seed), in the order @chase_first says.  The CPU's TLB and caches are flushed
- * first.  *@cpu_ns, *@chase_ns: the two loops' times.
+ * addresses, in the order @chase_first says.  The CPU's TLB and caches are flushed first.
+ * @b:           the context
+ * @n:           walks per loop
+ * @seed:        the addresses
+ * @chase_first: run the pointer chase before the CPU's loop
+ * @cpu_ns:      out: the CPU loop's time
+ * @chase_ns:    out: the chase's time
+ *
+ * Return: 0, or the -errno / PTR_FAULT_* an access failed with.
+ * Locking: none; one thread per context.
  */
 int ptr_bench_walk_round(struct ptr_bench_walk *b, uint64_t n, uint64_t seed, int chase_first,
 			 uint64_t *cpu_ns, uint64_t *chase_ns)
@@ -316,7 +363,14 @@ int ptr_bench_walk_round(struct ptr_bench_walk *b, uint64_t n, uint64_t seed, in
 	return rc ? rc : (int)(sink & 0); /* keep sink alive */
 }
 
-/** ptr_bench_walk_stats() - the CPU's cumulative counters (TLB hits, walks, PWC hits). */
+/**
+ * ptr_bench_walk_stats() - the CPU's cumulative counters (TLB hits, walks, PWC hits).
+ * @b:   the context
+ * @out: the counters as of the last round
+ *
+ * Return: nothing.
+ * Locking: none; one thread per context.
+ */
 void ptr_bench_walk_stats(struct ptr_bench_walk *b, struct ptr_cpu_stats *out)
 {
 	*out = b->st;
@@ -336,25 +390,32 @@ struct ptr_bench_reloc {
 	uint8_t *dst;         /* memcpy baseline target: one frame slot per table */
 };
 
-static int collect(struct ptr_bench_reloc *b, int level, uint32_t f)
+static int note(struct ptr_bench_reloc *b, int level, uint32_t f)
 {
-	const struct ptr_geometry *g = b->mm->geo;
 	if (b->nframes == b->cap)
 		return -E2BIG;
 	b->frames[b->nframes] = f;
 	b->levels[b->nframes++] = (uint32_t)level;
-	if (level == 0)
-		return 0;
-	const void *t = ptr_frame_data(b->a, f);
-	for (uint32_t i = 0; i < (1u << g->level[level].bits); i++) {
-		uint64_t e = ptr_entry_load(g, level, t, i);
-		if (!ptr_entry_is_table(g, level, e))
-			continue;
-		int rc = collect(b, level - 1, ptr_phys_frame(b->a, ptr_entry_phys(g, level, e)));
-		if (rc)
-			return rc;
-	}
 	return 0;
+}
+
+/* The bench's collection is an ops table over the core's whole-tree walk, as relocation's. */
+static int collect_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint64_t addr,
+		      uint64_t next)
+{
+	struct ptr_bench_reloc *b = w->priv;
+	const struct ptr_geometry *g = b->mm->geo;
+	return note(b, level - 1, ptr_phys_frame(b->a, ptr_entry_phys(g, level,
+								      ptr_entry_load(g, level, t, i))));
+}
+
+static const struct ptr_walk_ops collect_ops = { .table = collect_cb, .lock = PTR_WALK_LOCKLESS };
+
+static int collect(struct ptr_bench_reloc *b)
+{
+	int rc = note(b, TOP(b->mm->geo), atomic_load(&b->mm->root));
+	struct ptr_walk w = { .mm = b->mm, .ops = &collect_ops, .priv = b };
+	return rc ? rc : ptr_walk_tree(&w);
 }
 
 static int by_level_then_frame(const void *pa, const void *pb, void *arg)
@@ -370,7 +431,7 @@ static int by_level_then_frame(const void *pa, const void *pb, void *arg)
 static int collect_sorted(struct ptr_bench_reloc *b)
 {
 	b->nframes = 0;
-	int rc = collect(b, TOP(b->mm->geo), atomic_load(&b->mm->root));
+	int rc = collect(b);
 	if (rc)
 		return rc;
 	uint32_t *idx = malloc(b->nframes * sizeof(*idx));
@@ -397,9 +458,18 @@ static int collect_sorted(struct ptr_bench_reloc *b)
 	return 0;
 }
 
-/*
+/**
  * ptr_bench_reloc_create() - 2-pool arena, an address space with [base, base + @mapped) mapped
  * with base pages, every table on pool 0.
+ * @geometry:   geometry name
+ * @mapped:     bytes mapped, a multiple of the base page, at most half the address space
+ * @bind_nodes: real NUMA node per pool, -1 virtual
+ * @strategy:   PTR_RELOC_*
+ * @batch:      frames per batch
+ * @out:        the context
+ *
+ * Return: 0 and *@out; -EINVAL, -ENOMEM, or the arena's/map's -errno.
+ * Locking: none; one thread per context.
  */
 int ptr_bench_reloc_create(const char *geometry, uint64_t mapped, const int *bind_nodes,
 			   int strategy, int batch, struct ptr_bench_reloc **out)
@@ -451,6 +521,13 @@ fail:
 	return rc;
 }
 
+/**
+ * ptr_bench_reloc_destroy() - free a relocate context (NULL: nothing).
+ * @b: the context
+ *
+ * Return: nothing.
+ * Locking: the caller owns @b.
+ */
 void ptr_bench_reloc_destroy(struct ptr_bench_reloc *b)
 {
 	if (!b)
@@ -466,6 +543,15 @@ void ptr_bench_reloc_destroy(struct ptr_bench_reloc *b)
 	free(b);
 }
 
+/**
+ * ptr_bench_reloc_set_poison() - poison freed frames in this bench's arena (the default) or
+ * not, to measure what poisoning costs a relocation.
+ * @b:  the context
+ * @on: poison
+ *
+ * Return: nothing.
+ * Locking: none; between rounds only (ptr_arena_set_poison()).
+ */
 void ptr_bench_reloc_set_poison(struct ptr_bench_reloc *b, int on)
 {
 	ptr_arena_set_poison(b->a, on != 0);
@@ -481,11 +567,16 @@ static uint64_t memcpy_tables(struct ptr_bench_reloc *b)
 	return bench_now_ns() - t0;
 }
 
-/*
+/**
  * ptr_bench_reloc_round() - move every table to the other pool (timed), and memcpy the same
  * tables' bytes in the same order (timed), in the order @memcpy_first says.
+ * @b:            the context
+ * @memcpy_first: run the memcpy baseline first
+ * @out:          the two times, frames and bytes, and the relocation's report
+ *
  * Return: 0, ptr_relocate()'s -errno (-EOPNOTSUPP in the norelo build), -EIO when not every
- * table moved.
+ * table moved, -E2BIG/-ENOMEM (collecting the tables).
+ * Locking: none; one thread per context (the relocation takes its own locks).
  */
 int ptr_bench_reloc_round(struct ptr_bench_reloc *b, int memcpy_first,
 			  struct ptr_bench_reloc_result *out)
@@ -530,7 +621,13 @@ static inline uint32_t hist_bucket(uint64_t v)
 	return (uint32_t)((shift + 1) * PTR_BENCH_HIST_SUB + (v >> shift) - PTR_BENCH_HIST_SUB);
 }
 
-/** ptr_bench_hist_lower() - smallest value bucket @i holds (for decoding and tests). */
+/**
+ * ptr_bench_hist_lower() - the smallest value bucket @i holds (for decoding and tests).
+ * @i: the bucket, < PTR_BENCH_HIST_BUCKETS
+ *
+ * Return: the value.
+ * Locking: none; pure.
+ */
 uint64_t ptr_bench_hist_lower(uint32_t i)
 {
 	if (i < 2 * PTR_BENCH_HIST_SUB)
@@ -539,7 +636,13 @@ uint64_t ptr_bench_hist_lower(uint32_t i)
 	return (uint64_t)(PTR_BENCH_HIST_SUB + i % PTR_BENCH_HIST_SUB) << shift;
 }
 
-/** ptr_bench_hist_index() - bucket of value @v (exported for tests). */
+/**
+ * ptr_bench_hist_index() - the bucket of value @v (exported for tests).
+ * @v: the value (nanoseconds)
+ *
+ * Return: the bucket, < PTR_BENCH_HIST_BUCKETS (the last one holds everything above).
+ * Locking: none; pure.
+ */
 uint32_t ptr_bench_hist_index(uint64_t v)
 {
 	return hist_bucket(v);
@@ -663,14 +766,20 @@ static void conc_sleep(double s)
 		;
 }
 
-/*
- * ptr_bench_concurrent() - @cfg->cpus CPU threads access random pages of a fully mapped
- * region (@cfg->sparse: one page per level-0 table, so idle accesses walk too), timing each access; @cfg->rounds (<= 1024) rounds of an idle phase and a busy phase
- * (in alternating order) during which one relocator moves every table to the other pool and
- * back, continuously.  Accesses that straddle a phase change are discarded.  Per-round
- * histograms go to @cfg->round_hists when it is set.  Return: 0 (an access or relocation error
- * is in @out->error), -EINVAL, -ERANGE (a sparse region beyond the lower half of the address
- * space), -EOPNOTSUPP (norelo build), or the -errno of the set-up.
+/**
+ * ptr_bench_concurrent() - @cfg->cpus CPU threads access random pages of a fully mapped region
+ * (@cfg->sparse: one page per level-0 table, so idle accesses walk too), timing each access;
+ * @cfg->rounds (<= 1024) rounds of an idle phase and a busy phase (in alternating order)
+ * during which one relocator moves every table to the other pool and back, continuously.
+ * @cfg: the run (struct ptr_bench_conc_config)
+ * @out: histograms and counters of both phases
+ *
+ * Accesses that straddle a phase change are discarded.  Per-round histograms go to
+ * @cfg->round_hists when it is set.
+ * Return: 0 (an access or relocation error is in @out->error), -EINVAL, -ERANGE (a sparse
+ * region beyond the lower half of the address space), -EOPNOTSUPP (norelo build), or the
+ * -errno of the set-up.
+ * Locking: owns its arena; its threads take what accesses and relocations take.
  */
 int ptr_bench_concurrent(const struct ptr_bench_conc_config *cfg,
 			 struct ptr_bench_conc_result *out)

@@ -23,15 +23,6 @@ HERE = pathlib.Path(__file__).resolve().parent
 SOURCES = sorted(HERE.glob("*.c"))
 CDEFS = sorted(HERE.glob("*.cdef"))
 HEADERS = sorted(HERE.glob("*.h"))
-# headers whose declarations between "/* PTR_INJ_CDEF_BEGIN */" and "/* PTR_INJ_CDEF_END */" are
-# also cffi declarations (csrc/inject.c, the ptrace injector)
-HEADER_CDEFS = [HERE / "inject.h"]
-
-
-def marked_cdef(path: pathlib.Path) -> str:
-    text = path.read_text()
-    return text.split("/* PTR_INJ_CDEF_BEGIN */", 1)[1].split("/* PTR_INJ_CDEF_END */", 1)[0]
-
 
 def source_hash() -> str:
     """Hash of everything that goes into the extension; must match ptreloc._native's copy."""
@@ -47,8 +38,6 @@ def _builder(module: str, extra_defines: list[tuple[str, str | None]]) -> FFI:
     ffi.cdef("const char *ptr_build_id(void);\nint ptr_relocation_supported(void);\n")
     for cdef in CDEFS:
         ffi.cdef(cdef.read_text())
-    for header in HEADER_CDEFS:
-        ffi.cdef(marked_cdef(header))
     build_id = source_hash()
     cflags = ["-std=gnu11", "-O2", "-g", "-pthread", "-Wall", "-Wextra", "-Wno-unused-parameter"]
     cflags += os.environ.get("PTRELOC_CFLAGS", "").split()

@@ -30,6 +30,14 @@ static inline void cpu_relax(void)
 
 /* ---- locks ---------------------------------------------------------------------------------- */
 
+/**
+ * ptr_trylock() - take @lock if it is free, without waiting.
+ * @lock: the lock
+ *
+ * Return: true when taken (acquire ordering), false when held by someone.
+ * Locking: any context; never waits, so it may be used against the lock order (shootdowns and
+ * grace periods try CPUs' busy locks while holding cpus_lock).
+ */
 bool ptr_trylock(ptr_spinlock_t *lock)
 {
 	int zero = 0;
@@ -38,6 +46,18 @@ bool ptr_trylock(ptr_spinlock_t *lock)
 						       memory_order_acquire, memory_order_relaxed);
 }
 
+/**
+ * ptr_lock() - take a spinlock; while spinning, service @cpu's pending shootdowns.
+ * @lock: the lock
+ * @cpu:  the emulated CPU on whose behalf the caller runs (its thread, inside an access), or
+ *        NULL for a non-CPU thread (Python, a relocator, a reclaimer)
+ *
+ * The holder may be waiting for @cpu's shootdown acknowledgement (LOCKING RULE 5): servicing
+ * while spinning is what keeps that from deadlocking, like a CPU taking an IPI while it spins
+ * with interrupts enabled.  Yields after a short spin (2 cores are shared by many threads).
+ * Return: nothing; returns with @lock held.
+ * Locking: in the order of lock.h (LOCK ORDER).
+ */
 void ptr_lock(ptr_spinlock_t *lock, struct ptr_cpu *cpu)
 {
 	unsigned spins = 0;
@@ -52,6 +72,13 @@ void ptr_lock(ptr_spinlock_t *lock, struct ptr_cpu *cpu)
 	}
 }
 
+/**
+ * ptr_unlock() - release @lock (release ordering).
+ * @lock: a lock the caller holds
+ *
+ * Return: nothing.
+ * Locking: the caller holds @lock.
+ */
 void ptr_unlock(ptr_spinlock_t *lock)
 {
 	atomic_store_explicit(&lock->locked, 0, memory_order_release);
@@ -60,6 +87,15 @@ void ptr_unlock(ptr_spinlock_t *lock)
 /* ---- read-side sections and grace periods ---------------------------------------------------- */
 
 #if PTR_RELOCATION
+/**
+ * ptr_read_lock() - enter a software read-side section: lockless table reads by a non-CPU
+ * thread (CPUs are in one for the duration of each access: their busy lock).
+ * @a: the arena
+ *
+ * Return: a token for ptr_read_unlock().
+ * Locking: any; nests (at the price of two more locked RMWs), and the section may hold table
+ * locks - but ptr_synchronize() must not be called inside it.
+ */
 int ptr_read_lock(struct ptr_arena *a)
 {
 	for (;;) {
@@ -73,6 +109,14 @@ int ptr_read_lock(struct ptr_arena *a)
 	}
 }
 
+/**
+ * ptr_read_unlock() - leave the read-side section ptr_read_lock() returned @token for.
+ * @a:     the arena
+ * @token: ptr_read_lock()'s return value
+ *
+ * Return: nothing.
+ * Locking: the caller is in that section.
+ */
 void ptr_read_unlock(struct ptr_arena *a, int token)
 {
 	atomic_fetch_sub(&a->rd_count[token], 1);
@@ -117,6 +161,17 @@ static void wait_quiescent(struct ptr_cpu *c)
  */
 static pthread_mutex_t sync_mutex = PTHREAD_MUTEX_INITIALIZER;
 
+/**
+ * ptr_synchronize() - wait for a grace period: every CPU has passed a quiescent point (ended
+ * the access it was in) or was outside an access, and every software read-side section that
+ * began before the call has ended.  Afterwards LIMBO frames unlinked before the call can be
+ * freed.
+ * @a: the arena
+ *
+ * Return: nothing.
+ * Locking: takes sync_mutex, then cpus_lock (CPUs' busy locks only tried).  Must not be called
+ * holding any table lock or from inside a read-side section: both may be what it waits for.
+ */
 void ptr_synchronize(struct ptr_arena *a)
 {
 	pthread_mutex_lock(&sync_mutex);
@@ -136,6 +191,14 @@ void ptr_synchronize(struct ptr_arena *a)
 
 /* ---- CPUs ----------------------------------------------------------------------------------- */
 
+/**
+ * ptr_cpu_create() - a new, idle emulated CPU of arena @a.
+ * @a:   the arena
+ * @out: the CPU
+ *
+ * Return: 0 and *@out; -ENOMEM; -EMFILE (PTR_MAX_CPUS exist).
+ * Locking: takes cpus_lock; call with no table lock held.
+ */
 int ptr_cpu_create(struct ptr_arena *a, struct ptr_cpu **out)
 {
 	struct ptr_cpu *c = calloc(1, sizeof(*c));
@@ -158,6 +221,14 @@ int ptr_cpu_create(struct ptr_arena *a, struct ptr_cpu **out)
 	return -EMFILE;
 }
 
+/**
+ * ptr_cpu_destroy() - switch @c out (idle), unregister and free it.
+ * @c: the CPU
+ *
+ * Return: 0.
+ * Locking: takes @c's busy lock, then (after dropping it) cpus_lock; call from the thread that
+ * drives @c, with no table lock held.
+ */
 int ptr_cpu_destroy(struct ptr_cpu *c)
 {
 	struct ptr_arena *a = c->arena;
@@ -175,7 +246,15 @@ static void flush_locked(struct ptr_cpu *c)
 	memset(c->pwc, 0, sizeof(c->pwc));
 }
 
-/* Under busy: a shooter may be servicing this CPU remotely (flushing it) at the same time. */
+/**
+ * ptr_cpu_flush() - local full TLB and paging-structure-cache flush of @c (no acknowledgement:
+ * it is not a shootdown).
+ * @c: the CPU
+ *
+ * Return: nothing.
+ * Locking: takes @c's busy lock, because a shooter may be servicing @c remotely (flushing it)
+ * at the same time; not from inside @c's own access.
+ */
 void ptr_cpu_flush(struct ptr_cpu *c)
 {
 	ptr_lock(&c->busy, NULL);
@@ -216,11 +295,29 @@ static void service_locked(struct ptr_cpu *c)
 	atomic_store(&c->seen_gen, gen);
 }
 
+/**
+ * ptr_cpu_service() - if a shootdown for @c's mm is pending: flush, reload the root if asked,
+ * acknowledge.
+ * @c: the CPU
+ *
+ * Return: nothing.
+ * Locking: the caller holds @c's busy lock - @c's own thread inside an access (or spinning for
+ * a lock in one, ptr_lock()), or a shooter/stopper that took it for @c.
+ */
 void ptr_cpu_service(struct ptr_cpu *c)
 {
 	service_locked(c);
 }
 
+/**
+ * ptr_cpu_switch_to() - run @mm on @c (NULL: go idle): flush TLB and PWC, load the root,
+ * acknowledge the current generation.
+ * @c:  the CPU
+ * @mm: the address space, of @c's arena, or NULL
+ *
+ * Return: 0; -EINVAL (@mm of another arena).
+ * Locking: takes @c's busy lock; from the thread driving @c, outside an access.
+ */
 int ptr_cpu_switch_to(struct ptr_cpu *c, struct ptr_mm *mm)
 {
 	if (mm && mm->arena != c->arena)
@@ -241,6 +338,14 @@ int ptr_cpu_switch_to(struct ptr_cpu *c, struct ptr_mm *mm)
 	return 0;
 }
 
+/**
+ * ptr_cpu_get_stats() - copy @c's counters.
+ * @c:   the CPU
+ * @out: the counters
+ *
+ * Return: nothing.
+ * Locking: takes @c's busy lock (the counters are written inside accesses).
+ */
 void ptr_cpu_get_stats(struct ptr_cpu *c, struct ptr_cpu_stats *out)
 {
 	ptr_lock(&c->busy, NULL);
@@ -289,12 +394,6 @@ static int count_freed(struct ptr_cpu *c)
 	atomic_fetch_add(&c->arena->freed_frame_accesses, 1);
 	c->st.freed_reads++;
 	return PTR_FAULT_FREED;
-}
-
-static inline bool frame_ok(struct ptr_arena *a, uint32_t f)
-{
-	return f < a->nframes &&
-	       atomic_load_explicit(&a->frames[f].state, memory_order_acquire) != PTR_FRAME_FREE;
 }
 
 /*
@@ -384,12 +483,12 @@ static int access_inner(struct ptr_cpu *c, struct ptr_mm *mm, uint64_t va, bool 
 			(va >> (g->level[level].shift + g->level[level].bits)) + 1, table };
 	}
 	for (;;) {
-		if (!frame_ok(a, table))
+		if (!ptr_frame_live(a, table))
 			return count_freed(c);
 		void *t = ptr_frame_data(a, table);
 		uint32_t idx = ptr_index(g, level, va);
 		uint64_t e = ptr_entry_load(g, level, t, idx);
-		if (!frame_ok(a, table)) /* freed under us: what we read may be poison */
+		if (!ptr_frame_live(a, table)) /* freed under us: what we read may be poison */
 			return count_freed(c);
 		if (!ptr_entry_present(g, level, e)) {
 			c->st.faults++;
@@ -431,6 +530,21 @@ static inline struct ptr_mm *access_mm(struct ptr_cpu *c, uint64_t va, int *rc)
 	return *rc ? NULL : mm;
 }
 
+/**
+ * ptr_cpu_access() - one memory access of @c at @va: generation check (flush, maybe reload,
+ * acknowledge), TLB lookup, else a hardware walk from the deepest paging-structure-cache hit
+ * that sets A (and D on @write) on the entry it reaches.
+ * @c:     the CPU
+ * @va:    the address
+ * @write: a write access
+ * @phys:  out, may be NULL: the physical address
+ *
+ * A quiescent point precedes and follows every access (grace periods wait for it to end).
+ * Return: 0 (*@phys set); PTR_FAULT_NOT_PRESENT/PTR_FAULT_PROT/PTR_FAULT_FREED (> 0); -EINVAL
+ * (idle CPU); -ERANGE/-EDOM (address).
+ * Locking: holds @c's busy lock for the access (its read-side section); takes no table lock.
+ * From the one thread driving @c.
+ */
 int ptr_cpu_access(struct ptr_cpu *c, uint64_t va, bool write, uint64_t *phys)
 {
 	int rc;
@@ -443,6 +557,19 @@ int ptr_cpu_access(struct ptr_cpu *c, uint64_t va, bool write, uint64_t *phys)
 	return rc;
 }
 
+/**
+ * ptr_cpu_access_fault() - ptr_cpu_access(), running the software fault path
+ * (ptr_fault_in_section()) on not-present and protection faults and retrying, a few times.
+ * @c:     the CPU
+ * @va:    the address
+ * @write: a write access
+ * @phys:  out, may be NULL: the physical address
+ *
+ * Return: 0; PTR_FAULT_FREED; a fault code after the retries; or the fault path's -errno
+ * (-EFAULT: no region, a segfault; -EACCES).
+ * Locking: as ptr_cpu_access(); the fault path takes table locks inside the access (busy ->
+ * page_table_lock -> ptls) and services shootdowns while it spins for them.
+ */
 int ptr_cpu_access_fault(struct ptr_cpu *c, uint64_t va, bool write, uint64_t *phys)
 {
 	int rc;
@@ -470,6 +597,21 @@ int ptr_cpu_access_fault(struct ptr_cpu *c, uint64_t va, bool write, uint64_t *p
 
 /* ---- shootdown ------------------------------------------------------------------------------ */
 
+/**
+ * ptr_shootdown() - TLB shootdown for @mm: bump mm->tlb_gen, then wait until every CPU running
+ * @mm has acknowledged.
+ * @mm:          the address space
+ * @reload_root: CPUs also reload their cached root - required after changing mm->root, and
+ *               on PAE after changing a top (PDPTE) entry
+ *
+ * A CPU between accesses is serviced remotely (the shooter takes its busy lock with a trylock
+ * and flushes for it); one inside an access acknowledges at its next generation check or while
+ * it spins for a lock.
+ * Return: nothing.
+ * Locking: takes cpus_lock.  May be called holding table locks only by a relocation (under
+ * reloc_mutex; lock.h explains why that and the stop strategy cannot deadlock); every other
+ * caller drops its table lock first.  Not from inside the caller's own CPU's access.
+ */
 void ptr_shootdown(struct ptr_mm *mm, bool reload_root)
 {
 	struct ptr_arena *a = mm->arena;
@@ -528,6 +670,23 @@ static void *run_thread(void *p)
 	return NULL;
 }
 
+/**
+ * ptr_run_cpus() - test/bench helper: @ncpus threads, each with its own CPU running @mm, each
+ * doing @naccesses ptr_cpu_access_fault() at pseudo-random pages of [@start, @end).
+ * @mm:        the address space
+ * @ncpus:     1..PTR_MAX_CPUS threads
+ * @naccesses: accesses per thread
+ * @start:     first address of the range
+ * @end:       end of the range (exclusive)
+ * @write_pct: percentage of writes
+ * @seed:      seed of the threads' address sequences
+ * @total:     out: the CPUs' counters, summed
+ *
+ * Return: 0; -EINVAL (arguments); -ENOMEM; -EAGAIN (thread creation); or the first -errno /
+ * PTR_FAULT_FREED a thread's access returned.
+ * Locking: takes cpus_lock (CPU create/destroy) and whatever the accesses take; call with no
+ * table lock held.
+ */
 int ptr_run_cpus(struct ptr_mm *mm, int ncpus, uint64_t naccesses, uint64_t start, uint64_t end,
 		 int write_pct, uint64_t seed, struct ptr_cpu_stats *total)
 {

@@ -88,6 +88,13 @@ static const struct ptr_geometry geometries[] = {
 
 #define NGEOMETRIES ((int)(sizeof(geometries) / sizeof(geometries[0])))
 
+/**
+ * ptr_geometry_find() - a built-in geometry by name ("x86_64_4l", "arm64_64k_48", ...).
+ * @name: the name
+ *
+ * Return: the geometry, NULL when unknown.
+ * Locking: none; geometries are constant.
+ */
 const struct ptr_geometry *ptr_geometry_find(const char *name)
 {
 	if (!name)
@@ -98,16 +105,38 @@ const struct ptr_geometry *ptr_geometry_find(const char *name)
 	return NULL;
 }
 
+/**
+ * ptr_geometry_count() - how many built-in geometries there are (for ptr_geometry_at()).
+ *
+ * Return: the count.
+ * Locking: none; geometries are constant.
+ */
 int ptr_geometry_count(void)
 {
 	return NGEOMETRIES;
 }
 
+/**
+ * ptr_geometry_at() - built-in geometry @i.
+ * @i: 0..ptr_geometry_count() - 1
+ *
+ * Return: the geometry, NULL when @i is out of range.
+ * Locking: none; geometries are constant.
+ */
 const struct ptr_geometry *ptr_geometry_at(int i)
 {
 	return (i >= 0 && i < NGEOMETRIES) ? &geometries[i] : NULL;
 }
 
+/**
+ * ptr_va_check() - is @va an address of format @g?
+ * @g:  the geometry
+ * @va: the address
+ *
+ * Return: 0; -ERANGE (at or above 2^va_bits); -EDOM (x86-64: not canonical, i.e. bits
+ * 63..va_bits-1 are not all equal to bit va_bits-1).
+ * Locking: none; pure.
+ */
 int ptr_va_check(const struct ptr_geometry *g, uint64_t va)
 {
 	if (!g->canonical)
@@ -117,11 +146,30 @@ int ptr_va_check(const struct ptr_geometry *g, uint64_t va)
 	return (hi == 0 || hi == -1) ? 0 : -EDOM;
 }
 
+/**
+ * ptr_entry_present() - is entry @e (read at @level) present / valid?
+ * @g:     the geometry
+ * @level: the level it was read at
+ * @e:     the entry (ptr_entry_load())
+ *
+ * Return: true when the present (x86) or valid (arm64) bit is set.
+ * Locking: none; pure (decoding a value the caller loaded).
+ */
 bool ptr_entry_present(const struct ptr_geometry *g, int level, uint64_t e)
 {
 	return e & g->e_present;
 }
 
+/**
+ * ptr_entry_is_leaf() - does entry @e map memory: present at level 0, or a huge (x86 PS) /
+ * block (arm64, table bit clear) leaf at a level that allows leaves?
+ * @g:     the geometry
+ * @level: the level it was read at
+ * @e:     the entry
+ *
+ * Return: true for a leaf.
+ * Locking: none; pure.
+ */
 bool ptr_entry_is_leaf(const struct ptr_geometry *g, int level, uint64_t e)
 {
 	if (!(e & g->e_present))
@@ -135,11 +183,30 @@ bool ptr_entry_is_leaf(const struct ptr_geometry *g, int level, uint64_t e)
 	return !(e & g->e_tablebit);
 }
 
+/**
+ * ptr_entry_is_table() - does entry @e point to a lower-level table?
+ * @g:     the geometry
+ * @level: the level it was read at (level-0 entries never do)
+ * @e:     the entry
+ *
+ * Return: true when present and not a leaf above level 0.
+ * Locking: none; pure.
+ */
 bool ptr_entry_is_table(const struct ptr_geometry *g, int level, uint64_t e)
 {
 	return level > 0 && (e & g->e_present) && !ptr_entry_is_leaf(g, level, e);
 }
 
+/**
+ * ptr_entry_phys() - the physical address entry @e holds: a table's, or a leaf's page base
+ * (for a huge leaf with the bits below its page size dropped, where x86 keeps PAT).
+ * @g:     the geometry
+ * @level: the level it was read at
+ * @e:     the entry
+ *
+ * Return: the address.
+ * Locking: none; pure.
+ */
 uint64_t ptr_entry_phys(const struct ptr_geometry *g, int level, uint64_t e)
 {
 	uint64_t mask = g->e_addr;
@@ -148,6 +215,15 @@ uint64_t ptr_entry_phys(const struct ptr_geometry *g, int level, uint64_t e)
 	return e & mask;
 }
 
+/**
+ * ptr_entry_writable() - may leaf @e be written?  x86: RW.  arm64: AP[2] clear, or DBM set
+ * (writable-clean: the hardware clears AP[2] on the first write).
+ * @g: the geometry
+ * @e: the leaf entry
+ *
+ * Return: true when writable.
+ * Locking: none; pure.
+ */
 bool ptr_entry_writable(const struct ptr_geometry *g, uint64_t e)
 {
 	if (g->arch == PTR_ARCH_X86)
@@ -155,11 +231,28 @@ bool ptr_entry_writable(const struct ptr_geometry *g, uint64_t e)
 	return !(e & g->e_rdonly) || (e & g->e_dbm);
 }
 
+/**
+ * ptr_entry_young() - is the accessed bit (x86 A, arm64 AF) of @e set?
+ * @g: the geometry
+ * @e: the leaf entry
+ *
+ * Return: true when accessed.
+ * Locking: none; pure.
+ */
 bool ptr_entry_young(const struct ptr_geometry *g, uint64_t e)
 {
 	return e & g->e_accessed;
 }
 
+/**
+ * ptr_entry_dirty() - is leaf @e dirty?  x86: D.  arm64: the software dirty bit, or DBM with
+ * AP[2] clear (hardware dirty).
+ * @g: the geometry
+ * @e: the leaf entry
+ *
+ * Return: true when dirty.
+ * Locking: none; pure.
+ */
 bool ptr_entry_dirty(const struct ptr_geometry *g, uint64_t e)
 {
 	if (g->arch == PTR_ARCH_X86)
@@ -167,6 +260,17 @@ bool ptr_entry_dirty(const struct ptr_geometry *g, uint64_t e)
 	return (e & g->e_swdirty) || ((e & g->e_dbm) && !(e & g->e_rdonly));
 }
 
+/**
+ * ptr_entry_make_leaf() - a leaf at @level for @phys, accessed and dirty clear (arm64: a
+ * writable leaf starts writable-clean, DBM=1 and AP[2]=1).
+ * @g:        the geometry
+ * @level:    the level it will live at (a huge/block leaf above 0)
+ * @phys:     the page base, aligned to the level's page size
+ * @writable: writable
+ *
+ * Return: the entry.
+ * Locking: none; pure.
+ */
 uint64_t ptr_entry_make_leaf(const struct ptr_geometry *g, int level, uint64_t phys, bool writable)
 {
 	uint64_t e = g->e_present | g->e_user | phys;
@@ -186,16 +290,43 @@ uint64_t ptr_entry_make_leaf(const struct ptr_geometry *g, int level, uint64_t p
 	return e;
 }
 
+/**
+ * ptr_entry_make_table() - an entry at @level pointing to the table at @phys.
+ * @g:     the geometry
+ * @level: the level of the entry (the table is at @level - 1)
+ * @phys:  the table's physical address (frame index * frame_bytes)
+ *
+ * Return: the entry (the level's table flags and the address).
+ * Locking: none; pure.
+ */
 uint64_t ptr_entry_make_table(const struct ptr_geometry *g, int level, uint64_t phys)
 {
 	return g->level[level].table_flags | phys;
 }
 
+/**
+ * ptr_entry_ad_bits() - the entry bits that carry accessed/dirty state by being SET.
+ * @g: the geometry
+ *
+ * arm64 hardware dirtiness is AP[2] being CLEAR, which no OR can carry: a merge must use
+ * ptr_entry_merge_ad().
+ * Return: the mask (x86: A|D; arm64: AF|software dirty).
+ * Locking: none; pure.
+ */
 uint64_t ptr_entry_ad_bits(const struct ptr_geometry *g)
 {
 	return g->e_accessed | g->e_dirty | g->e_swdirty;
 }
 
+/**
+ * ptr_entry_merge_ad() - @new_e with the accessed/dirty state of @old_e added.
+ * @g:     the geometry
+ * @new_e: the entry to merge into
+ * @old_e: the entry whose A/D state is carried over (a stale copy's)
+ *
+ * Return: the merged entry (arm64: AP[2] cleared too when @old_e was hardware-dirty).
+ * Locking: none; pure - the caller stores the result with a CAS (relocate.c, merge_entry()).
+ */
 uint64_t ptr_entry_merge_ad(const struct ptr_geometry *g, uint64_t new_e, uint64_t old_e)
 {
 	new_e |= old_e & ptr_entry_ad_bits(g);
@@ -203,4 +334,38 @@ uint64_t ptr_entry_merge_ad(const struct ptr_geometry *g, uint64_t new_e, uint64
 	if (g->e_dbm && (old_e & g->e_dbm) && !(old_e & g->e_rdonly) && (new_e & g->e_dbm))
 		new_e &= ~g->e_rdonly;
 	return new_e;
+}
+
+/**
+ * ptr_describe_geometry() - describe built-in geometry @i in plain fields for Python (no
+ * atomics, no inline functions).
+ * @i:   0..ptr_geometry_count() - 1
+ * @out: the description
+ *
+ * Return: 0; -EINVAL (no such geometry).
+ * Locking: none; geometries are constant.
+ */
+int ptr_describe_geometry(int i, struct ptr_geometry_info *out)
+{
+	const struct ptr_geometry *g = ptr_geometry_at(i);
+	if (!g)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	out->name = g->name;
+	out->arch = g->arch;
+	out->nlevels = g->nlevels;
+	out->va_bits = g->va_bits;
+	out->canonical = g->canonical;
+	out->top_preloaded = g->top_preloaded;
+	out->frame_bytes = g->frame_bytes;
+	out->phys_limit = g->phys_limit;
+	for (int l = 0; l < g->nlevels; l++) {
+		out->level[l].name = g->level[l].name;
+		out->level[l].shift = g->level[l].shift;
+		out->level[l].bits = g->level[l].bits;
+		out->level[l].entry_size = g->level[l].entry_size;
+		out->level[l].table_bytes = g->level[l].table_bytes;
+		out->level[l].leaf_ok = g->level[l].leaf_ok;
+	}
+	return 0;
 }

@@ -88,6 +88,12 @@
 #define PTR_INJ_SUPPORTED 0
 #endif
 
+/**
+ * ptr_inject_supported() - is the injector built for this machine (x86-64 only)?
+ *
+ * Return: 1 when it is, 0 when every other ptr_inject_*() returns -ENOSYS.
+ * Locking: none; a constant.
+ */
 int ptr_inject_supported(void)
 {
 	return PTR_INJ_SUPPORTED;
@@ -1424,24 +1430,84 @@ int ptr_inject_detach(struct ptr_inject *inj, int leave_stopped, struct ptr_inj_
 
 #else /* !PTR_INJ_SUPPORTED */
 
+/**
+ * ptr_inject_attach() - not x86-64: there is no injector (ptr_inject_supported() is 0).
+ *
+ * Return: -ENOSYS, with @err->step PTR_INJ_STEP_ARCH.
+ * Locking: none.
+ */
 int ptr_inject_attach(int pid, int tid, struct ptr_inject **out, struct ptr_inj_err *err)
 {
 	return fail(err, PTR_INJ_STEP_ARCH, 0, -ENOSYS);
 }
+/**
+ * ptr_inject_info() - not x86-64: there is no injector (ptr_inject_supported() is 0).
+ *
+ * Return: -ENOSYS.
+ * Locking: none.
+ */
 int ptr_inject_info(const struct ptr_inject *inj, struct ptr_inj_info *out) { return -ENOSYS; }
+/**
+ * ptr_inject_syscall() - not x86-64: there is no injector (ptr_inject_supported() is 0).
+ *
+ * Return: -ENOSYS.
+ * Locking: none.
+ */
 int ptr_inject_syscall(struct ptr_inject *inj, long nr, const int64_t *args, int64_t *ret,
 		       struct ptr_inj_err *err) { return -ENOSYS; }
+/**
+ * ptr_inject_read() - not x86-64: there is no injector (ptr_inject_supported() is 0).
+ *
+ * Return: -ENOSYS.
+ * Locking: none.
+ */
 int ptr_inject_read(struct ptr_inject *inj, uint64_t addr, void *buf, uint64_t len,
 		    struct ptr_inj_err *err) { return -ENOSYS; }
+/**
+ * ptr_inject_write() - not x86-64: there is no injector (ptr_inject_supported() is 0).
+ *
+ * Return: -ENOSYS.
+ * Locking: none.
+ */
 int ptr_inject_write(struct ptr_inject *inj, uint64_t addr, const void *buf, uint64_t len,
 		     struct ptr_inj_err *err) { return -ENOSYS; }
+/**
+ * ptr_inject_bind_policy() - not x86-64: there is no injector (ptr_inject_supported() is 0).
+ *
+ * Return: -ENOSYS.
+ * Locking: none.
+ */
 int ptr_inject_bind_policy(struct ptr_inject *inj, int mode, const uint64_t *mask,
 			   struct ptr_inj_err *err) { return -ENOSYS; }
+/**
+ * ptr_inject_saved_policy() - not x86-64: there is no injector (ptr_inject_supported() is 0).
+ *
+ * Return: -ENOSYS.
+ * Locking: none.
+ */
 int ptr_inject_saved_policy(const struct ptr_inject *inj, int *mode, uint64_t *mask)
 { return -ENOSYS; }
+/**
+ * ptr_inject_restore_policy() - not x86-64: there is no injector (ptr_inject_supported() is 0).
+ *
+ * Return: -ENOSYS.
+ * Locking: none.
+ */
 int ptr_inject_restore_policy(struct ptr_inject *inj, struct ptr_inj_err *err) { return -ENOSYS; }
+/**
+ * ptr_inject_move_batch() - not x86-64: there is no injector (ptr_inject_supported() is 0).
+ *
+ * Return: -ENOSYS.
+ * Locking: none.
+ */
 int ptr_inject_move_batch(struct ptr_inject *inj, struct ptr_inj_move *moves, uint64_t n,
 			  struct ptr_inj_err *err) { return -ENOSYS; }
+/**
+ * ptr_inject_detach() - not x86-64: there is no injector (ptr_inject_supported() is 0).
+ *
+ * Return: -ENOSYS.
+ * Locking: none.
+ */
 int ptr_inject_detach(struct ptr_inject *inj, int leave_stopped, struct ptr_inj_err *err)
 { return -ENOSYS; }
 

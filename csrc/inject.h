@@ -6,8 +6,8 @@
  * from a small trampoline mapped into the process, and every thread is resumed exactly where
  * it was.  See inject.c for the design, and docs/PROTOCOL.md ("The kernel's own tables").
  *
- * Everything between the PTR_INJ_CDEF_BEGIN / PTR_INJ_CDEF_END markers is also fed to cffi
- * (csrc/build.py), so it holds declarations only, no preprocessor lines.
+ * The cffi declarations are csrc/inject.cdef, as for every other subsystem: a change here
+ * is made there too (ptreloc/_native.py relies on those names and signatures).
  *
  * Every function returns 0 or -errno and never prints; on failure @err->step names the
  * system call that failed (ptr_inject_step_name()) and @err->tid the thread it concerned.
@@ -17,7 +17,6 @@
 
 #include <stdint.h>
 
-/* PTR_INJ_CDEF_BEGIN */
 /* steps: which system call (or check) failed */
 enum ptr_inj_step {
 	PTR_INJ_STEP_NONE = 0,
@@ -99,7 +98,6 @@ int ptr_inject_detach(struct ptr_inject *inj, int leave_stopped, struct ptr_inj_
 const char *ptr_inject_step_name(int step);
 int ptr_kcmp_same_vm(int pid1, int pid2, struct ptr_inj_err *err);
 int ptr_inject_supported(void);
-/* PTR_INJ_CDEF_END */
 
 #define PTR_INJ_MASK_WORDS 16   /* nodemask words the policy calls use (1024 nodes) */
 

@@ -7,30 +7,28 @@
  * Every function is a lockless software walk inside a read-side section (as ptr_translate()),
  * so it may run while a relocation is in progress: it sees each table either before or after
  * its repoint, never a freed one.  Nothing here changes the tree.  Geometry-generic: the walk
- * and the entry decoding are the core's own (ptr_walk_path(), ptr_entry_*()).
+ * and the entry decoding are the core's own (the path walker of pgtable.h, ptr_entry_*()).
  */
 #include <errno.h>
 #include <string.h>
 
 #include "ptreloc.h"
 
-/* Walk @va; fill @frames (PTR_NO_FRAME below where it stopped).  Return the leaf's level,
- * -ENOENT (no leaf: an empty entry stopped the walk), or -errno of the address or the walk. */
+/* Walk @va (the path walker to the bottom); fill @frames (PTR_NO_FRAME below where it
+ * stopped).  Return the leaf's level, -ENOENT (no leaf: an empty entry stopped the walk), or
+ * -errno of the address or the walk. */
 static int walk_one(struct ptr_mm *mm, uint64_t va, uint32_t frames[PTR_MAX_LEVELS])
 {
-	const struct ptr_geometry *g = mm->geo;
-	int rc = ptr_va_check(g, va);
-	if (rc) {
-		for (int l = 0; l < PTR_MAX_LEVELS; l++)
-			frames[l] = PTR_NO_FRAME;
+	struct ptr_path p;
+	int rc = ptr_va_check(mm->geo, va);
+	for (int l = 0; l < PTR_MAX_LEVELS; l++)
+		p.frame[l] = PTR_NO_FRAME;
+	if (!rc)
+		rc = ptr_walk_leaf(mm, va, &p);
+	memcpy(frames, p.frame, sizeof(p.frame));
+	if (rc < 0)
 		return rc;
-	}
-	int level = ptr_walk_path(mm, va, frames);
-	if (level < 0)
-		return level;
-	uint64_t e = ptr_entry_load(g, level, ptr_frame_data(mm->arena, frames[level]),
-				    ptr_index(g, level, va));
-	return ptr_entry_is_leaf(g, level, e) ? level : -ENOENT;
+	return ptr_entry_is_leaf(mm->geo, rc, p.entry) ? rc : -ENOENT;
 }
 
 /**

@@ -3,7 +3,7 @@
  * walker, table sharing, and the low-level repoint helper.
  *
  * Shape: the kernel's.  The fault path walks locklessly, allocates a missing table outside
- * any lock, takes the lock that protects the entry (ptreloc.h, LOCKING RULES), and - only
+ * any lock, takes the lock that protects the entry (lock.h, LOCKING RULES), and - only
  * when a relocation is in progress - rewalks from the root under that lock, because the table
  * it walked may since have been copied and unlinked (reading it was safe: it is in limbo until
  * a grace period, but populating it would be lost).  Then it double-checks that the entry is
@@ -22,48 +22,18 @@ static inline void *fdata(struct ptr_mm *mm, uint32_t f)
 	return ptr_frame_data(mm->arena, f);
 }
 
-static inline bool frame_live(struct ptr_arena *a, uint32_t f)
-{
-	return f < a->nframes &&
-	       atomic_load_explicit(&a->frames[f].state, memory_order_acquire) != PTR_FRAME_FREE;
-}
-
-static int freed_access(struct ptr_arena *a)
-{
-	atomic_fetch_add(&a->freed_frame_accesses, 1);
-	return -ESTALE;
-}
-
 /* The lock protecting the entries of the level-@level table @f (rules 1 and 2). */
 static inline ptr_spinlock_t *table_lock(struct ptr_mm *mm, int level, uint32_t f)
 {
 	return level <= 1 ? &mm->arena->frames[f].ptl : &mm->page_table_lock;
 }
 
-static uint32_t entry_child(struct ptr_mm *mm, int level, uint64_t e)
+static inline uint32_t entry_child(struct ptr_mm *mm, int level, uint64_t e)
 {
 	return ptr_phys_frame(mm->arena, ptr_entry_phys(mm->geo, level, e));
 }
 
 /* ---- walks ---------------------------------------------------------------------------------- */
-
-int ptr_walk_path(struct ptr_mm *mm, uint64_t va, uint32_t frames[PTR_MAX_LEVELS])
-{
-	const struct ptr_geometry *g = mm->geo;
-	struct ptr_arena *a = mm->arena;
-	for (int l = 0; l < PTR_MAX_LEVELS; l++)
-		frames[l] = PTR_NO_FRAME;
-	uint32_t table = atomic_load(&mm->root);
-	for (int level = TOP(g);; level--) {
-		if (!frame_live(a, table))
-			return freed_access(a);
-		frames[level] = table;
-		uint64_t e = ptr_entry_load(g, level, fdata(mm, table), ptr_index(g, level, va));
-		if (!ptr_entry_is_table(g, level, e))
-			return level;
-		table = entry_child(mm, level, e);
-	}
-}
 
 #if PTR_RELOCATION
 /*
@@ -77,18 +47,16 @@ lock_table_rewalk(struct ptr_mm *mm, struct ptr_cpu *cpu, int level, uint64_t va
 		  uint32_t *table, ptr_spinlock_t *lock, ptr_spinlock_t **lockp)
 {
 	for (;;) {
-		uint32_t frames[PTR_MAX_LEVELS];
-		int rc = ptr_walk_path(mm, va, frames);
-		if (rc >= 0 && frames[level] == *table) {
+		struct ptr_path path;
+		int rc = ptr_path_find(mm, va, level, &path);
+		if (!rc && path.frame[level] == *table) {
 			*lockp = lock;
 			return 0;
 		}
 		ptr_unlock(lock);
-		if (rc < 0)
-			return rc;
-		if (frames[level] == PTR_NO_FRAME)
-			return -EAGAIN;
-		*table = frames[level];
+		if (rc)
+			return rc == -ENOENT ? -EAGAIN : rc;
+		*table = path.frame[level];
 		lock = table_lock(mm, level, *table);
 		ptr_lock(lock, cpu);
 	}
@@ -116,64 +84,93 @@ static inline int lock_table(struct ptr_mm *mm, struct ptr_cpu *cpu, int level, 
 
 static int walk_level(struct ptr_walk *w, int level, uint32_t table, uint64_t addr, uint64_t end);
 
+/* A callback on an entry: the action is SUBTREE unless the callback says otherwise. */
+#define WALK_CALL(w, call) ((w)->action = PTR_WALK_SUBTREE, (call))
+
 static int walk_entries(struct ptr_walk *w, int level, uint32_t table, uint64_t addr,
 			uint64_t end)
 {
 	struct ptr_mm *mm = w->mm;
 	const struct ptr_geometry *g = mm->geo;
+	const struct ptr_walk_ops *ops = w->ops;
 	void *t = fdata(mm, table);
 	int rc = 0;
 	uint64_t next;
-	bool locked_table = level == 0 && w->lock_leaves; /* caller holds the PTE table lock */
+	bool lock_leaves = ops->lock == PTR_WALK_LEAF_LOCKED;
+	bool locked_table = level == 0 && lock_leaves; /* walk_level() holds the PTE table lock */
 
 	for (; addr != end; addr = next) {
 		next = ptr_level_addr_end(g, level, addr, end);
 		uint32_t idx = ptr_index(g, level, addr);
+again:;
 		uint64_t e = ptr_entry_load(g, level, t, idx);
 		if (!ptr_entry_present(g, level, e)) {
-			if (w->ops->hole && (rc = w->ops->hole(w, level, addr, next)))
+			if (ops->hole && (rc = WALK_CALL(w, ops->hole(w, level, addr, next))))
 				break;
+			if (ops->hole && w->action == PTR_WALK_AGAIN)
+				goto again;
 			continue;
 		}
 		if (ptr_entry_is_leaf(g, level, e)) {
-			if (!w->ops->leaf)
+			if (!ops->leaf)
 				continue;
-			if (locked_table || !w->lock_leaves) {
-				rc = w->ops->leaf(w, t, idx, level, addr, next);
+			if (locked_table || !lock_leaves) {
+				rc = WALK_CALL(w, ops->leaf(w, t, idx, level, addr, next));
 			} else {
-				/* huge leaf: lock its table, maybe chasing a relocated copy */
+				/* huge leaf: lock its table, maybe chasing a relocated copy.  A leaf
+				 * gone under the lock is skipped, not read AGAIN: @t may be the old
+				 * copy, whose stale leaf would send us round for ever. */
 				uint32_t tt = table;
 				ptr_spinlock_t *lock;
 				rc = lock_table(mm, w->cpu, level, addr, &tt, &lock);
 				if (rc)
 					break;
 				void *tp = fdata(mm, tt);
+				w->action = PTR_WALK_SUBTREE;
 				if (ptr_entry_is_leaf(g, level, ptr_entry_load(g, level, tp, idx)))
-					rc = w->ops->leaf(w, tp, idx, level, addr, next);
+					rc = ops->leaf(w, tp, idx, level, addr, next);
 				ptr_unlock(lock);
 			}
 			if (rc)
 				break;
+			if (w->action == PTR_WALK_AGAIN)
+				goto again;
 			continue;
 		}
-		if (w->ops->table && (rc = w->ops->table(w, t, idx, level, addr, next)))
-			break;
+		if (ops->table) {
+			if ((rc = WALK_CALL(w, ops->table(w, t, idx, level, addr, next))))
+				break;
+			if (w->action == PTR_WALK_AGAIN)
+				goto again;
+			if (w->action == PTR_WALK_CONTINUE)
+				continue;
+		}
 		uint32_t child = entry_child(mm, level, e);
-		if (!frame_live(mm->arena, child)) {
-			rc = freed_access(mm->arena);
+		if (!ptr_frame_live(mm->arena, child)) {
+			rc = ptr_arena_freed_access(mm->arena);
 			break;
 		}
 		if ((rc = walk_level(w, level - 1, child, addr, next)))
+			break;
+		if (ops->post_table && (rc = ops->post_table(w, child, level - 1, addr, next)))
 			break;
 	}
 	return rc;
 }
 
-/* One level of the walk; level 0 takes its table's split lock when asked (pte_offset_map_lock). */
+/*
+ * One level of the walk.  Level 0 takes its table's split lock under PTR_WALK_LEAF_LOCKED
+ * (pte_offset_map_lock), and is not read at all when there is no callback for its entries
+ * (freeing and counting need the table, not its 512 leaves).
+ */
 static int walk_level(struct ptr_walk *w, int level, uint32_t table, uint64_t addr, uint64_t end)
 {
-	if (level != 0 || !w->lock_leaves)
+	if (level != 0)
 		return walk_entries(w, level, table, addr, end);
+	if (!w->ops->leaf && !w->ops->hole)
+		return 0;
+	if (w->ops->lock != PTR_WALK_LEAF_LOCKED)
+		return walk_entries(w, 0, table, addr, end);
 	ptr_spinlock_t *lock;
 	int rc = lock_table(w->mm, w->cpu, 0, addr, &table, &lock);
 	if (rc == -EAGAIN)
@@ -183,6 +180,54 @@ static int walk_level(struct ptr_walk *w, int level, uint32_t table, uint64_t ad
 	rc = walk_entries(w, 0, table, addr, end);
 	ptr_unlock(lock);
 	return rc;
+}
+
+/* Does any CPU run @mm?  (cpus_lock keeps the CPU set still while we look.) */
+static bool mm_running(struct ptr_mm *mm)
+{
+	struct ptr_arena *a = mm->arena;
+	bool running = false;
+	ptr_lock(&a->cpus_lock, NULL);
+	for (int i = 0; i < PTR_MAX_CPUS && !running; i++)
+		running = a->cpus[i] && atomic_load(&a->cpus[i]->mm) == mm;
+	ptr_unlock(&a->cpus_lock);
+	return running;
+}
+
+/*
+ * walk_begin() - check that the walk runs under the locking its ops declare, and enter the
+ * read-side section a lockless walk by a non-CPU thread needs.  *@tok is for walk_end().
+ * Return: 0; -EINVAL (unknown mode, or w->cpu not inside an access of w->mm); -EBUSY
+ * (PTR_WALK_EXCLUSIVE while a CPU runs the mm or a relocation is in progress).
+ */
+static int walk_begin(struct ptr_walk *w, int *tok)
+{
+	struct ptr_mm *mm = w->mm;
+	*tok = 0;
+	switch (w->ops->lock) {
+	case PTR_WALK_EXCLUSIVE:
+#if PTR_RELOCATION
+		if (atomic_load(&mm->relocating))
+			return -EBUSY;
+#endif
+		return w->cpu || mm_running(mm) ? -EBUSY : 0;
+	case PTR_WALK_LOCKLESS:
+	case PTR_WALK_LEAF_LOCKED:
+		if (w->cpu) /* the CPU's access is the section: it must be in one, of this mm */
+			return atomic_load(&w->cpu->mm) == mm &&
+					       atomic_load(&w->cpu->busy.locked)
+				       ? 0 : -EINVAL;
+		*tok = PTR_READ_LOCK(mm->arena);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static void walk_end(struct ptr_walk *w, int tok)
+{
+	if (!w->cpu && w->ops->lock != PTR_WALK_EXCLUSIVE)
+		PTR_READ_UNLOCK(w->mm->arena, tok);
+	(void)tok;
 }
 
 static int check_range(const struct ptr_geometry *g, uint64_t start, uint64_t end)
@@ -198,43 +243,106 @@ static int check_range(const struct ptr_geometry *g, uint64_t start, uint64_t en
 	return rc;
 }
 
+/**
+ * ptr_walk_range() - walk [@start, @end) of w->mm calling w->ops.
+ * @w:     the walk: mm, ops (callbacks and lock mode), priv, cpu
+ * @start: first address
+ * @end:   end of the range (exclusive)
+ *
+ * Return: 0, the >0 value a callback stopped with, or -errno: -EINVAL/-ERANGE/-EDOM (the
+ * range), -ESTALE (a FREE frame, counted), -EINVAL/-EBUSY (the lock mode does not hold, see
+ * enum ptr_walk_lock).
+ * Locking: what w->ops->lock declares; the walker takes the section and the leaf locks itself.
+ */
 int ptr_walk_range(struct ptr_walk *w, uint64_t start, uint64_t end)
 {
 	struct ptr_mm *mm = w->mm;
 	int rc = check_range(mm->geo, start, end);
+	int tok;
+	if (rc || (rc = walk_begin(w, &tok)))
+		return rc;
+	uint32_t root = atomic_load(&mm->root);
+	rc = walk_level(w, mm->geo->nlevels - 1, root, start, end);
+	if (!rc && w->ops->post_table)
+		rc = w->ops->post_table(w, root, mm->geo->nlevels - 1, start, end);
+	walk_end(w, tok);
+	return rc;
+}
+
+/**
+ * ptr_walk_tree() - ptr_walk_range() over the whole address space of the format: every table
+ * reachable from the root (x86-64: both canonical halves, upper half addresses sign-extended),
+ * the root's @post_table once, last.
+ * @w: the walk
+ *
+ * Return: as ptr_walk_range().
+ * Locking: as ptr_walk_range().
+ */
+int ptr_walk_tree(struct ptr_walk *w)
+{
+	const struct ptr_geometry *g = w->mm->geo;
+	int top = g->nlevels - 1, tok;
+	int rc = walk_begin(w, &tok);
 	if (rc)
 		return rc;
-	int tok = w->cpu ? 0 : PTR_READ_LOCK(mm->arena);
-	rc = walk_level(w, TOP(mm->geo), atomic_load(&mm->root), start, end);
-	if (!w->cpu)
-		PTR_READ_UNLOCK(mm->arena, tok);
-	(void)tok;
+	uint32_t root = atomic_load(&w->mm->root);
+	if (g->canonical) {
+		/* the upper half ends at the top of the address space: end 0 is the wrap */
+		uint64_t half = 1ULL << (g->va_bits - 1);
+		rc = walk_level(w, top, root, 0, half);
+		if (!rc)
+			rc = walk_level(w, top, root, ~0ULL << (g->va_bits - 1), 0);
+	} else {
+		rc = walk_level(w, top, root, 0, 1ULL << g->va_bits);
+	}
+	if (!rc && w->ops->post_table)
+		rc = w->ops->post_table(w, root, top, 0, 0);
+	walk_end(w, tok);
 	return rc;
 }
 
 /* ---- address spaces ------------------------------------------------------------------------ */
 
-static void free_tree(struct ptr_mm *mm, int level, uint32_t f)
+/* Freeing a tree is an ops table: a shared table goes with its last sharer (so the walk does
+ * not descend into one that others still link), every other table after its children. */
+static int free_table_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint64_t a,
+			 uint64_t n)
 {
-	struct ptr_arena *a = mm->arena;
-	const struct ptr_geometry *g = mm->geo;
-	/* a shared table goes with its last sharer */
-	if (atomic_fetch_sub(&a->frames[f].sharers, 1) > 1)
-		return;
-	if (level > 0) {
-		void *t = fdata(mm, f);
-		for (uint32_t i = 0; i < (1u << g->level[level].bits); i++) {
-			uint64_t e = ptr_entry_load(g, level, t, i);
-			if (ptr_entry_is_table(g, level, e)) {
-				uint32_t c = entry_child(mm, level, e);
-				if (c != PTR_NO_FRAME)
-					free_tree(mm, level - 1, c);
-			}
-		}
-	}
-	ptr_frame_free(a, f);
+	struct ptr_mm *mm = w->mm;
+	uint32_t child = entry_child(mm, level, ptr_entry_load(mm->geo, level, t, i));
+	/* a frame that is not ours to free (already FREE: a protocol bug a test provoked, or
+	 * poison read as an entry) is skipped, so the rest of the tree is still freed */
+	if (!ptr_frame_live(mm->arena, child) ||
+	    atomic_fetch_sub(&mm->arena->frames[child].sharers, 1) > 1)
+		w->action = PTR_WALK_CONTINUE;
+	return 0;
 }
 
+static int free_post_cb(struct ptr_walk *w, uint32_t frame, int level, uint64_t a, uint64_t e)
+{
+	ptr_frame_free(w->mm->arena, frame);
+	return 0;
+}
+
+static const struct ptr_walk_ops free_ops = { .table = free_table_cb, .post_table = free_post_cb,
+					      .lock = PTR_WALK_EXCLUSIVE };
+
+static int free_tree(struct ptr_mm *mm)
+{
+	struct ptr_walk w = { .mm = mm, .ops = &free_ops };
+	return ptr_walk_tree(&w);
+}
+
+/**
+ * ptr_mm_create() - a new address space whose root (and, on PAE, the 4 PMD tables the PDPTEs
+ * point to) come from pool @node.
+ * @a:    the arena
+ * @node: the pool for its tables by default
+ * @out:  the address space
+ *
+ * Return: 0 and *@out; -ENODEV, -ENOSPC, -ENOMEM as ptr_frame_alloc() (nothing left allocated).
+ * Locking: none; the mm is not shared until this returns.
+ */
 int ptr_mm_create(struct ptr_arena *a, int node, struct ptr_mm **out)
 {
 	const struct ptr_geometry *g = a->geo;
@@ -262,7 +370,7 @@ int ptr_mm_create(struct ptr_arena *a, int node, struct ptr_mm **out)
 			uint32_t f;
 			rc = ptr_frame_alloc(a, node, top - 1, &f);
 			if (rc) {
-				free_tree(mm, top, root);
+				free_tree(mm);
 				free(mm);
 				return rc;
 			}
@@ -275,22 +383,31 @@ int ptr_mm_create(struct ptr_arena *a, int node, struct ptr_mm **out)
 	return 0;
 }
 
+/**
+ * ptr_mm_destroy() - free every table of @mm (a shared one when its last sharer goes) and @mm.
+ * @mm: the address space
+ *
+ * Return: 0; -EBUSY while a CPU runs @mm or a relocation of it is in progress (nothing freed).
+ * Locking: the caller owns @mm: no other thread uses it.  The tree is freed with a
+ * PTR_WALK_EXCLUSIVE walk, which checks that under cpus_lock.
+ */
 int ptr_mm_destroy(struct ptr_mm *mm)
 {
-	struct ptr_arena *a = mm->arena;
-	ptr_lock(&a->cpus_lock, NULL);
-	for (int i = 0; i < PTR_MAX_CPUS; i++) {
-		if (a->cpus[i] && atomic_load(&a->cpus[i]->mm) == mm) {
-			ptr_unlock(&a->cpus_lock);
-			return -EBUSY;
-		}
-	}
-	ptr_unlock(&a->cpus_lock);
-	free_tree(mm, TOP(mm->geo), atomic_load(&mm->root));
+	int rc = free_tree(mm); /* -EBUSY (a CPU runs it) before anything is freed */
+	if (rc)
+		return rc;
 	free(mm);
 	return 0;
 }
 
+/**
+ * ptr_mm_set_node() - the pool new tables of @mm come from by default.
+ * @mm:   the address space
+ * @node: the pool
+ *
+ * Return: 0; -ENODEV (no such pool).
+ * Locking: none; an atomic store (a relocator may move the default while CPUs fault).
+ */
 int ptr_mm_set_node(struct ptr_mm *mm, int node)
 {
 	if (node < 0 || node >= mm->arena->nnodes)
@@ -322,6 +439,21 @@ static int check_leaf_range(const struct ptr_geometry *g, uint64_t start, uint64
 	return 0;
 }
 
+/**
+ * ptr_add_region() - register a demand-fault region: a fault at va in [@start, @end) maps
+ * @phys + (va - @start) with leaves at @leaf_level.  No table is built.
+ * @mm:         the address space
+ * @start:      first address, aligned to the leaf size
+ * @end:        end (exclusive), aligned
+ * @phys:       physical address of @start, aligned
+ * @writable:   writable leaves
+ * @leaf_level: level of the leaves (0 = base pages)
+ *
+ * Return: 0; -EINVAL/-ERANGE/-EDOM (level, alignment, address); -EEXIST (overlaps a region);
+ * -ENOSPC (PTR_MAX_REGIONS regions already).
+ * Locking: takes page_table_lock; regions are append-only, lockless readers see @nregions with
+ * acquire.
+ */
 int ptr_add_region(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phys,
 		   bool writable, int leaf_level)
 {
@@ -395,27 +527,45 @@ static int populate_table(struct ptr_mm *mm, struct ptr_cpu *cpu, int level, uin
 static int descend(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, int leaf, int node,
 		   uint32_t *table)
 {
-	const struct ptr_geometry *g = mm->geo;
-restart:;
-	uint32_t t = atomic_load(&mm->root);
-	for (int level = TOP(g); level > leaf; level--) {
-		if (!frame_live(mm->arena, t))
-			return freed_access(mm->arena);
-		uint64_t e = ptr_entry_load(g, level, fdata(mm, t), ptr_index(g, level, va));
-		if (ptr_entry_is_table(g, level, e)) {
-			t = entry_child(mm, level, e);
-			continue;
-		}
-		if (e != 0)
-			return -EEXIST;
+	struct ptr_path p;
+restart:
+	for (int level = TOP(mm->geo);;) {
+		uint32_t t = level == TOP(mm->geo) ? atomic_load(&mm->root) : p.frame[level];
+		level = ptr_path_walk_from(mm, va, level, t, leaf, &p);
+		if (level < 0)
+			return level;
+		if (level == leaf)
+			break;
+		if (p.entry != 0)
+			return -EEXIST; /* a leaf above @leaf */
+		/* an empty entry at @level: populate it, then go on from the new child */
+		t = p.frame[level];
 		int rc = populate_table(mm, cpu, level, va, &t, node);
 		if (rc == -EAGAIN)
 			goto restart;
 		if (rc)
 			return rc;
+		p.frame[--level] = t;
 	}
-	*table = t;
+	*table = p.frame[leaf];
 	return 0;
+}
+
+/*
+ * descend_lock() - descend() to the level-@leaf table covering @va and take its lock
+ * (rewalking if relocating), starting over while the path vanishes under a relocation.
+ * Return: 0 with *@table and *@lock held; -EEXIST (a leaf above @leaf); -errno.
+ */
+static int descend_lock(struct ptr_mm *mm, uint64_t va, int leaf, int node, uint32_t *table,
+			ptr_spinlock_t **lock)
+{
+	int rc;
+	do {
+		rc = descend(mm, NULL, va, leaf, node, table);
+		if (!rc)
+			rc = lock_table(mm, NULL, leaf, va, table, lock);
+	} while (rc == -EAGAIN);
+	return rc;
 }
 
 /* Install a leaf at (@leaf, va) if the entry is empty.  Return 0, -EEXIST (present), -errno. */
@@ -436,6 +586,19 @@ static int install_leaf(struct ptr_mm *mm, struct ptr_cpu *cpu, uint32_t table, 
 
 static int translate_in_section(struct ptr_mm *mm, uint64_t va, struct ptr_translation *out);
 
+/**
+ * ptr_fault_in_section() - ptr_fault() for a caller already inside a read-side section: a CPU's
+ * thread inside its access (ptr_cpu_access_fault(); @cpu its CPU) or a ptr_read_lock() holder
+ * (@cpu NULL).  The CPU's fault path thus carries no section code at all.
+ * @mm:    the address space
+ * @cpu:   the CPU on whose behalf it runs, or NULL
+ * @va:    the faulting address
+ * @write: a write fault
+ *
+ * Not exported to Python (Python is never inside an access).
+ * Return: as ptr_fault().
+ * Locking: the caller is in a section; takes and drops table locks as ptr_fault().
+ */
 int ptr_fault_in_section(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write)
 {
 	const struct ptr_geometry *g = mm->geo;
@@ -481,10 +644,25 @@ int ptr_fault_in_section(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bo
 	return rc;
 }
 
-/*
- * The read-side section (rule 6): a CPU's is its busy lock, held by its thread for the whole
- * access the fault belongs to - ptr_cpu_access_fault() calls ptr_fault_in_section() directly,
- * so the CPU's fault path has no section code at all; anyone else enters one here.
+/**
+ * ptr_fault() - the software fault path (handle_mm_fault's shape) for @va in a region:
+ * lockless walk; allocate each missing table OUTSIDE the lock; take the lock; when a relocation
+ * is in progress rewalk from the root under the lock; double-check the entry is still empty;
+ * populate it or free the preallocated table.  A present leaf (another CPU won) is success.
+ * @mm:    the address space
+ * @cpu:   the CPU on whose behalf this runs, or NULL (Python, any non-CPU thread)
+ * @va:    the faulting address
+ * @write: a write fault
+ *
+ * The read-side section the lockless walks need (rule 6): a CPU's is its busy lock, held by
+ * its thread for the whole access the fault belongs to, so with @cpu this is
+ * ptr_fault_in_section() and nothing more; anyone else enters one here.
+ * Return: 0; -EFAULT (no region covers @va), -EACCES (write to a read-only region or leaf),
+ * -ERANGE/-EDOM (address), -ENOSPC/-ENOMEM/-ENODEV (allocation).
+ * Locking: takes the lock of each table it populates and of the leaf's table (rules 1-2),
+ * one at a time.  @cpu non-NULL only from that CPU's own thread INSIDE an access: it services
+ * the CPU's shootdowns while spinning (rule 5).  Relocation support costs this path one
+ * predictable branch per lock taken (the mm->relocating check; the rewalk is out of line).
  */
 int ptr_fault(struct ptr_mm *mm, struct ptr_cpu *cpu, uint64_t va, bool write)
 {
@@ -513,11 +691,29 @@ static int table_in_way_cb(struct ptr_walk *w, void *t, uint32_t i, int level, u
 }
 
 static const struct ptr_walk_ops any_leaf_ops = { .leaf = leaf_present_cb,
-						  .table = table_in_way_cb };
+						  .table = table_in_way_cb,
+						  .lock = PTR_WALK_LOCKLESS };
 
 static int64_t unmap_nolock_flush(struct ptr_mm *mm, uint64_t start, uint64_t end,
 				  uint64_t *dirty, bool flush);
 
+/**
+ * ptr_map() - map [@start, @end) to @phys.. with leaves at @leaf_level.
+ * @mm:         the address space
+ * @start:      first address, aligned to the leaf size
+ * @end:        end (exclusive), aligned
+ * @phys:       physical address of @start, aligned
+ * @leaf_level: level of the leaves (0 = base pages)
+ * @writable:   writable leaves
+ * @table_node: pool for the tables this call allocates, -1 = mm->node
+ *
+ * Return: 0; -EINVAL (unaligned, empty range, level without leaves), -ERANGE/-EDOM (address),
+ * -ENODEV (no such pool), -EEXIST (something is already mapped in the range: nothing changed),
+ * -ENOSPC/-ENOMEM (allocation failed: leaves installed so far are removed again; tables
+ * allocated stay linked and empty, see rule 7).
+ * Locking: in its own read-side section; takes each leaf table's lock once for the leaves it
+ * fills there.  Call with no table lock held.
+ */
 int ptr_map(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phys, int leaf_level,
 	    bool writable, int table_node)
 {
@@ -541,19 +737,14 @@ int ptr_map(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phys, int 
 	uint64_t va = start;
 	while (va != end) {
 		uint32_t table;
-		rc = descend(mm, NULL, va, leaf_level, table_node, &table);
+		ptr_spinlock_t *lock;
+		rc = descend_lock(mm, va, leaf_level, table_node, &table, &lock);
 		if (rc)
 			break;
 		/* fill the rest of this table under one lock acquisition */
 		uint64_t tend = leaf_level + 1 < g->nlevels
 					? ptr_level_addr_end(g, leaf_level + 1, va, end)
 					: end; /* leaves in the root (x86_32 PSE) */
-		ptr_spinlock_t *lock;
-		rc = lock_table(mm, NULL, leaf_level, va, &table, &lock);
-		if (rc == -EAGAIN)
-			continue;
-		if (rc)
-			break;
 		void *t = fdata(mm, table);
 		for (; va != tend; va += size) {
 			uint64_t expected = 0;
@@ -594,13 +785,14 @@ static int unmap_leaf_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uin
 	return 0;
 }
 
-static const struct ptr_walk_ops unmap_ops = { .leaf = unmap_leaf_cb };
+static const struct ptr_walk_ops unmap_ops = { .leaf = unmap_leaf_cb,
+					       .lock = PTR_WALK_LEAF_LOCKED };
 
 static int64_t unmap_nolock_flush(struct ptr_mm *mm, uint64_t start, uint64_t end,
 				  uint64_t *dirty, bool flush)
 {
 	struct unmap_priv p = { 0 };
-	struct ptr_walk w = { .mm = mm, .ops = &unmap_ops, .priv = &p, .lock_leaves = true };
+	struct ptr_walk w = { .mm = mm, .ops = &unmap_ops, .priv = &p };
 	int rc = ptr_walk_range(&w, start, end);
 	if (p.leaves && flush)
 		ptr_shootdown(mm, false);
@@ -618,7 +810,8 @@ static int straddle_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint6
 	return (lstart < range[0] || lstart + size > range[1]) ? 1 : 0;
 }
 
-static const struct ptr_walk_ops straddle_ops = { .leaf = straddle_cb };
+static const struct ptr_walk_ops straddle_ops = { .leaf = straddle_cb,
+						  .lock = PTR_WALK_LOCKLESS };
 
 /* Does a huge leaf stick out of [start, end)?  Only the two ends can. */
 static int check_straddle(struct ptr_mm *mm, uint64_t start, uint64_t end)
@@ -631,6 +824,18 @@ static int check_straddle(struct ptr_mm *mm, uint64_t start, uint64_t end)
 	return rc > 0 ? -EINVAL : rc;
 }
 
+/**
+ * ptr_unmap() - clear every leaf in [@start, @end), then shoot down.
+ * @mm:          the address space
+ * @start:       first address
+ * @end:         end (exclusive)
+ * @dirty_pages: out, may be NULL: how many of the cleared leaves were dirty
+ *
+ * A huge leaf must be fully covered (-EINVAL otherwise, nothing changed).  Tables stay (rule 7).
+ * Return: the number of leaves cleared, or -errno (-EINVAL/-ERANGE/-EDOM, -ESTALE).
+ * Locking: a PTR_WALK_LEAF_LOCKED walk (each leaf cleared under its table's lock); the
+ * shootdown after every lock is dropped.  Call with no table lock held.
+ */
 int64_t ptr_unmap(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t *dirty_pages)
 {
 	int rc = check_range(mm->geo, start, end);
@@ -667,8 +872,21 @@ static int protect_leaf_cb(struct ptr_walk *w, void *t, uint32_t i, int level, u
 	return 0;
 }
 
-static const struct ptr_walk_ops protect_ops = { .leaf = protect_leaf_cb };
+static const struct ptr_walk_ops protect_ops = { .leaf = protect_leaf_cb,
+						 .lock = PTR_WALK_LEAF_LOCKED };
 
+/**
+ * ptr_protect() - set the writability of every leaf in [@start, @end); shoot down on a
+ * downgrade, so CPUs stop writing through cached writable entries.
+ * @mm:       the address space
+ * @start:    first address
+ * @end:      end (exclusive)
+ * @writable: the new writability
+ *
+ * arm64: a dirty page made read-only keeps its dirtiness in the software dirty bit.
+ * Return: the number of leaves changed, or -errno (as ptr_unmap()).
+ * Locking: as ptr_unmap().
+ */
 int64_t ptr_protect(struct ptr_mm *mm, uint64_t start, uint64_t end, bool writable)
 {
 	int rc = check_range(mm->geo, start, end);
@@ -677,7 +895,7 @@ int64_t ptr_protect(struct ptr_mm *mm, uint64_t start, uint64_t end, bool writab
 	if (rc)
 		return rc;
 	struct unmap_priv p = { .writable = writable };
-	struct ptr_walk w = { .mm = mm, .ops = &protect_ops, .priv = &p, .lock_leaves = true };
+	struct ptr_walk w = { .mm = mm, .ops = &protect_ops, .priv = &p };
 	rc = ptr_walk_range(&w, start, end);
 	if (p.leaves && !writable)
 		ptr_shootdown(mm, false); /* CPUs must stop writing through cached entries */
@@ -694,22 +912,34 @@ int64_t ptr_protect(struct ptr_mm *mm, uint64_t start, uint64_t end, bool writab
 static int translate_in_section(struct ptr_mm *mm, uint64_t va, struct ptr_translation *out)
 {
 	const struct ptr_geometry *g = mm->geo;
-	uint32_t frames[PTR_MAX_LEVELS];
-	int level = ptr_walk_path(mm, va, frames);
+	struct ptr_path p;
+	int level = ptr_walk_leaf(mm, va, &p);
 	if (level < 0)
 		return level;
-	uint64_t e = ptr_entry_load(g, level, fdata(mm, frames[level]), ptr_index(g, level, va));
+	uint64_t e = p.entry;
 	if (!ptr_entry_is_leaf(g, level, e))
 		return -ENOENT;
 	uint64_t size = ptr_level_size(g, level);
 	*out = (struct ptr_translation){
 		.phys = ptr_entry_phys(g, level, e) + (va & (size - 1)),
-		.page_size = size, .entry = e, .table = frames[level], .level = level,
+		.page_size = size, .entry = e, .table = p.frame[level], .level = level,
 		.writable = ptr_entry_writable(g, e), .young = ptr_entry_young(g, e),
 		.dirty = ptr_entry_dirty(g, e) };
 	return 0;
 }
 
+/**
+ * ptr_translate() - lockless software walk of @va.
+ * @mm:  the address space
+ * @va:  the address
+ * @out: the translation (phys, page size, raw leaf, its table and level, W/A/D)
+ *
+ * Return: 0 (mapped), -ENOENT (not mapped), -ERANGE/-EDOM (bad address), -ESTALE (the walk met
+ * a freed frame; counted in freed_frame_accesses).  Every software walk reports a freed frame
+ * with -ESTALE.
+ * Locking: none taken; enters a read-side section of its own (so not for a caller inside one:
+ * the fault path uses translate_in_section()).
+ */
 int ptr_translate(struct ptr_mm *mm, uint64_t va, struct ptr_translation *out)
 {
 	int rc = ptr_va_check(mm->geo, va);
@@ -732,13 +962,13 @@ static int with_locked_leaf(struct ptr_mm *mm, uint64_t va,
 		return rc;
 	int tok = PTR_READ_LOCK(mm->arena);
 	for (;;) {
-		uint32_t frames[PTR_MAX_LEVELS];
-		int level = ptr_walk_path(mm, va, frames);
+		struct ptr_path p;
+		int level = ptr_path_walk(mm, va, 0, &p);
 		if (level < 0) {
 			rc = level;
 			break;
 		}
-		uint32_t t = frames[level];
+		uint32_t t = p.frame[level];
 		ptr_spinlock_t *lock;
 		rc = lock_table(mm, NULL, level, va, &t, &lock);
 		if (rc == -EAGAIN)
@@ -783,11 +1013,34 @@ static int clear_dirty_op(struct ptr_mm *mm, void *t, uint32_t idx, int level)
 	return 1;
 }
 
+/**
+ * ptr_test_and_clear_young() - the software consumer of the accessed bit (reclaim's aging):
+ * atomically clear A on @va's leaf and report whether it was set.
+ * @mm: the address space
+ * @va: the address
+ *
+ * The caller flushes when it wants the next access to walk (ptep_clear_flush_young).
+ * Return: 1 was set, 0 was clear, -ENOENT not mapped, -ERANGE/-EDOM, -ESTALE.
+ * Locking: takes the leaf table's lock (rule 1; page_table_lock for a leaf at level >= 2),
+ * rewalking if relocating, so it never reads a new copy before the merge.  In its own section.
+ */
 int ptr_test_and_clear_young(struct ptr_mm *mm, uint64_t va)
 {
 	return with_locked_leaf(mm, va, clear_young_op);
 }
 
+/**
+ * ptr_test_and_clear_dirty() - the software consumer of the dirty bit (writeback): clear D on
+ * @va's leaf, report whether it was set, and then (when it was) shoot down, so CPUs holding a
+ * dirty-known TLB entry set D again on their next write.
+ * @mm: the address space
+ * @va: the address
+ *
+ * A write that completed before the call returned is reported by this call or an earlier one,
+ * never lost - also across a relocation (the merge runs under the lock taken here).
+ * Return: 1 was set, 0 was clear, -ENOENT not mapped, -ERANGE/-EDOM, -ESTALE.
+ * Locking: as ptr_test_and_clear_young(); the shootdown after the lock is dropped.
+ */
 int ptr_test_and_clear_dirty(struct ptr_mm *mm, uint64_t va)
 {
 	int rc = with_locked_leaf(mm, va, clear_dirty_op);
@@ -798,6 +1051,19 @@ int ptr_test_and_clear_dirty(struct ptr_mm *mm, uint64_t va)
 
 /* ---- sharing and repointing ----------------------------------------------------------------- */
 
+/**
+ * ptr_share_table() - hugetlb-style sharing: link into @dst the level-@level table that covers
+ * @va in @src (sharers++ on it).
+ * @dst:   the address space that gets the link; its parent entry must be empty (the upper
+ *         tables are created as needed)
+ * @src:   the address space that has the table
+ * @va:    an address the table covers
+ * @level: 0 or 1
+ *
+ * Return: 0; -ENOENT (no such table in @src), -EEXIST (@dst's entry is not empty), -EINVAL
+ * (other arena, same mm, bad level, PAE's fixed PDPTE level), -ERANGE/-EDOM, allocation errors.
+ * Locking: in its own read-side section; takes @dst's parent-table lock for the link.
+ */
 int ptr_share_table(struct ptr_mm *dst, struct ptr_mm *src, uint64_t va, int level)
 {
 	const struct ptr_geometry *g = src->geo;
@@ -810,11 +1076,9 @@ int ptr_share_table(struct ptr_mm *dst, struct ptr_mm *src, uint64_t va, int lev
 	if (rc)
 		return rc;
 	int tok = PTR_READ_LOCK(a);
-	uint32_t frames[PTR_MAX_LEVELS];
-	rc = ptr_walk_path(src, va, frames);
-	uint32_t shared = rc >= 0 ? frames[level] : PTR_NO_FRAME;
-	if (rc >= 0 && shared == PTR_NO_FRAME)
-		rc = -ENOENT;
+	struct ptr_path p;
+	rc = ptr_path_find(src, va, level, &p);
+	uint32_t shared = p.frame[level];
 	uint32_t parent;
 	if (rc >= 0)
 		rc = descend(dst, NULL, va, level + 1, dst->node, &parent);
@@ -839,6 +1103,21 @@ int ptr_share_table(struct ptr_mm *dst, struct ptr_mm *src, uint64_t va, int lev
 	return rc < 0 ? rc : 0;
 }
 
+/**
+ * ptr_repoint() - TEST/RELOCATION HELPER: copy the level-@level table covering @va to a new
+ * frame on @node and repoint its parent entry (or the root) WITHOUT any shootdown, merge or
+ * free.  Lets tests build the stale-paging-structure-cache scenario by hand.
+ * @mm:        the address space
+ * @va:        an address the table covers
+ * @level:     its level
+ * @node:      the pool of the copy
+ * @old_frame: out: the old frame - unlinked, LIMBO in the relocation build (LIVE otherwise)
+ * @new_frame: out: the copy
+ *
+ * Return: 0; -EINVAL (level/node), -ERANGE/-EDOM, -ENOENT (no such table), -EBUSY (shared),
+ * allocation errors.
+ * Locking: takes the parent's lock, then the table's (rule 3), in its own read-side section.
+ */
 int ptr_repoint(struct ptr_mm *mm, uint64_t va, int level, int node, uint32_t *old_frame,
 		uint32_t *new_frame)
 {
@@ -854,11 +1133,10 @@ int ptr_repoint(struct ptr_mm *mm, uint64_t va, int level, int node, uint32_t *o
 	if (rc)
 		return rc;
 	int tok = PTR_READ_LOCK(a);
-	uint32_t frames[PTR_MAX_LEVELS];
-	rc = ptr_walk_path(mm, va, frames);
-	uint32_t old = rc >= 0 ? frames[level] : PTR_NO_FRAME;
-	if (rc >= 0 && old == PTR_NO_FRAME)
-		rc = -ENOENT;
+	struct ptr_path p;
+	rc = ptr_path_find(mm, va, level, &p);
+	const uint32_t *frames = p.frame;
+	uint32_t old = frames[level];
 	if (rc >= 0 && atomic_load(&a->frames[old].sharers) > 1)
 		rc = -EBUSY;
 	if (rc < 0) {
@@ -901,69 +1179,80 @@ int ptr_repoint(struct ptr_mm *mm, uint64_t va, int level, int node, uint32_t *o
 
 /* ---- counting ------------------------------------------------------------------------------- */
 
-static void count_tree(struct ptr_mm *mm, int level, uint32_t f, uint32_t *counts,
-		       uint32_t (*per_node)[PTR_MAX_LEVELS])
+struct count_priv {
+	uint32_t *counts;
+	uint32_t (*per_node)[PTR_MAX_LEVELS];
+};
+
+/* Counting is an ops table: every table once per link to it (shared ones per sharer). */
+static int count_post_cb(struct ptr_walk *w, uint32_t frame, int level, uint64_t a, uint64_t e)
 {
-	const struct ptr_geometry *g = mm->geo;
-	counts[level]++;
-	if (per_node)
-		per_node[mm->arena->frames[f].node][level]++;
-	if (level == 0)
-		return;
-	void *t = fdata(mm, f);
-	for (uint32_t i = 0; i < (1u << g->level[level].bits); i++) {
-		uint64_t e = ptr_entry_load(g, level, t, i);
-		if (ptr_entry_is_table(g, level, e)) {
-			uint32_t c = entry_child(mm, level, e);
-			if (frame_live(mm->arena, c))
-				count_tree(mm, level - 1, c, counts, per_node);
-		}
-	}
+	struct count_priv *c = w->priv;
+	c->counts[level]++;
+	if (c->per_node)
+		c->per_node[w->mm->arena->frames[frame].node][level]++;
+	return 0;
 }
 
+/* a FREE frame linked from the tree (a protocol bug) is not counted and not descended into */
+static int count_table_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint64_t a,
+			  uint64_t n)
+{
+	struct ptr_mm *mm = w->mm;
+	uint32_t child = entry_child(mm, level, ptr_entry_load(mm->geo, level, t, i));
+	if (!ptr_frame_live(mm->arena, child))
+		w->action = PTR_WALK_CONTINUE;
+	return 0;
+}
+
+static const struct ptr_walk_ops count_ops = { .table = count_table_cb,
+					       .post_table = count_post_cb,
+					       .lock = PTR_WALK_LOCKLESS };
+
+/**
+ * ptr_mm_count_tables() - per-level counts of the tables reachable from @mm's root.
+ * @mm:       the address space
+ * @counts:   out: tables per level (a shared table counts once per mm linking it)
+ * @per_node: out, may be NULL: the same per arena node
+ *
+ * Return: 0 (a FREE frame linked from the tree - a protocol bug - is left out).
+ * Locking: none needed; a lockless walk in its own read-side section.
+ */
 int ptr_mm_count_tables(struct ptr_mm *mm, uint32_t counts[PTR_MAX_LEVELS],
 			uint32_t per_node[PTR_MAX_NODES][PTR_MAX_LEVELS])
 {
 	memset(counts, 0, sizeof(uint32_t) * PTR_MAX_LEVELS);
 	if (per_node)
 		memset(per_node, 0, sizeof(uint32_t) * PTR_MAX_NODES * PTR_MAX_LEVELS);
-	int tok = PTR_READ_LOCK(mm->arena);
-	count_tree(mm, TOP(mm->geo), atomic_load(&mm->root), counts, per_node);
-	PTR_READ_UNLOCK(mm->arena, tok);
-	(void)tok;
+	struct count_priv c = { counts, per_node };
+	struct ptr_walk w = { .mm = mm, .ops = &count_ops, .priv = &c };
+	ptr_walk_tree(&w);
 	return 0;
 }
 
+/**
+ * ptr_mm_root() - the current root frame of @mm.
+ * @mm: the address space
+ *
+ * Return: the frame (it changes only by a relocation, under page_table_lock).
+ * Locking: none; an atomic load.
+ */
 uint32_t ptr_mm_root(struct ptr_mm *mm)
 {
 	return atomic_load(&mm->root);
 }
 
-int ptr_describe_geometry(int i, struct ptr_geometry_info *out)
-{
-	const struct ptr_geometry *g = ptr_geometry_at(i);
-	if (!g)
-		return -EINVAL;
-	memset(out, 0, sizeof(*out));
-	out->name = g->name;
-	out->arch = g->arch;
-	out->nlevels = g->nlevels;
-	out->va_bits = g->va_bits;
-	out->canonical = g->canonical;
-	out->top_preloaded = g->top_preloaded;
-	out->frame_bytes = g->frame_bytes;
-	out->phys_limit = g->phys_limit;
-	for (int l = 0; l < g->nlevels; l++) {
-		out->level[l].name = g->level[l].name;
-		out->level[l].shift = g->level[l].shift;
-		out->level[l].bits = g->level[l].bits;
-		out->level[l].entry_size = g->level[l].entry_size;
-		out->level[l].table_bytes = g->level[l].table_bytes;
-		out->level[l].leaf_ok = g->level[l].leaf_ok;
-	}
-	return 0;
-}
-
+/**
+ * ptr_table_entry() - raw entry @index of the level-@level table in frame @f (tests: read a
+ * stale copy).
+ * @a:     the arena
+ * @f:     the frame
+ * @level: the level its table is read as
+ * @index: the entry
+ *
+ * Return: the entry; 0 when out of range.
+ * Locking: none; an atomic load of whatever the frame holds (poison, when FREE).
+ */
 uint64_t ptr_table_entry(struct ptr_arena *a, uint32_t f, int level, uint32_t index)
 {
 	const struct ptr_geometry *g = a->geo;

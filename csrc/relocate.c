@@ -19,7 +19,7 @@
  *    a. allocate every target frame first, with no lock held.  A failure (pool full, injected)
  *       frees what this batch took and stops: nothing of this batch was touched, earlier
  *       batches are complete, so every translation is unchanged (a consistent tree);
- *    b. lock in the fixed order (ptreloc.h rules 1-3): page_table_lock of every mm (ascending
+ *    b. lock in the fixed order (lock.h, LOCK ORDER): page_table_lock of every mm (ascending
  *       id), then the level-1 split locks, then the level-0 ones, ascending frame index; the
  *       new frames' split locks last (unlinked frames may be locked at any point).  The new
  *       frame's lock must be held BEFORE it is published: once the parent points at it, the
@@ -77,6 +77,13 @@ static const char *const reason_names[PTR_RELOC_NREASONS] = {
 	[PTR_RELOC_R_VANISHED] = "vanished",
 };
 
+/**
+ * ptr_reloc_reason_name() - the name of a PTR_RELOC_R_* reason ("target_full", "shared", ...).
+ * @reason: the reason
+ *
+ * Return: the name; "?" for an unknown reason.
+ * Locking: none; constant strings.
+ */
 const char *ptr_reloc_reason_name(int reason)
 {
 	return (reason >= 0 && reason < PTR_RELOC_NREASONS) ? reason_names[reason] : "?";
@@ -84,10 +91,33 @@ const char *ptr_reloc_reason_name(int reason)
 
 #if !PTR_RELOCATION
 
+/**
+ * ptr_reloc_set_test_hook() - norelo build: there are no batches to hook; does nothing.
+ * @fn:   ignored
+ * @priv: ignored
+ *
+ * Return: nothing.
+ * Locking: none.
+ */
 void ptr_reloc_set_test_hook(ptr_reloc_hook_fn fn, void *priv)
 {
 }
 
+/**
+ * ptr_relocate_mms() - norelo build: relocation is compiled out.
+ * @mms:       ignored
+ * @nmms:      ignored
+ * @from_mask: ignored
+ * @to_node:   ignored
+ * @choose:    ignored
+ * @priv:      ignored
+ * @strategy:  ignored
+ * @batch:     ignored
+ * @out:       zeroed when not NULL
+ *
+ * Return: -EOPNOTSUPP.
+ * Locking: none.
+ */
 int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, int to_node,
 		     ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
 		     struct ptr_reloc_report *out)
@@ -120,15 +150,26 @@ struct reloc_ctx {
 	uint32_t from_mask;
 	struct reloc_rec *recs;
 	size_t nrecs, cap;
-	int err;
 };
 
 static pthread_mutex_t reloc_mutex = PTHREAD_MUTEX_INITIALIZER;
 
-/* test hook: runs after a batch's repoints, before its shootdown (see ptreloc.h) */
+/* test hook: runs after a batch's repoints, before its shootdown (see relocate.h) */
 static ptr_reloc_hook_fn test_hook;
 static void *test_hook_priv;
 
+/**
+ * ptr_reloc_set_test_hook() - TEST HOOK: call @fn(@priv, batch index) in every rewalk/naive
+ * batch after the copies and repoints, before the shootdown - the window in which a CPU with a
+ * stale paging-structure cache writes A/D into an old copy.
+ * @fn:   the hook; NULL removes it
+ * @priv: its argument
+ *
+ * @fn runs with the batch's table locks held: it may drive CPU accesses that hit present
+ * entries, nothing that takes a table lock (lock.h, LOCK ORDER).
+ * Return: nothing.
+ * Locking: takes reloc_mutex, so the hook never changes under a running relocation.
+ */
 void ptr_reloc_set_test_hook(ptr_reloc_hook_fn fn, void *priv)
 {
 	pthread_mutex_lock(&reloc_mutex);
@@ -164,50 +205,73 @@ static struct reloc_rec *find_rec(struct reloc_ctx *c, uint32_t f)
 	return NULL;
 }
 
-static void collect_table(struct reloc_ctx *c, int mi, int level, uint32_t f, uint64_t base)
+/*
+ * note_table() - record the level-@level table @f (first VA @base), reached through mms[@mi],
+ * when it sits on a source node.
+ * Return: 0; 1 when it was already seen through this mm (its subtree too: do not walk it
+ * again); -ENOMEM.
+ */
+static int note_table(struct reloc_ctx *c, int mi, int level, uint32_t f, uint64_t base)
 {
-	const struct ptr_geometry *g = c->g;
 	struct ptr_frame *fr = &c->a->frames[f];
-	if (c->err)
-		return;
-	if (c->from_mask & (1u << fr->node)) {
-		/* a shared table is reached from several mms: one record, several links */
-		struct reloc_rec *r = atomic_load(&fr->sharers) > 1 ? find_rec(c, f) : NULL;
-		if (!r) {
-			if (c->nrecs == c->cap) {
-				size_t cap = c->cap ? c->cap * 2 : 64;
-				struct reloc_rec *n = realloc(c->recs, cap * sizeof(*n));
-				if (!n) {
-					c->err = -ENOMEM;
-					return;
-				}
-				c->recs = n;
-				c->cap = cap;
-			}
-			r = &c->recs[c->nrecs++];
-			*r = (struct reloc_rec){ .base_va = base, .old = f, .fresh = PTR_NO_FRAME,
-						 .level = (uint8_t)level, .target = -1 };
-		} else if (r->mm_mask & (1u << mi)) {
-			return; /* already seen through this mm */
+	if (!(c->from_mask & (1u << fr->node)))
+		return 0;
+	/* a shared table is reached from several mms: one record, several links */
+	struct reloc_rec *r = atomic_load(&fr->sharers) > 1 ? find_rec(c, f) : NULL;
+	if (!r) {
+		if (c->nrecs == c->cap) {
+			size_t cap = c->cap ? c->cap * 2 : 64;
+			struct reloc_rec *n = realloc(c->recs, cap * sizeof(*n));
+			if (!n)
+				return -ENOMEM;
+			c->recs = n;
+			c->cap = cap;
 		}
-		r->mm_mask |= 1u << mi;
-		r->nlinks++;
+		r = &c->recs[c->nrecs++];
+		*r = (struct reloc_rec){ .base_va = base, .old = f, .fresh = PTR_NO_FRAME,
+					 .level = (uint8_t)level, .target = -1 };
+	} else if (r->mm_mask & (1u << mi)) {
+		return 1;
 	}
-	if (level == 0)
-		return;
-	void *t = fdata(c, f);
-	for (uint32_t i = 0; i < (1u << g->level[level].bits); i++) {
-		uint64_t e = ptr_entry_load(g, level, t, i);
-		if (!ptr_entry_is_table(g, level, e))
-			continue;
-		uint32_t child = entry_child(c, level, e);
-		if (child == PTR_NO_FRAME)
-			continue;
-		uint64_t va = base | ((uint64_t)i << g->level[level].shift);
-		if (level == TOP(g) && g->canonical && ((va >> (g->va_bits - 1)) & 1))
-			va |= ~0ULL << g->va_bits; /* upper half of x86-64: sign-extend */
-		collect_table(c, mi, level - 1, child, va);
+	r->mm_mask |= 1u << mi;
+	r->nlinks++;
+	return 0;
+}
+
+struct collect_priv {
+	struct reloc_ctx *c;
+	int mi;
+};
+
+/* Collection is an ops table over the whole-tree walk: each table entry names a table. */
+static int collect_table_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint64_t addr,
+			    uint64_t next)
+{
+	struct collect_priv *cp = w->priv;
+	uint32_t child = entry_child(cp->c, level, ptr_entry_load(cp->c->g, level, t, i));
+	if (child == PTR_NO_FRAME) {
+		w->action = PTR_WALK_CONTINUE;
+		return 0;
 	}
+	int rc = note_table(cp->c, cp->mi, level - 1, child, addr);
+	if (rc > 0)
+		w->action = PTR_WALK_CONTINUE;
+	return rc < 0 ? rc : 0;
+}
+
+static const struct ptr_walk_ops collect_ops = { .table = collect_table_cb,
+						 .lock = PTR_WALK_LOCKLESS };
+
+/* Record every table of mms[@mi] on a source node.  Return: 0, -ENOMEM, -ESTALE. */
+static int collect_mm(struct reloc_ctx *c, int mi)
+{
+	struct ptr_mm *mm = c->mms[mi];
+	int rc = note_table(c, mi, TOP(c->g), atomic_load(&mm->root), 0);
+	if (rc)
+		return rc < 0 ? rc : 0;
+	struct collect_priv cp = { c, mi };
+	struct ptr_walk w = { .mm = mm, .ops = &collect_ops, .priv = &cp };
+	return ptr_walk_tree(&w);
 }
 
 static int rec_order(const void *pa, const void *pb)
@@ -279,34 +343,19 @@ static size_t sort_unique(uint32_t *v, size_t n)
 /*
  * rewalk() - the current path of @r's table in mms[@mi]: the frame at r->level covering
  * r->base_va and its parent (PTR_NO_FRAME for the root, whose "parent entry" is mm->root).
- * It walks from the root down to the parent entry and stops there: the table's own entries are
- * not needed (ptr_walk_path() would read one of them - a cache miss on a frame the copy reads
- * anyway - and walk on to the bottom).  A FREE frame on the way is counted like any walker's
+ * The path walker stops at r->level without reading the table's own entries (a cache miss on
+ * a frame the copy reads anyway).  A FREE frame on the way is counted like any walker's
  * freed-frame access (it cannot happen under our locks and read-side section).
  * Return: 0; -ENOENT when the table is no longer reachable there (it "vanished").
  */
 static int rewalk(struct reloc_ctx *c, int mi, const struct reloc_rec *r, uint32_t *self,
 		  uint32_t *parent)
 {
-	const struct ptr_geometry *g = c->g;
-	struct ptr_arena *a = c->a;
-	uint32_t up = PTR_NO_FRAME, t = atomic_load(&c->mms[mi]->root);
-	for (int level = TOP(g);; level--) {
-		if (t >= a->nframes ||
-		    atomic_load_explicit(&a->frames[t].state, memory_order_acquire) == PTR_FRAME_FREE) {
-			atomic_fetch_add(&a->freed_frame_accesses, 1);
-			return -ENOENT;
-		}
-		if (level == r->level)
-			break;
-		uint64_t e = ptr_entry_load(g, level, fdata(c, t), ptr_index(g, level, r->base_va));
-		if (!ptr_entry_is_table(g, level, e))
-			return -ENOENT;
-		up = t;
-		t = entry_child(c, level, e);
-	}
-	*self = t;
-	*parent = up;
+	struct ptr_path p;
+	if (ptr_path_find(c->mms[mi], r->base_va, r->level, &p))
+		return -ENOENT;
+	*self = p.frame[r->level];
+	*parent = r->level == TOP(c->g) ? PTR_NO_FRAME : p.frame[r->level + 1];
 	return 0;
 }
 
@@ -636,6 +685,32 @@ static void set_mode(struct reloc_ctx *c, int delta)
 	}
 }
 
+/**
+ * ptr_relocate_mms() - move every table frame of the @nmms address spaces @mms (one arena) that
+ * sits on a node in @from_mask to @to_node, or to where @choose says.
+ * @mms:       up to 32 address spaces of one arena, each once
+ * @nmms:      how many
+ * @from_mask: bit n = node n is a source
+ * @to_node:   the target node (when @choose is NULL; frames already there are not candidates)
+ * @choose:    NULL, or asked once per candidate frame where it goes (ptr_reloc_choose_fn)
+ * @priv:      @choose's argument
+ * @strategy:  PTR_RELOC_REWALK, PTR_RELOC_STOP or PTR_RELOC_NAIVE (the protocol comment above)
+ * @batch:     frames per lock/shootdown batch (>= 1)
+ * @out:       the report
+ *
+ * A table shared between the mms moves once with every sharer's parent entry repointed; one
+ * shared with an mm outside the set is skipped (PTR_RELOC_R_SHARED).  Every level moves, the
+ * root with a root reload.
+ * Return: 0; -EINVAL (bad arguments), -ENODEV (no such target node), -ECANCELED (the chooser
+ * cancelled: nothing moved), -ENOMEM (the collection), -ENOSPC/-ENOMEM/-ENODEV when an
+ * allocation on the target failed: the relocation stopped there, every translation is
+ * unchanged, frames of completed batches stay moved, the rest are reported not relocated.
+ * *@out is filled in every case but -EINVAL/-ENODEV.
+ * Locking: takes everything itself - reloc_mutex for the whole call (relocations serialize;
+ * @choose runs under it, with no table lock held, and must not relocate), then per lock.h's
+ * LOCK ORDER; call with no lock held and outside a read-side section (it waits for a grace
+ * period).
+ */
 int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, int to_node,
 		     ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
 		     struct ptr_reloc_report *out)
@@ -662,7 +737,6 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 
 	struct reloc_ctx c = { .mms = mms, .nmms = nmms, .a = a, .g = a->geo,
 			       .from_mask = from_mask };
-	const struct ptr_geometry *g = c.g;
 	uint64_t t_start = now_ns();
 	pthread_mutex_lock(&reloc_mutex);
 
@@ -671,11 +745,9 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 	set_mode(&c, +1);
 
 	/* 0: collect */
-	int tok = ptr_read_lock(a);
-	for (int mi = 0; mi < nmms && !c.err; mi++)
-		collect_table(&c, mi, TOP(g), atomic_load(&mms[mi]->root), 0);
-	ptr_read_unlock(a, tok);
-	int rc = c.err;
+	int rc = 0;
+	for (int mi = 0; mi < nmms && !rc; mi++)
+		rc = collect_mm(&c, mi);
 	if (!rc && c.nrecs)
 		qsort(c.recs, c.nrecs, sizeof(*c.recs), rec_order);
 
@@ -806,6 +878,20 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 
 #endif /* PTR_RELOCATION */
 
+/**
+ * ptr_relocate() - ptr_relocate_mms() for one address space.
+ * @mm:        the address space
+ * @from_mask: bit n = node n is a source
+ * @to_node:   the target node (when @choose is NULL)
+ * @choose:    NULL, or where each frame goes
+ * @priv:      @choose's argument
+ * @strategy:  PTR_RELOC_*
+ * @batch:     frames per batch
+ * @out:       the report
+ *
+ * Return: as ptr_relocate_mms() (-EOPNOTSUPP in the norelo build).
+ * Locking: as ptr_relocate_mms().
+ */
 int ptr_relocate(struct ptr_mm *mm, uint32_t from_mask, int to_node, ptr_reloc_choose_fn choose,
 		 void *priv, int strategy, int batch, struct ptr_reloc_report *out)
 {

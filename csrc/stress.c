@@ -412,6 +412,19 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+/**
+ * ptr_stress_run() - the torture test described by @cfg: CPU threads faulting and writing, one
+ * relocator moving every table between arena nodes 0 and 1 with @cfg->strategy, one reclaimer
+ * consuming A/D bits and unmapping, for @cfg->seconds; then the verdict.
+ * @cfg: the run (struct ptr_stress_config)
+ * @out: counters and the verdict: lost_dirty, lost_accessed, freed_frame_accesses,
+ *       leaked_frames, translation_mismatches (all 0 under a correct protocol)
+ *
+ * Return: 0 (the verdict is in *@out, whatever it says); -EINVAL (bad config); -EOPNOTSUPP
+ * (norelo build); or the -errno that stopped the run (arena creation, thread creation).
+ * Locking: owns its own arena and the relocation test hook while it runs (@cfg->ipi_delay_us);
+ * @cfg->cancel is read atomically, so another thread may stop the run early.
+ */
 int ptr_stress_run(const struct ptr_stress_config *cfg, struct ptr_stress_result *out)
 {
 	if (!cfg || !out || cfg->cpus < 1 || cfg->cpus > PTR_MAX_CPUS - 2 || cfg->seconds <= 0 ||
