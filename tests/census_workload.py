@@ -1,0 +1,71 @@
+"""A process whose page tables live on a chosen node, for the census and drain guest tests.
+
+It is exec'd on node 0 (``numactl --cpunodebind=0 --membind=0``), so what exec allocates - the
+pgd, which never moves, and the upper tables shared with [stack]/[vdso] - is on node 0; then it
+binds itself to ``node`` (set_mempolicy(MPOL_BIND) and its CPUs) and touches one byte every
+2 MiB of a sparse MAP_NORESERVE region: one PTE table per touched page, each allocated under
+its policy on ``node``, and one data page beside each.  So everything ptreloc drain must move
+is on ``node`` and everything on ``node`` is movable by it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from live_workload import workload_env
+
+from ptreloc.bench import stop_workload
+
+__all__ = ["TableWorkload", "table_workload"]
+
+_SCRIPT = r"""
+import ctypes, json, mmap, os, sys
+node, span = int(sys.argv[1]), int(sys.argv[2]) << 30
+cpus = []
+for part in open(f"/sys/devices/system/node/node{node}/cpulist").read().strip().split(","):
+    lo, _, hi = part.partition("-")
+    cpus += range(int(lo), int(hi or lo) + 1)
+os.sched_setaffinity(0, cpus)
+libc = ctypes.CDLL(None, use_errno=True)
+mask = ctypes.c_ulong(1 << node)
+if libc.syscall(238, 2, ctypes.byref(mask), 64) != 0:  # set_mempolicy(MPOL_BIND, {node})
+    sys.exit(f"set_mempolicy: errno {ctypes.get_errno()}")
+region = mmap.mmap(-1, span, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000)
+region.madvise(mmap.MADV_NOHUGEPAGE)
+for off in range(0, span, 2 << 20):
+    region[off] = 1
+print(json.dumps({"pid": os.getpid(), "tables": span >> 21}), flush=True)
+sys.stdin.read()
+"""
+
+
+@dataclass
+class TableWorkload:
+    pid: int
+    pte_tables: int  # PTE tables its region needs (one per 2 MiB touched)
+    proc: subprocess.Popen[str]
+
+
+@contextmanager
+def table_workload(node: int = 1, gib: int = 8) -> Iterator[TableWorkload]:
+    """Run the workload until the block ends: ``gib`` GiB sparse -> ``gib * 512`` PTE tables
+    (and as many data pages) on ``node``."""
+    proc = subprocess.Popen(
+        ["numactl", "--cpunodebind=0", "--membind=0", sys.executable, "-c", _SCRIPT,
+         str(node), str(gib)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=workload_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"table workload exited early with status {proc.wait()}")
+        info = json.loads(line)
+        yield TableWorkload(info["pid"], info["tables"], proc)
+    finally:
+        stop_workload(proc)
