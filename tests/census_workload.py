@@ -21,7 +21,7 @@ from live_workload import workload_env
 
 from ptreloc.bench import stop_workload
 
-__all__ = ["TableWorkload", "table_workload"]
+__all__ = ["TableWorkload", "table_workload", "node_filler"]
 
 _SCRIPT = r"""
 import ctypes, json, mmap, os, sys
@@ -67,5 +67,43 @@ def table_workload(node: int = 1, gib: int = 8) -> Iterator[TableWorkload]:
             raise RuntimeError(f"table workload exited early with status {proc.wait()}")
         info = json.loads(line)
         yield TableWorkload(info["pid"], info["tables"], proc)
+    finally:
+        stop_workload(proc)
+
+
+_FILLER = r"""
+import mmap, re, sys
+node, leave_kb = int(sys.argv[1]), int(sys.argv[2]) << 10
+path = f"/sys/devices/system/node/node{node}/meminfo"
+def free_kb():
+    return int(re.search(r"MemFree:\s+(\d+) kB", open(path).read()).group(1))
+chunks = []
+while free_kb() > leave_kb + 4096:
+    m = mmap.mmap(-1, 4 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    m.madvise(mmap.MADV_NOHUGEPAGE)
+    for off in range(0, 4 << 20, 4096):
+        m[off] = 1
+    chunks.append(m)
+print(len(chunks) * 4, flush=True)
+sys.stdin.read()
+"""
+
+
+@contextmanager
+def node_filler(node: int = 1, leave_mib: int = 16) -> Iterator[int]:
+    """Anonymous (movable) memory bound to ``node`` until its MemFree is about ``leave_mib``
+    MiB: the node's free pages used up, so what is allocated next there comes from memory
+    onlined afterwards.  Yields the MiB it holds."""
+    proc = subprocess.Popen(
+        ["numactl", f"--membind={node}", sys.executable, "-c", _FILLER, str(node),
+         str(leave_mib)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=workload_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"filler exited early with status {proc.wait()}")
+        yield int(line)
     finally:
         stop_workload(proc)

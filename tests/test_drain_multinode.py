@@ -4,23 +4,28 @@ The RFC's point, for real: a process whose page tables sit in a node-1 memory bl
 else pins keeps that block from going offline; after ``ptreloc drain --node 1`` it goes offline.
 
 How the block is arranged (measured in this guest: node 1 has memory4-7; with nothing of ours
-running memory5 and memory6 hold only free pages, memory4 and memory7 hold slab, memmap and
-other kernel memory and cannot go offline): the workload of tests/census_workload.py allocates
-4,096 PTE tables on node 1 (8 GiB sparse, one page per 2 MiB).  That is more than the free
-space of node 1's unmovable pageblocks, so the page allocator steals movable pageblocks for
-them, among them pageblocks of the free blocks.  The test asks the census (with --by-process)
-for a block that page tables alone pin, all of them the workload's; if there is none it fails
-and prints the census (the allocator chose to place every table beside other kernel memory,
-which no test can prevent - seen in none of the runs so far).  This test process binds itself
-to node 0 meanwhile, so that its own allocations do not land in the block; kernel threads
-running on node 1's CPU still may, between the drain and the offline (then the offline fails
-with the block's pinning kinds in the message: a race, not a drain bug).
+running two of them hold only free pages and two hold slab, memmap and other kernel memory and
+cannot go offline).  Left alone, the allocator puts a workload's page tables beside that kernel
+memory (seen: 4,096 PTE tables all in memory4 and memory7, the two pinned blocks) - the
+unmovable pageblocks that already exist are used first.  So the test makes a clean block the
+only free memory of node 1 and then allocates the tables: the census names the blocks without
+unmovable content; they are offlined (that works: nothing pins them); a movable filler bound to
+node 1 uses up node 1's remaining free memory down to ~16 MiB; one clean block is onlined again;
+the workload of tests/census_workload.py then allocates 8,192 PTE tables and their data pages
+on node 1, more than the free pages left in the pinned blocks, so the rest can only come from
+the onlined block.  The filler exits.  Then the census (--by-process) must say that page tables
+alone pin that block, every one of them the workload's; offlining it must fail; after
+``ptreloc drain --node 1 --offline`` it must be offline.  What can still break the arrangement
+is a kernel allocation landing in the block meanwhile (kernel threads on node 1's CPU); the
+census check then fails with the block's pinning kinds in the message.  This test process binds
+itself to node 0 meanwhile, so that its own allocations stay out of the way.
 
 Every block taken offline is brought back online at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -28,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from census_workload import table_workload
+from census_workload import node_filler, table_workload
 from live_workload import ptreloc, ptreloc_as_nobody
 
 from ptreloc import census, drain, numa
@@ -159,34 +164,52 @@ def _pinned_only_by(census_data: dict, pid: int) -> list[dict]:
 def test_page_tables_alone_keep_a_block_online_until_drain(on_node_0: None,
                                                            capsys: pytest.CaptureFixture[str]
                                                            ) -> None:
-    with table_workload(node=1, gib=8) as w:
-        data = json.loads(ptreloc("census", "--node", "1", "--by-process", "--json",
-                                  check=0).stdout)
-        candidates = _pinned_only_by(data, w.pid)
-        summary = [(b["block"], b["pinned_by"], b["pages"]["pagetable"])
-                   for b in data["per_node"]["1"]["blocks"]]
-        assert candidates, ("no node-1 block is pinned by the workload's page tables alone; "
-                            f"census per block (block, pinned by, page-table pages): {summary}")
-        block = max(candidates, key=lambda b: b["pages"]["pagetable"])
-        index = block["block"]
-        # the RFC's claim: nothing but page tables, and the block cannot go offline
-        refused = drain.offline_block(index)
-        assert not refused["ok"], ("the block went offline with page tables in it", refused)
-        assert drain.block_state(index) == "online"
-        report = drain_json("--offline")
-        result = next(r for r in report["offline"] if r["block"] == index)
-        after = next(b for b in report["blocks"] if b["block"] == index)
-        with capsys.disabled():
-            print(f"\n  memory{index}: {block['pages']['pagetable']} page-table pages of pid "
-                  f"{w.pid}, pinned by {block['pinned_by']}; offline before drain: "
-                  f"{refused['error']}; after drain: page-table pages "
-                  f"{after['pagetable_pages']}, pinned by {after['pinned_by']}; offline: "
-                  f"{'ok' if result['ok'] else result['error']} in {result['seconds']} s")
-            for r in report["offline"]:
-                print(f"    memory{r['block']}: {'offline' if r['ok'] else r['error']}")
-        assert after["free_of_pagetables"], after
-        assert result["ok"], (result, after)
-        assert drain.block_state(index) == "offline"
+    empty = json.loads(ptreloc("census", "--node", "1", "--json", check=0).stdout)
+    clean = [b["block"] for b in empty["per_node"]["1"]["blocks"]
+             if b["state"] == "online" and not b["pinned_by"]]
+    assert clean, ("no node-1 block is free of unmovable memory before the test, so none can "
+                   f"be arranged: {[(b['block'], b['pinned_by']) for b in
+                                    empty['per_node']['1']['blocks']]}")
+    # the arrangement (module doc): the clean blocks offline, node 1's free memory used up by
+    # movable data, one clean block back: the only place node 1's next page tables can go
+    for index in clean:
+        taken = drain.offline_block(index)
+        assert taken["ok"], ("a block the census found clean did not go offline", taken)
+    index = clean[-1]
+    with contextlib.ExitStack() as filling:
+        held = filling.enter_context(node_filler(1, leave_mib=16))
+        assert drain.online_block(index)["ok"]
+        with table_workload(node=1, gib=16) as w:
+            filling.close()  # its data would only make the drain slower
+            data = json.loads(ptreloc("census", "--node", "1", "--by-process", "--json",
+                                      check=0).stdout)
+            block = next(b for b in data["per_node"]["1"]["blocks"] if b["block"] == index)
+            summary = [(b["block"], b["state"], b["pinned_by"], b["pages"]["pagetable"])
+                       for b in data["per_node"]["1"]["blocks"]]
+            assert block in _pinned_only_by(data, w.pid), (
+                f"memory{index} is not pinned by the workload's page tables alone (filler "
+                f"held {held} MiB); census per block (block, state, pinned by, page-table "
+                f"pages): {summary}")
+            # the RFC's claim: nothing but page tables, and the block cannot go offline
+            refused = drain.offline_block(index)
+            assert not refused["ok"], ("the block went offline with page tables in it",
+                                       refused)
+            assert drain.block_state(index) == "online"
+            report = drain_json("--offline")
+            result = next(r for r in report["offline"] if r["block"] == index)
+            after = next(b for b in report["blocks"] if b["block"] == index)
+            with capsys.disabled():
+                print(f"\n  memory{index}: {block['pages']['pagetable']} page-table pages of "
+                      f"pid {w.pid} ({block['pagetable_only_pageblocks']} pageblocks pinned by "
+                      f"them alone), pinned by {block['pinned_by']}; offline before drain: "
+                      f"{refused['error']}; after drain: page-table pages "
+                      f"{after['pagetable_pages']}, pinned by {after['pinned_by']}; offline: "
+                      f"{'ok' if result['ok'] else result['error']} in {result['seconds']} s")
+                for r in report["offline"]:
+                    print(f"    memory{r['block']}: {'offline' if r['ok'] else r['error']}")
+            assert after["free_of_pagetables"], after
+            assert result["ok"], (result, after)
+            assert drain.block_state(index) == "offline"
 
 
 def test_a_process_its_cpuset_binds_to_the_node_is_skipped_with_its_mems_allowed() -> None:
