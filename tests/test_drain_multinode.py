@@ -167,9 +167,9 @@ def test_page_tables_alone_keep_a_block_online_until_drain(on_node_0: None,
     empty = json.loads(ptreloc("census", "--node", "1", "--json", check=0).stdout)
     clean = [b["block"] for b in empty["per_node"]["1"]["blocks"]
              if b["state"] == "online" and not b["pinned_by"]]
+    pins = [(b["block"], b["pinned_by"]) for b in empty["per_node"]["1"]["blocks"]]
     assert clean, ("no node-1 block is free of unmovable memory before the test, so none can "
-                   f"be arranged: {[(b['block'], b['pinned_by']) for b in
-                                    empty['per_node']['1']['blocks']]}")
+                   f"be arranged: {pins}")
     # the arrangement (module doc): the clean blocks offline, node 1's free memory used up by
     # movable data, one clean block back: the only place node 1's next page tables can go
     for index in clean:
