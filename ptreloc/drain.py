@@ -12,8 +12,10 @@ block online.  ``drain(node)``:
 3. moves its data with migrate_pages(2) and its page tables with
    ``kernel_move.move_kernel_tables`` (ptrace-injected set_mempolicy + mremap round trips);
 4. verifies: the data left on the node (numa_maps) and the tables left (the walk);
-5. reports per memory block of the node what still pins it (``ptreloc.census``), and with
-   ``offline=True`` offlines each block for real and reports the kernel's answer.
+5. with ``offline=True`` offlines each block of the node for real, right after the moves (the
+   emptied pageblocks draw the next kernel allocations, so no time is lost), and reports the
+   kernel's answer;
+6. reports per memory block of the node what still pins it (``ptreloc.census``).
 
 Kernel threads have no user memory or page tables: they are counted, not moved (their own
 allocations show up in the census as slab/kernel memory).  ptreloc itself is not moved by
@@ -252,14 +254,24 @@ def _write_state(index: int, state: str, timeout: float) -> tuple[bool, str | No
     return False, text.rsplit(": ", 1)[-1]
 
 
-def offline_block(index: int, timeout: float = OFFLINE_TIMEOUT_S) -> dict[str, Any]:
-    """Offline memory block ``index`` for real; the kernel's answer and the state after."""
+def offline_block(index: int, timeout: float = OFFLINE_TIMEOUT_S, retries: int = 1
+                  ) -> dict[str, Any]:
+    """Offline memory block ``index`` for real (``retries`` more tries after a refusal); the
+    kernel's answer and the state after."""
     before = block_state(index)
     t0 = time.perf_counter()
-    ok, error = _write_state(index, "offline", timeout)
+    attempts = 0
+    while True:
+        attempts += 1
+        ok, error = _write_state(index, "offline", timeout)
+        if ok or attempts > retries or (error or "").startswith("no answer"):
+            break
+        # a failed attempt has drained the per-cpu free lists and LRU caches: pages that
+        # were only in flight then no longer count against the block
+        time.sleep(0.5)
     after = block_state(index)
     return {"block": index, "state_before": before, "ok": ok and after == "offline",
-            "error": error, "state_after": after,
+            "error": error, "state_after": after, "attempts": attempts,
             "seconds": round(time.perf_counter() - t0, 3)}
 
 
@@ -335,6 +347,20 @@ def drain(
         _move(p, node, force)
     if not dry_run:
         time.sleep(0.2)  # old tables are freed after an RCU grace period
+    if offline and not dry_run:
+        # at once: a drained block's now-empty pageblocks are still of the unmovable type, so
+        # the next kernel allocations on the node are drawn to them - every second of census
+        # in between is a chance for a slab page to pin the block again
+        report.offline = []
+        for blk in census_mod.memory_blocks(node):
+            if blk.state != "online":
+                report.offline.append({"block": blk.index, "state_before": blk.state,
+                                       "ok": blk.state == "offline", "error": None,
+                                       "state_after": blk.state, "seconds": 0.0})
+                continue
+            say(f"offlining memory{blk.index}")
+            report.offline.append(offline_block(blk.index, offline_timeout))
+    if not dry_run:
         for p in report.moved:
             with contextlib.suppress(PtrelocError):
                 p.data_pages_after = numa.numa_maps_node_pages(p.pid).get(node, 0)
@@ -345,16 +371,6 @@ def drain(
     c = census_mod.take_census([node], by_process=report.walk is None)
     report.census = c.to_json()
     report.blocks = _block_summary(report.census, node)
-    if offline and not dry_run:
-        report.offline = []
-        for b in report.blocks:
-            if b["state"] != "online":
-                report.offline.append({"block": b["block"], "state_before": b["state"],
-                                       "ok": b["state"] == "offline", "error": None,
-                                       "state_after": b["state"], "seconds": 0.0})
-                continue
-            say(f"offlining memory{b['block']}")
-            report.offline.append(offline_block(b["block"], offline_timeout))
     report.seconds = time.perf_counter() - t0
     return report
 

@@ -2,9 +2,10 @@
 
 It is exec'd on node 0 (``numactl --cpunodebind=0 --membind=0``), so what exec allocates - the
 pgd, which never moves, and the upper tables shared with [stack]/[vdso] - is on node 0; then it
-binds itself to ``node`` (set_mempolicy(MPOL_BIND) and its CPUs) and touches one byte every
-2 MiB of a sparse MAP_NORESERVE region: one PTE table per touched page, each allocated under
-its policy on ``node``, and one data page beside each.  So everything ptreloc drain must move
+binds its memory to ``node`` (set_mempolicy(MPOL_BIND); it keeps running on node 0's CPU, so
+kernel objects it needs come from that CPU's slabs, on node 0) and touches one byte every 2 MiB
+of a sparse MAP_NORESERVE region: one PTE table per touched page, each allocated under its
+policy on ``node``, and one data page beside each.  So everything ptreloc drain must move
 is on ``node`` and everything on ``node`` is movable by it.
 """
 
@@ -25,18 +26,16 @@ __all__ = ["TableWorkload", "table_workload", "node_filler"]
 
 _SCRIPT = r"""
 import ctypes, json, mmap, os, sys
-node, span = int(sys.argv[1]), int(sys.argv[2]) << 30
-cpus = []
-for part in open(f"/sys/devices/system/node/node{node}/cpulist").read().strip().split(","):
-    lo, _, hi = part.partition("-")
-    cpus += range(int(lo), int(hi or lo) + 1)
-os.sched_setaffinity(0, cpus)
+node, span, hold = int(sys.argv[1]), int(sys.argv[2]) << 30, sys.argv[3] == "hold"
 libc = ctypes.CDLL(None, use_errno=True)
+region = mmap.mmap(-1, span, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000)
+region.madvise(mmap.MADV_NOHUGEPAGE)
+if hold:  # started; the tables come when the test says so
+    print(json.dumps({"pid": os.getpid(), "tables": span >> 21}), flush=True)
+    sys.stdin.readline()
 mask = ctypes.c_ulong(1 << node)
 if libc.syscall(238, 2, ctypes.byref(mask), 64) != 0:  # set_mempolicy(MPOL_BIND, {node})
     sys.exit(f"set_mempolicy: errno {ctypes.get_errno()}")
-region = mmap.mmap(-1, span, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000)
-region.madvise(mmap.MADV_NOHUGEPAGE)
 for off in range(0, span, 2 << 20):
     region[off] = 1
 print(json.dumps({"pid": os.getpid(), "tables": span >> 21}), flush=True)
@@ -50,14 +49,24 @@ class TableWorkload:
     pte_tables: int  # PTE tables its region needs (one per 2 MiB touched)
     proc: subprocess.Popen[str]
 
+    def go(self) -> None:
+        """With ``hold``: allocate the tables now (returns when they are)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        if not self.proc.stdout.readline():
+            raise RuntimeError(f"table workload exited with status {self.proc.wait()}")
+
 
 @contextmanager
-def table_workload(node: int = 1, gib: int = 8) -> Iterator[TableWorkload]:
+def table_workload(node: int = 1, gib: int = 8, *, hold: bool = False
+                   ) -> Iterator[TableWorkload]:
     """Run the workload until the block ends: ``gib`` GiB sparse -> ``gib * 512`` PTE tables
-    (and as many data pages) on ``node``."""
+    (and as many data pages) on ``node``.  With ``hold`` it is started (its interpreter's own
+    memory on node 0) and waits for ``go()`` to allocate them."""
     proc = subprocess.Popen(
         ["numactl", "--cpunodebind=0", "--membind=0", sys.executable, "-c", _SCRIPT,
-         str(node), str(gib)],
+         str(node), str(gib), "hold" if hold else "run"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=workload_env(),
     )
     try:
