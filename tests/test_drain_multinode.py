@@ -5,23 +5,24 @@ else pins keeps that block from going offline; after ``ptreloc drain --node 1`` 
 
 How the block is arranged (measured in this guest: node 1 has memory4-7; with nothing of ours
 running two of them hold only free pages and two hold slab, memmap and other kernel memory and
-cannot go offline).  Left alone, the allocator puts a workload's page tables beside that kernel
+cannot go offline). Left alone, the allocator puts a workload's page tables beside that kernel
 memory (seen: 4,096 PTE tables all in memory4 and memory7, the two pinned blocks) - the
-unmovable pageblocks that already exist are used first.  So the test makes a clean block the
-only free memory of node 1 and then allocates the tables: the census names the blocks without
+unmovable pageblocks that already exist are used first. So the test makes a clean block the only
+free memory of node 1 and then allocates the tables: the census names the blocks without
 unmovable content; they are offlined (that works: nothing pins them); a movable filler bound to
 node 1 uses up node 1's remaining free memory down to ~16 MiB; one clean block is onlined again;
-the workload of tests/census_workload.py then allocates 8,192 PTE tables and their data pages
-on node 1, more than the free pages left in the pinned blocks, so the rest can only come from
-the onlined block.  The filler exits.  Then offlining the block must fail, and the census
-(--by-process) right after must say that page tables alone pin it, every one of them the
-workload's; after ``ptreloc drain --node 1 --offline`` it must be offline.  What can still break the arrangement
-is a kernel allocation landing in the block meanwhile (kernel threads on node 1's CPU); the
-census check then fails with the block's pinning kinds in the message.  And a boot may leave no
-clean block at all: KASLR puts the kernel image (reserved pages) at a random physical address,
-on node 1 in some boots (in at least 4 of 7; in one, memory5 and memory6 held reserved pages and
-all four blocks were pinned); the test then skips, naming the blocks the image is in.  This test
-process binds itself to node 0 meanwhile, so that its own allocations stay out of the way.
+the workload of tests/census_workload.py then allocates 8,192 PTE tables and their data pages on
+node 1, more than the free pages left in the pinned blocks, so the rest can only come from the
+onlined block. The filler exits. Then offlining the block must fail, and the census (--by-
+process) right after must say that page tables alone pin it, every one of them the workload's;
+after ``ptreloc drain --node 1 --offline`` it must be offline. What can still break the
+arrangement is a kernel allocation landing in the block meanwhile (kernel threads on node 1's
+CPU); the census check then fails with the block's pinning kinds in the message. And a boot may
+leave no clean block at all: KASLR puts the kernel image (reserved pages) at a random physical
+address, on node 1 in some boots (in at least 4 of 7; in one, memory5 and memory6 held reserved
+pages and all four blocks were pinned); the test then skips, naming the blocks the image is in.
+This test process binds itself to node 0 meanwhile, so that its own allocations stay out of the
+way.
 
 Every block taken offline is brought back online at the end.
 """
