@@ -354,6 +354,17 @@ def _fuzz_options(command: str) -> list[st.SearchStrategy[list[str]]]:
             _opt("--plot", "PLOT"),
             _opt("-o", "OUT", "/nonexistent-dir/out.json"),
         ],
+        "census": [
+            _opt("--node", *_NODE_VALUES),
+            _flag("--by-process"),
+            _opt("--plot", "PLOT", "/nonexistent-dir/p.png", "x.txt"),
+        ],
+        "drain": [
+            _opt("--node", "0", "1", "99", "-1", "x", ""),
+            _flag("--offline"),
+            _flag("--strict"),
+            _opt("--offline-timeout", "1", "0", "abc"),
+        ],
     }
     return per[command] + common
 
@@ -364,6 +375,8 @@ _PREFIX = {
     "stress": ["--seconds", "0.05"],
     "bench": ["--quick", "walk"],
     "migrate": ["--pid", "PID", "--from-node", "0", "--to-node", "0", "--in-place"],
+    # never a real drain, whatever the machine: only its validation is fuzzed
+    "drain": ["--dry-run"],
 }
 
 

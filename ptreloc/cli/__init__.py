@@ -29,6 +29,8 @@ COMMANDS: dict[str, str] = {
     "watch": "ptreloc.cli.watch",
     "bench": "ptreloc.cli.bench",
     "stress": "ptreloc.cli.stress",
+    "census": "ptreloc.cli.census",
+    "drain": "ptreloc.cli.drain",
 }
 
 

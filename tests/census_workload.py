@@ -1,0 +1,118 @@
+"""A process whose page tables live on a chosen node, for the census and drain guest tests.
+
+It is exec'd on node 0 (``numactl --cpunodebind=0 --membind=0``), so what exec allocates - the
+pgd, which never moves, and the upper tables shared with [stack]/[vdso] - is on node 0; then it
+binds its memory to ``node`` (set_mempolicy(MPOL_BIND); it keeps running on node 0's CPU, so
+kernel objects it needs come from that CPU's slabs, on node 0) and touches one byte every 2 MiB
+of a sparse MAP_NORESERVE region: one PTE table per touched page, each allocated under its
+policy on ``node``, and one data page beside each.  So everything ptreloc drain must move
+is on ``node`` and everything on ``node`` is movable by it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from live_workload import workload_env
+
+from ptreloc.bench import stop_workload
+
+__all__ = ["TableWorkload", "table_workload", "node_filler"]
+
+_SCRIPT = r"""
+import ctypes, json, mmap, os, sys
+node, span, hold = int(sys.argv[1]), int(sys.argv[2]) << 30, sys.argv[3] == "hold"
+libc = ctypes.CDLL(None, use_errno=True)
+region = mmap.mmap(-1, span, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | 0x4000)
+region.madvise(mmap.MADV_NOHUGEPAGE)
+if hold:  # started; the tables come when the test says so
+    print(json.dumps({"pid": os.getpid(), "tables": span >> 21}), flush=True)
+    sys.stdin.readline()
+mask = ctypes.c_ulong(1 << node)
+if libc.syscall(238, 2, ctypes.byref(mask), 64) != 0:  # set_mempolicy(MPOL_BIND, {node})
+    sys.exit(f"set_mempolicy: errno {ctypes.get_errno()}")
+for off in range(0, span, 2 << 20):
+    region[off] = 1
+print(json.dumps({"pid": os.getpid(), "tables": span >> 21}), flush=True)
+sys.stdin.read()
+"""
+
+
+@dataclass
+class TableWorkload:
+    pid: int
+    pte_tables: int  # PTE tables its region needs (one per 2 MiB touched)
+    proc: subprocess.Popen[str]
+
+    def go(self) -> None:
+        """With ``hold``: allocate the tables now (returns when they are)."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        if not self.proc.stdout.readline():
+            raise RuntimeError(f"table workload exited with status {self.proc.wait()}")
+
+
+@contextmanager
+def table_workload(node: int = 1, gib: int = 8, *, hold: bool = False
+                   ) -> Iterator[TableWorkload]:
+    """Run the workload until the block ends: ``gib`` GiB sparse -> ``gib * 512`` PTE tables
+    (and as many data pages) on ``node``.  With ``hold`` it is started (its interpreter's own
+    memory on node 0) and waits for ``go()`` to allocate them."""
+    proc = subprocess.Popen(
+        ["numactl", "--cpunodebind=0", "--membind=0", sys.executable, "-c", _SCRIPT,
+         str(node), str(gib), "hold" if hold else "run"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=workload_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"table workload exited early with status {proc.wait()}")
+        info = json.loads(line)
+        yield TableWorkload(info["pid"], info["tables"], proc)
+    finally:
+        stop_workload(proc)
+
+
+_FILLER = r"""
+import mmap, re, sys
+node, leave_kb = int(sys.argv[1]), int(sys.argv[2]) << 10
+path = f"/sys/devices/system/node/node{node}/meminfo"
+def free_kb():
+    return int(re.search(r"MemFree:\s+(\d+) kB", open(path).read()).group(1))
+chunks = []
+while free_kb() > leave_kb + 4096:
+    m = mmap.mmap(-1, 4 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    m.madvise(mmap.MADV_NOHUGEPAGE)
+    for off in range(0, 4 << 20, 4096):
+        m[off] = 1
+    chunks.append(m)
+print(len(chunks) * 4, flush=True)
+sys.stdin.read()
+"""
+
+
+@contextmanager
+def node_filler(node: int = 1, leave_mib: int = 16) -> Iterator[int]:
+    """Anonymous (movable) memory bound to ``node`` until its MemFree is about ``leave_mib``
+    MiB: the node's free pages used up, so what is allocated next there comes from memory
+    onlined afterwards.  Yields the MiB it holds."""
+    proc = subprocess.Popen(
+        ["numactl", f"--membind={node}", sys.executable, "-c", _FILLER, str(node),
+         str(leave_mib)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=workload_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"filler exited early with status {proc.wait()}")
+        yield int(line)
+    finally:
+        stop_workload(proc)
