@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 NODES  ?= 2
+# the guest suite under TCG takes 15-30 min (census/drain alone ~10); numa-vm's own default is 900 s
+VM_TIMEOUT ?= 3600
 
 .DEFAULT_GOAL := help
 .PHONY: help deps venv build test test-host test-vm test-sanitize test-vm-sanitize check-wheel bench demo lint clean
@@ -44,8 +46,8 @@ test-vm: $(if $(SKIP_BUILD),,build) ## run the multi-node suite inside a $(NODES
 	elif [ $$rc -ne 0 ]; then exit $$rc; \
 	else \
 	    PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -q --co -m multinode -p no:cacheprovider >/dev/null; \
-	    echo "scripts/numa-vm --nodes $(NODES) -- $(PY) -m pytest -m multinode -p no:cacheprovider"; \
-	    scripts/numa-vm --nodes $(NODES) -- $(PY) -m pytest -m multinode -p no:cacheprovider; \
+	    echo "scripts/numa-vm --nodes $(NODES) --timeout $(VM_TIMEOUT) -- $(PY) -m pytest -m multinode -p no:cacheprovider"; \
+	    scripts/numa-vm --nodes $(NODES) --timeout $(VM_TIMEOUT) -- $(PY) -m pytest -m multinode -p no:cacheprovider; \
 	fi
 
 # The C core under ASan+UBSan - its own tests, the relocation engine (with the property test
