@@ -471,16 +471,16 @@ def thp_blocks(snap: ProcessSnapshot, geo: Geometry, *, detect: bool = True) -> 
     if pfns is not None and candidates and any(pfns[lo] for _v, _b, lo in candidates):
         flags = _kpageflags(pfns[lo] for _v, _b, lo in candidates)
     method = "smaps"
-    if flags is not None:
+    if flags is not None and pfns is not None:  # (flags are only read with pfns)
         method = "kpageflags"
         head_bits = 1 << _KPF_COMPOUND_HEAD | 1 << _KPF_THP
         kept = []
         for vma_start, b, lo in candidates:
-            head = pfns[lo]  # type: ignore[index]
+            head = pfns[lo]
             if (
                 head % per_block == 0
                 and flags[head] & head_bits == head_bits
-                and pfns[lo : lo + per_block] == array("Q", range(head, head + per_block))  # type: ignore[index]
+                and pfns[lo : lo + per_block] == array("Q", range(head, head + per_block))
             ):
                 kept.append((vma_start, b, lo))
         candidates = kept
@@ -501,7 +501,12 @@ def _anonymous(path: str) -> bool:
 
 def _majority(votes: Counter[int]) -> int | None:
     """The node with most votes (ties: the lowest node); None with no vote."""
-    return min(votes, key=lambda n: (-votes[n], n)) if votes else None
+    return _top(votes) if votes else None
+
+
+def _top(votes: Counter[int]) -> int:
+    """The node with most votes (ties: the lowest node) of a count with at least one vote."""
+    return min(votes, key=lambda n: (-votes[n], n))
 
 
 @dataclass(frozen=True)
@@ -605,7 +610,8 @@ def infer_placement(
             for key, counts in per_table.items():
                 upper.setdefault(key >> bits, Counter()).update(counts)
             per_table = upper
-        levels.append({key: _majority(counts) for key, counts in per_table.items()})  # type: ignore[misc]
+        # every table here maps at least one voting page: each count has a vote
+        levels.append({key: _top(counts) for key, counts in per_table.items()})
     return TablePlacement(root, basis, tuple(levels), geo)
 
 
