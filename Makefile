@@ -23,8 +23,8 @@ $(VENV)/.stamp: pyproject.toml
 
 venv: $(VENV)/.stamp ## create the virtual environment in .venv
 
-build: $(VENV)/.stamp ## compile the C core and install ptreloc (editable, test + plot extras) into .venv
-	flock $(VENV)/.build.lock $(PY) -m pip install -q --no-build-isolation -e '.[test,plot]'
+build: $(VENV)/.stamp ## compile the C core and install ptreloc (editable, test + plot + lint extras) into .venv
+	flock $(VENV)/.build.lock $(PY) -m pip install -q --no-build-isolation -e '.[test,plot,lint]'
 
 # test-vm is reached through a sub-make: SKIP_BUILD=1 keeps it from installing a second time
 test: deps build ## run every test: host suite, then the multi-node suite inside the NUMA guest
@@ -92,10 +92,12 @@ BENCH_ARGS ?=
 bench: build ## run every benchmark suite; results in docs/bench.json (docs/BENCHMARKS.md)
 	$(PY) -m ptreloc bench --output $(BENCH_JSON) $(BENCH_ARGS)
 
-# scripts/numa-vm is Python without a .py suffix: named, as ruff only finds *.py by itself
-lint: build ## ruff over the Python sources (package, tests, build script, scripts)
-	$(PY) -m pip install -q ruff
+# scripts/numa-vm is Python without a .py suffix: named, as ruff only finds *.py by itself.
+# ruff and mypy come with the lint extra (make build); mypy's scope and strictness are in
+# pyproject.toml ([tool.mypy]: the whole package, strict).
+lint: build ## ruff over the Python sources (package, tests, build script, scripts); mypy --strict over the package
 	$(PY) -m ruff check ptreloc tests csrc/build.py scripts/*.py scripts/numa-vm
+	$(PY) -m mypy
 
 clean: ## remove build products (keeps .venv and the test-bed cache)
 	rm -rf build *.egg-info ptreloc/_core*.so ptreloc/_core*.c ptreloc/_core*.o

@@ -112,7 +112,7 @@ class Geometry:
         return level
 
 
-def _to_geometry(d: dict[str, Any]) -> Geometry:
+def _to_geometry(d: _native.GeometryInfo) -> Geometry:
     levels = tuple(Level(index=i, **lv) for i, lv in enumerate(d["levels"]))
     return Geometry(d["name"], d["arch"], d["va_bits"], d["canonical"], d["top_preloaded"],
                     d["frame_bytes"], d["phys_limit"], levels)
@@ -259,7 +259,7 @@ class Arena:
         """Make the k-th table allocation from now fail (0 disarms)."""
         self._core.fail_nth_alloc(self._h, k)
 
-    def pool(self, node: int) -> dict[str, Any]:
+    def pool(self, node: int) -> _native.PoolInfo:
         return self._core.pool_info(self._h, self._node(node))
 
     def tables(self) -> dict[int, dict[str, int]]:
@@ -283,7 +283,7 @@ class Arena:
     def freed_frame_accesses(self) -> int:
         return self._core.freed_frame_accesses(self._h)
 
-    def frame(self, frame: int) -> dict[str, Any]:
+    def frame(self, frame: int) -> _native.FrameInfo:
         """Metadata of one frame: state, level, node, sharers."""
         return self._core.frame_info(self._h, frame)
 
@@ -428,7 +428,7 @@ class AddressSpace:
         no = self._core.no_frame  # PTR_NO_FRAME: no table at that level of a walk
         return [None if f == no else f for f in frames[at:at + self.geometry.nlevels]]
 
-    def walk_paths(self, vas: array) -> list[list[int | None]]:
+    def walk_paths(self, vas: array[int]) -> list[list[int | None]]:
         """:meth:`walk_path` for every address of ``vas`` (an ``array('Q')``) in one C call."""
         stride = self._core.max_levels
         frames = array("I", bytes(4 * stride * len(vas)))
@@ -436,7 +436,7 @@ class AddressSpace:
             raise NotMapped("some of the addresses are not mapped")
         return [self._path(frames, i * stride) for i in range(len(vas))]
 
-    def remote_tables(self, vas: array, data_nodes: array) -> RemoteTables:
+    def remote_tables(self, vas: array[int], data_nodes: array[int]) -> RemoteTables:
         """Of the addresses ``vas`` (``array('Q')``) whose data node (``array('i')``, parallel;
         negative = leave out) is known, how many walk a table on another node - in one C call."""
         d = self._core.remote_count(self._h, vas, data_nodes)
@@ -444,7 +444,7 @@ class AddressSpace:
         return RemoteTables(d["pages"], d["remote_pages"],
                             dict(zip(names, d["by_level"], strict=False)), d["unmapped"])
 
-    def check_translations(self, vas: array, phys: array) -> tuple[int, int | None]:
+    def check_translations(self, vas: array[int], phys: array[int]) -> tuple[int, int | None]:
         """(how many of ``vas`` are unmapped or do not translate to ``phys`` (both
         ``array('Q')``, parallel), index of the first such or None) - in one C call."""
         bad, first = self._core.check_translations(self._h, vas, phys)

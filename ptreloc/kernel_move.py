@@ -474,7 +474,7 @@ def _held_signals() -> Iterator[list[int]]:
     arrived: list[int] = []
     sigs = {signal.SIGINT, signal.SIGTERM}
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-    old_handlers: dict[int, Any] = {}
+    old_handlers: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for s in sigs:
             old_handlers[s] = signal.signal(s, lambda signum, frame: arrived.append(signum))
@@ -626,7 +626,7 @@ def move_kernel_tables(
     with contextlib.suppress(OSError, KeyError, ValueError):
         report.vmpte_kb = int(_status(pid)["VmPTE"].split()[0])
     after_walk, _ = _walk(pid) if walk and before_walk is not None else (None, None)
-    if after_walk is not None:
+    if after_walk is not None and before_walk is not None:  # (after_walk implies before_walk)
         report.after = _per_node(after_walk)
         report.levels = _levels(before_walk, after_walk, target_node)
         report.checks.append(_target_check(after_walk, [v for v, _, _ in moved], pid,
@@ -709,7 +709,11 @@ def _pagemap(pid: int, vmas: list[SmapsVma]) -> dict[int, int] | None:
     return dict(zip(addresses, pfns, strict=True))
 
 
-def _maps_check(before: list[tuple], after: list[tuple]) -> Check:
+#: one mapping as _maps_check compares it: (start, end, perms, offset, path)
+_MapKey = tuple[int, int, str, int, str]
+
+
+def _maps_check(before: list[_MapKey], after: list[_MapKey]) -> Check:
     if before == after:
         return Check("maps_unchanged", True, f"{len(before)} mappings: same ranges, "
                      "permissions, offsets and files")

@@ -205,8 +205,8 @@ class TableDecode:
     """A table's entries, sorted by kind; indices are entry numbers 0..511."""
 
     children: list[tuple[int, int]]  # (index, frame of the next-level table)
-    leaf_index: array  # 'H'
-    leaf_pfn: array  # 'Q': first 4 KiB frame of each leaf
+    leaf_index: array[int]  # 'H'
+    leaf_pfn: array[int]  # 'Q': first 4 KiB frame of each leaf
     nonpresent: int  # swap/migration entries (and non-present huge entries)
     bad: int  # entries the hardware would fault on as reserved (PSE at pgd/p4d)
 
@@ -215,7 +215,9 @@ _LEVEL_NUMBER = {"pte": 0, "pmd": 1, "pud": 2, "p4d": 3, "pgd": 4}  # csrc/x86pt
 
 
 @functools.cache
-def _c_decoder() -> Callable[..., tuple] | None:
+def _c_decoder() -> (
+    Callable[..., tuple[array[int], array[int], array[int], array[int], int, int]] | None
+):
     """The C core's decoder (csrc/x86pt.c), or None where the core is not built."""
     try:
         from ptreloc import _native
@@ -225,7 +227,7 @@ def _c_decoder() -> Callable[..., tuple] | None:
         return None
 
 
-def decode_table(data: bytes | array, level: str, *, limit: int = ENTRIES) -> TableDecode:
+def decode_table(data: bytes | array[int], level: str, *, limit: int = ENTRIES) -> TableDecode:
     """Decode a 4 KiB table of ``level`` ("pgd", "p4d", "pud", "pmd", "pte"); only entries
     ``0..limit-1`` (``limit=256``: the user half of a top-level table).
 
@@ -240,7 +242,7 @@ def decode_table(data: bytes | array, level: str, *, limit: int = ENTRIES) -> Ta
     return TableDecode(list(zip(ci, cp, strict=True)), li, lp, nonpresent, bad)
 
 
-def decode_table_py(data: bytes | array, level: str, *, limit: int = ENTRIES) -> TableDecode:
+def decode_table_py(data: bytes | array[int], level: str, *, limit: int = ENTRIES) -> TableDecode:
     """:func:`decode_table` in pure Python (the reference model of csrc/x86pt.c)."""
     words = data if isinstance(data, array) else array("Q", data)
     if len(words) > limit:
@@ -688,8 +690,8 @@ class TableFrame:
     pgtable_flag: bool | None  # KPF_PGTABLE of the frame (None: kpageflags unreadable)
     entries: int  # non-empty entries (tables + leaves + non-present)
     nonpresent: int
-    leaf_index: array = field(repr=False)  # 'H' entry numbers
-    leaf_pfn: array = field(repr=False)  # 'Q' first 4 KiB frame of each leaf
+    leaf_index: array[int] = field(repr=False)  # 'H' entry numbers
+    leaf_pfn: array[int] = field(repr=False)  # 'Q' first 4 KiB frame of each leaf
 
     @property
     def leaf_size(self) -> int:
@@ -786,14 +788,14 @@ class KernelTables:
                 if t.level in LEAF_SIZE:
                     self._index[(t.level, t.start)] = t
         for level, covered in (("pte", 21), ("pmd", 30), ("pud", 39)):
-            t = self._index.get((level, va >> covered << covered))
-            if t is None:
+            table = self._index.get((level, va >> covered << covered))
+            if table is None:
                 continue
             shift = LEAF_SIZE[level].bit_length() - 1
             index = (va >> shift) & (ENTRIES - 1)
-            i = bisect.bisect_left(t.leaf_index, index)
-            if i < len(t.leaf_index) and t.leaf_index[i] == index:
-                return t.leaf_pfn[i] + ((va & (LEAF_SIZE[level] - 1)) >> PAGE_SHIFT)
+            i = bisect.bisect_left(table.leaf_index, index)
+            if i < len(table.leaf_index) and table.leaf_index[i] == index:
+                return table.leaf_pfn[i] + ((va & (LEAF_SIZE[level] - 1)) >> PAGE_SHIFT)
         return None
 
     # ---- cross-checks -------------------------------------------------------------------

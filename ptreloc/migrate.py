@@ -456,7 +456,7 @@ def relocate_mirror(
 # ---- the migration -----------------------------------------------------------------------
 
 
-def _predicted(nodes: array, mapping: dict[int, int]) -> array:
+def _predicted(nodes: array[int], mapping: dict[int, int]) -> array[int]:
     return array("i", (mapping.get(n, n) if n >= 0 else n for n in nodes))
 
 
@@ -577,7 +577,7 @@ class _Before:
 
     snap: proc.ProcessSnapshot
     where: PlacementInfo
-    nodes: array  # node per snapshot page
+    nodes: array[int]  # node per snapshot page
     fraction: RemoteFraction
     tables: dict[str, dict[str, int]]
     kernel_tables: dict[str, dict[str, int]] | None
@@ -810,7 +810,7 @@ def _move(
 def _relocate_tables(
     m: Mirror,
     request: MigrationRequest,
-    after_nodes: array,
+    after_nodes: array[int],
     scratch: int | None,
     strategy: str,
     batch: int,
@@ -846,7 +846,7 @@ def _relocate_tables(
     return [relocate_mirror(m, sources, target, strategy=strategy, batch=batch)]
 
 
-def _majority_chooser(m: Mirror, nodes: array, targets: frozenset[int]) -> Callable[..., int]:
+def _majority_chooser(m: Mirror, nodes: array[int], targets: frozenset[int]) -> Callable[..., int]:
     """For several target nodes: each table goes to the target holding most of the pages it
     maps (the root: most of all pages; ties: the lowest node) - ptreloc.mirror.infer_placement
     with only the pages on a target voting, file pages included."""

@@ -70,7 +70,7 @@ from typing import Any
 from ptreloc import numa, proc
 from ptreloc.core import AddressSpace, Arena, Geometry, geometry
 from ptreloc.errors import NotMapped, PtrelocError, UsageError
-from ptreloc.proc import ProcessSnapshot
+from ptreloc.proc import ProcessSnapshot, Vma
 
 __all__ = [
     "Mirror",
@@ -180,7 +180,7 @@ class Mirror:
     arena: Arena
     mm: AddressSpace
     geometry: Geometry
-    data_nodes: array  # 'i', per resident page: node >= 0 or -errno
+    data_nodes: array[int]  # 'i', per resident page: node >= 0 or -errno
     runs: int  # map calls made (runs of contiguous pages with one placement node)
     thp: ThpBlocks = field(default_factory=lambda: ThpBlocks((), 0, "none", 0))
     placement: TablePlacement | None = None  # the rule's answer for the snapshot mirrored first
@@ -250,7 +250,7 @@ class Mirror:
                     out[frame] = level
         return out
 
-    def remote_fraction(self, data_nodes: array | None = None) -> RemoteFraction:
+    def remote_fraction(self, data_nodes: array[int] | None = None) -> RemoteFraction:
         """remote_table_fraction for the current tables and ``data_nodes`` (default: the
         mirror's own data nodes): every resident page's walk, in one call into the core."""
         nodes = array("i", self.data_nodes if data_nodes is None else data_nodes)
@@ -261,7 +261,7 @@ class Mirror:
             raise PtrelocError(f"mirror lost the translation of {counted.unmapped} pages")
         return RemoteFraction(counted.pages, counted.remote_pages, counted.by_level)
 
-    def expected_phys(self) -> array:
+    def expected_phys(self) -> array[int]:
         """Per resident page, the physical address its mirrored translation must give."""
         resident = self.snapshot.resident
         limit = self.geometry.phys_limit
@@ -471,16 +471,16 @@ def thp_blocks(snap: ProcessSnapshot, geo: Geometry, *, detect: bool = True) -> 
     if pfns is not None and candidates and any(pfns[lo] for _v, _b, lo in candidates):
         flags = _kpageflags(pfns[lo] for _v, _b, lo in candidates)
     method = "smaps"
-    if flags is not None:
+    if flags is not None and pfns is not None:  # (flags are only read with pfns)
         method = "kpageflags"
         head_bits = 1 << _KPF_COMPOUND_HEAD | 1 << _KPF_THP
         kept = []
         for vma_start, b, lo in candidates:
-            head = pfns[lo]  # type: ignore[index]
+            head = pfns[lo]
             if (
                 head % per_block == 0
                 and flags[head] & head_bits == head_bits
-                and pfns[lo : lo + per_block] == array("Q", range(head, head + per_block))  # type: ignore[index]
+                and pfns[lo : lo + per_block] == array("Q", range(head, head + per_block))
             ):
                 kept.append((vma_start, b, lo))
         candidates = kept
@@ -501,7 +501,12 @@ def _anonymous(path: str) -> bool:
 
 def _majority(votes: Counter[int]) -> int | None:
     """The node with most votes (ties: the lowest node); None with no vote."""
-    return min(votes, key=lambda n: (-votes[n], n)) if votes else None
+    return _top(votes) if votes else None
+
+
+def _top(votes: Counter[int]) -> int:
+    """The node with most votes (ties: the lowest node) of a count with at least one vote."""
+    return min(votes, key=lambda n: (-votes[n], n))
 
 
 @dataclass(frozen=True)
@@ -529,7 +534,7 @@ class TablePlacement:
 def infer_placement(
     snap: ProcessSnapshot,
     geo: Geometry,
-    nodes: array | None = None,
+    nodes: array[int] | None = None,
     *,
     allowed: frozenset[int] | None = None,
     root: int | None = None,
@@ -605,11 +610,12 @@ def infer_placement(
             for key, counts in per_table.items():
                 upper.setdefault(key >> bits, Counter()).update(counts)
             per_table = upper
-        levels.append({key: _majority(counts) for key, counts in per_table.items()})  # type: ignore[misc]
+        # every table here maps at least one voting page: each count has a vote
+        levels.append({key: _top(counts) for key, counts in per_table.items()})
     return TablePlacement(root, basis, tuple(levels), geo)
 
 
-def _page_nodes(resident: array, placement: TablePlacement) -> array:
+def _page_nodes(resident: array[int], placement: TablePlacement) -> array[int]:
     """Per resident page, the node of its lowest-level table (what a map call places)."""
     geo = placement.geometry
     lowest = geo.levels[0]
@@ -637,7 +643,7 @@ def _settle_tables(mm: AddressSpace, placement: TablePlacement) -> None:
         raise PtrelocError(f"placing the mirrored tables failed: {report.error}")
 
 
-def _tables_needed(resident: array, geo: Geometry) -> int:
+def _tables_needed(resident: array[int], geo: Geometry) -> int:
     """Upper bound of the tables a mirror of ``resident`` needs: distinct table spans per level."""
     lowest = geo.levels[0]
     spans = {va >> (lowest.shift + lowest.bits) for va in resident}
@@ -650,9 +656,9 @@ def _tables_needed(resident: array, geo: Geometry) -> int:
 
 def _map_pages(
     mm: AddressSpace,
-    resident: array,
-    place: array,
-    vmas: list,
+    resident: array[int],
+    place: array[int],
+    vmas: list[Vma],
     thp: ThpBlocks,
     progress: ProgressCallback | None = None,
 ) -> int:

@@ -91,9 +91,9 @@ class ProcessSnapshot:
     status: str  # psutil status: "running", "sleeping", "stopped" ...
     threads: int
     vmas: list[Vma]
-    resident: array  # 'Q': addresses of resident pages, ascending
-    nodes: array  # 'i': move_pages query status per resident page
-    pfns: array | None  # 'Q': frame numbers; None when pagemap hides them (unprivileged)
+    resident: array[int]  # 'Q': addresses of resident pages, ascending
+    nodes: array[int]  # 'i': move_pages query status per resident page
+    pfns: array[int] | None  # 'Q': frame numbers; None when pagemap hides them (unprivileged)
     numa_maps: dict[int, int]  # node -> resident pages, the kernel's own count
     mems_allowed: frozenset[int]
     cpus_allowed: frozenset[int]
@@ -197,7 +197,7 @@ def read_maps(pid: int) -> list[Vma]:
 
 def read_pagemap(
     pid: int, vmas: list[Vma], *, chunk_bytes: int = PAGEMAP_READ_BYTES
-) -> tuple[array, array]:
+) -> tuple[array[int], array[int]]:
     """Resident pages of ``vmas`` from /proc/PID/pagemap: (addresses 'Q', frame numbers 'Q').
 
     Frame numbers read as 0 without CAP_SYS_ADMIN (the kernel hides them since 4.0).  The file

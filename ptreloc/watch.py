@@ -112,7 +112,7 @@ def threads_node(pid: int) -> int | None:
     return min(nodes, key=lambda n: (-nodes[n], n))
 
 
-def _follow_data(m: Mirror, nodes: array) -> tuple[Callable[..., int], str]:
+def _follow_data(m: Mirror, nodes: array[int]) -> tuple[Callable[..., int], str]:
     """A chooser sending each table to the node holding most of the pages it maps now (the
     root: most of all pages; ptreloc.mirror.infer_placement with follow_data), and a label:
     the node when that is one node for every table, else "per table: most of its data"."""
@@ -200,7 +200,7 @@ class Watcher:
         return self.m
 
     # ---- events -----------------------------------------------------------------------------
-    def event(self, kind: str, data_nodes: array, at: float | None = None,
+    def event(self, kind: str, data_nodes: array[int], at: float | None = None,
               **detail: Any) -> WatchEvent:
         """An event reporting ``data_nodes`` (node per mirrored page), the threads' node as it
         stands and the mirror's tables as they are now; ``at`` defaults to the time elapsed."""
@@ -268,7 +268,7 @@ class Watcher:
             out.append(moved_event)
         return out
 
-    def _moved(self, now: array, new_cpu: int | None) -> WatchEvent | None:
+    def _moved(self, now: array[int], new_cpu: int | None) -> WatchEvent | None:
         """Compare this look with the last; relocate as ``follow`` says; the event or None."""
         m, nodes = self.mirror, self.nodes
         # a page the kernel cannot place this look (mid-migration, -ENOENT/-EBUSY) keeps

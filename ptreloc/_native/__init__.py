@@ -37,8 +37,17 @@ from ptreloc._native.bench import (
     bench_hist_index,
     bench_hist_lower,
 )
-from ptreloc._native.core import Core, core
+from ptreloc._native.core import (
+    Core,
+    FrameInfo,
+    GeometryInfo,
+    LevelInfo,
+    PoolInfo,
+    TranslationInfo,
+    core,
+)
 from ptreloc._native.inject import INJECT_MASK_WORDS, INJECT_NR, Injector, kcmp_same_vm
+from ptreloc._native.mirror import RemoteCount
 from ptreloc._native.numa_abi import (
     BITS_PER_LONG,
     LibnumaBackend,
@@ -69,6 +78,12 @@ __all__ = [
     "CORE_BUILDS",
     "Core",
     "core",
+    "GeometryInfo",
+    "LevelInfo",
+    "PoolInfo",
+    "FrameInfo",
+    "TranslationInfo",
+    "RemoteCount",
     "RELOC_STRATEGIES",
     "MAX_BATCH",
     "DEFAULT_BATCH",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno as _errno
 from array import array as _array
-from typing import Any
+from typing import Any, TypeAlias
 
 from ptreloc._native._loader import load_core
 from ptreloc.errors import (
@@ -23,8 +23,9 @@ CORE_BUILDS = {"relo": "_core", "norelo": "_core_norelo"}
 #: a handle from the core (struct ptr_arena / ptr_mm / ptr_cpu pointers, a stats struct): a
 #: cffi cdata object
 Handle = Any
-#: what the mirror wrappers hand C by pointer: an array of the right item size (or a view of one)
-Buffer = _array | memoryview
+#: what the mirror wrappers hand C by pointer: an array of the right item size (or a view of
+#: one); a string, as array is not subscriptable at run time before Python 3.12
+Buffer: TypeAlias = "_array[int] | memoryview"
 U64 = (1 << 64) - 1
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import errno as _errno
 from typing import Any
 
-from ptreloc._native._base import U64
+from ptreloc._native._base import U64, Handle
 from ptreloc._native.core import Core
 from ptreloc._native.relocate import _timing_names, strategy_code
 from ptreloc.errors import CoreError, FreedFrameAccess, RelocationUnsupported, UsageError
@@ -31,7 +31,7 @@ class BenchContext:
 
     def __init__(self, c: Core) -> None:
         self.c = c
-        self._h = None
+        self._h: Handle = None
 
     def close(self) -> None:
         if self._h is not None:

@@ -10,6 +10,7 @@ ptreloc.errors whose message names the problem and the fix.
 from __future__ import annotations
 
 import errno as _errno
+from typing import TypedDict
 
 from ptreloc._native._base import U64, CoreBase, Handle, hex_addr
 from ptreloc._native.mirror import MirrorBindings
@@ -26,7 +27,66 @@ from ptreloc.errors import (
     UsageError,
 )
 
-__all__ = ["Core", "core"]
+__all__ = ["Core", "core", "LevelInfo", "GeometryInfo", "PoolInfo", "FrameInfo",
+           "TranslationInfo"]
+
+
+class LevelInfo(TypedDict):
+    """One level of ``struct ptr_geometry_info`` (the fields of ptreloc.core.Level)."""
+
+    name: str
+    shift: int
+    bits: int
+    entry_size: int
+    table_bytes: int
+    leaf_ok: bool
+
+
+class GeometryInfo(TypedDict):
+    """``struct ptr_geometry_info``: one paging format (ptreloc.core.Geometry is built from it)."""
+
+    name: str
+    arch: str
+    nlevels: int
+    va_bits: int
+    canonical: bool
+    top_preloaded: bool
+    frame_bytes: int
+    phys_limit: int
+    levels: list[LevelInfo]
+
+
+class PoolInfo(TypedDict):
+    """``struct ptr_pool_info``: one node's table pool; ``live`` per level."""
+
+    bind_node: int
+    nframes: int
+    capacity: int
+    in_use: int
+    limbo: int
+    live: list[int]
+
+
+class FrameInfo(TypedDict):
+    """ptr_frame_info(): a frame's state ("free", "live", "limbo"), level, node, sharers."""
+
+    state: str
+    level: int
+    node: int
+    sharers: int
+
+
+class TranslationInfo(TypedDict):
+    """``struct ptr_translation``: what a walk of one address found."""
+
+    phys: int
+    page_size: int
+    entry: int
+    table: int
+    level: int
+    writable: bool
+    young: bool
+    dirty: bool
 
 
 class CoreBindings(CoreBase):
@@ -42,12 +102,12 @@ class CoreBindings(CoreBase):
         }
 
     # ---- geometry ----------------------------------------------------------------------------
-    def _describe(self) -> dict[str, dict]:
-        out: dict[str, dict] = {}
+    def _describe(self) -> dict[str, GeometryInfo]:
+        out: dict[str, GeometryInfo] = {}
         info = self.ffi.new("struct ptr_geometry_info *")
         for i in range(self.lib.ptr_geometry_count()):
             self.lib.ptr_describe_geometry(i, info)
-            levels = []
+            levels: list[LevelInfo] = []
             for lv in range(info.nlevels):
                 li = info.level[lv]
                 levels.append(
@@ -74,10 +134,10 @@ class CoreBindings(CoreBase):
             }
         return out
 
-    def geometries(self) -> dict[str, dict]:
-        return {k: dict(v) for k, v in self._geos.items()}
+    def geometries(self) -> dict[str, GeometryInfo]:
+        return {k: v.copy() for k, v in self._geos.items()}
 
-    def geometry(self, name: str) -> dict:
+    def geometry(self, name: str) -> GeometryInfo:
         if not isinstance(name, str) or name not in self._geos:
             raise UnknownGeometry(
                 f"unknown geometry {name!r}: use one of {', '.join(sorted(self._geos))}"
@@ -134,7 +194,7 @@ class CoreBindings(CoreBase):
             raise UsageError(f"k must be a non-negative integer, got {k!r}")
         self.lib.ptr_arena_fail_nth_alloc(arena, k)
 
-    def pool_info(self, arena: Handle, node: int) -> dict:
+    def pool_info(self, arena: Handle, node: int) -> PoolInfo:
         info = self.ffi.new("struct ptr_pool_info *")
         self._check(self.lib.ptr_arena_pool_info(arena, node, info), f"node {node}", node=node)
         return {
@@ -149,7 +209,7 @@ class CoreBindings(CoreBase):
     def freed_frame_accesses(self, arena: Handle) -> int:
         return int(self.lib.ptr_arena_freed_frame_accesses(arena))
 
-    def frame_info(self, arena: Handle, frame: int) -> dict:
+    def frame_info(self, arena: Handle, frame: int) -> FrameInfo:
         st, lv, nd, sh = (self.ffi.new("int *") for _ in range(4))
         self._check(self.lib.ptr_frame_info(arena, frame, st, lv, nd, sh), f"frame {frame}", {
             _errno.EINVAL: UsageError(f"frame {frame} is outside the arena"),
@@ -233,7 +293,7 @@ class CoreBindings(CoreBase):
             _errno.ENOSPC: UsageError(f"{what}: too many regions in this address space"),
         })
 
-    def translate(self, mm: Handle, va: int) -> dict | None:
+    def translate(self, mm: Handle, va: int) -> TranslationInfo | None:
         tr = self.ffi.new("struct ptr_translation *")
         rc = self.lib.ptr_translate(mm, self._u64("va", va), tr)
         if rc == -_errno.ENOENT:

@@ -4,11 +4,22 @@ array('Q') virtual addresses (what ptreloc.mirror measures a process's mirror wi
 from __future__ import annotations
 
 import errno as _errno
+from typing import TypedDict
 
 from ptreloc._native._base import Buffer, CoreBase, Handle, hex_addr
 from ptreloc.errors import UsageError
 
-__all__ = ["MirrorBindings"]
+__all__ = ["MirrorBindings", "RemoteCount"]
+
+
+class RemoteCount(TypedDict):
+    """``struct ptr_mirror_remote``: of the pages with a known data node, how many walk a table
+    on another node (in all, and per level), and how many are unmapped."""
+
+    pages: int
+    remote_pages: int
+    by_level: list[int]
+    unmapped: int
 
 
 class MirrorBindings(CoreBase):
@@ -41,7 +52,7 @@ class MirrorBindings(CoreBase):
             outs.append(self.ffi.NULL if arr is None else self.ffi.from_buffer(ctype, arr))
         return self._check(self.lib.ptr_mirror_walk_many(mm, v, n, *outs), "walking addresses")
 
-    def remote_count(self, mm: Handle, vas: Buffer, data_nodes: Buffer) -> dict:
+    def remote_count(self, mm: Handle, vas: Buffer, data_nodes: Buffer) -> RemoteCount:
         """ptr_mirror_remote(): data_nodes is an array('i') parallel to vas."""
         v, n = self._vas(vas)
         if len(data_nodes) != n or memoryview(data_nodes).itemsize != 4:

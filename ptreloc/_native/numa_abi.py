@@ -12,11 +12,17 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import cffi
 
 from ptreloc.errors import SyscallError, UsageError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+#: a cffi cdata object (the stubs' name for it; a string, as FFI.CData is set per instance)
+CData: TypeAlias = "cffi.FFI.CData"
 
 __all__ = ["BITS_PER_LONG", "SyscallBackend", "LibnumaBackend", "buffer_address"]
 
@@ -89,7 +95,7 @@ class _MaskMixin:
 
 def _move_pages_arrays(
     addresses: Sequence[int], nodes: Sequence[int] | None
-) -> tuple[object, object, object]:
+) -> tuple[CData, CData, CData]:
     count = len(addresses)
     if nodes is not None and len(nodes) != count:
         raise UsageError(f"move_pages: {count} addresses but {len(nodes)} target nodes")
@@ -98,6 +104,12 @@ def _move_pages_arrays(
     node_arr = _abi.NULL if nodes is None else _abi.new("int[]", list(nodes))
     status = _abi.new("int[]", count)
     return pages, node_arr, status
+
+
+def _unpack_ints(arr: CData, count: int) -> list[int]:
+    """The first ``count`` items of an ``int[]`` as a list (cffi's unpack is typed for every
+    item type: an int array unpacks to ints)."""
+    return cast("list[int]", _abi.unpack(arr, count))
 
 
 def _dlopen(name: str | None) -> Any:
@@ -151,7 +163,7 @@ class SyscallBackend(_MaskMixin):
             _abi.cast("int *", status),
             _abi.cast("long", flags),
         )
-        return rc, _abi.unpack(status, count)  # type: ignore[arg-type]
+        return rc, _unpack_ints(status, count)
 
     def mbind(self, addr: int, length: int, mode: int, nodes: Iterable[int], flags: int) -> None:
         mask = self._mask("mbind", nodes)
@@ -235,7 +247,7 @@ class LibnumaBackend(_MaskMixin):
         )
         if rc < 0:
             raise self._fail("move_pages")
-        return int(rc), _abi.unpack(status, count)  # type: ignore[arg-type]
+        return int(rc), _unpack_ints(status, count)
 
     def mbind(self, addr: int, length: int, mode: int, nodes: Iterable[int], flags: int) -> None:
         bmp = self._bitmask("mbind", nodes)
@@ -259,10 +271,10 @@ class LibnumaBackend(_MaskMixin):
         return int(mode[0]), nodes
 
 
-def buffer_address(buf: object) -> int:
+def buffer_address(buf: WriteableBuffer) -> int:
     """Address of a writable buffer (an ``mmap.mmap``, a bytearray): for mbind/move_pages on it.
 
     The address stays valid only as long as the caller keeps ``buf`` alive and unresized.
     """
-    with _abi.from_buffer(buf, require_writable=True) as ptr:  # type: ignore[call-overload]
+    with _abi.from_buffer(buf, require_writable=True) as ptr:
         return int(_abi.cast("uintptr_t", ptr))

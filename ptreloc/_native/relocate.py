@@ -169,7 +169,7 @@ def _register_trampoline(c: Core) -> None:
     ffi = c.ffi
 
     @ffi.def_extern(name="_ptr_py_choose")
-    def _choose(priv, level, frame, base_va, node):  # noqa: ANN001, ANN202 (cffi callback)
+    def _choose(priv: Handle, level: int, frame: int, base_va: int, node: int) -> int:
         box: _ChooserBox = ffi.from_handle(priv)
         if box.error is not None:
             return -2
@@ -248,7 +248,7 @@ def set_relocation_test_hook(c: Core, fn: Callable[[int], None] | None) -> None:
     if f"hook:{c.build}" not in _registered:
 
         @ffi.def_extern(name="_ptr_py_hook")
-        def _hook(priv, batch):  # noqa: ANN001, ANN202 (cffi callback)
+        def _hook(priv: Handle, batch: int) -> None:
             box: _ChooserBox = ffi.from_handle(priv)
             if box.error is None:
                 try:

@@ -15,7 +15,7 @@ class X86Bindings(CoreBase):
 
     def x86_decode_table(
         self, data: bytes, level: int, limit: int = 512
-    ) -> tuple[array, array, array, array, int, int]:
+    ) -> tuple[array[int], array[int], array[int], array[int], int, int]:
         """ptr_x86_decode_table() over the first ``limit`` entries of one 4 KiB table page:
         (leaf entry numbers 'H', leaf frames 'Q', child entry numbers 'H', child frames 'Q',
         non-present entries, bad entries)."""

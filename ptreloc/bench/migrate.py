@@ -95,7 +95,7 @@ def _migrate_in_vm(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
                 + (done.stdout.strip().splitlines() or ["scripts/numa-vm exit 77"])[-1]}
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("{"):
-            res = json.loads(line)["migrate"]
+            res: dict[str, Any] = json.loads(line)["migrate"]
             res["in_vm"] = True
             res["note"] = "QEMU/TCG guest: absolute times ~8x a host's, the ratio is the figure"
             return res

@@ -67,7 +67,7 @@ class _Group(click.Group):
             cmd.epilog = _EXAMPLES[name]
         return cmd
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Any = None,
         prog_name: str | None = None,

@@ -6,7 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 from rich.console import Console
@@ -27,7 +27,8 @@ __all__ = [
 # Ctrl-C: the shell convention (128 + SIGINT), so a script can tell "stopped" from "failed".
 EXIT_INTERRUPTED = 130
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Write only JSON to stdout (for scripts and CI)."
@@ -64,11 +65,11 @@ def fail(message: str, exit_code: int) -> NoReturn:
     sys.exit(exit_code)
 
 
-def guarded(func: F) -> F:
+def guarded(func: Callable[P, R]) -> Callable[P, R]:
     """Turn PtrelocError (and Ctrl-C) into one line on stderr and the documented exit code."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
         except PtrelocError as err:
@@ -76,4 +77,4 @@ def guarded(func: F) -> F:
         except KeyboardInterrupt:
             fail("interrupted (Ctrl-C) before the command finished", EXIT_INTERRUPTED)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from ptreloc import migrate as migrate_mod
 from ptreloc.cli._common import emit_json, fail, guarded, json_option, stdout_console
 from ptreloc.cli.show import data_table, progress_bar, tables_table
 from ptreloc.errors import EXIT_OPERATIONAL, EXIT_PARTIAL
-from ptreloc.relocate import MAX_BATCH
+from ptreloc.relocate import DEFAULT_BATCH, MAX_BATCH
 
 __all__ = ["command", "strategy_option", "batch_option", "exit_status"]
 
@@ -23,7 +25,7 @@ strategy_option = click.option(
 batch_option = click.option(
     "--batch",
     type=click.IntRange(1, MAX_BATCH),
-    default=migrate_mod.DEFAULT_BATCH,
+    default=DEFAULT_BATCH,
     show_default=True,
     help="Table frames per relocation batch (one shootdown each).",
 )
@@ -173,7 +175,7 @@ def exit_status(report: migrate_mod.MigrationReport, strict: bool) -> tuple[int,
     return None
 
 
-def _print(data: dict) -> None:
+def _print(data: dict[str, Any]) -> None:
     out = stdout_console
     verb = "would migrate" if data["dry_run"] else "migrated"
     out.print(

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import click
 from rich.table import Table
 
 from ptreloc import numa
 from ptreloc.cli._common import emit_json, guarded, json_option, stdout_console
 from ptreloc.errors import PtrelocError
+
+
+class _ProcessNodes(TypedDict):
+    """--pid: the process's allowed nodes and resident pages per node (by node, as a string)."""
+
+    pid: int
+    mems_allowed: list[int]
+    pages: dict[str, int]
 
 __all__ = ["command"]
 
@@ -56,7 +66,7 @@ def command(node_list: str | None, pid: int | None, as_json: bool) -> None:
     if node_list is not None:
         ordered = sorted(numa.parse_nodes(node_list, topo))
     page_tables = {node: _page_tables_kb(node) for node in ordered}
-    process = None
+    process: _ProcessNodes | None = None
     if pid is not None:
         # both reads before any output, so a bad pid prints nothing but the error
         process = {
