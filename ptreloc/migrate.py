@@ -770,8 +770,8 @@ def _move(
     retry: tuple[int, float] = (retry_mod.DEFAULT_RETRIES, retry_mod.DEFAULT_RETRY_DELAY_S),
 ) -> MigrationReport:
     """The real run: migrate_pages, retry what it left on a source node
-    (:func:`ptreloc.migrate_retry.retry_pages`), re-query, relocate the mirror, move the kernel's own
-    tables (--kernel-tables), verify."""
+    (:func:`ptreloc.migrate_retry.retry_pages`), re-query, relocate the mirror, move the
+    kernel's own tables (--kernel-tables), verify."""
     strategy, batch, table_pool_frames = settings
     pid, snap, where, lap = request.pid, before.snap, before.where, clock.lap
     kernel = KernelTablesReport(before.kernel_tables)

@@ -132,9 +132,10 @@ def parse_numa_maps(text: str, ends: dict[int, int] | None = None) -> list[VmaPo
             start = int(parts[0], 16)
         except ValueError:
             continue
-        if parts[1] == "prefer" and len(parts) > 2 and parts[2].startswith("(many)"):
-            policy, rest = f"{parts[1]} {parts[2]}", parts[3:]
-        elif parts[1] == "weighted" and len(parts) > 2 and parts[2].startswith("interleave"):
+        two_words = len(parts) > 2 and (
+            (parts[1] == "prefer" and parts[2].startswith("(many)"))
+            or (parts[1] == "weighted" and parts[2].startswith("interleave")))
+        if two_words:
             policy, rest = f"{parts[1]} {parts[2]}", parts[3:]
         else:
             policy, rest = parts[1], parts[2:]
