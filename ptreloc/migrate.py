@@ -871,8 +871,8 @@ class _Retried:
 def _retry_stuck(
     request: MigrationRequest,
     snap: proc.ProcessSnapshot,
-    before: array,
-    after: array,
+    before: array[int],
+    after: array[int],
     special: frozenset[int],
     retries: int,
     delay_s: float,

@@ -75,7 +75,7 @@ def test_transient_failures_are_retried_and_permanent_ones_are_not() -> None:
     slept: list[float] = []
     where, reasons, report = migrate_retry.retry_pages(
         0, [a, b, c, d, e], [1] * 5, frozenset({0}), retries=4, delay_s=0.01,
-        backend=fake, sleep=slept.append)  # type: ignore[arg-type]
+        backend=fake, sleep=slept.append)
     assert where == [1, 1, 0, 0, 1]
     assert reasons == ["", "", "EAGAIN", "EFAULT", ""]
     assert fake.asked[d] == 1  # permanent: asked once, never again
@@ -90,7 +90,7 @@ def test_transient_failures_are_retried_and_permanent_ones_are_not() -> None:
 def test_no_retries_leaves_the_pages_with_an_unknown_reason() -> None:
     fake = FakeBusyBackend(busy={}, permanent={})
     where, reasons, report = migrate_retry.retry_pages(
-        0, [0x10000], [1], frozenset({0}), retries=0, backend=fake,  # type: ignore[arg-type]
+        0, [0x10000], [1], frozenset({0}), retries=0, backend=fake,
         sleep=lambda _s: None)
     assert where == [0] and reasons == ["unknown"] and report.rounds == 0
     assert not fake.asked
