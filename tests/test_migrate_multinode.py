@@ -174,11 +174,27 @@ def test_watch_follows_a_process_moved_by_migratepages() -> None:
     # anonymous pages moved, so the first look may move none): the last event sees it finished
     assert sum(e["tables_relocated"] for e in moved) > 0
     # Each event's "before" is what the data's move alone left behind (pages walking node-0
-    # tables); following must bring it down to (nearly) nothing: 0.0 with every table on node 1
-    # once all data moved.  The bound leaves room for a page the kernel still could not move.
+    # tables); following must bring it down to exactly what the pages the kernel has not
+    # moved force (issue 13: the test used to allow 0.2 whatever was left).  Following the
+    # data, each table below the root goes to the node holding most of the pages it maps
+    # (ties: the lower node); the root to the node of most of the stack.  With n pages not on
+    # the root's node, each of them may be remote, and a page on the root's node is remote
+    # only under a table whose majority is on the other node - the topmost such tables are
+    # disjoint and each maps at least as many other-node pages as root-node ones: at most n
+    # more.  So remote <= 2n, and n = 0 (every page moved with the root) gives exactly 0.0.
+    # The fraction leaves out kernel special mappings ([vdso], [vvar]: a few pages) that
+    # "data" may count: the denominator allows 8.
     worst = max(e["remote_table_fraction_before"] for e in moved)
-    final = moved[-1]["remote_table_fraction"]
-    assert final < worst and final <= 0.2, events[-3:]
+    last = moved[-1]
+    final = last["remote_table_fraction"]
+    root = next(node for node, levels in last["tables"].items() if levels.get("pgd"))
+    total = sum(last["data"].values())
+    off_root = total - last["data"].get(root, 0)
+    assert final < worst, events[-3:]
+    if off_root == 0:
+        assert final == 0.0, events[-3:]
+    else:
+        assert final <= 2 * off_root / max(total - 8, 1), events[-3:]
     tables = {node: sum(levels.values()) for node, levels in moved[-1]["tables"].items()}
     assert tables.get("1", 0) > tables.get("0", 0), events[-3:]
     assert events[-1]["event"] == "stop"
