@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 import time
 from array import array
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
@@ -34,7 +35,8 @@ from typing import Any
 
 import psutil
 
-from ptreloc import kernel_tables, numa, proc
+from ptreloc import kernel_tables, numa, policy, proc
+from ptreloc import migrate_retry as retry_mod
 from ptreloc.errors import (
     AccessDenied,
     InvalidNode,
@@ -236,12 +238,19 @@ class DataReport:
     unmovable: int  # kernel pages mapped into the process ([vdso], [vvar])
     numa_maps_before: dict[int, int]
     numa_maps_after: dict[int, int]
+    # why the ``not_migrated`` pages did not move (reason -> pages; ptreloc.migrate_retry),
+    # the same per page class (anon, file, shmem, other -> reason -> pages), and what the
+    # move_pages retries did (None: dry run or --tables-only)
+    not_migrated_reasons: dict[str, int] = field(default_factory=dict)
+    not_migrated_by_class: dict[str, dict[str, int]] = field(default_factory=dict)
+    retry: retry_mod.RetryReport | None = None
 
     def to_json(self) -> dict[str, Any]:
         # the JSON keys are the field names, in order; numa_maps keyed by node string
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         for key in ("numa_maps_before", "numa_maps_after"):
             out[key] = {str(k): v for k, v in sorted(out[key].items())}
+        out["retry"] = self.retry.to_json() if self.retry is not None else None
         return out
 
 
@@ -359,6 +368,11 @@ class MigrationReport:
     thp: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     page_size: int = numa.PAGE_SIZE
+    policy_warnings: list[policy.PolicyWarning] = field(default_factory=list)
+
+    def policy_warning(self) -> str | None:
+        """One stderr line when the process's memory policy will undo the move."""
+        return policy.warning_line(self.policy_warnings)
 
     @property
     def verified(self) -> bool | None:
@@ -375,6 +389,9 @@ class MigrationReport:
         left = self.tables.not_relocated
         tables = sum(left.values())
         parts = [f"{self.data.not_migrated} pages not migrated", f"{tables} tables not relocated"]
+        if self.data.not_migrated and self.data.not_migrated_reasons:
+            why = ", ".join(f"{k} {v}" for k, v in sorted(self.data.not_migrated_reasons.items()))
+            parts[0] += f" (reasons: {why})"
         if tables:
             levels = ", ".join(f"{k} {v}" for k, v in left.items() if v)
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.tables.reasons.items()))
@@ -430,6 +447,7 @@ class MigrationReport:
             "checks": self.checks,
             "verified": self.verified,
             "timings_s": self.timings_s,
+            "policy_warnings": [w.to_json() for w in self.policy_warnings],
         }
 
 
@@ -474,6 +492,8 @@ def migrate(
     kernel_tables: bool = False,
     tables_only: bool = False,
     force: bool = False,
+    retries: int = retry_mod.DEFAULT_RETRIES,
+    retry_delay_s: float = retry_mod.DEFAULT_RETRY_DELAY_S,
 ) -> MigrationReport:
     """Validate, snapshot, mirror, migrate the data, relocate the tables, verify (module doc).
 
@@ -494,8 +514,19 @@ def migrate(
     the data (:func:`ptreloc.kernel_move.move_kernel_tables`); ``tables_only`` moves only them
     (no migrate_pages; the mirror's tables are not relocated either).  ``force``: even with
     io_uring/AIO in flight.
+
+    ``retries``: after migrate_pages, the pages it left on a source node are moved with
+    move_pages up to that many rounds (waiting ``retry_delay_s``, doubled each round) while
+    they fail transiently (EBUSY, EAGAIN); permanent failures are not retried.  What still
+    failed: ``data.not_migrated`` (pages), ``data.not_migrated_reasons`` (reason -> pages),
+    ``data.not_migrated_by_class`` (anon/file/shmem/other -> reason -> pages), ``data.retry``.
+
+    ``policy_warnings``: the VMAs whose memory policy keeps new pages (and, for the task's
+    policy, new page tables) off every target node - the move will be undone
+    (:mod:`ptreloc.policy`).
     """
     kernel_tables = kernel_tables or tables_only
+    retry_mod.check_retries(retries, retry_delay_s)
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}: use {' or '.join(STRATEGIES)}")
     check_batch(batch)  # here, before anything moves (the one check: ptreloc.relocate)
@@ -537,6 +568,7 @@ def migrate(
         return _run(
             request, dry_run, strategy, batch, table_pool_frames, progress, clock,
             move_tables=kernel_tables, tables_only=tables_only, force=force,
+            retries=retries, retry_delay_s=retry_delay_s,
         )
     except (psutil.NoSuchProcess, ProcessLookupError, FileNotFoundError) as err:
         raise _exited(pid) from err
@@ -613,11 +645,16 @@ def _run(
     move_tables: bool = False,
     tables_only: bool = False,
     force: bool = False,
+    retries: int = retry_mod.DEFAULT_RETRIES,
+    retry_delay_s: float = retry_mod.DEFAULT_RETRY_DELAY_S,
 ) -> MigrationReport:
     """Snapshot and mirror the process, measure, then either predict (:func:`_stat`, the dry
     run) or move (:func:`_move`) - as the kernel's kernel_move_pages separates do_pages_stat
     from do_pages_move."""
     lap = clock.lap
+    # the policies before anything moves (migrate_pages changes none of them)
+    warnings = ([] if tables_only
+                else policy.policy_warnings(policy.read_policies(request.pid), request.to_nodes))
     snap = proc.snapshot(request.pid)
     lap("snapshot")
     # --in-place: the tables make a round trip through a scratch virtual node (one past the
@@ -641,9 +678,13 @@ def _run(
         lap("measure_before")
         settings = (strategy, batch, table_pool_frames)
         if dry_run:
-            return _stat(request, m, before, settings, clock, tables_only=tables_only)
-        return _move(request, m, before, settings, clock, move_tables=move_tables,
-                     tables_only=tables_only, force=force)
+            report = _stat(request, m, before, settings, clock, tables_only=tables_only)
+        else:
+            report = _move(request, m, before, settings, clock, move_tables=move_tables,
+                           tables_only=tables_only, force=force,
+                           retry=(retries, retry_delay_s))
+        report.policy_warnings = warnings
+        return report
 
 
 def _report(
@@ -726,14 +767,18 @@ def _move(
     move_tables: bool,
     tables_only: bool,
     force: bool,
+    retry: tuple[int, float] = (retry_mod.DEFAULT_RETRIES, retry_mod.DEFAULT_RETRY_DELAY_S),
 ) -> MigrationReport:
-    """The real run: migrate_pages, re-query, relocate the mirror, move the kernel's own
-    tables (--kernel-tables), verify."""
+    """The real run: migrate_pages, retry what it left on a source node
+    (:func:`ptreloc.migrate_retry.retry_pages`), re-query, relocate the mirror, move the
+    kernel's own tables (--kernel-tables), verify."""
     strategy, batch, table_pool_frames = settings
     pid, snap, where, lap = request.pid, before.snap, before.where, clock.lap
     kernel = KernelTablesReport(before.kernel_tables)
     kernel_left: int | None = None
     legs: list[RelocationReport] = []
+    special = special_pages(snap)
+    retried: _Retried | None = None
     if tables_only:
         after_nodes = before.nodes
         numa_after = dict(snap.numa_maps)
@@ -743,8 +788,10 @@ def _move(
         after_nodes = (
             array("i", numa.move_pages(pid, snap.resident)) if snap.resident else array("i")
         )
-        numa_after = numa.numa_maps_node_pages(pid)
         lap("requery")
+        retried = _retry_stuck(request, snap, before.nodes, after_nodes, special, *retry)
+        lap("retry")
+        numa_after = numa.numa_maps_node_pages(pid)
         if where.walk is not None:
             # what migrate_pages did to the real tables (nothing: it moves data only)
             try:
@@ -771,7 +818,6 @@ def _move(
     # pages that were on a source node and are on a source node still (and not on a target);
     # kernel pages mapped into the process ([vdso], [vvar]) cannot move and are counted apart
     # as "unmovable"
-    special = special_pages(snap)
     src, dst = request.from_nodes, request.to_nodes
     stuck = sum(
         1
@@ -799,12 +845,64 @@ def _move(
         not_migrated=stuck, kernel_not_migrated=kernel_left, unmovable=len(special),
         numa_maps_before=dict(snap.numa_maps), numa_maps_after=numa_after,
     )
+    if retried is not None:
+        data.retry = retried.report
+        data.not_migrated_reasons = dict(sorted(retried.reasons.items()))
+        data.not_migrated_by_class = {
+            c: dict(sorted(r.items())) for c, r in sorted(retried.by_class.items())}
     return _report(
         request, m, before, settings, clock, dry_run=False, data=data, legs=legs,
         fractions=RemoteFractions(before.fraction, fraction_data_only, fraction_after,
                                   kernel_fraction),
         checks=checks, kernel=kernel,
     )
+
+
+@dataclass
+class _Retried:
+    """What :func:`_retry_stuck` found: the report, reason -> pages, class -> reason -> pages
+    (of the pages still on a source node at the end)."""
+
+    report: retry_mod.RetryReport
+    reasons: Counter[str]
+    by_class: dict[str, Counter[str]]
+
+
+def _retry_stuck(
+    request: MigrationRequest,
+    snap: proc.ProcessSnapshot,
+    before: array[int],
+    after: array[int],
+    special: frozenset[int],
+    retries: int,
+    delay_s: float,
+) -> _Retried:
+    """Retry the pages migrate_pages left on a source node (on a source before, on a source
+    still, not a kernel special page), each to where migrate_pages would have sent it; update
+    ``after`` with where they are at the end."""
+    src, dst = request.from_nodes, request.to_nodes
+    remap = remap_nodes(src, dst)
+    stuck = [k for k, (b, a) in enumerate(zip(before, after, strict=True))
+             if k not in special and b in src and b not in dst and a in src and a not in dst]
+    if request.in_place:
+        stuck = []  # from a node to itself: nothing was meant to move
+    where, reasons, report = retry_mod.retry_pages(
+        request.pid, [snap.resident[k] for k in stuck], [remap[before[k]] for k in stuck],
+        src - dst, retries=retries, delay_s=delay_s)
+    total: Counter[str] = Counter()
+    by_class: dict[str, Counter[str]] = {}
+    vmas = sorted(snap.vmas, key=lambda v: v.start)
+    starts = [v.start for v in vmas]
+    for j, k in enumerate(stuck):
+        after[k] = where[j]
+        if not (where[j] in src and where[j] not in dst):
+            continue
+        addr = snap.resident[k]
+        i = bisect_right(starts, addr) - 1
+        vma = vmas[i] if i >= 0 and addr < vmas[i].end else None
+        total[reasons[j]] += 1
+        by_class.setdefault(retry_mod.page_class(vma), Counter())[reasons[j]] += 1
+    return _Retried(report, total, by_class)
 
 
 def _relocate_tables(

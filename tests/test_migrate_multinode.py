@@ -9,9 +9,14 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
-from live_workload import live_workload, numa_maps_pages, ptreloc
+from live_workload import ROOT, live_workload, numa_maps_pages, ptreloc, workload_env
+
+from ptreloc.workload import stop as stop_workload
 
 pytestmark = pytest.mark.multinode
 
@@ -82,8 +87,11 @@ def test_a_capped_target_pool_fails_verification_with_exit_1() -> None:
     report = json.loads(capped.stdout)
     assert report["verified"] is False and report["checks"]["tables_on_target"] is False
     assert "0" in report["tables"]["after"] and "1" in report["tables"]["after"]
+    # one error line; the workload's bind:0 policy also gets its one warning line (issue 13)
     lines = capped.stderr.strip().splitlines()
-    assert len(lines) == 1 and "verification failed: tables_on_target" in lines[0], lines
+    errors = [line for line in lines if line.startswith("ptreloc: error: ")]
+    assert len(errors) == 1 and "verification failed: tables_on_target" in errors[0], lines
+    assert len(lines) == 2 and "bind:0" in lines[0], lines
 
 
 def test_a_target_list_that_includes_the_source_and_moves_nothing_is_refused() -> None:
@@ -169,11 +177,114 @@ def test_watch_follows_a_process_moved_by_migratepages() -> None:
     # anonymous pages moved, so the first look may move none): the last event sees it finished
     assert sum(e["tables_relocated"] for e in moved) > 0
     # Each event's "before" is what the data's move alone left behind (pages walking node-0
-    # tables); following must bring it down to (nearly) nothing: 0.0 with every table on node 1
-    # once all data moved.  The bound leaves room for a page the kernel still could not move.
+    # tables); following must bring it down to exactly what the pages the kernel has not
+    # moved force (issue 13: the test used to allow 0.2 whatever was left).  Following the
+    # data, each table below the root goes to the node holding most of the pages it maps
+    # (ties: the lower node); the root to the node of most of the stack.  With n pages not on
+    # the root's node, each of them may be remote, and a page on the root's node is remote
+    # only under a table whose majority is on the other node - the topmost such tables are
+    # disjoint and each maps at least as many other-node pages as root-node ones: at most n
+    # more.  So remote <= 2n, and n = 0 (every page moved with the root) gives exactly 0.0.
+    # The fraction leaves out kernel special mappings ([vdso], [vvar]: a few pages) that
+    # "data" may count: the denominator allows 8.
     worst = max(e["remote_table_fraction_before"] for e in moved)
-    final = moved[-1]["remote_table_fraction"]
-    assert final < worst and final <= 0.2, events[-3:]
+    last = moved[-1]
+    final = last["remote_table_fraction"]
+    root = next(node for node, levels in last["tables"].items() if levels.get("pgd"))
+    total = sum(last["data"].values())
+    off_root = total - last["data"].get(root, 0)
+    assert final < worst, events[-3:]
+    if off_root == 0:
+        assert final == 0.0, events[-3:]
+    else:
+        assert final <= 2 * off_root / max(total - 8, 1), events[-3:]
     tables = {node: sum(levels.values()) for node, levels in moved[-1]["tables"].items()}
     assert tables.get("1", 0) > tables.get("0", 0), events[-3:]
     assert events[-1]["event"] == "stop"
+
+
+# ---- issue 13: retry what the kernel could not move for now; policies that undo the move ----
+
+
+@contextmanager
+def _pinned_workload(pages: int, pin: int, release: float | None) -> Iterator[dict[str, Any]]:
+    """tests/pinned_workload.py under numactl --membind=0: ``pin`` of its pages held by a pipe
+    (vmsplice), so migration fails for them with -EAGAIN for real; ``release``: the pipe is
+    drained that many seconds after the process's other pages moved."""
+    extra = [] if release is None else ["--release-when-moved", str(release)]
+    proc = subprocess.Popen(
+        [*BOUND, sys.executable, str(ROOT / "tests" / "pinned_workload.py"), "--pages",
+         str(pages), "--pin", str(pin), *extra],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=workload_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, f"pinned workload exited: {proc.wait()}"
+        yield json.loads(line)
+    finally:
+        stop_workload(proc)
+
+
+def test_pages_pinned_for_a_moment_are_retried_until_they_move() -> None:
+    # the pins go away 1 s after the other pages moved: migrate_pages leaves the pinned pages
+    # on node 0 (its count says so), the move_pages retries pick them up once they are free
+    with _pinned_workload(256, 4, release=1.0) as w:
+        r = ptreloc("migrate", "--pid", str(w["pid"]), "--from-node", "0", "--to-node", "1",
+                    "--json", "--retries", "7", "--retry-delay", "0.2", "--strict")
+        assert r.returncode == 0, (r.stdout[-2000:], r.stderr)
+        where = _workload_region_nodes(w["pid"], w["address"], w["pages"])
+        from ptreloc import numa
+
+        pinned_now = set(numa.move_pages(w["pid"], w["pinned"]))
+    report = json.loads(r.stdout)
+    data = report["data"]
+    assert data["kernel_not_migrated"] >= 4, data  # migrate_pages(2) could not move them
+    assert data["retry"]["pages_retried"] >= 4 and data["retry"]["recovered"] >= 4, data["retry"]
+    assert data["not_migrated"] == 0 and data["not_migrated_reasons"] == {}, data
+    assert where == {1} and pinned_now == {1}
+    assert report["verified"] is True, report["checks"]
+
+
+def test_pages_that_stay_pinned_are_reported_busy_after_the_bounded_retries() -> None:
+    with _pinned_workload(256, 4, release=None) as w:
+        r = ptreloc("migrate", "--pid", str(w["pid"]), "--from-node", "0", "--to-node", "1",
+                    "--json", "--retries", "2", "--retry-delay", "0.05", "--strict")
+        from ptreloc import numa
+
+        pinned_now = set(numa.move_pages(w["pid"], w["pinned"]))
+    assert r.returncode == 3, (r.stdout[-2000:], r.stderr)
+    data = json.loads(r.stdout)["data"]
+    assert pinned_now == {0}
+    assert data["retry"]["rounds"] == 2, data["retry"]  # the bound, and no more
+    assert data["not_migrated"] >= 4
+    assert data["not_migrated_reasons"].get("EAGAIN", 0) >= 4, data
+    assert data["not_migrated_by_class"]["anon"].get("EAGAIN", 0) >= 4, data
+    err = [line for line in r.stderr.splitlines() if "error" in line]
+    assert len(err) == 1 and "pages not migrated (reasons: EAGAIN" in err[0], r.stderr
+
+
+def test_a_membind_policy_that_excludes_the_target_is_named_with_its_vmas() -> None:
+    with live_workload(mib=1, threads=0, prefix=BOUND) as w:
+        r = ptreloc("migrate", "--pid", str(w.pid), "--from-node", "0", "--to-node", "1",
+                    "--json", check=0)
+    report = json.loads(r.stdout)
+    warnings = report["policy_warnings"]
+    # numactl --membind sets the task's policy: numa_maps shows bind:0 on every VMA, the
+    # workload's region among them
+    assert warnings and {w_["policy"] for w_ in warnings} == {"bind:0"}, warnings
+    assert any(int(x["start"], 16) <= w.address < int(x["end"], 16) for x in warnings)
+    assert all(x["nodes"] == [0] and "numactl --membind=1" in x["fix"] for x in warnings)
+    lines = [line for line in r.stderr.splitlines() if "bind:0" in line]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("ptreloc: warning: ") and "VMA" in lines[0], lines
+    assert "numactl --membind=1" in lines[0], lines
+
+
+def test_a_default_policy_workload_gets_no_policy_warning() -> None:
+    with live_workload(mib=1, threads=0, prefix=("numactl", "--cpunodebind=0")) as w:
+        r = ptreloc("migrate", "--pid", str(w.pid), "--from-node", "0", "--to-node", "1",
+                    "--json", check=0)
+    report = json.loads(r.stdout)
+    assert report["policy_warnings"] == [], report["policy_warnings"]
+    assert "policy" not in r.stderr, r.stderr

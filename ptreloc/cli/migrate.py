@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from ptreloc import migrate as migrate_mod
+from ptreloc import migrate_retry as retry_mod
 from ptreloc.cli._common import emit_json, fail, guarded, json_option, stdout_console
 from ptreloc.cli.show import data_table, progress_bar, tables_table
 from ptreloc.errors import EXIT_OPERATIONAL, EXIT_PARTIAL
@@ -92,6 +93,27 @@ batch_option = click.option(
     help="With --kernel-tables: move even when the process has io_uring or AIO in flight (its "
     "buffers' addresses vanish for the move's window).",
 )
+@click.option(
+    "--retries",
+    type=click.IntRange(0, retry_mod.MAX_RETRIES),
+    default=retry_mod.DEFAULT_RETRIES,
+    show_default=True,
+    metavar="N",
+    help="Retry the pages migrate_pages could not move for now (EBUSY, EAGAIN: pinned, under "
+    "I/O, locked) with move_pages, up to N rounds; permanent failures (EFAULT, ENOENT, EACCES "
+    "...) are not retried.  What still failed is in data.not_migrated (pages), "
+    "data.not_migrated_reasons and data.not_migrated_by_class.  0: leave them, as "
+    "migratepages does.",
+)
+@click.option(
+    "--retry-delay",
+    "retry_delay",
+    type=click.FloatRange(0, 60),
+    default=retry_mod.DEFAULT_RETRY_DELAY_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait before the first retry round; each next round waits twice as long.",
+)
 @json_option
 @guarded
 def command(
@@ -107,6 +129,8 @@ def command(
     kernel_tables: bool,
     tables_only: bool,
     force: bool,
+    retries: int,
+    retry_delay: float,
     as_json: bool,
 ) -> None:
     """Move process PID's pages from --from-node to --to-node with migrate_pages(2), as
@@ -122,6 +146,14 @@ def command(
     keeps its pages: with which nothing would move at all (--from-node 0 --to-node 0,1) is a
     usage error; when only some stay and several targets were named, one warning line on
     stderr names them.
+
+    The process's memory policy is not changed by migrate_pages: when the policy of some VMA
+    (numa_maps: bind:0, prefer:0, interleave:0 ...; numactl --membind=0 sets it for the whole
+    task) keeps new pages off every target node, the move will be undone as the process runs -
+    its new pages and the page tables its faults allocate come from the old node.  One warning
+    line on stderr names those VMAs and the fix (restart under a policy that allows the target,
+    or a cpuset rebind); JSON: policy_warnings (vma, policy, nodes, why, fix).  default, local
+    and policies that include a target get no warning.
 
     Exit codes: 0 done and verified, 1 no such process / zombie / permission / target outside
     the cpuset / syscall failure / the process exited mid-way / verification failed (the JSON or
@@ -145,11 +177,16 @@ def command(
             kernel_tables=kernel_tables or tables_only,
             tables_only=tables_only,
             force=force,
+            retries=retries,
+            retry_delay_s=retry_delay,
         )
     data = report.to_json()
     warning = report.request.staying_warning()
     if warning:
         click.echo(f"ptreloc: warning: {warning}", err=True)
+    undo = report.policy_warning()
+    if undo:
+        click.echo(f"ptreloc: warning: {undo}", err=True)
     if as_json:
         emit_json(data)
     else:
@@ -230,7 +267,11 @@ def _print(data: dict[str, Any]) -> None:
     out.print(
         f"tables relocated {sum(t['relocated'].values())}, not relocated "
         f"{sum(t['not_relocated'].values())}, bytes copied {t['bytes_copied']}; pages not "
-        f"migrated {d['not_migrated']}",
+        f"migrated {d['not_migrated']}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in d['not_migrated_reasons'].items())})"
+           if d["not_migrated_reasons"] else "")
+        + (f"; retried {d['retry']['pages_retried']} in {d['retry']['rounds']} rounds, "
+           f"{d['retry']['recovered']} recovered" if d["retry"] and d["retry"]["rounds"] else ""),
         markup=False,
     )
     timings = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in data["timings_s"].items())
