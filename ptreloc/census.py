@@ -410,7 +410,8 @@ class Census:
         for n in self.per_node.values():
             for b in n["blocks"]:
                 if b["block"] == index:
-                    return b
+                    found: dict[str, Any] = b
+                    return found
         return None
 
     def to_json(self) -> dict[str, Any]:
@@ -601,7 +602,7 @@ def take_census(
     finally:
         os.close(fd)
     scan = time.perf_counter() - t0
-    ranking = []
+    ranking: list[dict[str, Any]] = []
     for name in _PIN_FAMILIES:
         pages = sum(totals.pages[KINDS.index(k)] for k in
                     ((name, "pagetable_unmarked") if name == "pagetable" else (name,)))

@@ -207,7 +207,7 @@ def _protect_self(t: DrainTarget, dry_run: bool) -> dict[str, Any]:
     with contextlib.suppress(PtrelocError):
         out["data_pages_on_node"] = numa.numa_maps_node_pages(me).get(t.node, 0)
     if not dry_run:
-        cpus = set()
+        cpus: set[int] = set()
         for n in t.others:
             cpus |= t.topology.nodes[n].cpus
         if cpus:
