@@ -152,13 +152,8 @@ def read_policies(pid: int) -> list[VmaPolicy]:
     try:
         with open(f"/proc/{pid}/numa_maps", encoding="ascii", errors="replace") as fh:
             text = fh.read()
-    except FileNotFoundError as err:
-        raise NoSuchProcess(f"no process with pid {pid}", pid=pid) from err
-    except PermissionError as err:
-        raise AccessDenied(
-            f"cannot read /proc/{pid}/numa_maps: needs the same user or root (ptrace access)",
-            pid=pid, path=f"/proc/{pid}/numa_maps",
-        ) from err
+    except OSError as err:
+        raise proc.proc_error(pid, "numa_maps", err) from err
     try:
         ends = {v.start: v.end for v in proc.read_maps(pid)}
     except (NoSuchProcess, AccessDenied):

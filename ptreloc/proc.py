@@ -33,6 +33,7 @@ __all__ = [
     "inspect_process",
     "read_maps",
     "read_pagemap",
+    "proc_error",
     "last_cpu",
     "cap_effective",
     "PAGEMAP_READ_BYTES",
@@ -157,7 +158,9 @@ class ProcessSnapshot:
 # --------------------------------------------------------------------------------------------
 
 
-def _proc_error(pid: int, what: str, err: OSError) -> PtrelocError:
+def proc_error(pid: int, what: str, err: OSError) -> PtrelocError:
+    """The library's error for a failed read of /proc/PID/<what>: the process exited
+    (NoSuchProcess), no ptrace read access (AccessDenied), or anything else (PtrelocError)."""
     if isinstance(err, FileNotFoundError | ProcessLookupError):
         return NoSuchProcess(f"no process with pid {pid} (it exited while being read)", pid=pid)
     path = f"/proc/{pid}/{what}"
@@ -175,7 +178,7 @@ def read_maps(pid: int) -> list[Vma]:
         with open(f"/proc/{pid}/maps", encoding="utf-8", errors="surrogateescape") as fh:
             text = fh.read()
     except OSError as err:
-        raise _proc_error(pid, "maps", err) from err
+        raise proc_error(pid, "maps", err) from err
     vmas = []
     for line in text.splitlines():
         # path may contain spaces; it is everything after the fifth field
@@ -209,7 +212,7 @@ def read_pagemap(
     try:
         fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
     except OSError as err:
-        raise _proc_error(pid, "pagemap", err) from err
+        raise proc_error(pid, "pagemap", err) from err
     try:
         for vma in vmas:
             if vma.path in _SKIP_PATHS:
@@ -221,7 +224,7 @@ def read_pagemap(
                 try:
                     data = os.pread(fd, count * 8, first * 8)
                 except OSError as err:
-                    raise _proc_error(pid, "pagemap", err) from err
+                    raise proc_error(pid, "pagemap", err) from err
                 if not data:
                     break  # the process exited or the mapping went away under us
                 got = len(data) // 8
@@ -253,7 +256,7 @@ def _status_lists(pid: int) -> tuple[frozenset[int], frozenset[int]]:
                 elif line.startswith("Cpus_allowed_list:"):
                     cpus = numa.parse_list(line.split(":", 1)[1])
     except OSError as err:
-        raise _proc_error(pid, "status", err) from err
+        raise proc_error(pid, "status", err) from err
     return mems or frozenset(), cpus or frozenset()
 
 
@@ -264,7 +267,7 @@ def _stat_fields(pid: int) -> list[str]:
         with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as fh:
             text = fh.read()
     except OSError as err:
-        raise _proc_error(pid, "stat", err) from err
+        raise proc_error(pid, "stat", err) from err
     return text[text.rindex(")") + 2 :].split()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,24 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if in_ci():
         pytest.fail(f"{reason} (CI is set, so the multi-node suite must run)", pytrace=False)
     pytest.skip(reason)
+
+
+_NUMA_BALANCING = Path("/proc/sys/kernel/numa_balancing")
+
+
+@pytest.fixture
+def guest_kernel_walk() -> Iterator[None]:
+    """For the guest tests that read or move real page tables: the kernel walk must work (the
+    guest has kcore, kallsyms and BTF, so an unavailable walk fails instead of skipping) and
+    NUMA balancing is off for the test, so nothing but the test moves pages behind its checks."""
+    from ptreloc import kernel_tables as kt
+
+    ok, why = kt.availability()
+    if not ok:
+        pytest.fail(f"kernel walk unavailable in the guest: {why}", pytrace=False)
+    old = _NUMA_BALANCING.read_text() if _NUMA_BALANCING.exists() else None
+    if old is not None:
+        _NUMA_BALANCING.write_text("0")
+    yield
+    if old is not None:
+        _NUMA_BALANCING.write_text(old)

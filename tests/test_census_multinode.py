@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from census_workload import table_workload
@@ -23,26 +21,9 @@ from ptreloc import kernel_tables as kt
 pytestmark = [
     pytest.mark.multinode,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.usefixtures("guest_kernel_walk"),
 ]
 
-BALANCING = Path("/proc/sys/kernel/numa_balancing")
-
-
-@pytest.fixture(autouse=True)
-def no_balancing() -> Iterator[None]:
-    old = BALANCING.read_text() if BALANCING.exists() else None
-    if old is not None:
-        BALANCING.write_text("0")
-    yield
-    if old is not None:
-        BALANCING.write_text(old)
-
-
-@pytest.fixture(autouse=True)
-def walkable() -> None:
-    ok, why = kt.availability()
-    if not ok:  # the guest has kcore, kallsyms and BTF: a missing walk is a failure
-        pytest.fail(f"kernel walk unavailable in the guest: {why}", pytrace=False)
 
 
 def census_json(*args: str) -> dict:

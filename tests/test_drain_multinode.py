@@ -46,27 +46,10 @@ from ptreloc import kernel_tables as kt
 pytestmark = [
     pytest.mark.multinode,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.usefixtures("guest_kernel_walk"),
 ]
 
-BALANCING = Path("/proc/sys/kernel/numa_balancing")
 CGROUP = Path("/sys/fs/cgroup")
-
-
-@pytest.fixture(autouse=True)
-def no_balancing() -> Iterator[None]:
-    old = BALANCING.read_text() if BALANCING.exists() else None
-    if old is not None:
-        BALANCING.write_text("0")
-    yield
-    if old is not None:
-        BALANCING.write_text(old)
-
-
-@pytest.fixture(autouse=True)
-def walkable() -> None:
-    ok, why = kt.availability()
-    if not ok:
-        pytest.fail(f"kernel walk unavailable in the guest: {why}", pytrace=False)
 
 
 @pytest.fixture(autouse=True)

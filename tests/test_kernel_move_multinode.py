@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,27 +22,9 @@ from ptreloc import kernel_tables as kt
 pytestmark = [
     pytest.mark.multinode,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
+    pytest.mark.usefixtures("guest_kernel_walk"),
 ]
 
-BALANCING = Path("/proc/sys/kernel/numa_balancing")
-
-
-@pytest.fixture(autouse=True)
-def no_balancing() -> Iterator[None]:
-    old = BALANCING.read_text() if BALANCING.exists() else None
-    if old is not None:
-        BALANCING.write_text("0")
-    yield
-    if old is not None:
-        BALANCING.write_text(old)
-
-
-@pytest.fixture(autouse=True)
-def walkable() -> None:
-    ok, why = kt.availability()
-    if not ok:
-        # the guest has kcore, kallsyms and BTF: an unavailable walk is a failure, not a skip
-        pytest.fail(f"kernel walk unavailable in the guest: {why}", pytrace=False)
 
 
 def bound(mib: int = 128, huge_mib: int = 0):
