@@ -334,6 +334,7 @@ struct thread {
 	int gone;
 	int event_stop;  /* first stop was PTRACE_EVENT_STOP (else a signal-delivery stop) */
 	int pending_sig; /* signal-delivery stop: the signal, handed back at detach */
+	int still_traced; /* PTRACE_DETACH found it running (exiting): reap_dead() waits for it */
 };
 
 struct ptr_inject {
@@ -1287,28 +1288,51 @@ static int restore_thread(struct ptr_inject *inj, int *deliver, struct ptr_inj_e
  * exit reaches its real parent only after that), so when the process died under us every thread
  * we still trace is reaped here, with a deadline.
  */
-static void reap_dead(struct ptr_inject *inj)
+/*
+ * Leave no traced zombie behind.  A thread PTRACE_DETACH refused with ESRCH is not in a
+ * ptrace-stop - a SIGKILL woke it and is taking it down - but it is still our tracee: its exit
+ * completes only when we, the tracer, wait for it, and until then the process's parent blocks
+ * in waitpid() forever.  So every such thread is interrupted (a live seized tracee stops; an
+ * exiting one is unaffected) and waited for until it reports its exit (reaped) or a stop (it
+ * is alive after all: detach it again).  No fixed deadline decides this - under load an exit
+ * with a large mm takes seconds - only a generous cap against a thread that neither stops nor
+ * dies.  One case cannot be settled here: a zombie leader whose other threads live on (it
+ * called pthread_exit()) is reapable only once they exit; it stays our tracee until then.
+ */
+static void reap_dead(struct ptr_inject *inj, int alive)
 {
-	int64_t deadline = monotonic_ms() + 2000;
-	int left = inj->nthreads;
+	int64_t deadline = monotonic_ms() + 60000;
+	int left = 0;
 
-	if (!inj->gone && !thread_is_zombie(inj->pid, inj->pid))
-		return;
-	for (int i = 0; i < inj->nthreads; i++)
-		inj->threads[i].event_stop = 0; /* reused below as "reaped" */
+	for (int i = 0; i < inj->nthreads; i++) {
+		if (inj->threads[i].still_traced) {
+			(void)ptrace(PTRACE_INTERRUPT, inj->threads[i].tid, 0, 0);
+			left++;
+		}
+	}
 	while (left > 0 && monotonic_ms() < deadline) {
+		int leader_left = 0;
+
 		for (int i = 0; i < inj->nthreads; i++) {
 			struct thread *t = &inj->threads[i];
 			int st, rc;
 
-			if (t->event_stop)
+			if (!t->still_traced)
 				continue;
 			rc = waitpid_eintr(t->tid, &st, WNOHANG);
-			if (rc < 0 || (rc > 0 && (WIFEXITED(st) || WIFSIGNALED(st)))) {
-				t->event_stop = 1;
+			if (rc == 0) {
+				leader_left |= t->tid == inj->pid;
+				continue;
+			}
+			if (rc < 0 || WIFEXITED(st) || WIFSIGNALED(st) ||
+			    ptrace(PTRACE_DETACH, t->tid, 0, 0) == 0 || errno != ESRCH) {
+				t->still_traced = 0;
+				t->gone = rc < 0 || !WIFSTOPPED(st);
 				left--;
 			}
 		}
+		if (left == 1 && leader_left && alive)
+			break; /* the pthread_exit() case above */
 		struct timespec ts = { 0, 1000000 };
 
 		nanosleep(&ts, NULL);
@@ -1317,7 +1341,7 @@ static void reap_dead(struct ptr_inject *inj)
 
 static int detach_all(struct ptr_inject *inj, int leave_stopped, struct ptr_inj_err *err)
 {
-	int first = 0, deliver = 0, rc;
+	int first = 0, deliver = 0, alive = 0, rc;
 	int64_t a[6] = { 0 }, r;
 
 #define KEEP(x) do { rc = (x); if (rc && !first) first = rc; } while (0)
@@ -1359,10 +1383,14 @@ static int detach_all(struct ptr_inject *inj, int leave_stopped, struct ptr_inj_
 
 		if (t->gone)
 			continue;
-		if (ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)sig) < 0 && errno != ESRCH)
+		if (ptrace(PTRACE_DETACH, t->tid, 0, (void *)(long)sig) == 0)
+			alive++;
+		else if (errno == ESRCH)
+			t->still_traced = 1;
+		else
 			KEEP(fail(first ? NULL : err, PTR_INJ_STEP_DETACH, t->tid, -errno));
 	}
-	reap_dead(inj);
+	reap_dead(inj, alive);
 	if (inj->inj && !inj->gone)
 		for (int i = 0; i < inj->nheld; i++)
 			if (syscall(SYS_tgkill, inj->pid, inj->inj->tid, inj->held[i]) < 0 &&

@@ -53,7 +53,6 @@ __all__ = [
 
 #: Frames reserved per node when not given (address space only: MAP_NORESERVE, faulted lazily).
 DEFAULT_FRAMES_PER_NODE = 65536
-_NO_FRAME = (1 << 32) - 1  # PTR_NO_FRAME: no table at that level of a walk
 
 
 @dataclass(frozen=True)
@@ -426,7 +425,7 @@ class AddressSpace:
         return self._path(frames, 0)
 
     def _path(self, frames: Any, at: int) -> list[int | None]:
-        no = _NO_FRAME
+        no = self._core.no_frame  # PTR_NO_FRAME: no table at that level of a walk
         return [None if f == no else f for f in frames[at:at + self.geometry.nlevels]]
 
     def walk_paths(self, vas: array) -> list[list[int | None]]:

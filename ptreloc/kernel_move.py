@@ -699,7 +699,10 @@ def _pagemap(pid: int, vmas: list[SmapsVma]) -> dict[int, int] | None:
     from ptreloc import proc
 
     try:
-        maps = [proc.Vma(v.start, v.end, v.perms, v.offset, "0:0", 0, v.path) for v in vmas]
+        # only what smaps says is resident: a sparse reservation (a JIT heap, ASan's terabytes
+        # of shadow) would otherwise cost a pagemap read of 8 bytes per page of its size
+        maps = [proc.Vma(v.start, v.end, v.perms, v.offset, "0:0", 0, v.path)
+                for v in vmas if v.rss_kb]
         addresses, pfns = proc.read_pagemap(pid, maps)
     except PtrelocError:
         return None

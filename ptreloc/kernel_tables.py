@@ -220,7 +220,7 @@ def _c_decoder() -> Callable[..., tuple] | None:
     try:
         from ptreloc import _native
 
-        return _native.Core().x86_decode_table
+        return _native.core().x86_decode_table
     except PtrelocError:
         return None
 

@@ -28,8 +28,8 @@ import os
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import psutil
@@ -49,7 +49,9 @@ from ptreloc.mirror import (
     infer_placement,
     special_pages,
 )
-from ptreloc.placement import PlacementInfo, mirror_measured, tables_json
+from ptreloc.placement import PlacementInfo, mirror_measured
+from ptreloc.placement import tables_json as placement_tables_json
+from ptreloc.relocate import DEFAULT_BATCH, RelocationReport, check_batch
 
 __all__ = [
     "STRATEGIES",
@@ -59,11 +61,16 @@ __all__ = [
     "migrate",
     "remap_nodes",
     "relocate_mirror",
+    "pages_per_node",
+    "mirror_tables_json",
+    "DataReport",
+    "TablesReport",
+    "RemoteFractions",
+    "KernelTablesReport",
 ]
 
 #: table relocation strategies ``ptreloc migrate`` offers (``naive`` exists for ``stress`` only)
 STRATEGIES = ("rewalk", "stop")
-DEFAULT_BATCH = 64
 _CAP_SYS_NICE = 23  # include/uapi/linux/capability.h
 
 
@@ -108,7 +115,8 @@ def _nodes(spec: numa.NodeSpec, topo: numa.Topology, *, memory: bool) -> frozens
             # the one fix that works without a guest: the whole path on the one node
             only = numa.format_nodes(topo.possible)
             raise InvalidNode(
-                f"{err}, or --from-node {only} --to-node {only} --in-place to run it on this node"
+                f"{err}, or --from-node {only} --to-node {only} --in-place to run it on this node",
+                node=err.node,
             ) from err
         raise
 
@@ -126,7 +134,7 @@ def validate(
     process without CAP_SYS_NICE, no ptrace read access to its pagemap, a target outside its
     cpuset.
     """
-    proc._check_pid(pid)
+    proc.check_pid(pid)
     # nodes first: a malformed node list is a usage error whatever the pid
     topo = numa.topology()
     from_nodes = _nodes(from_spec, topo, memory=False)
@@ -164,15 +172,16 @@ def validate(
     ):
         raise AccessDenied(
             f"pid {pid} ({name}) belongs to uid {uids.real}: moving another user's pages needs "
-            f"CAP_SYS_NICE; run as root"
+            f"CAP_SYS_NICE; run as root", pid=pid
         )
     try:  # reading pagemap needs ptrace read access: try it for real (opening changes nothing)
         os.close(os.open(f"/proc/{pid}/pagemap", os.O_RDONLY))
     except (FileNotFoundError, ProcessLookupError) as err:
-        raise NoSuchProcess(f"no process with pid {pid} (it exited)") from err
+        raise NoSuchProcess(f"no process with pid {pid} (it exited)", pid=pid) from err
     except PermissionError as err:
         raise AccessDenied(
-            f"cannot read /proc/{pid}/pagemap of {name}: needs the same user or root"
+            f"cannot read /proc/{pid}/pagemap of {name}: needs the same user or root",
+            pid=pid, path=f"/proc/{pid}/pagemap",
         ) from err
     mems = numa.process_mems_allowed(pid)
     outside = to_nodes - mems
@@ -180,7 +189,7 @@ def validate(
         raise AccessDenied(
             f"node {numa.format_nodes(outside)} is outside pid {pid}'s cpuset (Mems_allowed: "
             f"{numa.format_nodes(mems) or 'none'}); choose a target from Mems_allowed or widen "
-            f"the cpuset"
+            f"the cpuset", pid=pid, node=min(outside)
         )
     return MigrationRequest(
         pid, name, from_nodes, to_nodes, mems, in_place, staying if not in_place else frozenset()
@@ -203,15 +212,133 @@ def remap_nodes(from_nodes: frozenset[int], to_nodes: frozenset[int]) -> dict[in
 # ---- report ------------------------------------------------------------------------------
 
 
-def _pages_per_node(nodes: array) -> dict[str, int]:
+def pages_per_node(nodes: Iterable[int]) -> dict[str, int]:
+    """Node (as a JSON key) -> pages, for a node-per-page array (negative: not placed)."""
     counts = Counter(n for n in nodes if n >= 0)
     return {str(k): v for k, v in sorted(counts.items())}
 
 
-def _tables_json(tables: dict[int, dict[str, int]]) -> dict[str, dict[str, int]]:
+def mirror_tables_json(tables: dict[int, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """A mirror's node -> level -> frames, nodes without a table left out (JSON keys)."""
     return {
         str(node): dict(levels) for node, levels in sorted(tables.items()) if any(levels.values())
     }
+
+
+@dataclass
+class DataReport:
+    """``data``: where the process's pages were and are (node -> pages)."""
+
+    before: dict[str, int]
+    after: dict[str, int]
+    not_migrated: int  # on a source node before and still (kernel pages excepted)
+    kernel_not_migrated: int | None  # migrate_pages' own count (None: not called)
+    unmovable: int  # kernel pages mapped into the process ([vdso], [vvar])
+    numa_maps_before: dict[int, int]
+    numa_maps_after: dict[int, int]
+
+    def to_json(self) -> dict[str, Any]:
+        # the JSON keys are the field names, in order; numa_maps keyed by node string
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in ("numa_maps_before", "numa_maps_after"):
+            out[key] = {str(k): v for k, v in sorted(out[key].items())}
+        return out
+
+
+@dataclass
+class TablesReport:
+    """``tables``: the mirrored tables before and after, and the engine's report(s) as they
+    came from the core (:class:`ptreloc.relocate.RelocationReport`) - nothing re-counted.
+
+    ``legs`` is empty for a dry run or --tables-only, one report for a move, two for the
+    in-place round trip (out to the scratch node, back to the target)."""
+
+    before: dict[str, dict[str, int]]
+    after: dict[str, dict[str, int]]
+    level_names: list[str]
+    legs: list[RelocationReport] = field(default_factory=list)
+
+    @property
+    def relocated(self) -> dict[str, int]:
+        """Per level, frames that ended on a target (the last leg's count)."""
+        if not self.legs:
+            return dict.fromkeys(self.level_names, 0)
+        return self.legs[-1].relocated_by_level()
+
+    @property
+    def not_relocated(self) -> dict[str, int]:
+        """Per level, frames left behind over every leg (those a chooser kept excepted)."""
+        out = dict.fromkeys(self.level_names, 0)
+        for leg in self.legs:
+            for name, n in leg.left_by_level().items():
+                out[name] += n
+        return out
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for leg in self.legs:
+            total += Counter(leg.failure_reasons())
+        return dict(total)
+
+    @property
+    def bytes_copied(self) -> int:
+        return sum(leg.bytes_copied for leg in self.legs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"before": self.before, "after": self.after, "relocated": self.relocated,
+                "not_relocated": self.not_relocated, "not_relocated_reasons": self.reasons,
+                "bytes_copied": self.bytes_copied}
+
+
+@dataclass
+class RemoteFractions:
+    """``remote_table_fraction``: the mirror's, before, after the data alone and after, and
+    the kernel's own tables walked after a --kernel-tables move."""
+
+    before: RemoteFraction
+    after_data_only: RemoteFraction
+    after: RemoteFraction
+    kernel_after: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "before": round(self.before.fraction, 6),
+            "after_data_only": round(self.after_data_only.fraction, 6),
+            "after": round(self.after.fraction, 6),
+            "kernel_after": None if self.kernel_after is None else self.kernel_after["fraction"],
+            "detail": {
+                "before": self.before.to_json(),
+                "after_data_only": self.after_data_only.to_json(),
+                "after": self.after.to_json(),
+                "kernel_after": self.kernel_after,
+            },
+        }
+
+
+#: what ``kernel_tables`` carries over from ptreloc.kernel_move's report
+_KERNEL_MOVE_KEYS = ("moved", "skipped", "pause_ms", "move_ms", "levels", "threads",
+                     "node_pagetables_kb_before", "node_pagetables_kb_after", "vmpte_kb",
+                     "checks")
+
+
+@dataclass
+class KernelTablesReport:
+    """``kernel_tables``: the process's real tables walked before and after (node -> level
+    -> frames; None where the walk is not possible) and, with --kernel-tables, what
+    ptreloc.kernel_move did."""
+
+    before: dict[str, dict[str, int]] | None = None
+    after: dict[str, dict[str, int]] | None = None
+    move: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any] | None:
+        if self.before is None and self.move is None:
+            return None
+        out: dict[str, Any] = {"before": self.before, "after": self.after}
+        if self.move is not None:
+            out.update({k: self.move[k] for k in _KERNEL_MOVE_KEYS})
+        return out
 
 
 @dataclass
@@ -223,31 +350,12 @@ class MigrationReport:
     table_pool_frames: int | None
     geometry: str
     virtual_nodes: tuple[int, ...]
-    data_before: dict[str, int]
-    data_after: dict[str, int]
-    data_not_migrated: int
-    kernel_not_migrated: int | None
-    data_unmovable: int
-    numa_maps_before: dict[int, int]
-    numa_maps_after: dict[int, int]
-    tables_before: dict[str, dict[str, int]]
-    tables_after: dict[str, dict[str, int]]
-    relocated: dict[str, int]
-    not_relocated: dict[str, int]
-    not_relocated_reasons: dict[str, int]
-    bytes_copied: int
-    fraction_before: RemoteFraction
-    fraction_after_data_only: RemoteFraction
-    fraction_after: RemoteFraction
+    data: DataReport
+    tables: TablesReport
+    remote_table_fraction: RemoteFractions
     checks: dict[str, bool | None]
     placement: PlacementInfo | None = None
-    # the kernel's own tables, walked before and after migrate_pages (node -> level -> frames);
-    # None where the walk is not possible (placement.reason says why)
-    kernel_tables_before: dict[str, dict[str, int]] | None = None
-    kernel_tables_after: dict[str, dict[str, int]] | None = None
-    # --kernel-tables: what ptreloc.kernel_move did (its report), and the walked fraction after
-    kernel_move: dict[str, Any] | None = None
-    kernel_fraction_after: dict[str, Any] | None = None
+    kernel_tables: KernelTablesReport = field(default_factory=KernelTablesReport)
     thp: dict[str, Any] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     page_size: int = numa.PAGE_SIZE
@@ -260,15 +368,16 @@ class MigrationReport:
 
     @property
     def partial(self) -> bool:
-        return self.data_not_migrated > 0 or sum(self.not_relocated.values()) > 0
+        return self.data.not_migrated > 0 or sum(self.tables.not_relocated.values()) > 0
 
     def partial_summary(self) -> str:
         """What was not moved, in one line (for --strict's exit 3)."""
-        tables = sum(self.not_relocated.values())
-        parts = [f"{self.data_not_migrated} pages not migrated", f"{tables} tables not relocated"]
+        left = self.tables.not_relocated
+        tables = sum(left.values())
+        parts = [f"{self.data.not_migrated} pages not migrated", f"{tables} tables not relocated"]
         if tables:
-            levels = ", ".join(f"{k} {v}" for k, v in self.not_relocated.items() if v)
-            reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.not_relocated_reasons.items()))
+            levels = ", ".join(f"{k} {v}" for k, v in left.items() if v)
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.tables.reasons.items()))
             parts[-1] += f" ({levels}; reasons: {reasons or 'unknown'})"
         return ", ".join(parts)
 
@@ -283,34 +392,19 @@ class MigrationReport:
             if name == "translations_unchanged":
                 parts.append("translations_unchanged (a mirrored translation changed)")
             elif name == "tables_on_target":
-                left = sum(self.not_relocated.values())
-                why = ", ".join(f"{k} {v}" for k, v in sorted(self.not_relocated_reasons.items()))
+                left = sum(self.tables.not_relocated.values())
+                why = ", ".join(f"{k} {v}" for k, v in sorted(self.tables.reasons.items()))
                 parts.append(
                     f"tables_on_target ({left} table frames not on a target node"
                     + (f"; reasons: {why})" if why else ")")
                 )
             elif name == "data_on_target":
                 parts.append(
-                    f"data_on_target ({self.data_not_migrated} pages still on a source node)"
+                    f"data_on_target ({self.data.not_migrated} pages still on a source node)"
                 )
             else:
                 parts.append(name)
         return "verification failed: " + "; ".join(parts)
-
-    def _kernel_tables_json(self) -> dict[str, Any] | None:
-        if self.kernel_tables_before is None and self.kernel_move is None:
-            return None
-        out: dict[str, Any] = {"before": self.kernel_tables_before,
-                               "after": self.kernel_tables_after}
-        k = self.kernel_move
-        if k is not None:
-            out.update(
-                moved=k["moved"], skipped=k["skipped"], pause_ms=k["pause_ms"],
-                move_ms=k["move_ms"], levels=k["levels"], threads=k["threads"],
-                node_pagetables_kb_before=k["node_pagetables_kb_before"],
-                node_pagetables_kb_after=k["node_pagetables_kb_after"],
-                vmpte_kb=k["vmpte_kb"], checks=k["checks"])
-        return out
 
     def to_json(self) -> dict[str, Any]:
         r = self.request
@@ -327,38 +421,11 @@ class MigrationReport:
             "geometry": self.geometry,
             "virtual_nodes": list(self.virtual_nodes),
             "page_size": self.page_size,
-            "data": {
-                "before": self.data_before,
-                "after": self.data_after,
-                "not_migrated": self.data_not_migrated,
-                "kernel_not_migrated": self.kernel_not_migrated,
-                "unmovable": self.data_unmovable,
-                "numa_maps_before": {str(k): v for k, v in sorted(self.numa_maps_before.items())},
-                "numa_maps_after": {str(k): v for k, v in sorted(self.numa_maps_after.items())},
-            },
-            "tables": {
-                "before": self.tables_before,
-                "after": self.tables_after,
-                "relocated": self.relocated,
-                "not_relocated": self.not_relocated,
-                "not_relocated_reasons": self.not_relocated_reasons,
-                "bytes_copied": self.bytes_copied,
-            },
-            "remote_table_fraction": {
-                "before": round(self.fraction_before.fraction, 6),
-                "after_data_only": round(self.fraction_after_data_only.fraction, 6),
-                "after": round(self.fraction_after.fraction, 6),
-                "kernel_after": (None if self.kernel_fraction_after is None
-                                 else self.kernel_fraction_after["fraction"]),
-                "detail": {
-                    "before": self.fraction_before.to_json(),
-                    "after_data_only": self.fraction_after_data_only.to_json(),
-                    "after": self.fraction_after.to_json(),
-                    "kernel_after": self.kernel_fraction_after,
-                },
-            },
+            "data": self.data.to_json(),
+            "tables": self.tables.to_json(),
+            "remote_table_fraction": self.remote_table_fraction.to_json(),
             "placement": self.placement.to_json() if self.placement else None,
-            "kernel_tables": self._kernel_tables_json(),
+            "kernel_tables": self.kernel_tables.to_json(),
             "thp": self.thp,
             "checks": self.checks,
             "verified": self.verified,
@@ -369,14 +436,6 @@ class MigrationReport:
 # ---- relocation adapter ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Relocated:
-    relocated: dict[str, int]
-    not_relocated: dict[str, int]
-    reasons: dict[str, int]
-    bytes_copied: int
-
-
 def relocate_mirror(
     m: Mirror,
     from_nodes: frozenset[int],
@@ -384,23 +443,14 @@ def relocate_mirror(
     *,
     strategy: str = "rewalk",
     batch: int = DEFAULT_BATCH,
-) -> _Relocated:
+) -> RelocationReport:
     """Relocate the mirror's tables on ``from_nodes`` to ``target`` (a node, or a chooser
     ``TableFrame -> node | None``) with :func:`ptreloc.relocate.relocate`.  An allocation
-    failure on the target does not raise: it shows up in ``not_relocated`` and its reasons."""
+    failure on the target does not raise: it shows up in the report's ``not_relocated`` and
+    ``reasons``."""
     from ptreloc.relocate import relocate
 
-    report = relocate(m.mm, sorted(from_nodes), target, strategy=strategy, batch=batch)
-    # a table the chooser left where it is ("kept") is already where its data is: that is
-    # not a failure to relocate
-    return _Relocated(
-        relocated={name: lv.relocated for name, lv in report.levels.items()},
-        not_relocated={
-            name: lv.not_relocated - lv.reasons.get("kept", 0) for name, lv in report.levels.items()
-        },
-        reasons={k: v for k, v in report.reasons.items() if v and k != "kept"},
-        bytes_copied=report.bytes_copied,
-    )
+    return relocate(m.mm, sorted(from_nodes), target, strategy=strategy, batch=batch)
 
 
 # ---- the migration -----------------------------------------------------------------------
@@ -448,8 +498,7 @@ def migrate(
     kernel_tables = kernel_tables or tables_only
     if strategy not in STRATEGIES:
         raise UsageError(f"unknown strategy {strategy!r}: use {' or '.join(STRATEGIES)}")
-    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= 1 << 20:
-        raise UsageError(f"batch must be 1..{1 << 20} table frames, not {batch!r}")
+    check_batch(batch)  # here, before anything moves (the one check: ptreloc.relocate)
     if table_pool_frames is not None and (
         isinstance(table_pool_frames, bool)
         or not isinstance(table_pool_frames, int)
@@ -458,15 +507,8 @@ def migrate(
         raise UsageError(
             f"table pool capacity must be 0..{(1 << 32) - 1} frames, not {table_pool_frames!r}"
         )
-    clock = time.perf_counter
-    timings: dict[str, float] = {}
-    t_start = t = clock()
-
-    def lap(name: str) -> None:
-        nonlocal t
-        now = clock()
-        timings[name] = round(now - t, 6)
-        t = now
+    clock = _Clock()
+    lap = clock.lap
 
     if kernel_tables and in_place:
         raise UsageError("--kernel-tables cannot be combined with --in-place (the mirror's "
@@ -493,7 +535,7 @@ def migrate(
     lap("validate")
     try:
         return _run(
-            request, dry_run, strategy, batch, table_pool_frames, progress, timings, lap, t_start,
+            request, dry_run, strategy, batch, table_pool_frames, progress, clock,
             move_tables=kernel_tables, tables_only=tables_only, force=force,
         )
     except (psutil.NoSuchProcess, ProcessLookupError, FileNotFoundError) as err:
@@ -524,8 +566,39 @@ def _alive(pid: int) -> bool:
 
 def _exited(pid: int) -> NoSuchProcess:
     return NoSuchProcess(
-        f"pid {pid} exited during the migration; its memory is gone, nothing more was done"
+        f"pid {pid} exited during the migration; its memory is gone, nothing more was done",
+        pid=pid,
     )
+
+
+@dataclass
+class _Before:
+    """What the migration measured before anything moved (both paths start from it)."""
+
+    snap: proc.ProcessSnapshot
+    where: PlacementInfo
+    nodes: array  # node per snapshot page
+    fraction: RemoteFraction
+    tables: dict[str, dict[str, int]]
+    kernel_tables: dict[str, dict[str, int]] | None
+    scratch: int | None  # --in-place: the scratch virtual node of the round trip
+
+
+class _Clock:
+    """The ``timings_s`` of one migration: a lap per step, then the total."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.t_start = self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self._t, 6)
+        self._t = now
+
+    def total(self) -> dict[str, float]:
+        self.timings["total"] = round(time.perf_counter() - self.t_start, 6)
+        return self.timings
 
 
 def _run(
@@ -535,16 +608,17 @@ def _run(
     batch: int,
     table_pool_frames: int | None,
     progress: ProgressCallback | None,
-    timings: dict[str, float],
-    lap: Callable[[str], None],
-    t_start: float,
+    clock: _Clock,
     *,
     move_tables: bool = False,
     tables_only: bool = False,
     force: bool = False,
 ) -> MigrationReport:
-    pid = request.pid
-    snap = proc.snapshot(pid)
+    """Snapshot and mirror the process, measure, then either predict (:func:`_stat`, the dry
+    run) or move (:func:`_move`) - as the kernel's kernel_move_pages separates do_pages_stat
+    from do_pages_move."""
+    lap = clock.lap
+    snap = proc.snapshot(request.pid)
     lap("snapshot")
     # --in-place: the tables make a round trip through a scratch virtual node (one past the
     # machine's nodes), so each ends in a fresh frame on its own node - the engine leaves a
@@ -552,160 +626,224 @@ def _run(
     scratch = max(numa.topology().online | request.to_nodes) + 1 if request.in_place else None
     extra = request.to_nodes | ({scratch} if scratch is not None else set())
     m, where = mirror_measured(snap, extra_nodes=extra, progress=progress)
-    try:
+    with m:
         lap("mirror")
-        kernel_before = tables_json(where.walk.tables_per_node()) if where.walk else None
-        kernel_after: dict[str, dict[str, int]] | None = None
-        mapping = remap_nodes(request.from_nodes, request.to_nodes)
-        before_nodes = array("i", snap.nodes)
-        fraction_before = m.remote_fraction()
-        tables_before = _tables_json(m.tables())
+        before = _Before(
+            snap=snap,
+            where=where,
+            nodes=array("i", snap.nodes),
+            fraction=m.remote_fraction(),
+            tables=mirror_tables_json(m.tables()),
+            kernel_tables=(placement_tables_json(where.walk.tables_per_node())
+                           if where.walk else None),
+            scratch=scratch,
+        )
         lap("measure_before")
-        names = [lv.name for lv in m.geometry.levels]
-        kernel_left: int | None = None
-        if dry_run or tables_only:
-            after_nodes = (before_nodes if tables_only else _predicted(before_nodes, mapping))
-            numa_after = dict(snap.numa_maps)
-            relocated = _Relocated(dict.fromkeys(names, 0), dict.fromkeys(names, 0), {}, 0)
-        else:
-            kernel_left = numa.migrate_pages(pid, request.from_nodes, request.to_nodes)
-            lap("migrate_pages")
-            after_nodes = (
-                array("i", numa.move_pages(pid, snap.resident)) if snap.resident else array("i")
-            )
-            numa_after = numa.numa_maps_node_pages(pid)
-            lap("requery")
-            if where.walk is not None:
-                # what migrate_pages did to the real tables (nothing: it moves data only)
-                try:
-                    kernel_after = tables_json(kernel_tables.walk_process(pid).tables_per_node())
-                except kernel_tables.ProcessGone:
-                    raise
-                except PtrelocError as err:
-                    where.contradictions.append(
-                        f"the kernel walk after migrate_pages failed: {err}")
-                lap("kernel_walk")
-            m.update_data_nodes(after_nodes)
-        fraction_data_only = m.remote_fraction(after_nodes)
-        if not dry_run and not tables_only:
-            if len(request.to_nodes) == 1:
-                target: int | Callable[..., int] = next(iter(request.to_nodes))
-            else:
-                target = _majority_chooser(m, after_nodes, request.to_nodes)
-            sources = request.from_nodes
-            if scratch is not None:
-                # in place the tables already fill the target's pool, so the cap bounds the
-                # fresh frames instead: the scratch node's pool, which every relocated table
-                # passes through.  What does not fit there is never copied and stays where it
-                # is, on its own node; what went out all comes back.
-                if table_pool_frames is not None:
-                    size = m.arena.pool(scratch)["nframes"]
-                    m.arena.set_capacity(scratch, min(table_pool_frames, size))
-                out = relocate_mirror(m, sources, scratch, strategy=strategy, batch=batch)
-                if table_pool_frames is not None:
-                    m.arena.set_capacity(scratch, m.arena.pool(scratch)["nframes"])
-                back = relocate_mirror(m, {scratch}, target, strategy=strategy, batch=batch)
-                relocated = _Relocated(
-                    relocated=back.relocated,
-                    not_relocated={
-                        k: out.not_relocated[k] + back.not_relocated[k] for k in back.relocated
-                    },
-                    reasons=dict(Counter(out.reasons) + Counter(back.reasons)),
-                    bytes_copied=out.bytes_copied + back.bytes_copied,
-                )
-            else:
-                if table_pool_frames is not None:
-                    for node in request.to_nodes:  # a pool cannot be capped above its size
-                        size = m.arena.pool(node)["nframes"]
-                        m.arena.set_capacity(node, min(table_pool_frames, size))
-                if isinstance(target, int):
-                    sources = sources - {target}  # tables already on the target stay
-                relocated = relocate_mirror(m, sources, target, strategy=strategy, batch=batch)
-            lap("relocate")
-        moved: Any = None
-        if move_tables and not dry_run:
-            from ptreloc import kernel_move
+        settings = (strategy, batch, table_pool_frames)
+        if dry_run:
+            return _stat(request, m, before, settings, clock, tables_only=tables_only)
+        return _move(request, m, before, settings, clock, move_tables=move_tables,
+                     tables_only=tables_only, force=force)
 
-            moved = kernel_move.move_kernel_tables(pid, next(iter(request.to_nodes)),
-                                                   force=force)
-            lap("kernel_tables")
-        fraction_after = (m.remote_fraction(after_nodes) if not dry_run and not tables_only
-                          else fraction_data_only)
-        tables_after = _tables_json(m.tables())
-        # pages that were on a source node and are on a source node still (and not on a
-        # target); kernel pages mapped into the process ([vdso], [vvar]) cannot move and are
-        # counted apart as "unmovable"
-        special = special_pages(snap)
-        stuck = (
-            sum(
-                1
-                for k, (b, a) in enumerate(zip(before_nodes, after_nodes, strict=True))
-                if k not in special
-                and b in request.from_nodes
-                and b not in request.to_nodes
-                and a in request.from_nodes
-                and a not in request.to_nodes
-            )
-            if not dry_run
-            else 0
+
+def _report(
+    request: MigrationRequest,
+    m: Mirror,
+    before: _Before,
+    settings: tuple[str, int, int | None],
+    clock: _Clock,
+    *,
+    dry_run: bool,
+    data: DataReport,
+    legs: list[RelocationReport],
+    fractions: RemoteFractions,
+    checks: dict[str, bool | None],
+    kernel: KernelTablesReport,
+) -> MigrationReport:
+    """The one place a MigrationReport is put together (both paths end here)."""
+    strategy, batch, table_pool_frames = settings
+    return MigrationReport(
+        request=request,
+        dry_run=dry_run,
+        strategy=strategy,
+        batch=batch,
+        table_pool_frames=table_pool_frames,
+        geometry=m.geometry.name,
+        virtual_nodes=m.arena.virtual_nodes,
+        data=data,
+        tables=TablesReport(before.tables, mirror_tables_json(m.tables()),
+                            [lv.name for lv in m.geometry.levels], legs),
+        remote_table_fraction=fractions,
+        checks=checks,
+        placement=before.where,
+        kernel_tables=kernel,
+        thp=m.thp.to_json(),
+        timings_s=clock.total(),
+        page_size=before.snap.page_size,
+    )
+
+
+def _stat(
+    request: MigrationRequest,
+    m: Mirror,
+    before: _Before,
+    settings: tuple[str, int, int | None],
+    clock: _Clock,
+    *,
+    tables_only: bool,
+) -> MigrationReport:
+    """The dry run: predict where migrate_pages would put each page (the kernel's remap of
+    source to target nodes; with --tables-only the data stays) and what the tables' remote
+    fraction would be; move nothing, verify nothing."""
+    after = (before.nodes if tables_only
+             else _predicted(before.nodes, remap_nodes(request.from_nodes, request.to_nodes)))
+    predicted = m.remote_fraction(after)
+    data = DataReport(
+        before=pages_per_node(before.nodes), after=pages_per_node(after), not_migrated=0,
+        kernel_not_migrated=None, unmovable=len(special_pages(before.snap)),
+        numa_maps_before=dict(before.snap.numa_maps),
+        numa_maps_after=dict(before.snap.numa_maps),
+    )
+    return _report(
+        request, m, before, settings, clock, dry_run=True, data=data, legs=[],
+        fractions=RemoteFractions(before.fraction, predicted, predicted),
+        checks={} if tables_only else dict.fromkeys(_CHECKS),
+        kernel=KernelTablesReport(before.kernel_tables, before.kernel_tables),
+    )
+
+
+#: the mirror's verification checks (None in a dry run: not run)
+_CHECKS = ("translations_unchanged", "tables_on_target", "data_on_target")
+
+
+def _move(
+    request: MigrationRequest,
+    m: Mirror,
+    before: _Before,
+    settings: tuple[str, int, int | None],
+    clock: _Clock,
+    *,
+    move_tables: bool,
+    tables_only: bool,
+    force: bool,
+) -> MigrationReport:
+    """The real run: migrate_pages, re-query, relocate the mirror, move the kernel's own
+    tables (--kernel-tables), verify."""
+    strategy, batch, table_pool_frames = settings
+    pid, snap, where, lap = request.pid, before.snap, before.where, clock.lap
+    kernel = KernelTablesReport(before.kernel_tables)
+    kernel_left: int | None = None
+    legs: list[RelocationReport] = []
+    if tables_only:
+        after_nodes = before.nodes
+        numa_after = dict(snap.numa_maps)
+    else:
+        kernel_left = numa.migrate_pages(pid, request.from_nodes, request.to_nodes)
+        lap("migrate_pages")
+        after_nodes = (
+            array("i", numa.move_pages(pid, snap.resident)) if snap.resident else array("i")
         )
-        checks: dict[str, bool | None] = {
-            "translations_unchanged": None,
-            "tables_on_target": None,
-            "data_on_target": None,
-        }
-        if tables_only:
-            # nothing of the mirror or the data was meant to move: only the real tables' checks
-            checks = {}
-        elif not dry_run:
-            checks["translations_unchanged"] = m.check_translations() == 0
-            checks["tables_on_target"] = _tables_on_target(m, request, scratch)
-            checks["data_on_target"] = stuck == 0
-            lap("verify")
-        kernel_move_json: dict[str, Any] | None = None
-        if moved is not None:
-            for c in moved.checks:
-                checks[f"kernel_{c.name}"] = c.ok
-            kernel_move_json = moved.to_dict()
-            if moved.after is not None:
-                kernel_after = moved.after
-        timings["total"] = round(time.perf_counter() - t_start, 6)
-        return MigrationReport(
-            request=request,
-            dry_run=dry_run,
-            strategy=strategy,
-            batch=batch,
-            table_pool_frames=table_pool_frames,
-            geometry=m.geometry.name,
-            virtual_nodes=m.arena.virtual_nodes,
-            data_before=_pages_per_node(before_nodes),
-            data_after=_pages_per_node(after_nodes),
-            data_not_migrated=stuck,
-            kernel_not_migrated=kernel_left,
-            data_unmovable=len(special),
-            numa_maps_before=dict(snap.numa_maps),
-            numa_maps_after=numa_after,
-            tables_before=tables_before,
-            tables_after=tables_after,
-            relocated=relocated.relocated,
-            not_relocated=relocated.not_relocated,
-            not_relocated_reasons=relocated.reasons,
-            bytes_copied=relocated.bytes_copied,
-            fraction_before=fraction_before,
-            fraction_after_data_only=fraction_data_only,
-            fraction_after=fraction_after,
-            checks=checks,
-            placement=where,
-            kernel_move=kernel_move_json,
-            kernel_fraction_after=(_kernel_fraction(pid) if moved is not None else None),
-            kernel_tables_before=kernel_before,
-            kernel_tables_after=kernel_after if not dry_run else kernel_before,
-            thp=m.thp.to_json(),
-            timings_s=timings,
-            page_size=snap.page_size,
-        )
-    finally:
-        m.close()
+        numa_after = numa.numa_maps_node_pages(pid)
+        lap("requery")
+        if where.walk is not None:
+            # what migrate_pages did to the real tables (nothing: it moves data only)
+            try:
+                kernel.after = placement_tables_json(
+                    kernel_tables.walk_process(pid).tables_per_node())
+            except kernel_tables.ProcessGone:
+                raise
+            except PtrelocError as err:
+                where.contradictions.append(f"the kernel walk after migrate_pages failed: {err}")
+            lap("kernel_walk")
+        m.update_data_nodes(after_nodes)
+    fraction_data_only = m.remote_fraction(after_nodes)
+    if not tables_only:
+        legs = _relocate_tables(m, request, after_nodes, before.scratch, strategy, batch,
+                                table_pool_frames)
+        lap("relocate")
+    moved: Any = None
+    if move_tables:
+        from ptreloc import kernel_move
+
+        moved = kernel_move.move_kernel_tables(pid, next(iter(request.to_nodes)), force=force)
+        lap("kernel_tables")
+    fraction_after = m.remote_fraction(after_nodes) if not tables_only else fraction_data_only
+    # pages that were on a source node and are on a source node still (and not on a target);
+    # kernel pages mapped into the process ([vdso], [vvar]) cannot move and are counted apart
+    # as "unmovable"
+    special = special_pages(snap)
+    src, dst = request.from_nodes, request.to_nodes
+    stuck = sum(
+        1
+        for k, (b, a) in enumerate(zip(before.nodes, after_nodes, strict=True))
+        if k not in special and b in src and b not in dst and a in src and a not in dst
+    )
+    checks: dict[str, bool | None] = {}
+    if not tables_only:
+        # (with --tables-only nothing of the mirror or the data was meant to move: only the
+        # real tables' checks)
+        checks["translations_unchanged"] = m.check_translations() == 0
+        checks["tables_on_target"] = _tables_on_target(m, request, before.scratch)
+        checks["data_on_target"] = stuck == 0
+        lap("verify")
+    kernel_fraction = None
+    if moved is not None:
+        for c in moved.checks:
+            checks[f"kernel_{c.name}"] = c.ok
+        kernel.move = moved.to_dict()
+        if moved.after is not None:
+            kernel.after = moved.after
+        kernel_fraction = _kernel_fraction(pid)
+    data = DataReport(
+        before=pages_per_node(before.nodes), after=pages_per_node(after_nodes),
+        not_migrated=stuck, kernel_not_migrated=kernel_left, unmovable=len(special),
+        numa_maps_before=dict(snap.numa_maps), numa_maps_after=numa_after,
+    )
+    return _report(
+        request, m, before, settings, clock, dry_run=False, data=data, legs=legs,
+        fractions=RemoteFractions(before.fraction, fraction_data_only, fraction_after,
+                                  kernel_fraction),
+        checks=checks, kernel=kernel,
+    )
+
+
+def _relocate_tables(
+    m: Mirror,
+    request: MigrationRequest,
+    after_nodes: array,
+    scratch: int | None,
+    strategy: str,
+    batch: int,
+    table_pool_frames: int | None,
+) -> list[RelocationReport]:
+    """Relocate the mirror's tables after the data: to the one target, or each to the target
+    holding most of its data; in place, out to the scratch node and back.  The engine's
+    report of each leg, as it came."""
+    if len(request.to_nodes) == 1:
+        target: int | Callable[..., int] = next(iter(request.to_nodes))
+    else:
+        target = _majority_chooser(m, after_nodes, request.to_nodes)
+    sources = request.from_nodes
+    if scratch is not None:
+        # in place the tables already fill the target's pool, so the cap bounds the fresh
+        # frames instead: the scratch node's pool, which every relocated table passes
+        # through.  What does not fit there is never copied and stays where it is, on its
+        # own node; what went out all comes back.
+        if table_pool_frames is not None:
+            size = m.arena.pool(scratch)["nframes"]
+            m.arena.set_capacity(scratch, min(table_pool_frames, size))
+        out = relocate_mirror(m, sources, scratch, strategy=strategy, batch=batch)
+        if table_pool_frames is not None:
+            m.arena.set_capacity(scratch, m.arena.pool(scratch)["nframes"])
+        back = relocate_mirror(m, frozenset({scratch}), target, strategy=strategy, batch=batch)
+        return [out, back]
+    if table_pool_frames is not None:
+        for node in request.to_nodes:  # a pool cannot be capped above its size
+            size = m.arena.pool(node)["nframes"]
+            m.arena.set_capacity(node, min(table_pool_frames, size))
+    if isinstance(target, int):
+        sources = sources - {target}  # tables already on the target stay
+    return [relocate_mirror(m, sources, target, strategy=strategy, batch=batch)]
 
 
 def _majority_chooser(m: Mirror, nodes: array, targets: frozenset[int]) -> Callable[..., int]:

@@ -373,6 +373,13 @@ class Mirror:
         self.mm.close()
         self.arena.close()
 
+    # ``with mirror(snap) as m:`` closes the emulated tables however the block ends
+    def __enter__(self) -> Mirror:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 #: /proc/PID/smaps fields that count memory mapped by PMD (huge) entries, in kB
 _SMAPS_PMD_FIELDS = ("AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:")

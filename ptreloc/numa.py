@@ -1,9 +1,10 @@
 """The real NUMA layer: topology, numactl-style node lists, and the kernel's placement calls.
 
-Nothing here needs the compiled C core.  The calls go through a *backend* from ptreloc._native:
-libnuma loaded at run time (cffi ABI mode) or raw syscalls through libc's syscall(2); the choice
-is automatic (libnuma when it loads and reports NUMA available), or forced with the ``backend=``
-parameter of every call or the environment variable PTRELOC_NUMA_BACKEND=libnuma|syscall|auto.
+Nothing here needs the compiled C core.  The calls go through a *backend*
+(ptreloc._native.numa_abi): libnuma loaded at run time (cffi ABI mode) or raw syscalls through
+libc's syscall(2).  Choosing one is this module's policy: automatic (libnuma when it loads and
+reports NUMA available), or forced with the ``backend=`` parameter of every call or the
+environment variable PTRELOC_NUMA_BACKEND=libnuma|syscall|auto.
 
 Kernel errors become ``ptreloc.errors`` exceptions whose message says what to do:
 ESRCH -> NoSuchProcess, EPERM -> AccessDenied (privilege), EACCES -> AccessDenied (cpuset, with the
@@ -16,13 +17,14 @@ import errno
 import mmap
 import os
 import pathlib
+import platform
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from ptreloc import _native
-from ptreloc._native import NumaBackend
+from ptreloc._native import numa_abi
 from ptreloc.errors import (
     AccessDenied,
     InvalidNode,
@@ -55,6 +57,10 @@ __all__ = [
     "Topology",
     "MemPolicy",
     "NumaBackend",
+    "BACKEND_ENV",
+    "SYSCALL_NUMBERS",
+    "kernel_nodemask_bits",
+    "check_pid",
     "topology",
     "parse_nodes",
     "format_nodes",
@@ -293,14 +299,14 @@ def _check_node(node: int, topo: Topology, need_memory: bool, shown: str) -> Non
             if len(topo.possible) == 1
             else ""
         )
-        raise InvalidNode(f"node {node} does not exist here (nodes: {here}){more}")
+        raise InvalidNode(f"node {node} does not exist here (nodes: {here}){more}", node=node)
     if node not in topo.online:
-        raise InvalidNode(f"node {node} is offline (online nodes: {here})")
+        raise InvalidNode(f"node {node} is offline (online nodes: {here})", node=node)
     if need_memory and node not in topo.with_memory:
         with_mem = format_nodes(topo.with_memory) or "none"
         raise InvalidNode(
             f"node {node} has no memory, so pages cannot be placed there "
-            f"(nodes with memory: {with_mem})"
+            f"(nodes with memory: {with_mem})", node=node
         )
 
 
@@ -381,10 +387,107 @@ def _resolve(spec: NodeSpec, topo: Topology | None, need_memory: bool) -> frozen
 # --------------------------------------------------------------------------------------------
 
 
+#: Syscall numbers per architecture, from the kernel's tables
+#: (arch/x86/entry/syscalls/syscall_64.tbl; include/uapi/asm-generic/unistd.h for arm64).
+SYSCALL_NUMBERS: dict[str, dict[str, int]] = {
+    "x86_64": {"mbind": 237, "get_mempolicy": 239, "migrate_pages": 256, "move_pages": 279},
+    "aarch64": {"mbind": 235, "get_mempolicy": 236, "migrate_pages": 238, "move_pages": 239},
+}
+
+#: Environment variable that forces a backend: "libnuma", "syscall" or "auto".
+BACKEND_ENV = "PTRELOC_NUMA_BACKEND"
+BACKEND_NAMES = ("libnuma", "syscall")
+
+def kernel_nodemask_bits() -> int:
+    """Bits in the kernel's nodemask_t (MAX_NUMNODES), read from our own Mems_allowed line.
+
+    The kernel prints the whole nodemask there as comma-separated 32-bit words; passing a mask of
+    exactly that size is what get_mempolicy(2) needs (maxnode must cover nr_node_ids).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Mems_allowed:"):
+                    words = line.split(":", 1)[1].strip().split(",")
+                    bits = 32 * len(words)
+                    # round up to whole longs: the kernel copies longs
+                    return -(-bits // numa_abi.BITS_PER_LONG) * numa_abi.BITS_PER_LONG
+    except OSError:
+        pass
+    return 1024  # x86-64 distribution kernels: CONFIG_NODES_SHIFT=10
+
+
+class NumaBackend(Protocol):
+    """What ptreloc.numa needs from a way of reaching the kernel's NUMA calls.
+
+    Every method raises ``ptreloc.errors.SyscallError`` (with ``.errno``) when the kernel says
+    no; ptreloc.numa turns that into the specific exception with the context a user needs.
+    """
+
+    name: str
+    nodemask_bits: int
+
+    def migrate_pages(self, pid: int, from_nodes: Iterable[int], to_nodes: Iterable[int]) -> int:
+        """migrate_pages(2): returns the number of pages that could not be moved."""
+        ...
+
+    def move_pages(
+        self, pid: int, addresses: Sequence[int], nodes: Sequence[int] | None, flags: int
+    ) -> tuple[int, list[int]]:
+        """move_pages(2) for one batch: (return value, per-page status)."""
+        ...
+
+    def mbind(self, addr: int, length: int, mode: int, nodes: Iterable[int], flags: int) -> None:
+        """mbind(2)."""
+        ...
+
+    def get_mempolicy(self, addr: int | None, flags: int) -> tuple[int, frozenset[int]]:
+        """get_mempolicy(2): (mode -- or node with MPOL_F_NODE, node mask)."""
+        ...
+
+
+_backends: dict[str, NumaBackend] = {}
+_backends_lock = threading.Lock()
+
+
+def _make_backend(name: str) -> NumaBackend:
+    if name == "libnuma":
+        try:
+            return numa_abi.LibnumaBackend()
+        except SyscallError as err:
+            raise SyscallError(f"{err}; or set {BACKEND_ENV}=syscall", err.errno or 0,
+                               call=err.call) from err
+    machine = platform.machine()
+    if machine not in SYSCALL_NUMBERS:
+        raise SyscallError(
+            f"raw NUMA syscalls: no syscall numbers for architecture {machine}; "
+            f"install libnuma1 and use the libnuma backend"
+        )
+    return numa_abi.SyscallBackend(SYSCALL_NUMBERS[machine], kernel_nodemask_bits())
+
+
+def _get_backend(name: str) -> NumaBackend:
+    if name not in _backends:
+        _backends[name] = _make_backend(name)
+    return _backends[name]
+
+
 def _backend(name: str | NumaBackend | None) -> NumaBackend:
-    if name is None or isinstance(name, str):
-        return _native.numa_backend(name)
-    return name
+    """``name``, else $PTRELOC_NUMA_BACKEND, else automatic (libnuma when it loads and
+    numa_available() >= 0, raw syscalls otherwise).  Instances are cached."""
+    if name is not None and not isinstance(name, str):
+        return name
+    choice = (name or os.environ.get(BACKEND_ENV) or "auto").strip().lower()
+    if choice not in (*BACKEND_NAMES, "auto"):
+        where = "backend" if name else BACKEND_ENV
+        raise UsageError(f"unknown NUMA {where} {choice!r}: use libnuma, syscall or auto")
+    with _backends_lock:
+        if choice == "auto":
+            try:
+                return _get_backend("libnuma")
+            except SyscallError:
+                return _get_backend("syscall")
+        return _get_backend(choice)
 
 
 def backend(name: str | NumaBackend | None = None) -> NumaBackend:
@@ -394,46 +497,59 @@ def backend(name: str | NumaBackend | None = None) -> NumaBackend:
 
 
 def backend_names() -> tuple[str, ...]:
-    return _native.BACKEND_NAMES
+    return BACKEND_NAMES
 
 
 def process_mems_allowed(pid: int) -> frozenset[int]:
     """Nodes the process may allocate on (its cpuset), from /proc/PID/status Mems_allowed_list."""
-    _check_pid(pid, allow_self=False)
+    check_pid(pid)
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as fh:
             for line in fh:
                 if line.startswith("Mems_allowed_list:"):
                     return parse_list(line.split(":", 1)[1])
     except FileNotFoundError as err:
-        raise NoSuchProcess(f"no process with pid {pid}") from err
+        raise NoSuchProcess(f"no process with pid {pid}", pid=pid) from err
     except PermissionError as err:
-        raise AccessDenied(f"cannot read /proc/{pid}/status: needs the same user or root") from err
+        raise AccessDenied(f"cannot read /proc/{pid}/status: needs the same user or root",
+                           pid=pid, path=f"/proc/{pid}/status") from err
     raise SyscallError(
         f"/proc/{pid}/status has no Mems_allowed_list line (kernel without cpusets?)"
     )
 
 
-def _check_pid(pid: int, *, allow_self: bool = True) -> None:
+def check_pid(pid: object, *, allow_self: bool = False) -> int:
+    """``pid`` if it can name a process, else the exception to give the user.
+
+    Pid 0 is not a process: for a target given by a user (snapshot, migrate, watch, /proc reads)
+    it is a UsageError.  Only the NUMA system calls accept it (``allow_self=True``), because
+    there the kernel defines pid 0 as the calling process.  UsageError for a non-number or a
+    negative number, NoSuchProcess above PID_MAX_LIMIT (no process can have such a pid)."""
     if isinstance(pid, bool) or not isinstance(pid, int):
         raise UsageError(f"pid must be a number, not {pid!r}")
     if pid < 0 or (pid == 0 and not allow_self):
-        raise UsageError(f"pid {pid} is not a process id: give a positive number")
+        raise UsageError(f"pid {pid} is not a process id: give a positive number", pid=pid)
     if pid > _PID_MAX:
-        raise NoSuchProcess(f"no process with pid {pid} (pids on Linux are at most {_PID_MAX})")
+        raise NoSuchProcess(f"no process with pid {pid} (pids on Linux are at most {_PID_MAX})",
+                            pid=pid)
+    return pid
 
 
 def _translate(err: SyscallError, call: str, pid: int, nodes: Iterable[int] = ()) -> Exception:
     """A backend's SyscallError -> the exception (and message) a user can act on."""
     who = "this process" if pid == 0 else f"pid {pid}"
     shown = format_nodes(nodes) or "(none)"
-    code = err.errno
+    code = err.errno or 0
+    node_list = sorted(nodes)
+    # the node a caller can act on, when the call was about one
+    one = node_list[0] if len(node_list) == 1 else None
     if code == errno.ESRCH:
-        return NoSuchProcess(f"no process with pid {pid} (it does not exist or has exited)")
+        return NoSuchProcess(f"no process with pid {pid} (it does not exist or has exited)",
+                             pid=pid)
     if code == errno.EPERM:
         return AccessDenied(
             f"{call} on {who} refused (EPERM): moving another user's pages needs CAP_SYS_NICE "
-            f"or the same user; run as root"
+            f"or the same user; run as root", pid=pid
         )
     if code == errno.EACCES:
         try:
@@ -442,7 +558,7 @@ def _translate(err: SyscallError, call: str, pid: int, nodes: Iterable[int] = ()
             allowed = "unknown"
         return AccessDenied(
             f"{call}: node {shown} is outside {who}'s cpuset (Mems_allowed: {allowed}); "
-            f"choose nodes from Mems_allowed or widen the cpuset"
+            f"choose nodes from Mems_allowed or widen the cpuset", pid=pid, node=one
         )
     if code in (errno.EINVAL, errno.ENODEV):
         try:
@@ -450,16 +566,19 @@ def _translate(err: SyscallError, call: str, pid: int, nodes: Iterable[int] = ()
             here = f"online nodes with memory: {format_nodes(topo.with_memory & topo.online)}"
         except OSError:
             here = "see 'ptreloc nodes'"
-        return InvalidNode(f"{call}: node {shown} is not online or has no memory ({here})")
+        return InvalidNode(f"{call}: node {shown} is not online or has no memory ({here})",
+                           pid=pid, node=one)
     if code == errno.ENOMEM:
-        return SyscallError(f"{call}: out of memory on node {shown}", code)
+        return SyscallError(f"{call}: out of memory on node {shown}", code, pid=pid, node=one,
+                            call=call)
     if code == errno.EFAULT:
-        return SyscallError(f"{call}: an address is not mapped in {who}", code)
+        return SyscallError(f"{call}: an address is not mapped in {who}", code, pid=pid, call=call)
     if code == errno.ENOSYS:
         return SyscallError(
-            f"{call}: this kernel has no NUMA support (built without CONFIG_NUMA)", code
+            f"{call}: this kernel has no NUMA support (built without CONFIG_NUMA)", code,
+            call=call,
         )
-    return SyscallError(str(err), code)
+    return SyscallError(str(err), code, pid=pid, call=call)
 
 
 # --------------------------------------------------------------------------------------------
@@ -481,7 +600,7 @@ def migrate_pages(
     pages the kernel could not move.  ``check_nodes=False`` skips ptreloc's own validation and
     lets the kernel judge (its EINVAL still becomes InvalidNode).
     """
-    _check_pid(pid)
+    check_pid(pid, allow_self=True)
     topo = None if not check_nodes else topology()
     if check_nodes:
         old = _resolve(from_nodes, topo, need_memory=False)
@@ -540,7 +659,7 @@ def move_pages(
     is the page's new node or the reason it did not move.  ``check_nodes=False`` leaves judging
     the target nodes to the kernel.
     """
-    _check_pid(pid)
+    check_pid(pid, allow_self=True)
     if batch < 1:
         raise UsageError(f"move_pages batch must be at least 1, not {batch}")
     targets: Sequence[int] | None
@@ -657,7 +776,7 @@ def page_node(addr: int, *, backend: str | NumaBackend | None = None) -> int:
 
 def numa_maps_node_pages(pid: int) -> dict[int, int]:
     """Per-node resident pages (in PAGE_SIZE units) summed over /proc/PID/numa_maps."""
-    _check_pid(pid, allow_self=False)
+    check_pid(pid)
     per_node: dict[int, int] = {}
     try:
         with open(f"/proc/{pid}/numa_maps", encoding="ascii", errors="replace") as fh:
@@ -674,7 +793,7 @@ def numa_maps_node_pages(pid: int) -> dict[int, int]:
                 for node, count in counts:
                     per_node[node] = per_node.get(node, 0) + count * scale
     except FileNotFoundError as err:
-        raise NoSuchProcess(f"no process with pid {pid}") from err
+        raise NoSuchProcess(f"no process with pid {pid}", pid=pid) from err
     except PermissionError as err:
         raise AccessDenied(
             f"cannot read /proc/{pid}/numa_maps: needs the same user or root (ptrace access)"
@@ -719,7 +838,7 @@ def node_page_tables_kb(
 
 def buffer_address(buf: Any) -> int:
     """Address of a writable buffer such as an ``mmap.mmap`` (keep ``buf`` alive while used)."""
-    return _native.buffer_address(buf)
+    return numa_abi.buffer_address(buf)
 
 
 # parse_nodes() has a parameter called ``topology``; it reads the machine through this alias.

@@ -256,4 +256,4 @@ def mirror_measured(snap: Any, **kwargs: Any) -> tuple[Any, PlacementInfo]:
         except BaseException:
             m.close()
             raise
-    return m, info
+    return m, info  # the caller owns m: ``with m:``

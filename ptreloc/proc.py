@@ -29,6 +29,7 @@ __all__ = [
     "Vma",
     "ProcessSnapshot",
     "snapshot",
+    "check_pid",
     "inspect_process",
     "read_maps",
     "read_pagemap",
@@ -158,12 +159,14 @@ class ProcessSnapshot:
 
 def _proc_error(pid: int, what: str, err: OSError) -> PtrelocError:
     if isinstance(err, FileNotFoundError | ProcessLookupError):
-        return NoSuchProcess(f"no process with pid {pid} (it exited while being read)")
+        return NoSuchProcess(f"no process with pid {pid} (it exited while being read)", pid=pid)
+    path = f"/proc/{pid}/{what}"
     if isinstance(err, PermissionError):
         return AccessDenied(
-            f"cannot read /proc/{pid}/{what}: needs the same user or root (ptrace read access)"
+            f"cannot read {path}: needs the same user or root (ptrace read access)",
+            pid=pid, path=path,
         )
-    return PtrelocError(f"reading /proc/{pid}/{what} failed: {err.strerror or err}")
+    return PtrelocError(f"reading {path} failed: {err.strerror or err}", pid=pid, path=path)
 
 
 def read_maps(pid: int) -> list[Vma]:
@@ -291,13 +294,8 @@ def _is_kernel_thread(pid: int) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_pid(pid: int) -> None:
-    if isinstance(pid, bool) or not isinstance(pid, int):
-        raise UsageError(f"pid must be a number, not {pid!r}")
-    if pid <= 0:
-        raise UsageError(f"pid {pid} is not a process id: give a positive number")
-    if pid > 2**22:
-        raise NoSuchProcess(f"no process with pid {pid} (pids on Linux are at most {2**22})")
+#: the one pid check (pid 0 is not a process: a UsageError here), see ptreloc.numa.check_pid
+check_pid = numa.check_pid
 
 
 T = TypeVar("T")
@@ -320,9 +318,9 @@ def inspect_process(
             status = process.status()
             more = read(process)
     except psutil.ZombieProcess as err:
-        raise NoSuchProcess(f"pid {pid} is a zombie {zombie}") from err
+        raise NoSuchProcess(f"pid {pid} is a zombie {zombie}", pid=pid) from err
     except psutil.NoSuchProcess as err:
-        raise NoSuchProcess(f"no process with pid {pid}") from err
+        raise NoSuchProcess(f"no process with pid {pid}", pid=pid) from err
     except psutil.AccessDenied as err:
         raise AccessDenied(
             f"cannot inspect pid {pid}: it belongs to another user; run as root"
@@ -330,7 +328,7 @@ def inspect_process(
     # a zombie's name and status still read fine: psutil raises ZombieProcess only from a read
     # that fails, so the status is checked too
     if status == psutil.STATUS_ZOMBIE:
-        raise NoSuchProcess(f"pid {pid} is a zombie {zombie}")
+        raise NoSuchProcess(f"pid {pid} is a zombie {zombie}", pid=pid)
     if _is_kernel_thread(pid):
         raise UsageError(
             f"pid {pid} ({name}) is a kernel thread: {kernel_thread}; "
@@ -355,7 +353,7 @@ def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None) -> Proc
     (another user's process without privilege), UsageError (a kernel thread: it has no memory
     map; a pid that is not a positive number).
     """
-    _check_pid(pid)
+    check_pid(pid)
     clock = time.perf_counter
     t0 = clock()
     name, status, (owner, uid, threads) = inspect_process(

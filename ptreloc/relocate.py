@@ -29,17 +29,19 @@ relocated with their reasons (``strict=True`` raises :class:`~ptreloc.errors.Par
 from __future__ import annotations
 
 import contextlib
-import errno
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from ptreloc import _native
+from ptreloc._native.relocate import LevelReport, RelocationReport
 from ptreloc.core import AddressSpace, Arena
 from ptreloc.errors import InvalidNode, PartialResult, UsageError
 
 __all__ = [
     "STRATEGIES",
+    "MAX_BATCH",
+    "DEFAULT_BATCH",
+    "check_batch",
     "REASONS",
     "TableFrame",
     "LevelReport",
@@ -49,7 +51,11 @@ __all__ = [
 ]
 
 #: Relocation strategies, in the order docs/PROTOCOL.md discusses them.
-STRATEGIES: tuple[str, ...] = tuple(_native.RELOC_STRATEGIES)
+STRATEGIES: tuple[str, ...] = _native.RELOC_STRATEGIES
+#: Table frames per batch: 1..MAX_BATCH everywhere (library, migrate, watch, stress, the CLI).
+MAX_BATCH = _native.MAX_BATCH
+DEFAULT_BATCH = _native.DEFAULT_BATCH
+check_batch = _native.check_batch
 
 #: Why a frame on a source node was not relocated.
 REASONS: dict[str, str] = {
@@ -74,40 +80,8 @@ class TableFrame:
     node: int  # where it is now
 
 
-@dataclass
-class LevelReport:
-    name: str
-    found: int  # frames of this level on a source node
-    relocated: int
-    not_relocated: int
-    reasons: dict[str, int]
-    bytes_copied: int  # the tables' own bytes (PAE top: 32 per table, not a page)
-
-
-@dataclass
-class RelocationReport:
-    strategy: str
-    batch: int
-    complete: bool
-    error: str | None
-    from_nodes: list[int]
-    to_node: int | None  # None when a chooser decided
-    frames_found: int
-    relocated: int
-    not_relocated: int
-    reasons: dict[str, int]
-    bytes_copied: int
-    batches: int
-    shootdowns: int
-    root_reloads: int
-    root_switches: int
-    ad_merged: int  # rewalk: leaf entries whose A/D bits had to come from the old copy
-    ad_lost: int  # naive: leaf entries whose A/D bits stale CPUs wrote into a dropped copy
-    timings_s: dict[str, float]
-    levels: dict[str, LevelReport] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+# LevelReport and RelocationReport are built once, from the C report, by
+# ptreloc._native.relocate.relocate(); they are re-exported here as this module's API.
 
 
 def _node_list(arena_nodes: int, nodes: int | Iterable[int], what: str) -> list[int]:
@@ -119,7 +93,8 @@ def _node_list(arena_nodes: int, nodes: int | Iterable[int], what: str) -> list[
     for n in ids:
         if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n < arena_nodes:
             raise InvalidNode(
-                f"{what}: node {n!r} has no pool in this arena: use 0..{arena_nodes - 1}"
+                f"{what}: node {n!r} has no pool in this arena: use 0..{arena_nodes - 1}",
+                node=n if isinstance(n, int) else None,
             )
     return sorted(set(ids))
 
@@ -130,7 +105,7 @@ def relocate(
     to_node: int | Callable[[TableFrame], int | None],
     *,
     strategy: str = "rewalk",
-    batch: int = 64,
+    batch: int = DEFAULT_BATCH,
     strict: bool = False,
 ) -> RelocationReport:
     """Move every table of ``mm`` that sits on a node of ``from_nodes`` to ``to_node`` (or to
@@ -149,15 +124,8 @@ def relocate(
     if len({id(m) for m in mms}) != len(mms):
         raise UsageError("relocate: an address space is listed twice")
     arena.require_relocation()
-    if strategy not in STRATEGIES:
-        raise UsageError(
-            f"unknown relocation strategy {strategy!r}: use one of {', '.join(STRATEGIES)}"
-        )
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0:
-        raise UsageError(f"batch must be a positive number of frames, got {batch!r}")
     nnodes = len(arena.nodes)
     sources = _node_list(nnodes, from_nodes, "from_nodes")
-    mask = sum(1 << n for n in sources)
     geo = arena.geometry
     chooser = None
     target: int | None = None
@@ -174,29 +142,8 @@ def relocate(
             raise InvalidNode(f"to_node: one node id or a chooser callable, not {to_node!r}")
         target = _node_list(nnodes, to_node, "to_node")[0]
 
-    d = _native.relocate(arena._core, [m._h for m in mms], mask,
-                         -1 if target is None else target, chooser, strategy, batch)
-    rc = d["rc"]
-    error = None
-    if rc == -errno.ENOSPC:
-        error = "target_full: a target node's table pool is at capacity (raise its capacity)"
-    elif rc == -errno.ENOMEM:
-        error = "alloc_failed: a table allocation on the target failed"
-    elif rc == -errno.ECANCELED:
-        error = "cancelled by the chooser"
-    elif rc:
-        error = f"relocation stopped: {errno.errorcode.get(-rc, rc)}"
-    levels = {
-        lv.name: LevelReport(lv.name, **d["levels"][lv.index]) for lv in geo.levels
-    }
-    report = RelocationReport(
-        strategy=strategy, batch=batch, complete=rc == 0, error=error, from_nodes=sources,
-        to_node=target, frames_found=d["frames_found"], relocated=d["relocated"],
-        not_relocated=d["not_relocated"], reasons=d["reasons"], bytes_copied=d["bytes_copied"],
-        batches=d["batches"], shootdowns=d["shootdowns"], root_reloads=d["root_reloads"],
-        root_switches=d["root_switches"], ad_merged=d["ad_merged"], ad_lost=d["ad_lost"],
-        timings_s=d["timings_s"], levels=levels,
-    )
+    report = _native.relocate(arena._core, [m._h for m in mms], sources, target, chooser,
+                              strategy, batch, [lv.name for lv in geo.levels])
     if strict and (not report.complete or report.not_relocated):
         raise PartialResult(
             f"relocated {report.relocated} of {report.frames_found} table frames "

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ptreloc import _native
+from ptreloc._native import stress as _native_stress
 from ptreloc.errors import InvalidNode, UsageError
 
 __all__ = [
@@ -28,10 +29,9 @@ __all__ = [
     "stress_nodes",
 ]
 
-# the C core keeps the deadline in nanoseconds of a uint64: bound runs far below that
-MAX_SECONDS = 7 * 24 * 3600.0
+MAX_SECONDS = _native_stress.MAX_SECONDS
 
-PROTOCOLS: tuple[str, ...] = tuple(_native.RELOC_STRATEGIES)
+PROTOCOLS: tuple[str, ...] = _native.RELOC_STRATEGIES
 
 #: How the arena's two pools are placed: ``auto`` binds each to the real NUMA node of the same
 #: id when that node has memory and leaves it virtual otherwise; ``real`` insists on real
@@ -147,24 +147,7 @@ def run_stress(
     times a second with the elapsed seconds.  ``nodes`` places the two pools (see
     :data:`NODE_MODES`; the result's ``nodes`` says which were virtual).  Ctrl-C stops the
     run early (KeyboardInterrupt propagates after the C threads have stopped)."""
-    if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
-            or not 0 < seconds <= MAX_SECONDS):
-        raise UsageError(f"seconds must be > 0 and at most {MAX_SECONDS:.0f} (a week), "
-                         f"got {seconds!r}")
-    if isinstance(cpus, bool) or not isinstance(cpus, int) or not 1 <= cpus <= 62:
-        raise UsageError(
-            f"cpus must be 1..62 (two more threads relocate and reclaim), got {cpus!r}"
-        )
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch <= 0:
-        raise UsageError(f"batch must be a positive number of frames, got {batch!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise UsageError(f"seed must be a non-negative integer, got {seed!r}")
-    for name, v in (("write_pct", write_pct), ("unmap_pct", unmap_pct)):
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 100:
-            raise UsageError(f"{name} must be 0..100, got {v!r}")
-    if (isinstance(ipi_delay_us, bool) or not isinstance(ipi_delay_us, int)
-            or not 0 <= ipi_delay_us <= 1_000_000):
-        raise UsageError(f"ipi_delay_us must be 0..1000000, got {ipi_delay_us!r}")
+    # every parameter is checked by the binding (ptreloc._native.stress.StressRun)
     binds, node_info = stress_nodes(nodes)
     run = _native.StressRun(
         _native.core(), geometry=geometry, cpus=cpus, seconds=float(seconds), strategy=protocol,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,17 +33,17 @@ import psutil
 
 from ptreloc import numa, proc
 from ptreloc.errors import NoSuchProcess, UsageError
-from ptreloc.migrate import (  # the private two: the same JSON shapes as migrate's report
-    DEFAULT_BATCH,
+from ptreloc.migrate import (  # the same JSON shapes as migrate's report
     STRATEGIES,
-    _pages_per_node,
-    _tables_json,
+    mirror_tables_json,
+    pages_per_node,
     relocate_mirror,
 )
 from ptreloc.mirror import Mirror, infer_placement
 from ptreloc.placement import mirror_measured
+from ptreloc.relocate import DEFAULT_BATCH, check_batch
 
-__all__ = ["FOLLOW", "WatchEvent", "watch", "threads_node"]
+__all__ = ["FOLLOW", "WatchEvent", "Watcher", "watch", "threads_node"]
 
 FOLLOW = ("auto", "data", "cpu")
 
@@ -138,8 +138,179 @@ def _relocate_to(
         sources = sources - {target}
     if not sources:
         return 0, 0
-    result = relocate_mirror(m, sources, target, strategy=strategy, batch=batch)
-    return sum(result.relocated.values()), result.bytes_copied
+    report = relocate_mirror(m, sources, target, strategy=strategy, batch=batch)
+    return report.relocated, report.bytes_copied
+
+
+def _check_watch_args(interval: object, count: object, timeout: object, follow: object,
+                      strategy: object, batch: object) -> None:
+    if (
+        not isinstance(interval, int | float)
+        or isinstance(interval, bool)
+        or not 0 < interval <= 3600
+    ):
+        raise UsageError(f"interval must be more than 0 and at most 3600 seconds, not {interval!r}")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise UsageError(f"count must be a positive number of events, not {count!r}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                                or not 0 < timeout <= 10**7):
+        raise UsageError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    if follow not in FOLLOW:
+        raise UsageError(f"unknown follow mode {follow!r}: use {', '.join(FOLLOW)}")
+    if strategy not in STRATEGIES:
+        raise UsageError(f"unknown strategy {strategy!r}: use {' or '.join(STRATEGIES)}")
+    check_batch(batch)
+
+
+class Watcher:
+    """One watch of a process: :meth:`start` mirrors it and gives the ``start`` event; every
+    :meth:`step` looks once (where the pages are, where the threads run) and gives that look's
+    events - none when nothing changed, ``pages_changed`` and/or one relocation event
+    (``data_moved`` / ``cpu_moved``, the tables following as ``follow`` says), or ``exit``
+    (then :attr:`exited`).  Pacing (interval, count, timeout) is the caller's: :func:`watch`.
+    A context manager: the mirror is freed on exit."""
+
+    def __init__(self, pid: int, *, follow: str = "auto", strategy: str = "rewalk",
+                 batch: int = DEFAULT_BATCH, clock: Callable[[], float] = time.monotonic) -> None:
+        self.pid = proc.check_pid(pid)
+        self.follow, self.strategy, self.batch = follow, strategy, batch
+        self.clock = clock
+        self.t0 = clock()
+        self.exited = False
+        self.m: Mirror | None = None
+        self.nodes = array("i")
+        self.cpu_node: int | None = None
+
+    # ---- lifetime ---------------------------------------------------------------------------
+    def __enter__(self) -> Watcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.m is not None:
+            self.m.close()
+            self.m = None
+
+    @property
+    def mirror(self) -> Mirror:
+        if self.m is None:
+            raise UsageError("the watch has not started (or was closed): call start() first")
+        return self.m
+
+    # ---- events -----------------------------------------------------------------------------
+    def event(self, kind: str, data_nodes: array, at: float | None = None,
+              **detail: Any) -> WatchEvent:
+        """An event reporting ``data_nodes`` (node per mirrored page), the threads' node as it
+        stands and the mirror's tables as they are now; ``at`` defaults to the time elapsed."""
+        m = self.mirror
+        return WatchEvent(
+            kind,
+            self.pid,
+            self.clock() - self.t0 if at is None else at,
+            pages_per_node(data_nodes),
+            self.cpu_node,
+            mirror_tables_json(m.tables()),
+            m.remote_fraction(data_nodes).fraction,
+            **detail,
+        )
+
+    def start(self) -> WatchEvent:
+        snap = proc.snapshot(self.pid)
+        self.m, where = mirror_measured(snap)
+        self.nodes = array("i", snap.nodes)
+        self.cpu_node = threads_node(self.pid)
+        return self.event(
+            "start",
+            self.nodes,
+            at=0.0,
+            extra={
+                "resident_pages": len(snap.resident),
+                "placement": where.to_json(),
+                "geometry": self.m.geometry.name,
+                "virtual_nodes": list(self.m.arena.virtual_nodes),
+            },
+        )
+
+    def stop(self, reason: str) -> WatchEvent:
+        return self.event("stop", self.nodes, reason=reason)
+
+    def step(self) -> list[WatchEvent]:
+        """Look once; the events of this look (see the class doc)."""
+        m, pid = self.mirror, self.pid
+        try:
+            if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                raise NoSuchProcess(f"pid {pid} exited", pid=pid)
+            added, removed = m.refresh()
+            snap = m.snapshot
+            now = array("i", numa.move_pages(pid, snap.resident)) if snap.resident else array("i")
+            new_cpu = threads_node(pid)
+        except (NoSuchProcess, psutil.NoSuchProcess):
+            self.exited = True
+            return [self.event("exit", self.nodes, reason="the process exited")]
+        out = []
+        if added or removed:
+            # the pages just mirrored were placed by their current node: not moves
+            self.nodes = array("i", m.data_nodes)
+            out.append(self.event(
+                "pages_changed",
+                self.nodes,
+                extra={
+                    "pages_added": added,
+                    "pages_removed": removed,
+                    "resident_pages": len(snap.resident),
+                    "huge_leaves": len(m.thp.starts),
+                },
+            ))
+        moved_event = self._moved(now, new_cpu)
+        if moved_event is not None:
+            out.append(moved_event)
+        return out
+
+    def _moved(self, now: array, new_cpu: int | None) -> WatchEvent | None:
+        """Compare this look with the last; relocate as ``follow`` says; the event or None."""
+        m, nodes = self.mirror, self.nodes
+        # a page the kernel cannot place this look (mid-migration, -ENOENT/-EBUSY) keeps
+        # its last known node: when it lands on its new node at a later look, that is a
+        # move (counted from unknown to known it was silently taken, and its tables never
+        # followed - the watch ended with remote_table_fraction 0.2 after migratepages)
+        now = array("i", (b if b >= 0 or a < 0 else a for a, b in zip(nodes, now, strict=True)))
+        # a page that vanished (-ENOENT/-EFAULT now) is not a move
+        moved = sum(1 for a, b in zip(nodes, now, strict=True) if a >= 0 and b >= 0 and a != b)
+        kind = None
+        if moved:
+            kind = "data_moved"
+        elif new_cpu is not None and new_cpu != self.cpu_node:
+            kind = "cpu_moved"
+        if kind is None:
+            self.nodes = now
+            m.update_data_nodes(now)
+            return None
+        before = m.remote_fraction(now).fraction
+        target: int | Callable[..., int] | None
+        label: str | None
+        if kind == "data_moved" and self.follow in ("auto", "data"):
+            target, label = _follow_data(m, now)
+        elif kind == "cpu_moved" and self.follow in ("auto", "cpu") and new_cpu is not None:
+            target, label = new_cpu, str(new_cpu)
+        else:
+            target, label = None, None
+        relocated = copied = 0
+        if target is not None:
+            relocated, copied = _relocate_to(m, target, self.strategy, self.batch)
+        self.nodes = now
+        m.update_data_nodes(now)
+        self.cpu_node = new_cpu
+        return self.event(
+            kind,
+            now,
+            pages_moved=moved,
+            tables_relocated=relocated,
+            bytes_copied=copied,
+            target=label,
+            remote_table_fraction_before=before,
+        )
 
 
 def watch(
@@ -151,136 +322,29 @@ def watch(
     follow: str = "auto",
     strategy: str = "rewalk",
     batch: int = DEFAULT_BATCH,
-) -> Iterator[WatchEvent]:
+) -> Generator[WatchEvent, None, None]:
     """Yield events while following ``pid`` (see the module doc).  The first event is
     ``start``; the last is ``exit`` (the process ended), or ``stop`` (count/timeout reached, or
     the consumer closed the generator, e.g. on Ctrl-C)."""
-    if (
-        not isinstance(interval, int | float)
-        or isinstance(interval, bool)
-        or not 0 < interval <= 3600
-    ):
-        raise UsageError(f"interval must be more than 0 and at most 3600 seconds, not {interval!r}")
-    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
-        raise UsageError(f"count must be a positive number of events, not {count!r}")
-    if timeout is not None and not 0 < timeout <= 10**7:
-        raise UsageError(f"timeout must be a positive number of seconds, not {timeout!r}")
-    if follow not in FOLLOW:
-        raise UsageError(f"unknown follow mode {follow!r}: use {', '.join(FOLLOW)}")
-    if strategy not in STRATEGIES:
-        raise UsageError(f"unknown strategy {strategy!r}: use {' or '.join(STRATEGIES)}")
+    _check_watch_args(interval, count, timeout, follow, strategy, batch)
     clock = time.monotonic
-    t0 = clock()
-    snap = proc.snapshot(pid)
-    m, where = mirror_measured(snap)
-
-    def event(kind: str, data_nodes: array, at: float | None = None, **detail: Any) -> WatchEvent:
-        """An event reporting ``data_nodes`` (node per mirrored page), the threads' node as it
-        stands and the mirror's tables as they are now; ``at`` defaults to the time elapsed."""
-        return WatchEvent(
-            kind,
-            pid,
-            clock() - t0 if at is None else at,
-            _pages_per_node(data_nodes),
-            cpu_node,
-            _tables_json(m.tables()),
-            m.remote_fraction(data_nodes).fraction,
-            **detail,
-        )
-
-    try:
-        nodes = array("i", snap.nodes)
-        cpu_node = threads_node(pid)
-        yield event(
-            "start",
-            nodes,
-            at=0.0,
-            extra={
-                "resident_pages": len(snap.resident),
-                "placement": where.to_json(),
-                "geometry": m.geometry.name,
-                "virtual_nodes": list(m.arena.virtual_nodes),
-            },
-        )
-        events = 0
+    with Watcher(pid, follow=follow, strategy=strategy, batch=batch, clock=clock) as w:
+        yield w.start()
+        t0 = w.t0
+        relocations = 0
         while True:
             if timeout is not None and clock() - t0 >= timeout:
-                yield event("stop", nodes, reason="timeout")
+                yield w.stop("timeout")
                 return
             time.sleep(
                 interval if timeout is None else max(0.0, min(interval, t0 + timeout - clock()))
             )
-            try:
-                if (
-                    not psutil.pid_exists(pid)
-                    or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-                ):
-                    raise NoSuchProcess(f"pid {pid} exited")
-                added, removed = m.refresh()
-                snap = m.snapshot
-                now = (
-                    array("i", numa.move_pages(pid, snap.resident)) if snap.resident else array("i")
-                )
-                new_cpu = threads_node(pid)
-            except (NoSuchProcess, psutil.NoSuchProcess):
-                yield event("exit", nodes, reason="the process exited")
+            for ev in w.step():
+                yield ev
+                if ev.event in ("data_moved", "cpu_moved"):
+                    relocations += 1
+            if w.exited:
                 return
-            if added or removed:
-                # the pages just mirrored were placed by their current node: not moves
-                nodes = array("i", m.data_nodes)
-                yield event(
-                    "pages_changed",
-                    nodes,
-                    extra={
-                        "pages_added": added,
-                        "pages_removed": removed,
-                        "resident_pages": len(snap.resident),
-                        "huge_leaves": len(m.thp.starts),
-                    },
-                )
-            # a page the kernel cannot place this look (mid-migration, -ENOENT/-EBUSY) keeps
-            # its last known node: when it lands on its new node at a later look, that is a
-            # move (counted from unknown to known it was silently taken, and its tables never
-            # followed - the watch ended with remote_table_fraction 0.2 after migratepages)
-            now = array("i", (b if b >= 0 or a < 0 else a for a, b in zip(nodes, now, strict=True)))
-            # a page that vanished (-ENOENT/-EFAULT now) is not a move
-            moved = sum(1 for a, b in zip(nodes, now, strict=True) if a >= 0 and b >= 0 and a != b)
-            kind = None
-            if moved:
-                kind = "data_moved"
-            elif new_cpu is not None and new_cpu != cpu_node:
-                kind = "cpu_moved"
-            if kind is None:
-                nodes = now
-                m.update_data_nodes(now)
-                continue
-            before = m.remote_fraction(now).fraction
-            target: int | Callable[..., int] | None
-            label: str | None
-            if kind == "data_moved" and follow in ("auto", "data"):
-                target, label = _follow_data(m, now)
-            elif kind == "cpu_moved" and follow in ("auto", "cpu") and new_cpu is not None:
-                target, label = new_cpu, str(new_cpu)
-            else:
-                target, label = None, None
-            relocated = copied = 0
-            if target is not None:
-                relocated, copied = _relocate_to(m, target, strategy, batch)
-            nodes = now
-            m.update_data_nodes(now)
-            cpu_node = new_cpu
-            events += 1
-            yield event(
-                kind,
-                now,
-                pages_moved=moved,
-                tables_relocated=relocated,
-                bytes_copied=copied,
-                target=label,
-                remote_table_fraction_before=before,
-            )
-            if count is not None and events >= count:
-                yield event("stop", nodes, reason="count")
+            if count is not None and relocations >= count:
+                yield w.stop("count")
                 return
-    finally:
-        m.close()

@@ -36,10 +36,36 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skip the running test with ``reason`` - or, with CI set, fail it: what CI is meant to run
+    must not pass by vanishing (THP is on where CI runs, on the host and in the guest)."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI is set, so this test must run)", pytrace=False)
+    pytest.skip(reason)
+
+
+# --- transparent huge pages ------------------------------------------------------------------
+# Tests marked `thp` need THP to be "always" or "madvise"; without it they are skipped, or
+# failed when CI is set (as the multi-node ones are).
+
+THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def thp_mode() -> str | None:
+    """The selected THP mode ("always", "madvise", "never"), None without THP support."""
+    try:
+        text = THP_ENABLED.read_text()
+    except OSError:
+        return None
+    return next((w[1:-1] for w in text.split() if w.startswith("[") and w.endswith("]")), None)
+
+
 # tryfirst: ahead of the tests' own skipif marks, so that the test bed's reason is the one
 # reported and CI fails rather than skips.
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("thp") is not None and thp_mode() not in ("always", "madvise"):
+        skip_or_fail(f"transparent huge pages are off here ({THP_ENABLED}: {thp_mode()})")
     if item.get_closest_marker("multinode") is None:
         return
     n = len(online_nodes())

@@ -1,6 +1,6 @@
-"""Spawn scripts/workload.py (a real process with a known memory layout) and run the ptreloc CLI
-for real.  ``live_workload`` is the tests' one way to start a workload; ``as_nobody`` and
-``ptreloc_as_nobody`` run code as an unprivileged user."""
+"""Spawn the workload (``python -m ptreloc.workload``: a real process with a known memory layout)
+and run the ptreloc CLI for real.  ``live_workload`` is the tests' one way to start a workload;
+``as_nobody`` and ``ptreloc_as_nobody`` run code as an unprivileged user."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptreloc.bench import stop_workload
+from ptreloc import workload
+from ptreloc.workload import stop as stop_workload
 
 __all__ = [
     "ROOT",
@@ -28,7 +29,6 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOAD = ROOT / "scripts" / "workload.py"
 
 
 @dataclass
@@ -52,8 +52,9 @@ def workload_env() -> dict[str, str]:
     """The environment for a process under study: ours without LD_PRELOAD.  Under
     scripts/test-sanitize the sanitizer runtime is preloaded for ptreloc's own processes; in a
     workload it would only add ASan's shadow mappings (terabytes of reserved address space) for
-    ptreloc to read pagemap over."""
-    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    ptreloc to read pagemap over.  PYTHONPATH names the ptreloc under test first (see
+    ptreloc.workload.environment)."""
+    return workload.environment({k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
 
 
 @contextmanager
@@ -71,21 +72,12 @@ def live_workload(
 
     ``pages`` sizes the region in pages instead of ``mib``; ``every`` touches only every
     ``every``-th page; ``threads=0`` is a single-threaded process.  ``extra``: more
-    scripts/workload.py options (--huge, --grow-mib M, ...)."""
+    workload options (--huge, --grow-mib M, ...; ptreloc/workload.py)."""
     size = ["--pages", str(pages)] if pages is not None else ["--mib", str(mib)]
     popen.setdefault("env", workload_env())
     proc = subprocess.Popen(
-        [
-            *prefix,
-            sys.executable,
-            str(WORKLOAD),
-            *size,
-            "--every",
-            str(every),
-            "--threads",
-            str(threads),
-            *extra,
-        ],
+        [*prefix, *workload.command(*size, "--every", str(every), "--threads", str(threads),
+                                    *extra)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

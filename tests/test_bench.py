@@ -20,7 +20,7 @@ from ptreloc.cli import main
 from ptreloc.errors import AddressError, RelocationUnsupported, UsageError
 
 SCRIPT = Path(sys.executable).parent / "ptreloc"
-ONE_NODE = len(bench._real_nodes()) < 2
+ONE_NODE = len(bench.machine.real_nodes()) < 2
 
 # What docs/BENCHMARKS.md documents and scripts/ci-gate checks, per suite.
 KEYS = {
@@ -64,7 +64,24 @@ def quick() -> dict:
 def test_quick_json_has_every_key(quick, suite):
     for key in KEYS[suite]:
         _get(quick[suite], key)
-    assert quick[suite]["seconds"] >= 0
+
+
+def test_quick_seconds_add_up(quick):
+    """Each suite's ``seconds`` is its own wall time: none took more than the whole run, the
+    concurrent suite at least its timed phases, and together they are the run (meta.seconds)
+    up to the rounding to 1/100 s of each figure."""
+    ran = [s for s in bench.SUITES if s in quick]
+    assert ran == list(bench.SUITES)
+    secs = {s: quick[s]["seconds"] for s in ran}
+    total = quick["meta"]["seconds"]
+    assert all(isinstance(v, float) and math.isfinite(v) for v in [*secs.values(), total])
+    for s in ran:
+        assert 0 <= secs[s] <= total, (s, secs[s], total)
+    p = bench.plan(True)
+    # two layouts x (each rewalk batch + stop) x rounds x (idle + relocating) phases
+    phases = 2 * (len(p.conc_batches) + 1) * p.conc_rounds * 2
+    assert secs["concurrent"] >= phases * p.conc_phase_s * 0.95
+    assert total - 0.05 * len(ran) <= sum(secs.values()) <= total + 0.01 * len(ran)
 
 
 def test_quick_fault_figures_are_numbers_with_an_interval(quick):
@@ -81,7 +98,26 @@ def test_quick_relocate_sizes_and_exponent(quick):
     # 1 MiB of x86-64 4-level: one table per level
     assert sizes[0]["frames"] == 4 and sizes[0]["table_bytes"] == 4 * 4096
     assert all(s["ratio_vs_memcpy"] > 0 and s["poisoned"]["ratio_vs_memcpy"] > 0 for s in sizes)
-    assert math.isfinite(quick["relocate"]["growth_exponent"])
+    # more mapped, more tables: the sizes are distinct points of the fit
+    assert [s["frames"] for s in sizes] == sorted({s["frames"] for s in sizes})
+    for s in sizes:  # the per-frame figure is the median time over the frames moved
+        assert s["ns_per_frame"] == pytest.approx(s["reloc_ns"] / s["frames"], abs=0.051)
+    # the exponent is the log-log slope of exactly the points reported, and the headline the
+    # largest size's ratio
+    slope = bench.loglog_slope([s["frames"] for s in sizes], [s["reloc_ns"] for s in sizes])
+    assert quick["relocate"]["growth_exponent"] == pytest.approx(slope, abs=0.0005)
+    assert quick["relocate"]["ratio_vs_memcpy"] == sizes[-1]["ratio_vs_memcpy"]
+
+
+def test_quick_mirror_measured_the_live_workload(quick):
+    m = quick["mirror"]
+    p = bench.plan(True)
+    assert m["workload_mib"] == p.mirror_mib and m["rounds"] == p.mirror_rounds
+    # every page of the workload's region is resident (and the interpreter's own pages too)
+    assert m["resident_gib"] * 1024 >= p.mirror_mib
+    assert m["resident_gib"] * 1024 < p.mirror_mib + 512
+    assert m["gib_per_s"] > 0 and m["ratio_vs_pagemap_read"] > 0
+    assert 0 < m["snapshot_share"] <= 1
 
 
 def test_quick_concurrent_measured_both_phases(quick):
@@ -188,9 +224,10 @@ def test_memory_model_separates_tables_from_pages():
     def walk(tables, leaves):
         return {"tables": tables, "leaves": leaves, "b": 4_000_000 + 600 * tables + 10 * leaves}
 
-    got = bench._memory_model([walk(536, 265_000), walk(536, 3_500), walk(30, 3_400)], "b")
+    fit = bench.ktables.memory_model
+    got = fit([walk(536, 265_000), walk(536, 3_500), walk(30, 3_400)], "b")
     assert got == {"fixed_bytes": 4_000_000, "bytes_per_table": 600.0, "bytes_per_leaf": 10.0}
-    assert bench._memory_model([walk(1, 2), walk(2, 4), walk(3, 6)], "b") is None  # collinear
+    assert fit([walk(1, 2), walk(2, 4), walk(3, 6)], "b") is None  # collinear
 
 
 def test_bad_suite_name_exits_2_with_one_line():
@@ -561,6 +598,58 @@ def test_ci_gate_script_is_executable_and_called_by_ci():
     assert run.index("scripts/ci-gate") > run.index("make test")
 
 
+def test_ci_checks_the_installed_wheel():
+    """The check that would have caught an installed bench reaching into scripts/: .ci/run
+    runs make check-wheel, which runs scripts/check-wheel, and that runs the three commands."""
+    root = Path(__file__).resolve().parent.parent
+    script = root / "scripts" / "check-wheel"
+    assert os.access(script, os.X_OK)
+    assert "make check-wheel" in (root / ".ci" / "run").read_text().splitlines()
+    make = subprocess.run(["make", "-n", "check-wheel"], cwd=root, capture_output=True,
+                          text=True, timeout=60)
+    assert make.returncode == 0 and "scripts/check-wheel" in make.stdout
+    text = script.read_text()
+    for cmd in ('"$bin/ptreloc" doctor', '"$bin/ptreloc" bench --quick',
+                '"$bin/ptreloc" stress --seconds 1', 'cd "$tmp/run"'):
+        assert cmd in text, cmd
+
+
+def test_the_installed_package_does_not_reach_into_the_checkout():
+    """Nothing under ptreloc/ names a path of the checkout to run or import: scripts/ and csrc/
+    are not installed.  The test bed (scripts/numa-vm) is looked up in one place, which
+    answers None for an installed package."""
+    import re
+
+    pkg = Path(bench.__file__).resolve().parent.parent
+    allowed = {pkg / "bench" / "machine.py", pkg / "_native" / "_loader.py"}  # with fallbacks
+    offenders = []
+    for path in pkg.rglob("*.py"):
+        if path in allowed:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if re.search(r'(["\'])(scripts|csrc)\1|parents?\[?\d?\]?\s*/\s*["\']scripts', code):
+                offenders.append(f"{path.relative_to(pkg)}:{n}: {line.strip()}")
+    assert offenders == []
+
+
+def test_the_test_bed_is_found_in_a_checkout_only(monkeypatch, tmp_path):
+    """bench migrate --in-vm and doctor find scripts/numa-vm next to the package of a source
+    checkout (this editable install); an installed package - no checkout around it - has none,
+    and --in-vm says so instead of failing to start it."""
+    from ptreloc.bench import machine
+
+    root = Path(__file__).resolve().parent.parent
+    assert machine.numa_vm_script() == root / "scripts" / "numa-vm"
+    fake = tmp_path / "site-packages" / "ptreloc" / "bench" / "machine.py"
+    fake.parent.mkdir(parents=True)
+    monkeypatch.setattr(machine, "__file__", str(fake))
+    assert machine.numa_vm_script() is None
+    if ONE_NODE:  # on two real nodes the suite migrates for real instead
+        res = bench.migrate.measure(bench.plan(True), 1, lambda _msg: None, True)
+        assert res["skipped"] is True and "source checkout" in res["reason"]
+
+
 def test_freed_frames_are_poisoned_by_default():
     # the relocate bench turns poisoning off in its own arena to measure it; every other arena
     # (stress, tests) must keep it: it is what makes a freed-frame access detectable
@@ -633,18 +722,30 @@ def test_cpu_fault_path_enters_no_nested_read_side_section():
     assert "ptr_read_lock" not in _calls_in(norelo, "ptr_fault")
 
 
-def test_bench_workload_is_scripts_workload_and_refuses_a_failed_start():
-    """bench's mirror/migrate suites run scripts/workload.py (the tests' live workload), read its
-    ready line, and end it; a child that dies before it is ready is one clear error, no zombie."""
+def test_bench_workload_is_the_package_module_and_refuses_a_failed_start(tmp_path):
+    """bench's mirror/migrate/ktables suites run ``python -m ptreloc.workload`` (the tests' live
+    workload; part of the package, so an installed ptreloc has it), read its ready line, and
+    end it; a child that dies before it is ready is one clear error, no zombie."""
+    from ptreloc import workload
     from ptreloc.errors import PtrelocError
 
-    proc, info = bench._spawn_workload(2)
+    proc, info = workload.spawn(2)
     try:
         assert info["ready"] is True and info["pid"] == proc.pid
-        assert "scripts/workload.py" in " ".join(proc.args)
-        assert info["pages"] == 2 * 256
+        assert proc.args[1:4] == ["-P", "-m", "ptreloc.workload"]
+        assert info["pages"] == 2 * 256 and info["touched"] == 2 * 256
+        assert info["threads"] == 2 + 2  # two touching threads, main, the stdin reader
+        # the child runs this very ptreloc (the directory it was imported from comes first)
+        here = str(Path(workload.__file__).resolve().parent.parent)
+        assert workload.environment()["PYTHONPATH"].split(os.pathsep)[0] == here
     finally:
         bench.stop_workload(proc)
     assert proc.returncode == 0
     with pytest.raises(PtrelocError, match="did not report ready"):
-        bench._spawn_workload(2, prefix=["false"])  # exits at once, prints nothing
+        workload.spawn(2, prefix=["false"])  # exits at once, prints nothing
+    # scripts/workload.py of a checkout is the same program, for the system python3
+    script = Path(__file__).resolve().parent.parent / "scripts" / "workload.py"
+    done = subprocess.run([sys.executable, str(script), "--pages", "3", "--threads", "0"],
+                          input="", capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["touched"] == 3

@@ -126,28 +126,27 @@ def test_mirror_refresh_follows_pages_faulted_in_later() -> None:
     from ptreloc import proc
     from ptreloc.mirror import mirror
 
-    with live_workload(mib=2, threads=1, extra=["--grow-mib", "4"]) as w:
-        m = mirror(proc.snapshot(w.pid))
-        try:
-            pte_before = m.tables()[0]["pte"]
-            for _ in range(100):  # the workload's runtime may still fault a few pages in
-                if m.refresh() == (0, 0):  # nothing changed: nothing done
-                    break
-                time.sleep(0.05)
-            else:
-                pytest.fail("the workload never stopped changing its resident pages")
-            grown = _grow(w)
-            added, _removed = m.refresh()
-            assert added >= grown["pages"]
-            new = grown["address"]
-            t = m.mm.translate(new + (grown["pages"] - 1) * 4096)
-            assert t is not None and t.phys == new + (grown["pages"] - 1) * 4096
-            assert m.check_translations() == 0
-            assert len(m.data_nodes) == len(m.snapshot.resident)
-            assert m.tables()[0]["pte"] >= pte_before + 2  # 4 MiB more needs 2+ PTE tables
-            assert m.remote_fraction().fraction == 0.0
-        finally:
-            m.close()
+    with (
+        live_workload(mib=2, threads=1, extra=["--grow-mib", "4"]) as w,
+        mirror(proc.snapshot(w.pid)) as m,
+    ):
+        pte_before = m.tables()[0]["pte"]
+        for _ in range(100):  # the workload's runtime may still fault a few pages in
+            if m.refresh() == (0, 0):  # nothing changed: nothing done
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the workload never stopped changing its resident pages")
+        grown = _grow(w)
+        added, _removed = m.refresh()
+        assert added >= grown["pages"]
+        new = grown["address"]
+        t = m.mm.translate(new + (grown["pages"] - 1) * 4096)
+        assert t is not None and t.phys == new + (grown["pages"] - 1) * 4096
+        assert m.check_translations() == 0
+        assert len(m.data_nodes) == len(m.snapshot.resident)
+        assert m.tables()[0]["pte"] >= pte_before + 2  # 4 MiB more needs 2+ PTE tables
+        assert m.remote_fraction().fraction == 0.0
 
 
 def test_watch_mirrors_pages_that_became_resident_after_it_started() -> None:
@@ -188,3 +187,31 @@ def test_show_names_where_the_placement_came_from(monkeypatch: pytest.MonkeyPatc
     assert where["contradictions"] == []
     assert forced["placement"] == {
         "source": "inferred", "reason": "PTRELOC_PLACEMENT=inferred is set", "contradictions": []}
+
+
+def test_watcher_steps_one_look_at_a_time() -> None:
+    """The watch driver without its pacing: start, a look at a quiet process (no events; a
+    look may at most report pages the runtime faulted in), then the exit."""
+    from ptreloc.errors import UsageError
+    from ptreloc.watch import Watcher
+
+    with live_workload(mib=2, threads=0) as w, Watcher(w.pid) as watcher:
+        with pytest.raises(UsageError, match="call start"):
+            watcher.step()
+        start = watcher.start()
+        assert start.event == "start" and start.data["0"] >= w.pages
+        assert {e.event for e in watcher.step()} <= {"pages_changed"}
+        assert not watcher.exited
+        w.proc.send_signal(signal.SIGTERM)
+        w.proc.wait()
+        events = watcher.step()
+        assert [e.event for e in events] == ["exit"] and watcher.exited
+    assert watcher.m is None  # the mirror was freed with the block
+
+
+def test_watcher_refuses_pid_0() -> None:
+    from ptreloc.errors import UsageError
+    from ptreloc.watch import Watcher
+
+    with pytest.raises(UsageError, match="pid 0 is not a process id"):
+        Watcher(0)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from live_workload import workload_env
 
 from ptreloc import _native
 from ptreloc import kernel_move as km
@@ -127,7 +128,8 @@ class Child:
 @contextmanager
 def child(mib: int = 4, huge_mib: int = 0, prefix: tuple[str, ...] = ()) -> Iterator[Child]:
     proc = subprocess.Popen([*prefix, sys.executable, "-c", CHILD, str(mib), str(huge_mib)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env=workload_env())
     try:
         assert proc.stdout
         info = json.loads(proc.stdout.readline())
@@ -135,7 +137,8 @@ def child(mib: int = 4, huge_mib: int = 0, prefix: tuple[str, ...] = ()) -> Iter
                     info["size"], info["huge"], info["huge_size"])
     finally:
         proc.kill()
-        proc.wait()
+        # bounded: a thread the injector left traced and unreaped blocks this wait forever
+        proc.wait(timeout=60)
 
 
 def wait_for(pred, timeout: float = 10.0, step: float = 0.05):
@@ -246,6 +249,20 @@ def test_process_exiting_mid_way() -> None:
         km.move_kernel_tables(2**22 + 1, 0, walk=False)
 
 
+@pytest.mark.parametrize("round_", range(3))
+def test_detach_right_after_sigkill_reaps_every_thread(round_: int) -> None:
+    """SIGKILL, then detach at once: every thread is running to its exit, not in a ptrace-stop,
+    so PTRACE_DETACH refuses them - yet they stay our tracees, and until we wait for each one
+    the process's parent cannot reap it.  (The injector used to give up after a fixed 2 s, or
+    at once when the leader was not a zombie yet: the parent's wait below then hung.)"""
+    with child() as c:
+        inj = _native.Injector(c.pid)
+        os.kill(c.pid, signal.SIGKILL)
+        with contextlib.suppress(NoSuchProcess):
+            inj.detach()
+        assert c.proc.wait(timeout=20) in (-signal.SIGKILL, 0)  # 0: the tracer reaped it first
+
+
 _KILLED_INJECTOR = textwrap.dedent(
     """
     import os, signal, sys, threading, time
@@ -308,7 +325,8 @@ def _io_uring_child() -> subprocess.Popen[str]:
             "fd = libc.syscall(425, 4, params)\n"  # io_uring_setup(4, &params)
             "print(fd, ctypes.get_errno(), flush=True)\n"
             "time.sleep(60)\n")
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env=workload_env())
 
 
 def test_io_uring_refused_unless_forced() -> None:

@@ -213,7 +213,7 @@ def test_a_failed_check_exits_1_with_one_line_naming_it() -> None:
     code, line = migrate_cli.exit_status(report, strict=False)
     assert code == 1 and line.startswith("verification failed: tables_on_target")
     report.checks["translations_unchanged"] = False
-    report.not_relocated["pte"] = 3  # partial, yet a changed translation is always exit 1
+    report.data.not_migrated = 3  # partial, yet a changed translation is always exit 1
     code, line = migrate_cli.exit_status(report, strict=True)
     assert code == 1 and "translations_unchanged" in line and "tables_on_target" in line
     assert "\n" not in line
@@ -294,8 +294,9 @@ def test_process_that_exits_mid_way_is_a_clean_error(reap: bool) -> None:
                 else:
                     os.waitid(os.P_PID, w.pid, os.WEXITED | os.WNOWAIT)
 
-        with pytest.raises(NoSuchProcess, match="exited during the migration"):
+        with pytest.raises(NoSuchProcess, match="exited during the migration") as info:
             migrate_mod.migrate(w.pid, "0", "0", in_place=True, progress=kill_it)
+    assert info.value.pid == w.pid
 
 
 def test_validate_changes_nothing_and_checks_the_cpuset() -> None:

@@ -460,15 +460,16 @@ def test_backend_needs_no_compiled_core() -> None:
 def test_libnuma_missing_gives_a_clear_error() -> None:
     """Where libnuma cannot be loaded, asking for it says how to fix that; auto falls back."""
     code = (
-        "from ptreloc import _native\n"
-        "real = _native._dlopen\n"
+        "from ptreloc import numa\n"
+        "from ptreloc._native import numa_abi\n"
+        "real = numa_abi._dlopen\n"
         "def no_libnuma(name, *a):\n"
         "    if name == 'libnuma.so.1': raise OSError('cannot load library libnuma.so.1')\n"
         "    return real(name, *a)\n"
-        "_native._dlopen = no_libnuma\n"
-        "print(_native.numa_backend('auto').name)\n"
+        "numa_abi._dlopen = no_libnuma\n"
+        "print(numa.backend('auto').name)\n"
         "try:\n"
-        "    _native.numa_backend('libnuma')\n"
+        "    numa.backend('libnuma')\n"
         "except Exception as err:\n"
         "    print(type(err).__name__, err)\n"
     )

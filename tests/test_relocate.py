@@ -182,6 +182,7 @@ def test_pae_pmd_move_needs_the_root_reload():
 # ---- the stale-CPU window, by hand -------------------------------------------------------------
 
 
+@pytest.mark.tsan
 @pytest.mark.parametrize("name", GEOMETRIES)
 def test_merge_keeps_the_dirty_bit_a_stale_cpu_wrote_into_the_old_copy(name):
     """A CPU's paging-structure cache points at the PTE table; the relocation copies and

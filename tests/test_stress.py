@@ -126,6 +126,7 @@ def test_installed_script_naive_exits_1_and_json_says_why():
 # ---- ThreadSanitizer (make test-sanitize runs these under TSan) -------------------------------
 
 
+@pytest.mark.tsan
 @pytest.mark.parametrize("protocol", ["rewalk", "stop", "naive"])
 def test_short_stress_for_tsan(protocol):
     """Short enough for ThreadSanitizer's slowdown; under TSan a data race aborts the run."""

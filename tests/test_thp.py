@@ -7,9 +7,10 @@ import dataclasses
 import json
 import os
 from array import array
-from pathlib import Path
 
+import conftest
 import pytest
+from conftest import skip_or_fail
 from live_workload import live_workload, ptreloc
 
 from ptreloc import proc
@@ -17,17 +18,10 @@ from ptreloc.core import geometry
 from ptreloc.mirror import host_geometry, mirror, smaps_pmd_mapped, thp_blocks
 
 HUGE = 2 << 20
-THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
-
-def _thp_available() -> bool:
-    try:
-        return "[never]" not in THP_MODE.read_text()
-    except OSError:
-        return False
-
-
-needs_thp = pytest.mark.skipif(not _thp_available(), reason="transparent huge pages are off here")
+# without THP these are skipped - under CI=true failed instead (tests/conftest.py), as is every
+# skip_or_fail() below: THP is on where CI runs, so a skip there would hide a broken THP path
+needs_thp = pytest.mark.thp
 
 
 def _region_pmd_bytes(pid: int, address: int) -> int:
@@ -44,7 +38,7 @@ def test_a_thp_backed_region_is_mirrored_as_huge_leaves() -> None:
         snap = proc.snapshot(w.pid)
         pmd = _region_pmd_bytes(w.pid, w.address)
         if not pmd:
-            pytest.skip("the kernel gave this region no huge pages (fragmented memory?)")
+            skip_or_fail("the kernel gave this region no huge pages (fragmented memory?)")
         m = mirror(snap)
         flat = mirror(snap, detect_thp=False)
         try:
@@ -69,11 +63,11 @@ def test_only_frames_of_one_compound_thp_count_when_privileged() -> None:
     with live_workload(mib=8, threads=1, extra=["--huge"]) as w:
         snap = proc.snapshot(w.pid)
         if snap.pfns is None or not os.access("/proc/kpageflags", os.R_OK):
-            pytest.skip("needs frame numbers and /proc/kpageflags (root)")
+            skip_or_fail("needs frame numbers and /proc/kpageflags (root)")
         g = geometry(host_geometry(snap))
         real = thp_blocks(snap, g)
         if not real.starts:
-            pytest.skip("the kernel gave this region no huge pages")
+            skip_or_fail("the kernel gave this region no huge pages")
         assert real.detected_by == "kpageflags"
         # the same pages with their frames in another order (as 4 KiB pages could have): smaps
         # alone would still count the blocks, the compound-page check refuses them
@@ -101,7 +95,7 @@ def test_fully_resident_4k_blocks_are_not_huge() -> None:
 def test_show_and_migrate_report_huge_leaves_and_verify() -> None:
     with live_workload(mib=8, threads=2, extra=["--huge"]) as w:
         if not _region_pmd_bytes(w.pid, w.address):
-            pytest.skip("the kernel gave this region no huge pages")
+            skip_or_fail("the kernel gave this region no huge pages")
         shown = json.loads(ptreloc("show", "--pid", str(w.pid), "--json", check=0).stdout)
         args = ("--from-node", "0", "--to-node", "0", "--in-place", "--json")
         moved = json.loads(ptreloc("migrate", "--pid", str(w.pid), *args, check=0).stdout)
@@ -110,3 +104,22 @@ def test_show_and_migrate_report_huge_leaves_and_verify() -> None:
     assert moved["thp"]["huge_leaves"] >= 4
     assert moved["verified"] is True, moved["checks"]
     assert "huge leaves" in human
+
+
+def test_without_thp_a_thp_test_skips_but_fails_under_ci(monkeypatch, tmp_path, request) -> None:
+    """The guard itself: THP "never" skips a ``thp`` test with the reason, and under CI=true
+    fails it instead (CI would otherwise pass without ever running the THP paths)."""
+    off = tmp_path / "enabled"
+    off.write_text("always madvise [never]\n")
+    monkeypatch.setattr(conftest, "THP_ENABLED", off)
+    assert conftest.thp_mode() == "never"
+    request.node.add_marker(pytest.mark.thp)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"huge pages are off.*CI is set"):
+        conftest.pytest_runtest_setup(request.node)
+    monkeypatch.setenv("CI", "0")
+    with pytest.raises(pytest.skip.Exception, match="transparent huge pages are off here"):
+        conftest.pytest_runtest_setup(request.node)
+    monkeypatch.undo()
+    # and here, as in CI and the guest, THP is on: the THP tests above really ran
+    assert conftest.thp_mode() in ("always", "madvise")

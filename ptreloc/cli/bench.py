@@ -176,7 +176,7 @@ refused before anything is measured.""")
               "matplotlib).", metavar="FILE")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of every random order.")
 @click.option("--in-vm", is_flag=True, help="migrate: on a one-node host, run it inside a 2-node "
-              "QEMU guest (scripts/numa-vm).")
+              "QEMU guest (scripts/numa-vm, from a source checkout).")
 @click.option("--ktables-mib", "ktables_mib", metavar="LIST",
               help="ktables: resident sizes of the dense workloads, MiB, comma-separated "
               "(default 1024,8192; with --quick 16).")

@@ -16,6 +16,7 @@ import click
 from rich.table import Table
 
 from ptreloc import kernel_tables, numa, proc
+from ptreloc.bench.machine import numa_vm_script
 from ptreloc.cli._common import emit_json, fail, guarded, json_option, stdout_console
 from ptreloc.errors import EXIT_OPERATIONAL, PtrelocError
 
@@ -23,8 +24,8 @@ __all__ = ["command", "diagnose"]
 
 _CAP_SYS_ADMIN = 21
 _CAP_SYS_NICE = 23
-_PROJECT = pathlib.Path(__file__).resolve().parents[2]
 _DEFAULT_VM_CACHE = pathlib.Path("/var/cache/ptreloc/numa-vm")
+_NO_VM_SCRIPT = "missing (it comes with a source checkout, not the installed package)"
 
 
 @dataclass
@@ -102,7 +103,7 @@ def diagnose() -> dict[str, Any]:
     topo = numa.topology()
     with_memory = topo.online & topo.with_memory
     balancing = _read("/proc/sys/kernel/numa_balancing")
-    vm_script = _PROJECT / "scripts" / "numa-vm"
+    vm_script = numa_vm_script()  # a source checkout's; an installed package has none
     vm_cache = pathlib.Path(os.environ.get("PTRELOC_VM_CACHE") or _DEFAULT_VM_CACHE)
     qemu = shutil.which("qemu-system-x86_64")
     cached = vm_cache.is_dir() and any(vm_cache.iterdir())
@@ -140,10 +141,10 @@ def diagnose() -> dict[str, Any]:
             "in_guest": os.environ.get("PTRELOC_IN_VM") == "1",
             "multinode_here": multinode_here,
             "qemu": qemu,
-            "numa_vm_script": vm_script.is_file() and os.access(vm_script, os.X_OK),
+            "numa_vm_script": vm_script is not None,
             "kernel_cache": str(vm_cache),
             "kernel_cached": cached,
-            "can_run": multinode_here or (qemu is not None and vm_script.is_file()),
+            "can_run": multinode_here or (qemu is not None and vm_script is not None),
         },
     }
 
@@ -206,7 +207,7 @@ def _checks(report: dict[str, Any]) -> list[_Check]:
     else:
         detail = (
             f"qemu-system-x86_64: {t['qemu'] or 'missing (make deps)'}; scripts/numa-vm: "
-            f"{'present' if t['numa_vm_script'] else 'missing'}; kernel cache "
+            f"{'present' if t['numa_vm_script'] else _NO_VM_SCRIPT}; kernel cache "
             f"{t['kernel_cache']}: "
             f"{'filled' if t['kernel_cached'] else 'empty (first run fills it)'}"
         )

@@ -8,6 +8,7 @@ from ptreloc import migrate as migrate_mod
 from ptreloc.cli._common import emit_json, fail, guarded, json_option, stdout_console
 from ptreloc.cli.show import data_table, progress_bar, tables_table
 from ptreloc.errors import EXIT_OPERATIONAL, EXIT_PARTIAL
+from ptreloc.relocate import MAX_BATCH
 
 __all__ = ["command", "strategy_option", "batch_option", "exit_status"]
 
@@ -21,7 +22,7 @@ strategy_option = click.option(
 )
 batch_option = click.option(
     "--batch",
-    type=click.IntRange(1, 1 << 20),
+    type=click.IntRange(1, MAX_BATCH),
     default=migrate_mod.DEFAULT_BATCH,
     show_default=True,
     help="Table frames per relocation batch (one shootdown each).",

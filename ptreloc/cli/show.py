@@ -83,7 +83,7 @@ def show_data(pid: int, progress: bool) -> dict[str, Any]:
     snap = proc.snapshot(pid)
     with progress_bar(progress, f"mirroring pid {pid}") as update:
         m, where = placement_mod.mirror_measured(snap, progress=update)
-    try:
+    with m:
         fraction = m.remote_fraction()
         tables = {str(node): levels for node, levels in m.tables().items() if any(levels.values())}
         return {
@@ -116,8 +116,6 @@ def show_data(pid: int, progress: bool) -> dict[str, Any]:
             "thp": m.thp.to_json(),
             "elapsed_s": {**snap.elapsed_s, **m.elapsed_s},
         }
-    finally:
-        m.close()
 
 
 @click.command("show")

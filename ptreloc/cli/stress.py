@@ -46,7 +46,7 @@ def _geometry_names() -> list[str]:
 # Upper bounds are the contract's "bad number -> exit 2": without them --seconds inf (or 1e300)
 # overflowed the core's nanosecond deadline and "ran" 0 s reporting clean, and --batch 2**32
 # overflowed a C int with a traceback.
-MAX_BATCH = 1 << 20
+MAX_BATCH = _native.MAX_BATCH  # the one cap (ptreloc._native.relocate)
 
 
 @click.command("stress", epilog="""\b
