@@ -15,6 +15,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from ptreloc.core import AddressSpace, Arena, run_cpus
 from ptreloc.relocate import relocate
 
@@ -23,6 +25,7 @@ LENGTH = 2 << 20  # one PTE table per 2 MiB: several tables at the lowest level
 DEADLINE_S = 120  # a deadlock never finishes; a slow sanitizer build takes a few seconds
 
 
+@pytest.mark.tsan
 def test_stop_and_rewalk_relocations_race_without_deadlock():
     arena = Arena("x86_64_4l", nodes=2, frames_per_node=512, bind=False)
     mm = AddressSpace(arena, node=0)
