@@ -110,6 +110,18 @@ struct ptr_bench_reloc_result {
 	uint64_t reloc_ns, memcpy_ns, frames, bytes;
 	struct ptr_reloc_report report;
 };
+/** pool: one round of evacuation and compaction of a fragmented pool against memcpy of the
+ * same tables (ptr_bench_pool_round()). */
+struct ptr_bench_pool_result {
+	uint64_t memcpy_ns, compact_ns, evac_ns, frames, bytes;
+	uint64_t compact_frames, evac_frames, evac_left;
+	uint64_t runs_2m, largest_free_before, largest_free_after;
+	uint64_t free_2m_before, free_2m_after, used_before, packed_after;
+};
+int ptr_bench_pool_round(const char *geometry, uint64_t mapped, const int *bind_nodes,
+			 int strategy, int batch, int memcpy_first,
+			 struct ptr_bench_pool_result *out);
+
 int ptr_bench_reloc_create(const char *geometry, uint64_t mapped, const int *bind_nodes,
 			   int strategy, int batch, struct ptr_bench_reloc **out);
 int ptr_bench_reloc_round(struct ptr_bench_reloc *b, int memcpy_first,

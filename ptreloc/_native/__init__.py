@@ -35,6 +35,7 @@ from ptreloc._native.bench import (
     BenchReloc,
     BenchWalk,
     bench_concurrent,
+    bench_pool_round,
     bench_hist_index,
     bench_hist_lower,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "BenchWalk",
     "BenchReloc",
     "bench_concurrent",
+    "bench_pool_round",
     "bench_hist_lower",
     "bench_hist_index",
     "INJECT_NR",
