@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import weakref
 from array import array
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from ptreloc import _native

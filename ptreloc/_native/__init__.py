@@ -35,9 +35,9 @@ from ptreloc._native.bench import (
     BenchReloc,
     BenchWalk,
     bench_concurrent,
-    bench_pool_round,
     bench_hist_index,
     bench_hist_lower,
+    bench_pool_round,
 )
 from ptreloc._native.core import Core, core
 from ptreloc._native.inject import INJECT_MASK_WORDS, INJECT_NR, Injector, kcmp_same_vm
