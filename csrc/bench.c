@@ -964,6 +964,17 @@ int ptr_bench_pool_round(const char *geometry, uint64_t mapped, const int *bind_
 			frames[n++] = p->first + i;
 	if (!rc)
 		memset(dst, 0, (size_t)n * a->frame_bytes); /* fault the baseline's target in */
+	/* and the evacuation's: the slots of pool 1 it will take (zeroed by the allocation, then
+	 * given back), as the relocate suite's warm-up round faults both pools in */
+	uint32_t *warm = rc ? NULL : malloc(sizeof(*warm) * (n ? n : 1));
+	if (!rc && !warm)
+		rc = -ENOMEM;
+	uint32_t nwarm = 0;
+	while (!rc && nwarm < n && ptr_frame_alloc(a, 1, 0, &warm[nwarm]) == 0)
+		nwarm++;
+	for (uint32_t i = 0; i < nwarm; i++)
+		ptr_frame_free(a, warm[i]);
+	free(warm);
 	struct ptr_evac_report er;
 	for (int step = 0; step < 2 && !rc; step++) {
 		if ((step == 0) == (memcpy_first != 0)) {
