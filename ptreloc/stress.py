@@ -4,7 +4,9 @@ K emulated CPUs read and write random pages of a demand-faulted address space, a
 moves every one of its tables back and forth between two nodes with the chosen protocol, and a
 reclaimer consumes accessed/dirty bits the way writeback (test-and-clear dirty), aging
 (test-and-clear young + flush) and eviction (unmap) do.  A shadow record of every access decides
-whether an A/D bit was lost; see :class:`StressResult` for the verdict fields.
+whether an A/D bit was lost; see :class:`StressResult` for the verdict fields.  ``scenario``
+(:data:`SCENARIOS`) makes the relocator evacuate the pools in turn or fragment pool 0 and compact
+it instead, with the same protocol and checks (figures in :attr:`StressResult.pool`).
 
 The defaults are tuned so that ``protocol="naive"`` reliably loses dirty bits within a second
 or two on a 2-core machine: a small address space (4 chunks x 64 pages, each chunk with its own
