@@ -205,7 +205,9 @@ int ptr_frame_alloc(struct ptr_arena *a, int node, int level, uint32_t *out)
  * @node:  the pool
  * @level: the level of the table the frame will hold
  * @flags: PTR_ALLOC_NOZERO: leave the table bytes as they are - only for a caller that
- *         overwrites every one of them before the frame is linked anywhere (relocation's copy)
+ *         overwrites every one of them before the frame is linked anywhere (relocation's copy);
+ *         PTR_ALLOC_LOWEST: the lowest-indexed free slot of the pool (compaction), found by a
+ *         walk of the free list under the pool lock
  * @out:   the frame index
  *
  * Return: as ptr_frame_alloc().
@@ -228,7 +230,17 @@ int ptr_frame_alloc_flags(struct ptr_arena *a, int node, int level, unsigned int
 		ptr_unlock(&p->lock);
 		return -ENOSPC;
 	}
-	if (p->free_head != PTR_NO_FRAME) {
+	if ((flags & PTR_ALLOC_LOWEST) && p->free_head != PTR_NO_FRAME) {
+		/* every free-list slot lies below first + bump, so the list's minimum is the lowest */
+		uint32_t *link = &p->free_head, *best = link;
+		while (*link != PTR_NO_FRAME) {
+			if (*link < *best)
+				best = link;
+			link = &a->frames[*link].next_free;
+		}
+		f = *best;
+		*best = a->frames[f].next_free;
+	} else if (p->free_head != PTR_NO_FRAME) {
 		f = p->free_head;
 		p->free_head = a->frames[f].next_free;
 	} else if (p->bump < p->nframes) {
@@ -383,4 +395,51 @@ int ptr_frame_info(struct ptr_arena *a, uint32_t f, int *state, int *level, int 
 uintptr_t ptr_frame_address(struct ptr_arena *a, uint32_t f)
 {
 	return f < a->nframes ? (uintptr_t)ptr_frame_data(a, f) : 0;
+}
+
+/**
+ * ptr_arena_pool_runs() - how fragmented pool @node is: used slots, the largest free run, the
+ * free 2 MiB-aligned runs of frames (struct ptr_pool_runs).
+ * @a:    the arena
+ * @node: the pool
+ * @out:  the figures
+ *
+ * Alignment is by the frame's phys (frame index * frame size), the address an entry holds.
+ * Return: 0; -ENODEV (no such pool).
+ * Locking: none; a scan of the frames' states with atomic loads, so under concurrent
+ * allocation it is a snapshot that need not be consistent.
+ */
+int ptr_arena_pool_runs(struct ptr_arena *a, int node, struct ptr_pool_runs *out)
+{
+	if (!a || !out || node < 0 || node >= a->nnodes)
+		return -ENODEV;
+	const struct ptr_pool *p = &a->pool[node];
+	uint32_t rf = (uint32_t)((2u << 20) / a->frame_bytes);
+	memset(out, 0, sizeof(*out));
+	out->nframes = p->nframes;
+	out->run_frames = rf ? rf : 1;
+	uint32_t run = 0, aligned_used = 0;
+	for (uint32_t i = 0; i < p->nframes; i++) {
+		uint32_t f = p->first + i;
+		bool used = atomic_load_explicit(&a->frames[f].state, memory_order_relaxed) !=
+			    PTR_FRAME_FREE;
+		if (f % out->run_frames == 0)
+			aligned_used = 0;
+		if (used) {
+			out->used++;
+			out->high_water = i + 1;
+			run = 0;
+			aligned_used++;
+		} else if (++run > out->largest_free_run) {
+			out->largest_free_run = run;
+		}
+		/* the last slot of an aligned run that began inside the pool */
+		if ((f + 1) % out->run_frames == 0 && f + 1 >= p->first + out->run_frames) {
+			out->runs++;
+			if (!aligned_used)
+				out->free_runs++;
+		}
+	}
+	out->packed = out->high_water == out->used;
+	return 0;
 }

@@ -114,6 +114,9 @@ int ptr_frame_alloc(struct ptr_arena *a, int node, int level, uint32_t *out);
 /** PTR_ALLOC_NOZERO - ptr_frame_alloc_flags(): do not zero the table bytes.  Only for a caller
  * that overwrites every one of them before the frame is linked anywhere (relocation's copy). */
 #define PTR_ALLOC_NOZERO 1u
+/** PTR_ALLOC_LOWEST - ptr_frame_alloc_flags(): take the lowest-indexed free frame of the pool
+ * (compaction's target), not the free list's head; costs a walk of the pool's free list. */
+#define PTR_ALLOC_LOWEST 2u
 int ptr_frame_alloc_flags(struct ptr_arena *a, int node, int level, unsigned int flags,
 			  uint32_t *out);
 void ptr_frame_free(struct ptr_arena *a, uint32_t f);
@@ -169,6 +172,26 @@ struct ptr_pool_info {
 };
 int ptr_arena_pool_info(struct ptr_arena *a, int node, struct ptr_pool_info *out);
 uint64_t ptr_arena_freed_frame_accesses(struct ptr_arena *a);
+
+/**
+ * struct ptr_pool_runs - how fragmented a pool is (ptr_arena_pool_runs(); evacuation and
+ * compaction report it before and after).
+ * @nframes:          slots of the pool
+ * @used:             slots not FREE (LIVE or LIMBO)
+ * @largest_free_run: longest run of consecutive FREE slots
+ * @free_runs:        free runs of @run_frames slots aligned to @run_frames (2 MiB of frames:
+ *                    512 4-KiB frames aligned to 512 - what a huge page or a hot-remove of
+ *                    that much memory needs)
+ * @runs:             such aligned runs lying wholly inside the pool (the most @free_runs can be)
+ * @run_frames:       frames per aligned run (2 MiB / frame size)
+ * @high_water:       one past the highest used slot, relative to the pool's first slot
+ * @packed:           every used slot lies below first + @used (compaction's goal)
+ */
+struct ptr_pool_runs {
+	uint32_t nframes, used, largest_free_run, free_runs, runs, run_frames, high_water;
+	int packed;
+};
+int ptr_arena_pool_runs(struct ptr_arena *a, int node, struct ptr_pool_runs *out);
 int ptr_frame_info(struct ptr_arena *a, uint32_t f, int *state, int *level, int *node,
 		   int *sharers);
 uintptr_t ptr_frame_address(struct ptr_arena *a, uint32_t f);

@@ -898,3 +898,121 @@ out:
 	ptr_arena_destroy(s.a);
 	return rc;
 }
+
+/* ---- pool: evacuation and compaction against memcpy ---------------------------------------- */
+
+/**
+ * ptr_bench_pool_round() - one round of the ``pool`` suite: two address spaces map @mapped
+ * bytes each, 2 MiB chunk by chunk in turn, with every table on node 0, so their tables
+ * interleave in pool 0; the second is destroyed (every other table slot becomes a hole).  Then,
+ * timed: memcpy of every remaining table's own bytes (the baseline), ptr_compact() of pool 0,
+ * ptr_evacuate() of pool 0 to node 1 - the order of the baseline and the two operations given
+ * by @memcpy_first.  Freed-frame poisoning is off (the relocate suite's headline setting).
+ * @geometry:     paging format
+ * @mapped:       bytes each address space maps (>= 2 MiB)
+ * @bind_nodes:   2 entries: real NUMA node per arena node, or -1 (virtual)
+ * @strategy:     PTR_RELOC_*
+ * @batch:        frames per batch
+ * @memcpy_first: run the memcpy baseline before (1) or after (0) the two operations
+ * @out:          the figures
+ *
+ * Return: 0; -EINVAL; -EOPNOTSUPP (norelo build); the -errno of the arena, the mappings or
+ * the operations.
+ * Locking: none; a private arena, one thread.
+ */
+int ptr_bench_pool_round(const char *geometry, uint64_t mapped, const int *bind_nodes,
+			 int strategy, int batch, int memcpy_first,
+			 struct ptr_bench_pool_result *out)
+{
+	const struct ptr_geometry *g = ptr_geometry_find(geometry);
+	if (!g || !out || mapped < (2u << 20) || g->nlevels < 2)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	if (!PTR_RELOCATION)
+		return -EOPNOTSUPP;
+	uint64_t chunk = ptr_level_size(g, 1); /* one level-0 table's span */
+	uint64_t nchunks = (mapped + chunk - 1) / chunk;
+	uint64_t fpn = 2 * (nchunks + 64) + 1024;
+	fpn = (fpn + 511) & ~511ULL;
+	if (fpn > UINT32_MAX / 2)
+		return -EINVAL;
+	struct ptr_arena *a = NULL;
+	struct ptr_mm *mm[2] = { NULL, NULL };
+	uint32_t *frames = NULL;
+	uint8_t *dst = NULL;
+	int rc = ptr_arena_create(geometry, 2, bind_nodes, (uint32_t)fpn, &a);
+	if (rc)
+		return rc;
+	ptr_arena_set_poison(a, false);
+	for (int i = 0; i < 2 && !rc; i++)
+		rc = ptr_mm_create(a, 0, &mm[i]);
+	for (uint64_t c = 0; c < nchunks && !rc; c++)
+		for (int i = 0; i < 2 && !rc; i++)
+			rc = ptr_map(mm[i], c * chunk, (c + 1) * chunk, c * chunk, 0, true, 0);
+	if (!rc) {
+		rc = ptr_mm_destroy(mm[1]);
+		mm[1] = NULL;
+	}
+	const struct ptr_pool *p = &a->pool[0];
+	frames = malloc(sizeof(*frames) * p->nframes);
+	dst = malloc((size_t)p->nframes * a->frame_bytes);
+	if (!rc && (!frames || !dst))
+		rc = -ENOMEM;
+	uint32_t n = 0;
+	for (uint32_t i = 0; !rc && i < p->nframes; i++)
+		if (atomic_load(&a->frames[p->first + i].state) == PTR_FRAME_LIVE)
+			frames[n++] = p->first + i;
+	if (!rc)
+		memset(dst, 0, (size_t)n * a->frame_bytes); /* fault the baseline's target in */
+	/* and the evacuation's: the slots of pool 1 it will take (zeroed by the allocation, then
+	 * given back), as the relocate suite's warm-up round faults both pools in */
+	uint32_t *warm = rc ? NULL : malloc(sizeof(*warm) * (n ? n : 1));
+	if (!rc && !warm)
+		rc = -ENOMEM;
+	uint32_t nwarm = 0;
+	while (!rc && nwarm < n && ptr_frame_alloc(a, 1, 0, &warm[nwarm]) == 0)
+		nwarm++;
+	for (uint32_t i = 0; i < nwarm; i++)
+		ptr_frame_free(a, warm[i]);
+	free(warm);
+	struct ptr_evac_report er;
+	for (int step = 0; step < 2 && !rc; step++) {
+		if ((step == 0) == (memcpy_first != 0)) {
+			uint64_t t0 = bench_now_ns();
+			for (uint32_t i = 0; i < n; i++)
+				memcpy(dst + (size_t)i * a->frame_bytes, ptr_frame_data(a, frames[i]),
+				       ptr_table_bytes(g, a->frames[frames[i]].level));
+			out->memcpy_ns = bench_now_ns() - t0;
+			continue;
+		}
+		rc = ptr_compact(&mm[0], 1, 0, strategy, batch, &er);
+		if (rc)
+			break;
+		out->compact_ns = er.reloc.ns_total;
+		out->compact_frames = er.reloc.relocated;
+		out->runs_2m = er.before.runs;
+		out->largest_free_before = er.before.largest_free_run;
+		out->largest_free_after = er.after.largest_free_run;
+		out->free_2m_before = er.before.free_runs;
+		out->free_2m_after = er.after.free_runs;
+		out->used_before = er.before.used;
+		out->packed_after = (uint64_t)er.after.packed;
+		rc = ptr_evacuate(&mm[0], 1, 0, 1, strategy, batch, &er);
+		if (rc)
+			break;
+		out->evac_ns = er.reloc.ns_total;
+		out->evac_frames = er.reloc.relocated;
+		out->evac_left = er.left;
+	}
+	out->frames = n;
+	for (uint32_t i = 0; i < n; i++)
+		out->bytes += ptr_table_bytes(g, a->frames[frames[i]].level);
+	free(frames);
+	free(dst);
+	for (int i = 0; i < 2; i++)
+		if (mm[i])
+			ptr_mm_destroy(mm[i]);
+	if (ptr_arena_destroy(a) && !rc)
+		rc = -EBUSY;
+	return rc;
+}

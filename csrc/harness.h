@@ -45,6 +45,14 @@ struct ptr_stress_config {
 	int *cancel;            /* read with __atomic_load_n (Python writes it via cffi) */
 	uint32_t ipi_delay_us;  /* rewalk/naive: wait this long between a batch's repoints and its
 				 * shootdown, like an IPI reaching a preempted vCPU late */
+	int scenario;           /* PTR_STRESS_RELOCATE (0), _EVACUATE (1), _COMPACT (2) */
+};
+
+/** Stress scenarios: what the relocator thread does with the tables (stress.c). */
+enum ptr_stress_scenario {
+	PTR_STRESS_RELOCATE = 0, /* relocate every table node 0 <-> 1 */
+	PTR_STRESS_EVACUATE = 1, /* evacuate pool 0, then pool 1, ... (ptr_evacuate()) */
+	PTR_STRESS_COMPACT = 2,  /* fragment pool 0 (tables spread over it), then ptr_compact() */
 };
 
 /** struct ptr_stress_result - counters and the verdict (lost_*, mismatches, freed, leaked). */
@@ -62,6 +70,15 @@ struct ptr_stress_result {
 						    * pages they found whose A/D had to be set */
 	uint64_t lost_dirty, lost_accessed, freed_frame_accesses, leaked_frames;
 	uint64_t translation_mismatches;
+	/* evacuate/compact scenarios: pool operations done, frames they moved, their time;
+	 * evacuate: frames of the mm left on the evacuated pool, summed (must be 0);
+	 * compact: used slots left above the packed boundary, summed (faults may put some there),
+	 * rounds whose pool ended packed, and the pool figures before/after of the most fragmented
+	 * round (fewest free 2 MiB runs before) */
+	uint64_t pool_ops, pool_op_failures, pool_frames_moved, pool_op_ns;
+	uint64_t evac_left, compact_above, compact_packed;
+	uint64_t pool_runs_2m, pool_largest_free_before, pool_largest_free_after;
+	uint64_t pool_free_2m_before, pool_free_2m_after;
 };
 
 int ptr_stress_run(const struct ptr_stress_config *cfg, struct ptr_stress_result *out);
@@ -93,6 +110,18 @@ struct ptr_bench_reloc_result {
 	uint64_t reloc_ns, memcpy_ns, frames, bytes;
 	struct ptr_reloc_report report;
 };
+/** pool: one round of evacuation and compaction of a fragmented pool against memcpy of the
+ * same tables (ptr_bench_pool_round()). */
+struct ptr_bench_pool_result {
+	uint64_t memcpy_ns, compact_ns, evac_ns, frames, bytes;
+	uint64_t compact_frames, evac_frames, evac_left;
+	uint64_t runs_2m, largest_free_before, largest_free_after;
+	uint64_t free_2m_before, free_2m_after, used_before, packed_after;
+};
+int ptr_bench_pool_round(const char *geometry, uint64_t mapped, const int *bind_nodes,
+			 int strategy, int batch, int memcpy_first,
+			 struct ptr_bench_pool_result *out);
+
 int ptr_bench_reloc_create(const char *geometry, uint64_t mapped, const int *bind_nodes,
 			   int strategy, int batch, struct ptr_bench_reloc **out);
 int ptr_bench_reloc_round(struct ptr_bench_reloc *b, int memcpy_first,

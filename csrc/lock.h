@@ -39,7 +39,9 @@
  * LOCK ORDER (every lock and wait of the core; outermost first, "->" = "is taken before")
  * ---------------------------------------------------------------------------------------
  *
- *   reloc_mutex                         (relocate.c: one relocation at a time, process-wide)
+ *   reloc_mutex                         (relocate.c: one relocation at a time, process-wide;
+ *                                        evacuation and compaction, relocate_pool.c, are
+ *                                        relocations and add no lock of their own)
  *     -> cpus_lock                      (arena: the CPU set; stop strategy: held from parking
  *                                        the CPUs until they resume)
  *       -> cpu->busy, ascending slot    (stop strategy parks every CPU; shootdown and grace
@@ -48,7 +50,9 @@
  *           -> level-1 ptls, ascending frame index
  *             -> level-0 ptls, ascending frame index
  *               -> fresh (unlinked) frames' ptls, any order
- *                 -> pool->lock         (arena.c: frame alloc/free; innermost, held briefly)
+ *                 -> pool->lock         (arena.c: frame alloc/free; innermost, held briefly -
+ *                                        PTR_ALLOC_LOWEST, compaction's allocation, walks the
+ *                                        pool's free list under it, taking nothing else)
  *
  *   reloc_mutex -> sync_mutex -> cpus_lock    (ptr_synchronize(): grace periods serialize;
  *                                              called with no table lock held)

@@ -32,6 +32,7 @@
 #include "pgtable.h"  /* address spaces, fault path, walkers (pgtable.c) */
 #include "cpu.h"      /* emulated CPUs, shootdown (cpu.c) */
 #include "relocate.h" /* relocation protocols (relocate.c) */
+#include "relocate_pool.h" /* evacuating and compacting a pool with them (relocate_pool.c) */
 #include "mirror.h"   /* bulk queries for ptreloc.mirror (mirror.c) */
 #include "harness.h"  /* stress and bench harnesses (stress.c, bench.c) */
 

@@ -122,6 +122,30 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 		     ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
 		     struct ptr_reloc_report *out)
 {
+	return ptr_relocate_mms_flags(mms, nmms, from_mask, to_node, choose, priv, strategy, batch,
+				      0, out);
+}
+
+/**
+ * ptr_relocate_mms_flags() - norelo build: relocation is compiled out.
+ * @mms:       ignored
+ * @nmms:      ignored
+ * @from_mask: ignored
+ * @to_node:   ignored
+ * @choose:    ignored
+ * @priv:      ignored
+ * @strategy:  ignored
+ * @batch:     ignored
+ * @flags:     ignored
+ * @out:       zeroed when not NULL
+ *
+ * Return: -EOPNOTSUPP.
+ * Locking: none.
+ */
+int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, int to_node,
+			   ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
+			   unsigned int flags, struct ptr_reloc_report *out)
+{
 	if (out)
 		memset(out, 0, sizeof(*out));
 	return -EOPNOTSUPP;
@@ -715,6 +739,38 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 		     ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
 		     struct ptr_reloc_report *out)
 {
+	return ptr_relocate_mms_flags(mms, nmms, from_mask, to_node, choose, priv, strategy, batch,
+				      0, out);
+}
+
+/**
+ * ptr_relocate_mms_flags() - ptr_relocate_mms() with PTR_RELOC_F_* @flags: the one engine
+ * under relocation, evacuation and compaction (evacuate.c).
+ * @mms:       as ptr_relocate_mms()
+ * @nmms:      as ptr_relocate_mms()
+ * @from_mask: as ptr_relocate_mms()
+ * @to_node:   as ptr_relocate_mms()
+ * @choose:    as ptr_relocate_mms(); required with PTR_RELOC_F_SAME_NODE
+ * @priv:      @choose's argument
+ * @strategy:  as ptr_relocate_mms()
+ * @batch:     as ptr_relocate_mms()
+ * @flags:     PTR_RELOC_F_SAME_NODE: a target equal to the frame's own node is a move within
+ *             the pool (compaction), not "kept"; PTR_RELOC_F_LOWER: every new frame is the
+ *             target pool's lowest free slot (PTR_ALLOC_LOWEST), and a frame whose new slot
+ *             would not be lower than its old one is given back and the frame kept ("kept")
+ * @out:       the report
+ *
+ * Return: as ptr_relocate_mms(); -EINVAL also for unknown @flags or F_SAME_NODE without
+ * @choose.
+ * Locking: as ptr_relocate_mms().
+ */
+int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, int to_node,
+			   ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
+			   unsigned int flags, struct ptr_reloc_report *out)
+{
+	if ((flags & ~(PTR_RELOC_F_SAME_NODE | PTR_RELOC_F_LOWER)) ||
+	    ((flags & PTR_RELOC_F_SAME_NODE) && !choose))
+		return -EINVAL;
 	if (!mms || nmms < 1 || nmms > 32 || !out || batch < 1 ||
 	    strategy < PTR_RELOC_REWALK || strategy > PTR_RELOC_NAIVE)
 		return -EINVAL;
@@ -762,7 +818,7 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 			rc = -ECANCELED; /* the chooser gave up: nothing has moved yet */
 			break;
 		}
-		if (t < 0 || t == cur)
+		if (t < 0 || (t == cur && !(flags & PTR_RELOC_F_SAME_NODE)))
 			skip(r, PTR_RELOC_R_KEPT);
 		else if (t >= a->nnodes)
 			skip(r, PTR_RELOC_R_BAD_TARGET);
@@ -810,8 +866,10 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 			struct reloc_rec *r = pick[i];
 			/* no zeroing: copy_table() overwrites every byte of the table before the
 			 * repoint publishes it, and an aborted frame goes back unpublished */
-			int arc = ptr_frame_alloc_flags(a, r->target, r->level, PTR_ALLOC_NOZERO,
-							&r->fresh);
+			unsigned int af = PTR_ALLOC_NOZERO;
+			if (flags & PTR_RELOC_F_LOWER)
+				af |= PTR_ALLOC_LOWEST;
+			int arc = ptr_frame_alloc_flags(a, r->target, r->level, af, &r->fresh);
 			if (arc) {
 				for (size_t j = 0; j < i; j++) {
 					ptr_frame_free(a, pick[j]->fresh);
@@ -828,6 +886,25 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 		out->ns_alloc += now_ns() - ta;
 		if (rc)
 			break;
+		if (flags & PTR_RELOC_F_LOWER) {
+			/* compaction: a move that does not go lower gains nothing - give the slot
+			 * back (never linked: no grace period needed) and keep the frame */
+			size_t kept = 0;
+			for (size_t i = 0; i < cnt; i++) {
+				struct reloc_rec *r = pick[i];
+				if (a->frames[r->fresh].node == a->frames[r->old].node &&
+				    r->fresh > r->old) {
+					ptr_frame_free(a, r->fresh);
+					r->fresh = PTR_NO_FRAME;
+					skip(r, PTR_RELOC_R_KEPT);
+					continue;
+				}
+				pick[kept++] = r;
+			}
+			cnt = kept;
+			if (!cnt)
+				continue;
+		}
 		rc = run_batch(&c, pick, cnt, strategy, &ls, out, moved_any);
 	}
 	for (size_t i = 0; i < c.nrecs; i++)

@@ -71,6 +71,13 @@ int ptr_relocate(struct ptr_mm *mm, uint32_t from_mask, int to_node, ptr_reloc_c
 int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, int to_node,
 		     ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
 		     struct ptr_reloc_report *out);
+/** Flags of ptr_relocate_mms_flags() (relocate_pool.c's compaction uses both). */
+#define PTR_RELOC_F_SAME_NODE 1u /* a chooser's target equal to the frame's node is a move */
+#define PTR_RELOC_F_LOWER 2u     /* take the target pool's lowest free slot; keep a frame that
+				  * would not end up lower than where it is */
+int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, int to_node,
+			   ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
+			   unsigned int flags, struct ptr_reloc_report *out);
 /* ptr_reloc_set_test_hook(): the window between a batch's repoints and its shootdown. */
 typedef void (*ptr_reloc_hook_fn)(void *priv, uint32_t batch);
 void ptr_reloc_set_test_hook(ptr_reloc_hook_fn fn, void *priv);

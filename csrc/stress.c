@@ -2,7 +2,9 @@
  * stress.c - the relocation torture test (`ptreloc stress`), all in C threads.
  *
  * K emulated CPUs read and write random pages of a demand-faulted address space; a relocator
- * moves all of its tables back and forth between two nodes; a reclaimer consumes A/D bits like
+ * moves all of its tables back and forth between two nodes (scenario "evacuate": empties one
+ * pool after the other with ptr_evacuate(); "compact": spreads the tables over pool 0 and packs
+ * them low with ptr_compact() - the same engine, locks and merge); a reclaimer consumes A/D bits like
  * writeback (test_and_clear_dirty), aging (test_and_clear_young + flush) and eviction (unmap).
  *
  * The shadow record decides at the end, soundly, whether an A/D bit was lost:
@@ -160,6 +162,10 @@ struct reloc_arg {
 	uint64_t relocations, failures, frames, bytes, batches, shootdowns, merged, lost;
 	uint64_t audits, audit_checked, audit_lost_dirty, audit_lost_accessed, next_audit_ns;
 	uint64_t ns;
+	/* evacuate / compact scenarios */
+	uint64_t pool_ops, pool_failures, pool_frames, pool_ns, evac_left, compact_above;
+	uint64_t compact_packed;
+	struct ptr_pool_runs before, after; /* the most fragmented compaction's */
 	int rc;
 };
 
@@ -227,36 +233,139 @@ static void late_ipi(void *priv, uint32_t batch)
 		sched_yield();
 }
 
+/* add one engine run to the relocator's counters; Return: true when the run is unusable */
+static bool account(struct reloc_arg *ra, int rc, const struct ptr_reloc_report *rep)
+{
+	if (rc == -EINVAL || rc == -EOPNOTSUPP || rc == -ENODEV) {
+		ra->rc = rc;
+		return true;
+	}
+	if (rc)
+		ra->failures++;
+	else
+		ra->relocations++;
+	ra->frames += rep->relocated;
+	ra->bytes += rep->bytes_copied;
+	ra->batches += rep->batches;
+	ra->shootdowns += rep->shootdowns;
+	ra->merged += rep->ad_merged;
+	ra->lost += rep->ad_lost;
+	ra->ns += rep->ns_total;
+	return false;
+}
+
+static void account_pool(struct reloc_arg *ra, int rc, const struct ptr_evac_report *er)
+{
+	if (rc)
+		ra->pool_failures++;
+	else
+		ra->pool_ops++;
+	ra->pool_frames += er->reloc.relocated;
+	ra->pool_ns += er->reloc.ns_total;
+}
+
+/*
+ * compact_round() - the compact scenario's round: every table to node 1; pool 0 filled with
+ * unlinked "ballast" frames of which every stride-th is given back, so the tables that come
+ * back land spread over the whole pool (one per 2 MiB run and more); the ballast freed; then
+ * ptr_compact() packs them low while the CPUs run.  Return: true when the stress must stop.
+ */
+static bool compact_round(struct stress *s, struct reloc_arg *ra, uint32_t *ballast)
+{
+	const struct ptr_stress_config *cfg = s->cfg;
+	struct ptr_reloc_report rep;
+	ptr_mm_set_node(s->mm, 1);
+	int rc = ptr_relocate(s->mm, 1u << 0, 1, NULL, NULL, cfg->strategy, cfg->batch, &rep);
+	if (account(ra, rc, &rep))
+		return true;
+	uint32_t nb = 0;
+	while (nb < cfg->frames_per_node &&
+	       ptr_frame_alloc_flags(s->a, 0, 0, PTR_ALLOC_NOZERO, &ballast[nb]) == 0)
+		nb++;
+	uint32_t counts[PTR_MAX_LEVELS], tables = 0;
+	ptr_mm_count_tables(s->mm, counts, NULL);
+	for (int l = 0; l < s->g->nlevels; l++)
+		tables += counts[l];
+	/* P holes, evenly spaced, given back in bit-reversed order: the free list is LIFO, and
+	 * the last frames of a bit-reversed sequence are as evenly spread as the whole, so the
+	 * tables land all over the pool however many holes the faults take first */
+	uint32_t bits = 0;
+	while ((1u << bits) < 2 * (tables + 8))
+		bits++;
+	uint32_t holes = 1u << bits, stride = nb / holes ? nb / holes : 1;
+	for (uint32_t k = 0; k < holes; k++) {
+		uint32_t h = 0;
+		for (uint32_t b = 0; b < bits; b++)
+			h |= ((k >> b) & 1u) << (bits - 1 - b);
+		uint32_t i = h * stride;
+		if (i >= nb || ballast[i] == PTR_NO_FRAME)
+			continue;
+		ptr_frame_free(s->a, ballast[i]); /* never linked: no grace period needed */
+		ballast[i] = PTR_NO_FRAME;
+	}
+	ptr_mm_set_node(s->mm, 0);
+	rc = ptr_relocate(s->mm, 1u << 1, 0, NULL, NULL, cfg->strategy, cfg->batch, &rep);
+	for (uint32_t i = 0; i < nb; i++)
+		ptr_frame_free(s->a, ballast[i]);
+	if (account(ra, rc, &rep))
+		return true;
+	struct ptr_evac_report er;
+	rc = ptr_compact(&s->mm, 1, 0, cfg->strategy, cfg->batch, &er);
+	if (account(ra, rc, &er.reloc))
+		return true;
+	account_pool(ra, rc, &er);
+	ra->compact_above += er.above;
+	ra->compact_packed += er.after.packed ? 1 : 0;
+	/* report the most fragmented round (fewest free 2 MiB runs before): how many holes the
+	 * CPUs' own faults took first varies from round to round */
+	if (ra->pool_ops == 1 || er.before.free_runs <= ra->before.free_runs) {
+		ra->before = er.before;
+		ra->after = er.after;
+	}
+	return false;
+}
+
 static void *relocator_thread(void *p)
 {
 	struct reloc_arg *ra = p;
 	struct stress *s = ra->s;
+	const struct ptr_stress_config *cfg = s->cfg;
+	uint32_t *ballast = NULL;
+	if (cfg->scenario == PTR_STRESS_COMPACT) {
+		ballast = malloc(sizeof(*ballast) * cfg->frames_per_node);
+		if (!ballast) {
+			ra->rc = -ENOMEM;
+			return NULL;
+		}
+	}
 	int cur = 0;
 	while (!stopping(s)) {
 		int to = 1 - cur;
-		struct ptr_reloc_report rep;
-		/* new tables go to the target from now on, like a process whose memory moved */
-		ptr_mm_set_node(s->mm, to);
-		int rc = ptr_relocate(s->mm, 1u << cur, to, NULL, NULL, s->cfg->strategy,
-				      s->cfg->batch, &rep);
-		if (rc == -EINVAL || rc == -EOPNOTSUPP || rc == -ENODEV) {
-			ra->rc = rc;
-			break;
+		if (cfg->scenario == PTR_STRESS_COMPACT) {
+			if (compact_round(s, ra, ballast))
+				break;
+		} else if (cfg->scenario == PTR_STRESS_EVACUATE) {
+			/* empty pool cur: ptr_evacuate() points the mm's new tables elsewhere first
+			 * and sweeps up what faults put there meanwhile */
+			struct ptr_evac_report er;
+			int rc = ptr_evacuate(&s->mm, 1, cur, to, cfg->strategy, cfg->batch, &er);
+			if (account(ra, rc, &er.reloc))
+				break;
+			account_pool(ra, rc, &er);
+			ra->evac_left += er.left;
+		} else {
+			struct ptr_reloc_report rep;
+			/* new tables go to the target from now on, like a process whose memory moved */
+			ptr_mm_set_node(s->mm, to);
+			int rc = ptr_relocate(s->mm, 1u << cur, to, NULL, NULL, cfg->strategy,
+					      cfg->batch, &rep);
+			if (account(ra, rc, &rep))
+				break;
 		}
-		if (rc)
-			ra->failures++;
-		else
-			ra->relocations++;
-		ra->frames += rep.relocated;
-		ra->bytes += rep.bytes_copied;
-		ra->batches += rep.batches;
-		ra->shootdowns += rep.shootdowns;
-		ra->merged += rep.ad_merged;
-		ra->lost += rep.ad_lost;
-		ra->ns += rep.ns_total;
 		cur = to;
 		audit(s, ra);
 	}
+	free(ballast);
 	return NULL;
 }
 
@@ -414,7 +523,9 @@ static uint64_t mono_ns(void)
 
 /**
  * ptr_stress_run() - the torture test described by @cfg: CPU threads faulting and writing, one
- * relocator moving every table between arena nodes 0 and 1 with @cfg->strategy, one reclaimer
+ * relocator moving every table between arena nodes 0 and 1 with @cfg->strategy (or, per
+ * @cfg->scenario, evacuating pools 0 and 1 in turn, or fragmenting and compacting pool 0), one
+ * reclaimer
  * consuming A/D bits and unmapping, for @cfg->seconds; then the verdict.
  * @cfg: the run (struct ptr_stress_config)
  * @out: counters and the verdict: lost_dirty, lost_accessed, freed_frame_accesses,
@@ -430,7 +541,8 @@ int ptr_stress_run(const struct ptr_stress_config *cfg, struct ptr_stress_result
 	if (!cfg || !out || cfg->cpus < 1 || cfg->cpus > PTR_MAX_CPUS - 2 || cfg->seconds <= 0 ||
 	    cfg->batch < 1 || cfg->strategy < 0 || cfg->strategy > 2 || cfg->write_pct < 0 ||
 	    cfg->write_pct > 100 || cfg->unmap_pct < 0 || cfg->unmap_pct > 100 ||
-	    cfg->frames_per_node < 16)
+	    cfg->frames_per_node < 16 || cfg->scenario < PTR_STRESS_RELOCATE ||
+	    cfg->scenario > PTR_STRESS_COMPACT)
 		return -EINVAL;
 	memset(out, 0, sizeof(*out));
 	if (!PTR_RELOCATION)
@@ -516,6 +628,18 @@ int ptr_stress_run(const struct ptr_stress_config *cfg, struct ptr_stress_result
 	out->lost_dirty = rec.lost_dirty + rel.audit_lost_dirty;
 	out->lost_accessed = rec.lost_accessed + rel.audit_lost_accessed;
 	out->audits = rel.audits;
+	out->pool_ops = rel.pool_ops;
+	out->pool_op_failures = rel.pool_failures;
+	out->pool_frames_moved = rel.pool_frames;
+	out->pool_op_ns = rel.pool_ns;
+	out->evac_left = rel.evac_left;
+	out->compact_above = rel.compact_above;
+	out->compact_packed = rel.compact_packed;
+	out->pool_runs_2m = rel.before.runs;
+	out->pool_largest_free_before = rel.before.largest_free_run;
+	out->pool_largest_free_after = rel.after.largest_free_run;
+	out->pool_free_2m_before = rel.before.free_runs;
+	out->pool_free_2m_after = rel.after.free_runs;
 	out->audit_checked = rel.audit_checked;
 	verdict(&s);
 	struct ptr_pool_info pi;

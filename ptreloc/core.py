@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import weakref
 from array import array
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,6 +221,11 @@ class Arena:
             NodeInfo(n, b >= 0, b if b >= 0 else None) for n, b in zip(ids, binds, strict=True)
         )
         self.frames_per_node = fpn
+        # the open address spaces, in creation order (evacuate/compact default to all of them)
+        self._spaces: weakref.WeakValueDictionary[int, AddressSpace] = (
+            weakref.WeakValueDictionary()
+        )
+        self._space_seq = 0
         if capacity is not None:
             for n in ids:
                 self.set_capacity(n, capacity)
@@ -261,6 +267,60 @@ class Arena:
 
     def pool(self, node: int) -> _native.PoolInfo:
         return self._core.pool_info(self._h, self._node(node))
+
+    def pool_runs(self, node: int) -> _native.PoolRuns:
+        """How fragmented pool ``node`` is now: used slots, the largest free run and the free
+        2 MiB-aligned runs of frames (a snapshot)."""
+        return _native.pool_runs(self._core, self._h, self._node(node))
+
+    def _space_handles(self, spaces: Iterable[AddressSpace] | None, what: str) -> list[Any]:
+        mms = list(self._spaces.values()) if spaces is None else list(spaces)
+        if not mms:
+            raise UsageError(f"{what}: the arena has no open address space")
+        for m in mms:
+            if not isinstance(m, AddressSpace) or m.arena is not self or not m._fin.alive:
+                raise UsageError(f"{what}: pass open address spaces of this arena, not {m!r}")
+        if len({id(m) for m in mms}) != len(mms):
+            raise UsageError(f"{what}: an address space is listed twice")
+        return [m._h for m in mms]
+
+    def evacuate(self, node: int, *, to_node: int | None = None, strategy: str = "rewalk",
+                 batch: int = _native.DEFAULT_BATCH,
+                 spaces: Iterable[AddressSpace] | None = None) -> _native.PoolReport:
+        """Move every table frame of ``spaces`` (default: every open address space of this
+        arena) off pool ``node`` - to ``to_node``, or (None) each to the other pool with the most
+        free room - with the relocation protocol ``strategy`` while CPUs keep running.  Address
+        spaces whose new tables came from ``node`` get the target as their node.  The report's
+        ``left`` is what of theirs is still there (0 when ``complete``)."""
+        self.require_relocation()
+        self._node(node)
+        if to_node is not None:
+            self._node(to_node)
+            if to_node == node:
+                raise InvalidNode(f"evacuate: the target must be another node than {node}",
+                                  node=to_node)
+        if len(self.nodes) < 2:
+            raise InvalidNode("evacuate: the arena has one node: there is nowhere to go",
+                              node=node)
+        mms = list(self._spaces.values()) if spaces is None else list(spaces)
+        rep = _native.evacuate(self._core, self._space_handles(mms, "evacuate"), node,
+                               to_node, strategy, batch, [lv.name for lv in self.geometry.levels])
+        if rep.new_home is not None:
+            for m in mms:
+                if m.node == node:
+                    m.node = rep.new_home  # what the core pointed them at
+        return rep
+
+    def compact(self, node: int, *, strategy: str = "rewalk", batch: int = _native.DEFAULT_BATCH,
+                spaces: Iterable[AddressSpace] | None = None) -> _native.PoolReport:
+        """Pack the table frames of ``spaces`` (default: every open address space of this arena)
+        on pool ``node`` into the pool's lowest free slots, with the relocation protocol
+        ``strategy`` while CPUs keep running.  The report has the pool's free runs (largest, and
+        free 2 MiB-aligned runs of frames) ``before`` and ``after``."""
+        self.require_relocation()
+        self._node(node)
+        return _native.compact(self._core, self._space_handles(spaces, "compact"), node,
+                               strategy, batch, [lv.name for lv in self.geometry.levels])
 
     def tables(self) -> dict[int, dict[str, int]]:
         """Live table frames per node per level name (exact accounting of the pools)."""
@@ -338,6 +398,9 @@ class AddressSpace:
         self._h = self._core.mm_create(arena._h, arena._node(node))
         self._fin = weakref.finalize(self, _destroy_mm, self._core, self._h)
         self.node = node
+        arena._space_seq += 1
+        self._seq = arena._space_seq
+        arena._spaces[self._seq] = self
 
     def _leaf_level(self, huge: bool | int | str) -> int:
         g = self.geometry
@@ -465,6 +528,7 @@ class AddressSpace:
         if self._fin.alive:
             self._core.mm_destroy(self._h)
             self._fin.detach()
+            self.arena._spaces.pop(self._seq, None)
 
 
 class Cpu:

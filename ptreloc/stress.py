@@ -4,7 +4,9 @@ K emulated CPUs read and write random pages of a demand-faulted address space, a
 moves every one of its tables back and forth between two nodes with the chosen protocol, and a
 reclaimer consumes accessed/dirty bits the way writeback (test-and-clear dirty), aging
 (test-and-clear young + flush) and eviction (unmap) do.  A shadow record of every access decides
-whether an A/D bit was lost; see :class:`StressResult` for the verdict fields.
+whether an A/D bit was lost; see :class:`StressResult` for the verdict fields.  ``scenario``
+(:data:`SCENARIOS`) makes the relocator evacuate the pools in turn or fragment pool 0 and compact
+it instead, with the same protocol and checks (figures in :attr:`StressResult.pool`).
 
 The defaults are tuned so that ``protocol="naive"`` reliably loses dirty bits within a second
 or two on a 2-core machine: a small address space (4 chunks x 64 pages, each chunk with its own
@@ -25,13 +27,28 @@ from ptreloc._native import stress as _native_stress
 from ptreloc.errors import InvalidNode, UsageError
 
 __all__ = [
-    "PROTOCOLS", "NODE_MODES", "DEFAULTS", "MAX_SECONDS", "StressResult", "run_stress",
+    "PROTOCOLS", "SCENARIOS", "NODE_MODES", "DEFAULTS", "MAX_SECONDS", "StressResult", "run_stress",
     "stress_nodes",
 ]
 
 MAX_SECONDS = _native_stress.MAX_SECONDS
 
 PROTOCOLS: tuple[str, ...] = _native.RELOC_STRATEGIES
+
+#: What the relocator does: ``relocate`` moves every table node 0 <-> 1; ``evacuate`` empties
+#: pool 0, then pool 1, ... with :meth:`Arena.evacuate`'s engine (every table frame off the
+#: node, faults swept up by further passes); ``compact`` spreads the tables over pool 0 (one
+#: per 2 MiB run of frames and more), then packs them low with :meth:`Arena.compact`'s engine.
+#: All three use the same protocol, locks, merge and checks.
+SCENARIOS: tuple[str, ...] = _native_stress.SCENARIOS
+
+#: the result counters that describe the evacuate/compact scenarios (``StressResult.pool``)
+_POOL_KEYS = {
+    "evacuate": ("pool_ops", "pool_op_failures", "pool_frames_moved", "pool_op_ns", "evac_left"),
+    "compact": ("pool_ops", "pool_op_failures", "pool_frames_moved", "pool_op_ns",
+                "compact_above", "compact_packed", "pool_runs_2m", "pool_largest_free_before",
+                "pool_largest_free_after", "pool_free_2m_before", "pool_free_2m_after"),
+}
 
 #: How the arena's two pools are placed: ``auto`` binds each to the real NUMA node of the same
 #: id when that node has memory and leaves it virtual otherwise; ``real`` insists on real
@@ -53,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
     "frames_per_node": 4096,
     "nodes": "auto",
     "ipi_delay_us": 20,
+    "scenario": "relocate",
 }
 
 
@@ -80,6 +98,15 @@ class StressResult:
     counters: dict[str, int] = field(default_factory=dict)
     cancelled: bool = False
     ipi_delay_us: int = 0
+    scenario: str = "relocate"
+    #: evacuate/compact: the pool operations' figures - ``operations`` (evacuations or
+    #: compactions done), ``failures``, ``frames_moved``, ``ns_per_frame``; evacuate:
+    #: ``frames_left`` (frames left on the evacuated pool, summed over evacuations: must be 0);
+    #: compact: ``frames_above`` (used slots left above the packed boundary, summed - a fault may
+    #: put a table there meanwhile), ``packed_rounds``, and, of the most fragmented round (fewest
+    #: free 2 MiB runs before), the pool before/after:
+    #: ``largest_free_run``, ``free_2m_runs`` (of ``runs_2m``)
+    pool: dict[str, Any] | None = None
 
     @property
     def clean(self) -> bool:
@@ -141,6 +168,7 @@ def run_stress(
     frames_per_node: int = DEFAULTS["frames_per_node"],
     nodes: str = DEFAULTS["nodes"],
     ipi_delay_us: int = DEFAULTS["ipi_delay_us"],
+    scenario: str = DEFAULTS["scenario"],
     progress: Callable[[float], None] | None = None,
 ) -> StressResult:
     """Run the torture test for ``seconds``.  ``progress`` (optional) is called about ten
@@ -153,7 +181,7 @@ def run_stress(
         _native.core(), geometry=geometry, cpus=cpus, seconds=float(seconds), strategy=protocol,
         batch=batch, seed=seed, bind_nodes=binds, frames_per_node=frames_per_node,
         chunks=chunks, pages_per_chunk=pages_per_chunk, write_pct=write_pct,
-        unmap_pct=unmap_pct, ipi_delay_us=ipi_delay_us,
+        unmap_pct=unmap_pct, ipi_delay_us=ipi_delay_us, scenario=scenario,
     )
     worker = threading.Thread(target=run.run, name="ptreloc-stress", daemon=True)
     worker.start()
@@ -171,11 +199,35 @@ def run_stress(
     r = run.result()
     verdict = ("lost_dirty", "lost_accessed", "freed_frame_accesses", "leaked_frames",
                "translation_mismatches", "access_errors", "relocations", "accesses")
+    pool_keys = {k for keys in _POOL_KEYS.values() for k in keys}
     return StressResult(
         seconds=round(r["seconds"], 3), geometry=geometry, protocol=protocol, cpus=cpus,
         seed=seed, batch=batch, nodes=node_info,
         **{k: r[k] for k in verdict},
         counters={k: v for k, v in r.items()
-                  if k not in verdict and k not in ("seconds", "cancelled")},
-        cancelled=r["cancelled"], ipi_delay_us=ipi_delay_us,
+                  if k not in verdict and k not in pool_keys and k not in ("seconds", "cancelled")},
+        cancelled=r["cancelled"], ipi_delay_us=ipi_delay_us, scenario=scenario,
+        pool=_pool_figures(scenario, r),
     )
+
+
+def _pool_figures(scenario: str, r: dict[str, Any]) -> dict[str, Any] | None:
+    if scenario not in _POOL_KEYS:
+        return None
+    moved = r["pool_frames_moved"]
+    d: dict[str, Any] = {
+        "operations": r["pool_ops"], "failures": r["pool_op_failures"], "frames_moved": moved,
+        "ns_per_frame": round(r["pool_op_ns"] / moved, 1) if moved else None,
+    }
+    if scenario == "evacuate":
+        d["frames_left"] = r["evac_left"]
+    else:
+        d.update({
+            "frames_above": r["compact_above"], "packed_rounds": r["compact_packed"],
+            "runs_2m": r["pool_runs_2m"],
+            "largest_free_run": {"before": r["pool_largest_free_before"],
+                                 "after": r["pool_largest_free_after"]},
+            "free_2m_runs": {"before": r["pool_free_2m_before"],
+                             "after": r["pool_free_2m_after"]},
+        })
+    return d

@@ -34,6 +34,12 @@ KEYS = {
     "relocate": ["ratio_vs_memcpy", "ratio_vs_memcpy_poisoned", "growth_exponent", "sizes",
                  "goals.ratio_vs_memcpy.met",
                  "goals.growth_exponent.met"],
+    "pool": ["evacuate.ratio_vs_memcpy", "evacuate.ns_per_frame", "evacuate.memcpy_ns_per_frame",
+             "evacuate.frames", "evacuate.frames_left", "compact.ratio_vs_memcpy",
+             "compact.ns_per_frame", "compact.memcpy_ns_per_frame", "compact.frames",
+             "compact.runs_2m", "compact.packed", "compact.largest_free_run.before",
+             "compact.largest_free_run.after", "compact.free_2m_runs.before",
+             "compact.free_2m_runs.after", "tables", "mapped_bytes"],
     "concurrent": ["rewalk.p99_ratio", "rewalk.p999_ratio", "rewalk.by_batch", "stop.p99_ratio",
                    "stop.p999_ratio", "stop.p99_ratio_range", "stop.p99_ratio_pooled",
                    "stop.idle.p999_ns", "stop.pause_max_ms",
@@ -749,3 +755,16 @@ def test_bench_workload_is_the_package_module_and_refuses_a_failed_start(tmp_pat
                           input="", capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["touched"] == 3
+
+
+def test_quick_pool_suite_evacuates_and_packs(quick):
+    """The pool suite's figures: evacuation leaves nothing behind, compaction packs the pool,
+    both cost something per frame, the memcpy baseline ran in the same round."""
+    pool = quick["pool"]
+    assert pool["evacuate"]["frames_left"] == 0 and pool["evacuate"]["frames"] == pool["tables"]
+    assert pool["compact"]["packed"] is True and pool["compact"]["frames"] > 0
+    for op in ("evacuate", "compact"):
+        assert pool[op]["ns_per_frame"] > 0 and pool[op]["memcpy_ns_per_frame"] > 0
+        assert pool[op]["ratio_vs_memcpy"] > 0
+    lfr = pool["compact"]["largest_free_run"]
+    assert lfr["after"] >= lfr["before"]

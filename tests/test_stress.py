@@ -152,3 +152,69 @@ def test_late_shootdown_widens_the_window_and_the_merge_still_holds():
 def test_ipi_delay_is_checked(bad):
     result = CliRunner().invoke(main, ["stress", "--seconds", "0.1", "--ipi-delay-us", bad])
     assert result.exit_code == 2, result.output
+
+
+# ---- scenarios evacuate and compact (issue 14) --------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["rewalk", "stop"])
+@pytest.mark.parametrize("scenario", ["evacuate", "compact"])
+def test_pool_scenarios_are_clean_for_sound_protocols(scenario, protocol):
+    r = run_stress(1.5, protocol=protocol, seed=3, scenario=scenario)
+    assert r.clean, r.to_json()
+    assert r.scenario == scenario and r.pool is not None
+    assert r.pool["operations"] > 5 and r.pool["failures"] == 0 and r.pool["frames_moved"] > 0
+    assert r.accesses > 10_000 and r.counters["dirty_cleans"] > 0
+    if scenario == "evacuate":
+        assert r.pool["frames_left"] == 0
+    else:
+        # the tables were spread over the pool's 2 MiB runs and came out packed low
+        assert r.pool["runs_2m"] == 8 and r.pool["packed_rounds"] > 0
+        assert r.pool["free_2m_runs"]["after"] == 7
+        assert r.pool["free_2m_runs"]["before"] < r.pool["free_2m_runs"]["after"]
+        assert r.pool["largest_free_run"]["after"] > r.pool["largest_free_run"]["before"]
+    if protocol == "rewalk":
+        assert r.counters["ad_merged"] > 0  # stale CPUs did write old copies
+
+
+@pytest.mark.parametrize("scenario", ["evacuate", "compact"])
+def test_pool_scenarios_naive_still_loses_dirty_bits(scenario):
+    lost = []
+    for seed in (1, 2, 3):
+        r = run_stress(2.0, protocol="naive", seed=seed, scenario=scenario)
+        lost.append(r.lost_dirty)
+        assert r.freed_frame_accesses == 0 and r.leaked_frames == 0
+        assert r.translation_mismatches == 0
+        if r.lost_dirty:
+            assert not r.clean and r.counters["ad_lost"] > 0
+            return
+    pytest.fail(f"naive ({scenario}) lost no dirty bit in three runs ({lost})")
+
+
+def test_cli_scenario_json_and_bad_scenario():
+    result = CliRunner().invoke(main, ["stress", "--seconds", "0.5", "--scenario", "compact",
+                                       "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["scenario"] == "compact" and data["clean"] is True
+    for key in ("operations", "frames_moved", "ns_per_frame", "frames_above", "runs_2m",
+                "largest_free_run", "free_2m_runs"):
+        assert key in data["pool"]
+    assert set(data["pool"]["free_2m_runs"]) == {"before", "after"}
+    plain = json.loads(CliRunner().invoke(main, ["stress", "--seconds", "0.2", "--json"]).output)
+    assert plain["scenario"] == "relocate" and plain["pool"] is None
+    assert CliRunner().invoke(main, ["stress", "--scenario", "defrag"]).exit_code == 2
+    with pytest.raises(UsageError, match="scenario"):
+        run_stress(0.1, scenario="defrag")
+
+
+@pytest.mark.tsan
+@pytest.mark.parametrize("protocol", ["rewalk", "stop", "naive"])
+@pytest.mark.parametrize("scenario", ["evacuate", "compact"])
+def test_short_pool_stress_for_tsan(scenario, protocol):
+    """evacuate/compact under ThreadSanitizer: a data race aborts the run."""
+    r = run_stress(0.7, cpus=2, protocol=protocol, seed=5, scenario=scenario)
+    assert r.relocations > 0 and r.accesses > 0 and r.pool["operations"] > 0
+    assert r.freed_frame_accesses == 0 and r.leaked_frames == 0
+    if protocol != "naive":
+        assert r.clean, r.to_json()

@@ -13,6 +13,7 @@ module              declarations                 used by
 ``mirror``          csrc/mirror.cdef             ptreloc.mirror (methods of ``Core``)
 ``x86pt``           csrc/x86pt.cdef              ptreloc.kernel_tables (a method of ``Core``)
 ``relocate``        csrc/relocate.cdef           ptreloc.relocate (the one relocation report)
+``relocate_pool``   csrc/relocate_pool.cdef      ptreloc.core (``Arena.evacuate``/``compact``)
 ``stress``          csrc/stress.cdef             ptreloc.stress
 ``bench``           csrc/bench.cdef              ptreloc.bench
 ``inject``          csrc/inject.cdef             ptreloc.kernel_move (the ptrace injector)
@@ -36,6 +37,7 @@ from ptreloc._native.bench import (
     bench_concurrent,
     bench_hist_index,
     bench_hist_lower,
+    bench_pool_round,
 )
 from ptreloc._native.core import (
     Core,
@@ -68,6 +70,7 @@ from ptreloc._native.relocate import (
     strategy_code,
     take_hook_error,
 )
+from ptreloc._native.relocate_pool import PoolReport, PoolRuns, compact, evacuate, pool_runs
 from ptreloc._native.stress import MAX_SECONDS, MAX_STRESS_CPUS, StressRun
 from ptreloc.errors import BuildError, CoreError
 
@@ -96,6 +99,11 @@ __all__ = [
     "reloc_reason_names",
     "set_relocation_test_hook",
     "take_hook_error",
+    "PoolRuns",
+    "PoolReport",
+    "pool_runs",
+    "evacuate",
+    "compact",
     "StressRun",
     "MAX_SECONDS",
     "MAX_STRESS_CPUS",
@@ -104,6 +112,7 @@ __all__ = [
     "BenchWalk",
     "BenchReloc",
     "bench_concurrent",
+    "bench_pool_round",
     "bench_hist_lower",
     "bench_hist_index",
     "INJECT_NR",

@@ -10,7 +10,7 @@ from typing import Any
 
 from ptreloc._native._base import U64, Handle
 from ptreloc._native.core import Core
-from ptreloc._native.relocate import _timing_names, strategy_code
+from ptreloc._native.relocate import _timing_names, check_batch, strategy_code
 from ptreloc.errors import CoreError, FreedFrameAccess, RelocationUnsupported, UsageError
 
 
@@ -161,3 +161,21 @@ def bench_hist_lower(c: Core, bucket: int) -> int:
 def bench_hist_index(c: Core, value: int) -> int:
     return int(c.lib.ptr_bench_hist_index(value & U64))
 
+
+
+def bench_pool_round(c: Core, *, geometry: str, mapped: int, bind_nodes: tuple[int, int],
+                     strategy: str, batch: int, memcpy_first: bool) -> dict[str, int]:
+    """One ptr_bench_pool_round(): a fragmented pool 0 compacted, then evacuated to node 1,
+    against memcpy of the same tables' bytes (``struct ptr_bench_pool_result`` as a dict)."""
+    c.geometry(geometry)
+    check_batch(batch)
+    if isinstance(mapped, bool) or not isinstance(mapped, int) or mapped < 2 << 20:
+        raise UsageError(f"pool bench: mapped must be at least 2 MiB, not {mapped!r}")
+    ffi = c.ffi
+    keep = [ffi.new("char[]", geometry.encode()), ffi.new("int[]", list(bind_nodes))]
+    out = ffi.new("struct ptr_bench_pool_result *")
+    _bench_check(c, c.lib.ptr_bench_pool_round(keep[0], mapped, keep[1],
+                                               strategy_code(c, strategy), batch,
+                                               int(memcpy_first), out), "pool bench")
+    return {name: int(getattr(out, name))
+            for name, _ in ffi.typeof("struct ptr_bench_pool_result").fields}

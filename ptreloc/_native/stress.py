@@ -10,7 +10,11 @@ from ptreloc._native.core import Core
 from ptreloc._native.relocate import check_batch, check_strategy, strategy_code
 from ptreloc.errors import RelocationUnsupported, UsageError
 
-__all__ = ["StressRun", "MAX_SECONDS", "MAX_STRESS_CPUS"]
+__all__ = ["StressRun", "MAX_SECONDS", "MAX_STRESS_CPUS", "SCENARIOS"]
+
+#: What the relocator thread does (csrc/harness.h, PTR_STRESS_<NAME>): move every table between
+#: the nodes, evacuate one pool after the other, or fragment pool 0 and compact it.
+SCENARIOS: tuple[str, ...] = ("relocate", "evacuate", "compact")
 
 #: the C core keeps the deadline in nanoseconds of a uint64: bound runs far below that
 MAX_SECONDS = 7 * 24 * 3600.0
@@ -26,7 +30,7 @@ class StressRun:
     def __init__(self, c: Core, *, geometry: str, cpus: int, seconds: float, strategy: str,
                  batch: int, seed: int, bind_nodes: tuple[int, int], frames_per_node: int,
                  chunks: int, pages_per_chunk: int, write_pct: int, unmap_pct: int,
-                 ipi_delay_us: int = 0) -> None:
+                 ipi_delay_us: int = 0, scenario: str = "relocate") -> None:
         if not c.relocation_supported:
             raise RelocationUnsupported("the stress needs the relocation core (build='relo')")
         if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
@@ -45,6 +49,7 @@ class StressRun:
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 100:
                 raise UsageError(f"{name} must be 0..100, got {v!r}")
         check_int("ipi_delay_us", ipi_delay_us, 0, 1_000_000)
+        check_strategy(scenario, "stress scenario", SCENARIOS)
         c.geometry(geometry)
         check_strategy(strategy, "protocol")
         ffi = c.ffi
@@ -67,6 +72,7 @@ class StressRun:
         cfg.reclaim_pause_us = 0
         cfg.cancel = self.cancel
         cfg.ipi_delay_us = ipi_delay_us
+        cfg.scenario = int(getattr(c.lib, f"PTR_STRESS_{scenario.upper()}"))
         self._cfg = cfg
         self._out = ffi.new("struct ptr_stress_result *")
         self.rc: int | None = None

@@ -21,6 +21,8 @@ one module per suite (:data:`SUITES`), each with ``measure()``:
                 without it (``overhead_pct``), ``bare`` and ``with_data``;
 ``walk``        TLB-miss latency against a bare pointer chase (``ratio_vs_chase``);
 ``relocate``    per-frame relocation cost against memcpy (``ratio_vs_memcpy``), growth exponent;
+``pool``        evacuating and compacting a fragmented pool, per frame against memcpy
+                (``evacuate.ratio_vs_memcpy``, ``compact.ratio_vs_memcpy``), free runs before/after;
 ``concurrent``  access latency while relocation runs against idle phases (``p99_ratio``);
 ``mirror``      snapshot + mirror throughput of a live process (resident GiB/s);
 ``migrate``     ``ptreloc migrate`` against numactl's ``migratepages`` (two real nodes, or the

@@ -29,8 +29,8 @@ __all__ = [
 ]
 
 #: every suite, in the order a run measures them (one module each in this package)
-SUITES: tuple[str, ...] = ("fault", "walk", "relocate", "concurrent", "mirror", "migrate",
-                           "ktables")
+SUITES: tuple[str, ...] = ("fault", "walk", "relocate", "pool", "concurrent", "mirror",
+                           "migrate", "ktables")
 
 GEOMETRY = "x86_64_4l"
 #: the ktables suite's resident sizes (MiB): the issue's goal is stated at 1 GiB and 8 GiB
@@ -69,6 +69,9 @@ class Plan:
     #: resident MiB of each dense workload the ktables suite walks (``--ktables-mib``)
     ktables_mib: tuple[int, ...] = KTABLES_MIB
     ktables_rounds: int = 5
+    #: the pool suite: MiB each of its two address spaces maps, and rounds
+    pool_mib: int = 1024
+    pool_rounds: int = 7
 
 
 def plan(quick: bool, ktables_mib: Sequence[int] | None = None) -> Plan:
@@ -80,7 +83,7 @@ def plan(quick: bool, ktables_mib: Sequence[int] | None = None) -> Plan:
     if quick:
         return Plan(True, 4096, 8, 2048, 50_000, 4, (1 * MIB, 4 * MIB, 16 * MIB), 3, cpus,
                     16384, 4096, (8, 64), 0.1, 2, 32, 1, 16, 1,
-                    tuple(ktables_mib or KTABLES_MIB_QUICK), 2)
+                    tuple(ktables_mib or KTABLES_MIB_QUICK), 2, 64, 2)
     return Plan(False, 32768, 60, 32768, 400_000, 12,
                 (1 * MIB, 16 * MIB, 256 * MIB, 4 * GIB, 64 * GIB), 7, cpus, 65536, 32768,
                 (1, 8, 64, 512), 0.2, 16, 1024, 5, 128, 3,

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ptreloc import __version__, numa
-from ptreloc.bench import concurrent, fault, ktables, migrate, mirror, relocate, walk
+from ptreloc.bench import concurrent, fault, ktables, migrate, mirror, pool, relocate, walk
 from ptreloc.bench.goals import goals
 from ptreloc.bench.plan import SUITES, Plan, Progress, check_suites, plan
 from ptreloc.bench.stats import round_finite
@@ -26,6 +26,7 @@ _MEASURE: dict[str, Callable[[Plan, int, Progress, bool], dict[str, Any]]] = {
     "fault": lambda p, seed, say, _in_vm: fault.measure(p, seed, say),
     "walk": lambda p, seed, say, _in_vm: walk.measure(p, seed, say),
     "relocate": lambda p, seed, say, _in_vm: relocate.measure(p, seed, say),
+    "pool": lambda p, seed, say, _in_vm: pool.measure(p, seed, say),
     "concurrent": lambda p, seed, say, _in_vm: concurrent.measure(p, seed, say),
     "mirror": lambda p, seed, say, _in_vm: mirror.measure(p, seed, say),
     "migrate": migrate.measure,

@@ -94,6 +94,17 @@ def render(results: dict[str, Any]) -> list[Table]:
             for s in res["sizes"]:
                 rows.append((f"{s['mapped_bytes'] >> 20} MiB: {s['frames']} frames",
                              f"x{s['ratio_vs_memcpy']}  {s['ns_per_frame']} ns/frame", ""))
+        elif name == "pool":
+            for op in ("evacuate", "compact"):
+                r = res[op]
+                rows.append((f"{op}: x memcpy ({r['frames']} frames)",
+                             f"x{r['ratio_vs_memcpy']}  {r['ns_per_frame']} ns/frame "
+                             f"(memcpy {r['memcpy_ns_per_frame']})", ""))
+            cp = res["compact"]
+            rows += [("compact: largest free run", f"{cp['largest_free_run']['before']} -> "
+                      f"{cp['largest_free_run']['after']} frames", ""),
+                     ("compact: free 2 MiB runs", f"{cp['free_2m_runs']['before']} -> "
+                      f"{cp['free_2m_runs']['after']} of {cp['runs_2m']}", "")]
         elif name == "concurrent":
             rows += [("rewalk p99_ratio", res["rewalk"]["p99_ratio"],
                       _goal(res, "rewalk.p99_ratio")),
@@ -186,7 +197,7 @@ refused before anything is measured.""")
 @guarded
 def command(suites: tuple[str, ...], quick: bool, plot_path: str | None, seed: int, in_vm: bool,
             ktables_mib: str | None, output: str | None, as_json: bool) -> None:
-    """Measure relocation: SUITE is fault, walk, relocate, concurrent, mirror, migrate or
+    """Measure relocation: SUITE is fault, walk, relocate, pool, concurrent, mirror, migrate or
     ktables (default: all).  Every figure is a ratio against a baseline measured in the same
     run.  ktables walks the kernel's own page tables (root and /proc/kcore; skipped with the
     reason otherwise)."""

@@ -15,6 +15,7 @@ from ptreloc.stress import (
     MAX_SECONDS,
     NODE_MODES,
     PROTOCOLS,
+    SCENARIOS,
     StressResult,
     run_stress,
 )
@@ -49,11 +50,24 @@ def _geometry_names() -> list[str]:
 MAX_BATCH = _native.MAX_BATCH  # the one cap (ptreloc._native.relocate)
 
 
+def _pool_rows(result: StressResult) -> list[tuple[str, str]]:
+    """Table rows for the evacuate/compact scenarios' figures (``result.pool``)."""
+    rows: list[tuple[str, str]] = []
+    for key, v in (result.pool or {}).items():
+        if isinstance(v, dict):
+            rows.append((key, f"{v['before']:,} -> {v['after']:,}"))
+        else:
+            rows.append((key, "-" if v is None else f"{v:,}"))
+    return rows
+
+
 @click.command("stress", epilog="""\b
 Examples:
   ptreloc stress --seconds 10 --cpus 2
   ptreloc stress --seconds 2 --protocol naive --json   # exits 1: naive loses dirty bits
-  ptreloc stress --geometry x86_pae --batch 1 --seed 7""")
+  ptreloc stress --geometry x86_pae --batch 1 --seed 7
+  ptreloc stress --scenario evacuate --seconds 3 --json
+  ptreloc stress --scenario compact --protocol stop""")
 @click.option("--seconds", type=click.FloatRange(0, MAX_SECONDS, min_open=True), default=5.0,
               show_default=True, help="How long to run (at most a week).")
 @click.option("--cpus", type=click.IntRange(1, 62), default=DEFAULTS["cpus"], show_default=True,
@@ -79,10 +93,16 @@ Examples:
               help="Microseconds between a batch's repoints and its shootdown (a flush IPI "
                    "reaching a preempted vCPU late): CPUs keep writing A/D into the old "
                    "copies meanwhile.  0 = shoot down at once.")
+@click.option("--scenario", type=click.Choice(SCENARIOS), default=DEFAULTS["scenario"],
+              show_default=True,
+              help="relocate (every table node 0 <-> 1), evacuate (empty pool 0, then pool 1, "
+                   "...: every table frame off the node) or compact (spread the tables over "
+                   "pool 0, then pack them low; JSON `pool` has the largest free run and the "
+                   "free 2 MiB-aligned runs of frames before/after).  Same protocol and checks.")
 @json_option
 @guarded
 def command(seconds: float, cpus: int, protocol: str, geometry: str, batch: int, seed: int,
-            node_mode: str, ipi_delay_us: int, as_json: bool) -> None:
+            node_mode: str, ipi_delay_us: int, scenario: str, as_json: bool) -> None:
     """Torture-test a relocation protocol: CPUs write, tables move, A/D bits get consumed.
 
     CPUS emulated CPUs read and write random pages of a demand-faulted address space (faults
@@ -112,15 +132,15 @@ def command(seconds: float, cpus: int, protocol: str, geometry: str, batch: int,
             bar.update(task, completed=elapsed)
     try:
         result = run_stress(seconds, cpus, protocol, geometry, batch, seed, nodes=node_mode,
-                            ipi_delay_us=ipi_delay_us, progress=progress)
+                            ipi_delay_us=ipi_delay_us, scenario=scenario, progress=progress)
     finally:
         if progress is not None:
             bar.stop()
     if as_json:
         emit_json(result.to_json())
     else:
-        table = Table(title=f"ptreloc stress: {protocol} on {geometry}, {cpus} CPUs, "
-                            f"{result.seconds:.1f} s")
+        table = Table(title=f"ptreloc stress: {scenario} with {protocol} on {geometry}, "
+                            f"{cpus} CPUs, {result.seconds:.1f} s")
         table.add_column("counter")
         table.add_column("value", justify="right")
         for key in ("relocations", "accesses"):
@@ -128,6 +148,8 @@ def command(seconds: float, cpus: int, protocol: str, geometry: str, batch: int,
         for key in ("frames_relocated", "ad_merged", "ad_lost", "dirty_cleans", "unmaps",
                     "fault_path_runs"):
             table.add_row(key, f"{result.counters.get(key, 0):,}")
+        for key, v in _pool_rows(result):
+            table.add_row(key, v)
         for key in _VERDICT:
             v = getattr(result, key)
             table.add_row(key, f"[red]{v:,}[/red]" if v else "0")
@@ -138,5 +160,6 @@ def command(seconds: float, cpus: int, protocol: str, geometry: str, batch: int,
         # a verdict, not a failure to run: stdout (JSON or table) has the details; stderr gets
         # the one line every exit 1 carries, so a human reading a CI log sees why it failed
         found = ", ".join(f"{k}={getattr(result, k)}" for k in _VERDICT if getattr(result, k))
-        click.echo(f"ptreloc: stress: protocol {protocol} is not clean: {found}", err=True)
+        what = "" if scenario == "relocate" else f" ({scenario})"
+        click.echo(f"ptreloc: stress: protocol {protocol}{what} is not clean: {found}", err=True)
         sys.exit(EXIT_OPERATIONAL)
