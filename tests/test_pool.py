@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from refmodel import RefModel
-from test_relocate_property import build_tree, map_ops, page_vas, state
+from test_relocate_property import build_tree, map_ops, page_vas, state, touch_pattern
 
 from ptreloc.core import AddressSpace, Arena, Cpu, geometries
 from ptreloc.errors import InvalidNode, RelocationUnsupported, UsageError
@@ -54,11 +54,7 @@ def test_pool_operations_match_the_model(name, nnodes, ops, scratch_ops, strateg
             second.map(0, 8 * geo.page_size)
         scratch.close()
         vas = page_vas(geo, model)
-        cpu.switch_to(mm)
-        for i, va in enumerate(vas):
-            if i % 3 != 2:
-                cpu.access(va, write=i % 3 == 0)
-                model.access(va, i % 3 == 0)
+        touch_pattern(cpu, mm, model, vas)
         cpu.switch_to(None)
         before = state(mm, vas)
         runs_before = arena.pool_runs(0)
