@@ -766,6 +766,146 @@ int ptr_map(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phys, int 
 	return rc;
 }
 
+/* Install the leaf @e at (@level, @va) in @table (its lock held) if the entry is empty. */
+static inline int set_leaf_locked(struct ptr_mm *mm, uint32_t table, int level, uint64_t va,
+				  uint64_t e)
+{
+	const struct ptr_geometry *g = mm->geo;
+	void *t = fdata(mm, table);
+	uint32_t idx = ptr_index(g, level, va);
+	/* every writer of an empty entry holds this table's lock (faults install under it, the
+	 * walker only sets A/D in present entries): a plain check-then-store is enough */
+	if (ptr_entry_load(g, level, t, idx))
+		return -EEXIST;
+	ptr_entry_store(g, level, t, idx, e);
+	return 0;
+}
+
+/**
+ * ptr_map_pages() - map a set of base pages (and huge blocks) in one call: how a live
+ * process's resident pages are mirrored.
+ * @mm:  the address space
+ * @set: the pages, the node of each lowest-level table, read-only ranges, huge blocks (struct
+ *       ptr_page_set); @set->leaves is set to the leaves installed
+ *
+ * Per lowest-level table the path is walked once (tables missing on the way are allocated on
+ * that table's node; place upper tables first with ptr_ensure_table() to put them elsewhere)
+ * and its lock taken once for all its pages.  Unlike ptr_map() a failure does not roll back:
+ * the leaves installed before it stay (the mirror that called it is thrown away).
+ * Return: 0; -EINVAL (unsorted or unaligned pages, a huge block not wholly in @vas or at a level
+ * without leaves, a format of one level); -ERANGE/-EDOM (address); -ENODEV (no such node);
+ * -EEXIST (a page or block already mapped, or a table or leaf in the way); -ENOSPC/-ENOMEM.
+ * Locking: in its own read-side section; takes each touched table's lock once.  Call with no
+ * table lock held.
+ */
+int ptr_map_pages(struct ptr_mm *mm, struct ptr_page_set *set)
+{
+	const struct ptr_geometry *g = mm->geo;
+	struct ptr_arena *a = mm->arena;
+	set->leaves = 0;
+	if (g->nlevels < 2 || (set->nhuge && !g->level[1].leaf_ok))
+		return -EINVAL;
+	const uint64_t page = ptr_level_size(g, 0), block = ptr_level_size(g, 1);
+	const unsigned span_shift = (unsigned)__builtin_ctzll(block);
+	const uint64_t per_block = block / page, limit = g->phys_limit;
+	int def = set->default_node < 0 ? __atomic_load_n(&mm->node, __ATOMIC_RELAXED)
+					: set->default_node;
+	if (def >= a->nnodes)
+		return -ENODEV;
+	for (uint64_t k = 0; k < set->nspans; k++)
+		if (set->span_nodes[k] < 0 || set->span_nodes[k] >= a->nnodes)
+			return -ENODEV;
+	for (uint64_t i = 0; i < set->n; i++) {
+		if ((set->vas[i] & (page - 1)) || (i && set->vas[i] <= set->vas[i - 1]))
+			return -EINVAL;
+	}
+	if (set->n) {
+		int rc = check_range(g, set->vas[0], set->vas[set->n - 1] + page);
+		if (rc)
+			return rc;
+	}
+	int rc = 0, tok = PTR_READ_LOCK(a);
+	uint64_t i = 0, si = 0, ri = 0, hi = 0, leaves = 0;
+	while (i < set->n && !rc) {
+		uint64_t va = set->vas[i], span = va >> span_shift;
+		while (si < set->nspans && set->span_keys[si] < span)
+			si++;
+		int node = si < set->nspans && set->span_keys[si] == span ? set->span_nodes[si] : def;
+		while (hi < set->nhuge && set->huge[hi] < va)
+			hi++;
+		uint32_t table;
+		ptr_spinlock_t *lock;
+		if (hi < set->nhuge && set->huge[hi] == va) {
+			/* one huge leaf: the block must be aligned and wholly resident */
+			if ((va & (block - 1)) || i + per_block > set->n ||
+			    set->vas[i + per_block - 1] != va + block - page) {
+				rc = -EINVAL;
+				break;
+			}
+			while (ri < set->nro && set->ro[2 * ri + 1] <= va)
+				ri++;
+			bool w = !(ri < set->nro && set->ro[2 * ri] < va + block);
+			rc = descend_lock(mm, va, 1, node, &table, &lock);
+			if (rc)
+				break;
+			rc = set_leaf_locked(mm, table, 1, va, ptr_entry_make_leaf(g, 1, va % limit, w));
+			ptr_unlock(lock);
+			leaves += !rc;
+			i += per_block;
+			continue;
+		}
+		rc = descend_lock(mm, va, 0, node, &table, &lock);
+		if (rc)
+			break;
+		uint64_t tend = ptr_level_addr_end(g, 1, va, UINT64_MAX);
+		for (; i < set->n && set->vas[i] < tend; i++) {
+			uint64_t v = set->vas[i];
+			while (ri < set->nro && set->ro[2 * ri + 1] <= v)
+				ri++;
+			bool w = !(ri < set->nro && set->ro[2 * ri] <= v);
+			rc = set_leaf_locked(mm, table, 0, v, ptr_entry_make_leaf(g, 0, v % limit, w));
+			if (rc)
+				break;
+			leaves++;
+		}
+		ptr_unlock(lock);
+	}
+	PTR_READ_UNLOCK(a, tok);
+	(void)tok;
+	set->leaves = leaves;
+	return rc;
+}
+
+/**
+ * ptr_ensure_table() - make sure the walk for @va has its level-@level table (the table whose
+ * entries are at @level), allocating it and any missing table above it on @node.
+ * @mm:    the address space
+ * @va:    an address in the table's range
+ * @level: 0 (a lowest-level table) .. nlevels - 2 (the root always exists)
+ * @node:  the pool for the tables allocated
+ *
+ * Return: 0 (it exists now; an existing one stays where it is); -EINVAL (level); -ERANGE/-EDOM
+ * (address); -ENODEV (node); -EEXIST (a huge leaf above covers @va); -ENOSPC/-ENOMEM.
+ * Locking: in its own read-side section; takes the parent table's lock to link a new table.
+ */
+int ptr_ensure_table(struct ptr_mm *mm, uint64_t va, int level, int node)
+{
+	const struct ptr_geometry *g = mm->geo;
+	if (level < 0 || level >= TOP(g))
+		return -EINVAL;
+	if (node < 0 || node >= mm->arena->nnodes)
+		return -ENODEV;
+	int rc = ptr_va_check(g, va);
+	if (rc)
+		return rc;
+	int tok = PTR_READ_LOCK(mm->arena);
+	uint32_t table;
+	rc = descend(mm, NULL, va, level, node, &table);
+	PTR_READ_UNLOCK(mm->arena, tok);
+	(void)tok;
+	return rc;
+}
+
 struct unmap_priv {
 	int64_t leaves;
 	uint64_t dirty;

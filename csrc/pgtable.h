@@ -63,6 +63,37 @@ int ptr_mm_set_node(struct ptr_mm *mm, int node);
 int ptr_map(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phys, int leaf_level,
 	    bool writable, int table_node);
 int64_t ptr_unmap(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t *dirty_pages);
+
+/**
+ * struct ptr_page_set - the pages ptr_map_pages() maps, and where their tables go.
+ * @vas:          base pages, ascending; each is mapped to phys = va % the format's phys_limit
+ * @n:            how many
+ * @span_keys:    lowest-level table spans (va >> log2(level-1 entry size)), ascending ...
+ * @span_nodes:   ... and the node of the table created for each
+ * @nspans:       how many
+ * @default_node: the node of a table whose span is not listed (-1: the mm's node)
+ * @ro:           [start, end) pairs, ascending and disjoint: pages in them map read-only
+ * @nro:          how many pairs
+ * @huge:         starts of blocks mapped by one leaf at level 1 instead, ascending; every
+ *                page of such a block is in @vas
+ * @nhuge:        how many
+ * @leaves:       out: leaves installed (a huge leaf counts one)
+ */
+struct ptr_page_set {
+	const uint64_t *vas;
+	uint64_t n;
+	const uint64_t *span_keys;
+	const int16_t *span_nodes;
+	uint64_t nspans;
+	int default_node;
+	const uint64_t *ro;
+	uint64_t nro;
+	const uint64_t *huge;
+	uint64_t nhuge;
+	uint64_t leaves;
+};
+int ptr_map_pages(struct ptr_mm *mm, struct ptr_page_set *set);
+int ptr_ensure_table(struct ptr_mm *mm, uint64_t va, int level, int node);
 int64_t ptr_protect(struct ptr_mm *mm, uint64_t start, uint64_t end, bool writable);
 int ptr_add_region(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t phys,
 		   bool writable, int leaf_level);

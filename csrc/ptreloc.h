@@ -34,6 +34,7 @@
 #include "relocate.h" /* relocation protocols (relocate.c) */
 #include "relocate_pool.h" /* evacuating and compacting a pool with them (relocate_pool.c) */
 #include "mirror.h"   /* bulk queries for ptreloc.mirror (mirror.c) */
+#include "pagescan.h" /* per-page loops over a live process's arrays (pagescan.c) */
 #include "harness.h"  /* stress and bench harnesses (stress.c, bench.c) */
 
 #include "inject.h" /* the ptrace injector (inject.c), for ptreloc.kernel_move */

@@ -177,7 +177,7 @@ def _online_memory_nodes() -> frozenset[int]:
     try:
         from ptreloc import numa
 
-        return numa.topology().with_memory
+        return numa.node_states()[1]
     except Exception:  # no sysfs (containers): everything virtual
         return frozenset()
 
@@ -428,6 +428,23 @@ class AddressSpace:
         node = -1 if table_node is None else self.arena._node(table_node)
         self._core.map(self._h, start, start + length, start if phys is None else phys, level,
                        writable, node)
+
+    def map_pages(self, vas: array[int], span_keys: array[int], span_nodes: array[int],
+                  default_node: int, read_only: array[int], huge: array[int]) -> int:
+        """Map every page of ``vas`` (array('Q'), ascending; identity translations modulo the
+        physical limit) in one call: the lowest-level table over span key k
+        (``va >> log2(level-1 entry size)``) is created on ``span_nodes`` at k's index in
+        ``span_keys`` (ascending), else on ``default_node``; pages inside the [start, end)
+        pairs of ``read_only`` map read-only; each block starting at an address of ``huge``
+        is one leaf at level 1.  Returns the leaves installed.  Unlike :meth:`map`, a failure
+        does not roll back (csrc/pgtable.c ptr_map_pages())."""
+        return self._core.map_pages(self._h, vas, span_keys, span_nodes,
+                                    self.arena._node(default_node), read_only, huge)
+
+    def ensure_table(self, va: int, level: int, node: int) -> None:
+        """Make sure the level-``level`` table over ``va`` exists; a new one (and any missing
+        table above it) goes on ``node``, an existing one stays where it is."""
+        self._core.ensure_table(self._h, va, level, self.arena._node(node))
 
     def unmap(self, start: int, length: int) -> tuple[int, int]:
         """Clear the leaves in the range; returns (leaves cleared, of which dirty).  Tables

@@ -354,7 +354,7 @@ class Mirror:
         placement = infer_placement(
             sub, self.geometry, root=self.frame_node(self.mm.root_frame)
         )
-        _map_pages(self.mm, added, _page_nodes(added, placement), vmas, add_thp)
+        _build(self.mm, added, placement, vmas, add_thp)
         self.thp = ThpBlocks(
             tuple(sorted(still_huge | set(add_thp.starts))),
             thp.size or self.thp.size,
@@ -450,47 +450,43 @@ def thp_blocks(snap: ProcessSnapshot, geo: Geometry, *, detect: bool = True) -> 
     if not detect or huge is None or not huge.leaf_ok or geo.page_size != snap.page_size:
         return ThpBlocks((), 0, "none", 0)
     size = huge.entry_span
-    per_block = size // snap.page_size
+    page_shift = snap.page_size.bit_length() - 1
+    resident = snap.resident
+    pfns = snap.pfns
+    # fully resident aligned blocks (with frames: contiguous from an aligned head), in C
+    firsts = _core().huge_candidates(resident, pfns, size.bit_length() - 1, page_shift)
+    if not firsts:
+        return ThpBlocks((), size, "none", 0)
+    method = "smaps"
+    starts = [resident[lo] for lo in firsts]
+    if pfns is not None and any(pfns[lo] for lo in firsts):
+        flags = _kpageflags(pfns[lo] for lo in firsts)
+        if flags is not None:  # the head must be a THP's compound head
+            method = "kpageflags"
+            head_bits = 1 << _KPF_COMPOUND_HEAD | 1 << _KPF_THP
+            starts = [resident[lo] for lo in firsts if flags[pfns[lo]] & head_bits == head_bits]
+            if not starts:
+                return ThpBlocks((), size, "none", 0)
+    # smaps (a walk of every page by the kernel) only now that there are candidates: a
+    # compound page can be PTE-mapped, smaps says how much of each VMA is PMD-mapped
     pmd = smaps_pmd_mapped(snap.pid)
     if not pmd:
         return ThpBlocks((), size, "none", 0)
-    resident = snap.resident
-    candidates: list[tuple[int, int, int]] = []  # (vma start, block start, resident index)
-    for vma in snap.vmas:
-        if vma.start not in pmd:
-            continue
-        b = (vma.start + size - 1) // size * size
-        while b + size <= vma.end:
-            lo = bisect_left(resident, b)
-            last = lo + per_block - 1  # every page resident: the block's last page is there
-            if last < len(resident) and resident[last] == b + size - snap.page_size:
-                candidates.append((vma.start, b, lo))
-            b += size
-    pfns = snap.pfns
-    flags = None
-    if pfns is not None and candidates and any(pfns[lo] for _v, _b, lo in candidates):
-        flags = _kpageflags(pfns[lo] for _v, _b, lo in candidates)
-    method = "smaps"
-    if flags is not None and pfns is not None:  # (flags are only read with pfns)
-        method = "kpageflags"
-        head_bits = 1 << _KPF_COMPOUND_HEAD | 1 << _KPF_THP
-        kept = []
-        for vma_start, b, lo in candidates:
-            head = pfns[lo]
-            if (
-                head % per_block == 0
-                and flags[head] & head_bits == head_bits
-                and pfns[lo : lo + per_block] == array("Q", range(head, head + per_block))
-            ):
-                kept.append((vma_start, b, lo))
-        candidates = kept
     taken: Counter[int] = Counter()
-    starts = []
-    for vma_start, b, _lo in candidates:
-        if taken[vma_start] < pmd[vma_start] // size:
-            taken[vma_start] += 1
-            starts.append(b)
-    return ThpBlocks(tuple(starts), size, method, sum(pmd.values()))
+    kept = []
+    vi = 0
+    vmas = snap.vmas
+    for b in starts:
+        while vi < len(vmas) and vmas[vi].end <= b:
+            vi += 1
+        if vi == len(vmas):
+            break
+        vma = vmas[vi]
+        room = pmd.get(vma.start, 0) // size - taken[vma.start]
+        if vma.start <= b and b + size <= vma.end and room > 0:
+            taken[vma.start] += 1
+            kept.append(b)
+    return ThpBlocks(tuple(kept), size, method, sum(pmd.values()))
 
 
 def _anonymous(path: str) -> bool:
@@ -502,6 +498,21 @@ def _anonymous(path: str) -> bool:
 def _majority(votes: Counter[int]) -> int | None:
     """The node with most votes (ties: the lowest node); None with no vote."""
     return _top(votes) if votes else None
+
+
+def _top_row(row: list[int]) -> int:
+    """The node with most votes in a per-node row with at least one vote (ties: lowest)."""
+    best = 0
+    for x, v in enumerate(row):
+        if v > row[best]:
+            best = x
+    return best
+
+
+def _core() -> Any:
+    from ptreloc._native import core as native_core
+
+    return native_core("relo")
 
 
 def _top(votes: Counter[int]) -> int:
@@ -552,47 +563,46 @@ def infer_placement(
     library pages left on node 0 by migratepages is best left on node 0), the root included."""
     nodes = snap.nodes if nodes is None else nodes
     resident = snap.resident
+    n = len(resident)
+    c = _core()
 
-    def votes(n: int) -> bool:
-        return n >= 0 and (allowed is None or n in allowed)
+    def votes(x: int) -> bool:
+        return x >= 0 and (allowed is None or x in allowed)
 
-    anon = bytearray(len(resident))
+    # per page: does it vote, and for its tables too (PTR_VOTE_*), set per VMA by slices
+    anon_class, other_class = int(c.lib.PTR_VOTE_ANON), int(c.lib.PTR_VOTE_OTHER)
+    classes = bytearray([anon_class if follow_data else other_class]) * n
     stack: Counter[int] = Counter()
-    if follow_data:
-        anon[:] = b"\x01" * len(resident)
     for vma in snap.vmas:
-        if not _anonymous(vma.path) or follow_data:
-            continue
         lo = bisect_left(resident, vma.start)
         hi = bisect_left(resident, vma.end)
-        anon[lo:hi] = b"\x01" * (hi - lo)
-        if vma.path == "[stack]":
-            stack.update(n for n in nodes[lo:hi] if votes(n))
-    special = special_pages(snap)
+        if lo == hi:
+            continue
+        if vma.path in SPECIAL_MAPPINGS:
+            classes[lo:hi] = bytes(hi - lo)
+        elif not follow_data and _anonymous(vma.path):
+            classes[lo:hi] = bytes([anon_class]) * (hi - lo)
+            if vma.path == "[stack]":
+                stack.update(x for x in nodes[lo:hi] if votes(x))
+    if not (isinstance(nodes, array) and nodes.typecode == "i"):
+        nodes = array("i", nodes)
+    tally = snap.status_counts() if nodes is snap.nodes else proc.status_counts(nodes)
+    top_node = max((k for k in tally if k >= 0), default=0)
+    nnodes = top_node + 1
+    allow = None if allowed is None else bytes(1 if x in allowed else 0 for x in range(nnodes))
     lowest = geo.levels[0]
     shift = lowest.shift + lowest.bits
-    blocks: dict[int, Counter[int]] = {}
-    anon_votes: Counter[int] = Counter()
-    all_votes: Counter[int] = Counter()
-    for k, (va, n) in enumerate(zip(resident, nodes, strict=True)):
-        if not votes(n) or k in special:
-            continue
-        all_votes[n] += 1
-        if anon[k]:
-            anon_votes[n] += 1
-            key = va >> shift
-            counts = blocks.get(key)
-            if counts is None:
-                counts = blocks[key] = Counter()
-            counts[n] += 1
+    counted = c.span_votes(resident, nodes, classes, shift, nnodes, allow)
+    anon_votes = Counter({x: v for x, v in enumerate(counted.anon_votes) if v})
+    all_votes = Counter({x: v for x, v in enumerate(counted.all_votes) if v})
     basis = "given"
     if root is None:
-        for name, counted in (
+        for name, tally in (
             ("stack", stack),
             ("anonymous", anon_votes),
             ("resident", all_votes),
         ):
-            root, basis = _majority(counted), name
+            root, basis = _majority(tally), name
             if root is not None:
                 break
     if root is None:
@@ -601,52 +611,39 @@ def infer_placement(
             root, basis = cpu, "cpu"
         else:
             root, basis = (min(allowed) if allowed else 0), "default"
+    # per table: its votes per node (every table listed maps at least one voting page)
+    per_table: dict[int, list[int]] = {
+        key: list(counted.row(k)) for k, key in enumerate(counted.keys)
+    }
     levels: list[dict[int, int]] = []
-    per_table = blocks
     for index in range(geo.nlevels - 1):  # every level below the root
         if index:
             bits = geo.levels[index].bits
-            upper: dict[int, Counter[int]] = {}
-            for key, counts in per_table.items():
-                upper.setdefault(key >> bits, Counter()).update(counts)
+            upper: dict[int, list[int]] = {}
+            for key, row in per_table.items():
+                have = upper.get(key >> bits)
+                if have is None:
+                    upper[key >> bits] = list(row)
+                else:
+                    for x, v in enumerate(row):
+                        have[x] += v
             per_table = upper
-        # every table here maps at least one voting page: each count has a vote
-        levels.append({key: _top(counts) for key, counts in per_table.items()})
+        levels.append({key: _top_row(row) for key, row in per_table.items()})
     return TablePlacement(root, basis, tuple(levels), geo)
 
 
-def _page_nodes(resident: array[int], placement: TablePlacement) -> array[int]:
-    """Per resident page, the node of its lowest-level table (what a map call places)."""
-    geo = placement.geometry
+def _span_shift(geo: Geometry) -> int:
     lowest = geo.levels[0]
-    shift = lowest.shift + lowest.bits
-    table = placement.levels[0] if placement.levels else {}
-    root = placement.root
-    return array("i", (table.get(va >> shift, root) for va in resident))
+    return lowest.shift + lowest.bits
 
 
-def _settle_tables(mm: AddressSpace, placement: TablePlacement) -> None:
-    """Move every table of ``mm`` that is not on its inferred node there (upper-level tables
-    are created by the map call that first reaches their range, on that call's node)."""
-    from ptreloc.relocate import relocate
-
-    top = mm.geometry.nlevels - 1
-
-    def choose(frame: Any) -> int | None:
-        if frame.level == top:
-            return None
-        want = placement.node_of(frame.level, frame.base_va)
-        return None if want == frame.node else want
-
-    report = relocate(mm, range(len(mm.arena.nodes)), choose, strategy="stop")
-    if not report.complete:
-        raise PtrelocError(f"placing the mirrored tables failed: {report.error}")
+#: pages per ptr_map_pages() call (progress is reported between calls)
+_BUILD_CHUNK = 1 << 20
 
 
 def _tables_needed(resident: array[int], geo: Geometry) -> int:
-    """Upper bound of the tables a mirror of ``resident`` needs: distinct table spans per level."""
-    lowest = geo.levels[0]
-    spans = {va >> (lowest.shift + lowest.bits) for va in resident}
+    """Tables a mirror of ``resident`` needs: distinct table spans per level."""
+    spans: set[int] = set(_core().span_keys(resident, _span_shift(geo)))
     total = len(spans)
     for lv in geo.levels[1:]:
         spans = {s >> lv.bits for s in spans}
@@ -654,56 +651,52 @@ def _tables_needed(resident: array[int], geo: Geometry) -> int:
     return total
 
 
-def _map_pages(
+def _build(
     mm: AddressSpace,
     resident: array[int],
-    place: array[int],
+    placement: TablePlacement,
     vmas: list[Vma],
     thp: ThpBlocks,
     progress: ProgressCallback | None = None,
 ) -> int:
-    """Map ``resident`` (ascending page addresses) into ``mm``: one call per run of contiguous
-    pages with one placement node inside one VMA, one huge leaf per block of ``thp``.  New
-    tables go to the run's node.  Returns the number of map calls."""
+    """Map ``resident`` (ascending page addresses) into ``mm`` with every table where
+    ``placement`` puts it: the upper tables first (top down, each on its node), then every
+    page in one call into the core (``ptr_map_pages``: per lowest-level table one walk, one
+    lock and plain stores; a table it creates goes to the table's node, a table mapping no
+    voting page with the root).  The blocks of ``thp`` become huge leaves.  Millions of pages
+    go in calls of about ``_BUILD_CHUNK`` pages, split at a table's boundary, with
+    ``progress`` after each.  Returns the calls into the core made."""
     geo = mm.geometry
-    vma_ends = [v.end for v in vmas]
-    vma_writable = ["w" in v.perms for v in vmas]
-    page = geo.page_size
-    limit = geo.phys_limit
-    huge_starts = thp.starts
-    huge_pages = thp.size // page if thp.size else 0
-    hi = 0  # next huge block
+    calls = 0
+    levels = placement.levels
+    for index in range(len(levels) - 1, 0, -1):  # upper tables, top down (not the root's)
+        lv = geo.levels[index]
+        span = lv.shift + lv.bits
+        for key, node in sorted(levels[index].items()):
+            mm.ensure_table(key << span, index, node)
+            calls += 1
+    lowest = levels[0] if levels else {}
+    keys = array("Q", sorted(lowest))
+    nodes = array("h", (lowest[k] for k in keys))
+    ro = array("Q")
+    for vma in vmas:
+        if "w" not in vma.perms:
+            ro.extend((vma.start, vma.end))
+    huge = array("Q", thp.starts)
     total = len(resident)
-    runs = 0
+    shift = _span_shift(geo)
     i = 0
-    vi = 0
     while i < total:
-        start = resident[i]
-        node = place[i]
-        while vi < len(vma_ends) and vma_ends[vi] <= start:
-            vi += 1
-        writable = vma_writable[vi] if vi < len(vma_ends) else True
-        while hi < len(huge_starts) and huge_starts[hi] < start:
-            hi += 1
-        next_huge = huge_starts[hi] if hi < len(huge_starts) else 1 << 64
-        if start == next_huge:  # one huge leaf for the whole block
-            mm.map(start, thp.size, start % limit, writable=writable, huge=1, table_node=node)
-            hi += 1
-            i += huge_pages
-        else:
-            vma_end = vma_ends[vi] if vi < len(vma_ends) else 1 << 64
-            stop = min(vma_end, next_huge)
-            j = i + 1
-            expect = start + page
-            while j < total and resident[j] == expect and place[j] == node and expect < stop:
-                j += 1
-                expect += page
-            mm.map(start, expect - start, start % limit, writable=writable, table_node=node)
-            i = j
-        runs += 1
-        if progress is not None and (runs & 255 == 0 or i == total):
+        j = min(i + _BUILD_CHUNK, total)
+        if j < total:  # end the chunk at a lowest-level table's boundary (a huge block is one)
+            j = bisect_left(resident, ((resident[j - 1] >> shift) + 1) << shift, j - 1)
+        part = resident if (i, j) == (0, total) else resident[i:j]
+        mm.map_pages(part, keys, nodes, placement.root, ro, huge)
+        calls += 1
+        i = j
+        if progress is not None:
             progress(i, total)
-    return runs
+    return calls
 
 
 def mirror(
@@ -731,8 +724,8 @@ def mirror(
     t0 = clock()
     name = geometry_name or host_geometry(snap)
     geo = geometry(name)
-    topo = numa.topology()
-    wanted = set(topo.online) | {n for n in snap.nodes if n >= 0} | set(extra_nodes)
+    online, _with_memory = numa.node_states()
+    wanted = set(online) | set(snap.node_pages()) | set(extra_nodes)
     count = max(wanted) + 1
     needed = _tables_needed(snap.resident, geo) if snap.resident else 8
     # every node must be able to hold the whole tree (a relocation moves all of it to one node),
@@ -742,12 +735,10 @@ def mirror(
         placement = infer_placement(snap, geo)
     elif placement.geometry.name != geo.name:
         raise UsageError(f"the placement is for {placement.geometry.name}, the mirror {geo.name}")
-    place = _page_nodes(snap.resident, placement)
     mm = AddressSpace(arena, node=placement.root)
     thp = thp_blocks(snap, geo, detect=detect_thp)
     try:
-        runs = _map_pages(mm, snap.resident, place, snap.vmas, thp, progress)
-        _settle_tables(mm, placement)
+        runs = _build(mm, snap.resident, placement, snap.vmas, thp, progress)
     except BaseException:
         mm.close()
         arena.close()

@@ -2,7 +2,8 @@
 
 ``snapshot(pid)`` gathers, in this order: the process itself (psutil: name, owner, state,
 threads), its VMAs (/proc/PID/maps), its resident pages (/proc/PID/pagemap present bit, plus frame
-numbers when we are privileged), the node of every resident page (move_pages(2) in query mode),
+numbers when we are privileged), the node of every resident page (from its frame where frame
+numbers are visible, see ptreloc.frames; move_pages(2) in query mode for the rest),
 per-node counts from /proc/PID/numa_maps, Mems_allowed / Cpus_allowed (/proc/PID/status) and the
 CPU it last ran on (/proc/PID/stat field 39) with that CPU's node.
 
@@ -14,6 +15,7 @@ shows up with a move_pages status of -ENOENT/-EFAULT rather than a node.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator
@@ -22,6 +24,7 @@ from typing import Any, TypeVar
 
 import psutil
 
+from ptreloc import frames as frames_mod
 from ptreloc import numa
 from ptreloc.errors import AccessDenied, NoSuchProcess, PtrelocError, UsageError
 
@@ -33,6 +36,7 @@ __all__ = [
     "inspect_process",
     "read_maps",
     "read_pagemap",
+    "status_counts",
     "proc_error",
     "last_cpu",
     "cap_effective",
@@ -40,16 +44,13 @@ __all__ = [
 ]
 
 PAGE_SIZE = numa.PAGE_SIZE
-#: pagemap is read this many bytes at a time (8 bytes per page: 4 MiB covers 2 GiB of addresses)
-PAGEMAP_READ_BYTES = 4 << 20
+#: pagemap is read this many bytes at a time (8 bytes per page: 256 KiB covers 128 MiB of
+#: addresses; small enough for the buffers to stay in cache)
+PAGEMAP_READ_BYTES = 256 << 10
 
-_PM_PRESENT = 1 << 63
-_PM_PFN_MASK = (1 << 55) - 1
 _PF_KTHREAD = 0x00200000  # include/linux/sched.h
 # Maps whose pagemap we do not read: the vsyscall page is outside the user address range.
 _SKIP_PATHS = frozenset({"[vsyscall]"})
-# top byte of a little-endian pagemap entry -> 1 if the present bit (63) is set
-_PRESENT_BYTE = bytes(1 if b & 0x80 else 0 for b in range(256))
 
 
 @dataclass(frozen=True)
@@ -101,24 +102,35 @@ class ProcessSnapshot:
     last_cpu: int
     last_cpu_node: int | None
     page_size: int = PAGE_SIZE
+    #: who gave ``nodes``: "frames" (frame -> memory block -> node, move_pages for the pages
+    #: the frame does not tell; ptreloc.frames) or "move_pages" (every page asked)
+    node_source: str = "move_pages"
+    asked_move_pages: int = 0  # pages move_pages was asked about
     elapsed_s: dict[str, float] = field(default_factory=dict)
+    _status_counts: tuple[array[int], dict[int, int]] | None = field(
+        default=None, init=False, repr=False, compare=False)
+
+    def status_counts(self) -> dict[int, int]:
+        """How many resident pages have each status of ``nodes`` (node >= 0 or -errno): one
+        pass in C, kept (``nodes`` is not changed in place; a new snapshot counts again)."""
+        cached = self._status_counts
+        if cached is None or cached[0] is not self.nodes:
+            cached = (self.nodes, status_counts(self.nodes))
+            self._status_counts = cached
+        return cached[1]
 
     def node_pages(self) -> dict[int, int]:
         """Resident pages per node according to move_pages (pages it could not place are left
         out; see ``unplaced_pages``)."""
-        counts: dict[int, int] = {}
-        for status in self.nodes:
-            if status >= 0:
-                counts[status] = counts.get(status, 0) + 1
-        return dict(sorted(counts.items()))
+        return {k: v for k, v in sorted(self.status_counts().items()) if k >= 0}
 
     def unplaced_pages(self) -> dict[str, int]:
         """move_pages statuses that are not nodes, by name (e.g. {"ENOENT": 3})."""
         out: dict[str, int] = {}
-        for status in self.nodes:
+        for status, count in sorted(self.status_counts().items(), reverse=True):
             if status < 0:
                 key = numa.page_status_name(status).split(":")[0].lstrip("-")
-                out[key] = out.get(key, 0) + 1
+                out[key] = out.get(key, 0) + count
         return out
 
     def pages_in(self, start: int, end: int) -> Iterator[tuple[int, int]]:
@@ -142,6 +154,8 @@ class ProcessSnapshot:
             "resident_pages": len(self.resident),
             "page_size": self.page_size,
             "pfns_visible": self.pfns is not None,
+            "node_source": self.node_source,
+            "asked_move_pages": self.asked_move_pages,
             "node_pages": {str(k): v for k, v in self.node_pages().items()},
             "unplaced_pages": self.unplaced_pages(),
             "numa_maps_pages": {str(k): v for k, v in sorted(self.numa_maps.items())},
@@ -151,6 +165,28 @@ class ProcessSnapshot:
             "last_cpu_node": self.last_cpu_node,
             "elapsed_s": self.elapsed_s,
         }
+
+
+#: statuses counted one by one by :func:`status_counts` (errno values are below 256; nodes
+#: below the core's PTR_MAX_NODES); anything else is counted in Python
+_STATUS_LO = -256
+
+
+def status_counts(nodes: array[int]) -> dict[int, int]:
+    """How many of ``nodes`` (an array('i') of node statuses) have each value (a C pass)."""
+    if not nodes:
+        return {}
+    from ptreloc._native import core
+
+    c = core("relo")
+    hi = c.max_nodes - 1
+    hist, outside = c.status_histogram(nodes, _STATUS_LO, hi)
+    out = {_STATUS_LO + i: n for i, n in enumerate(hist) if n}
+    if outside:
+        for v in nodes:
+            if not _STATUS_LO <= v <= hi:
+                out[v] = out.get(v, 0) + 1
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,11 +240,23 @@ def read_pagemap(
     """Resident pages of ``vmas`` from /proc/PID/pagemap: (addresses 'Q', frame numbers 'Q').
 
     Frame numbers read as 0 without CAP_SYS_ADMIN (the kernel hides them since 4.0).  The file
-    is read in large chunks and scanned for the present bit at C speed (one byte per entry), so
-    sparse GiB-sized mappings cost a read, not a Python loop per page.
+    is read ``chunk_bytes`` at a time into one reused buffer and each chunk's present entries
+    are compacted in C (``ptr_pagemap_compact``): the cost is the kernel's read plus ~1 ns an
+    entry, whatever the number of pages.
     """
+    from ptreloc._native import core
+
+    c = core("relo")
+    entries = max(chunk_bytes // 8, 1)
+    buf = bytearray(entries * 8)
+    view = memoryview(buf)
+    out_vas = array("Q", bytes(entries * 8))
+    out_pfns = array("Q", bytes(entries * 8))
+    vas_view = memoryview(out_vas).cast("B")
+    pfns_view = memoryview(out_pfns).cast("B")
     addresses = array("Q")
     pfns = array("Q")
+    shift = PAGE_SIZE.bit_length() - 1
     try:
         fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
     except OSError as err:
@@ -220,24 +268,17 @@ def read_pagemap(
             first = vma.start // PAGE_SIZE
             remaining = vma.pages
             while remaining:
-                count = min(remaining, chunk_bytes // 8)
+                count = min(remaining, entries)
                 try:
-                    data = os.pread(fd, count * 8, first * 8)
+                    got = os.preadv(fd, [view[: count * 8]], first * 8) // 8
                 except OSError as err:
                     raise proc_error(pid, "pagemap", err) from err
-                if not data:
+                if not got:
                     break  # the process exited or the mapping went away under us
-                got = len(data) // 8
-                present = data[7::8].translate(_PRESENT_BYTE)
-                index = present.find(1)
-                if index >= 0:
-                    entries = array("Q")
-                    entries.frombytes(data[: got * 8])
-                    while index >= 0:
-                        entry = entries[index]
-                        addresses.append((first + index) * PAGE_SIZE)
-                        pfns.append(entry & _PM_PFN_MASK)
-                        index = present.find(1, index + 1)
+                k = c.pagemap_compact(buf, got, first, shift, out_vas, out_pfns)
+                if k:
+                    addresses.frombytes(vas_view[: k * 8])
+                    pfns.frombytes(pfns_view[: k * 8])
                 first += got
                 remaining -= got
     finally:
@@ -349,6 +390,33 @@ def _owner_uid_threads(process: psutil.Process) -> tuple[str, int, int]:
     return owner, uid, process.num_threads()
 
 
+class _Background:
+    """``fn(*args)`` on a thread of its own, started now; :meth:`result` joins it and returns
+    what it returned or raises what it raised."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._out: list[Any] = []
+        self._err: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self._out.append(fn(*args))
+            except BaseException as err:  # re-raised on the caller's thread by result()
+                self._err.append(err)
+
+        self._thread = threading.Thread(target=run, name="ptreloc-numa-maps", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._err:
+            raise self._err[0]
+        return self._out[0]
+
+
 def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None) -> ProcessSnapshot:
     """Take a snapshot of process ``pid``.
 
@@ -366,20 +434,26 @@ def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None) -> Proc
         kernel_thread="it has no user memory map",
     )
     t1 = clock()
-    vmas = read_maps(pid)
-    resident, frames = read_pagemap(pid, vmas)
+    # the kernel's own per-node count is a walk of every page too (~1x the pagemap read): it
+    # runs in a thread (the read releases the GIL) while we read pagemap on this one
+    numa_maps_reader = _Background(numa.numa_maps_node_pages, pid)
+    try:
+        vmas = read_maps(pid)
+        resident, frames = read_pagemap(pid, vmas)
+    except BaseException:
+        numa_maps_reader.wait()
+        raise
     t2 = clock()
     # the kernel zeroes frame numbers for readers without CAP_SYS_ADMIN: all-zero means hidden
     pfns = frames if any(frames) else None
-    page_nodes = (
-        array("i", numa.move_pages(pid, resident, backend=backend)) if resident else array("i")
-    )
+    answer = frames_mod.page_nodes(pid, vmas, resident, pfns, backend=backend)
+    page_nodes = answer.nodes
     t3 = clock()
-    numa_maps = numa.numa_maps_node_pages(pid)
+    numa_maps = numa_maps_reader.result()
     mems, cpus = _status_lists(pid)
     cpu = last_cpu(pid)
     t4 = clock()
-    node = numa.topology().node_of_cpu(cpu)
+    node = numa.cpu_node(cpu)
     return ProcessSnapshot(
         pid=pid,
         name=name,
@@ -396,10 +470,12 @@ def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None) -> Proc
         cpus_allowed=cpus,
         last_cpu=cpu,
         last_cpu_node=node,
+        node_source=answer.source,
+        asked_move_pages=answer.asked_move_pages,
         elapsed_s={
             "process": round(t1 - t0, 6),
             "maps_pagemap": round(t2 - t1, 6),
-            "move_pages": round(t3 - t2, 6),
+            "page_nodes": round(t3 - t2, 6),
             "numa_maps_status": round(t4 - t3, 6),
         },
     )

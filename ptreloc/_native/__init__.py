@@ -11,6 +11,8 @@ module              declarations                 used by
 ``_base``           core.cdef limits, errno map  the classes below
 ``core``            csrc/core.cdef               ptreloc.core (``Core``, ``core()``)
 ``mirror``          csrc/mirror.cdef             ptreloc.mirror (methods of ``Core``)
+``pagescan``        csrc/pagescan.cdef, the      ptreloc.proc, ptreloc.mirror (methods of
+                    bulk builders of core.cdef   ``Core``)
 ``x86pt``           csrc/x86pt.cdef              ptreloc.kernel_tables (a method of ``Core``)
 ``relocate``        csrc/relocate.cdef           ptreloc.relocate (the one relocation report)
 ``relocate_pool``   csrc/relocate_pool.cdef      ptreloc.core (``Arena.evacuate``/``compact``)

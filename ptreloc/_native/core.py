@@ -14,6 +14,7 @@ from typing import TypedDict
 
 from ptreloc._native._base import U64, CoreBase, Handle, hex_addr
 from ptreloc._native.mirror import MirrorBindings
+from ptreloc._native.pagescan import PagescanBindings
 from ptreloc._native.x86pt import X86Bindings
 from ptreloc.errors import (
     AddressError,
@@ -427,7 +428,7 @@ class CoreBindings(CoreBase):
 
 
 
-class Core(CoreBindings, MirrorBindings, X86Bindings):
+class Core(CoreBindings, MirrorBindings, PagescanBindings, X86Bindings):
     """One compiled core (``relo`` or ``norelo``) with typed, checked wrappers."""
 
 

@@ -1,0 +1,225 @@
+/*
+ * pagescan.c - the per-page loops of looking at a live process (ptreloc.proc.snapshot() and
+ * ptreloc.mirror.mirror()), over arrays the caller read from /proc and /sys.
+ *
+ * Why C: a process has up to hundreds of millions of resident pages; one pass over them in
+ * Python costs ~30-100 ns a page (an 8 GiB process: 2.1M pages, a quarter of a second per
+ * pass, and the pipeline made a dozen passes), here ~1 ns.  Nothing here allocates, locks or
+ * calls the kernel: the callers own the arrays and the reads.  Every function is a pure
+ * function of its inputs (no Locking: section applies: call from any thread).
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "ptreloc.h"
+
+/**
+ * ptr_pagemap_compact() - the resident pages of a run of /proc/PID/pagemap entries.
+ * @entries:    @n consecutive pagemap entries, the first for virtual page @first_vpn
+ * @n:          how many
+ * @first_vpn:  virtual page number of @entries[0]
+ * @page_shift: log2 of the page size
+ * @vas:        out: the virtual address of each present entry, ascending (room for @n)
+ * @pfns:       out: its frame number (0 where the kernel hides it), or NULL
+ *
+ * A swapped-out page (PM_SWAP without PM_PRESENT) is not resident and is left out.
+ * Return: how many entries were present (the count written to @vas and @pfns).
+ */
+uint64_t ptr_pagemap_compact(const uint64_t *entries, uint64_t n, uint64_t first_vpn,
+			     unsigned page_shift, uint64_t *vas, uint64_t *pfns)
+{
+	uint64_t k = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t e = entries[i];
+		if (!(e & PTR_PM_PRESENT))
+			continue;
+		vas[k] = (first_vpn + i) << page_shift;
+		if (pfns)
+			pfns[k] = e & PTR_PM_PFN_MASK;
+		k++;
+	}
+	return k;
+}
+
+/**
+ * ptr_pfn_nodes() - the node of each frame, from the node's memory-block ranges.
+ * @pfns:        @n frame numbers
+ * @n:           how many
+ * @block_node:  @nblocks entries: the node of memory block b (frames b << @block_shift ..),
+ *               or -1 when no node or more than one lists it
+ * @nblocks:     length of @block_node
+ * @block_shift: log2 of the frames per memory block
+ * @zero_ranges: @nzero [first, end) frame ranges of the shared zero pages (the zero page and
+ *               the huge zero page): move_pages(2) reports those as -EFAULT, so do we
+ * @nzero:       how many ranges
+ * @nodes:       out: the node, -EFAULT (a zero page) or PTR_NODE_UNKNOWN (the frame is in no
+ *               block with one node: the caller asks move_pages(2) about those pages)
+ *
+ * Return: how many pages are PTR_NODE_UNKNOWN.
+ */
+int64_t ptr_pfn_nodes(const uint64_t *pfns, uint64_t n, const int16_t *block_node,
+		      uint64_t nblocks, unsigned block_shift, const uint64_t *zero_ranges,
+		      uint64_t nzero, int32_t *nodes)
+{
+	int64_t unknown = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t pfn = pfns[i], b = pfn >> block_shift;
+		int32_t node = b < nblocks && block_node[b] >= 0 ? block_node[b] : PTR_NODE_UNKNOWN;
+		for (uint64_t z = 0; z < nzero; z++) {
+			if (pfn >= zero_ranges[2 * z] && pfn < zero_ranges[2 * z + 1])
+				node = -EFAULT;
+		}
+		unknown += node == PTR_NODE_UNKNOWN;
+		nodes[i] = node;
+	}
+	return unknown;
+}
+
+/**
+ * ptr_span_votes() - placement votes: per lowest-level table span, the voting pages per node.
+ * @vas:        @n page addresses, ascending
+ * @nodes:      the data node of each (negative: not known, does not vote)
+ * @classes:    the vote class of each (PTR_VOTE_*)
+ * @n:          how many pages
+ * @span_shift: log2 of the VA span one lowest-level table maps (21 on x86-64)
+ * @allowed:    @nnodes flags: a page on node x votes only when @allowed[x] (NULL: all do)
+ * @nnodes:     nodes 0..@nnodes-1 can vote; a page on a higher node does not
+ * @keys:       out: span keys (va >> @span_shift) that got at least one ANON vote, ascending
+ * @counts:     out: @nnodes ANON votes per key, row after row
+ * @cap:        room in @keys (rows of @counts)
+ * @all_votes:  out: @nnodes voting pages per node (classes OTHER and ANON)
+ * @anon_votes: out: @nnodes ANON pages per node
+ *
+ * Return: the number of keys; -EINVAL (@nnodes 0); -ENOSPC (more spans than @cap: size it
+ * by the pages' distinct spans, at most @n).
+ */
+int64_t ptr_span_votes(const uint64_t *vas, const int32_t *nodes, const uint8_t *classes,
+		       uint64_t n, unsigned span_shift, const uint8_t *allowed, uint32_t nnodes,
+		       uint64_t *keys, uint32_t *counts, uint64_t cap, uint64_t *all_votes,
+		       uint64_t *anon_votes)
+{
+	if (!nnodes)
+		return -EINVAL;
+	memset(all_votes, 0, nnodes * sizeof(*all_votes));
+	memset(anon_votes, 0, nnodes * sizeof(*anon_votes));
+	int64_t nkeys = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		int32_t node = nodes[i];
+		if (node < 0 || (uint32_t)node >= nnodes || classes[i] == PTR_VOTE_NONE ||
+		    (allowed && !allowed[node]))
+			continue;
+		all_votes[node]++;
+		if (classes[i] != PTR_VOTE_ANON)
+			continue;
+		anon_votes[node]++;
+		uint64_t key = vas[i] >> span_shift;
+		if (!nkeys || keys[nkeys - 1] != key) {
+			if ((uint64_t)nkeys == cap)
+				return -ENOSPC;
+			keys[nkeys] = key;
+			memset(counts + (uint64_t)nkeys * nnodes, 0, nnodes * sizeof(*counts));
+			nkeys++;
+		}
+		counts[(uint64_t)(nkeys - 1) * nnodes + node]++;
+	}
+	return nkeys;
+}
+
+/**
+ * ptr_huge_candidates() - blocks that may be one huge page: aligned, every page resident, and
+ * (with frames) the frames contiguous from an aligned head.
+ * @vas:         @n page addresses, ascending
+ * @pfns:        their frame numbers, or NULL when the kernel hides them
+ * @n:           how many
+ * @block_shift: log2 of the huge page size (21 on x86-64)
+ * @page_shift:  log2 of the base page size
+ * @index:       out: the index into @vas of each candidate block's first page, ascending
+ * @cap:         room in @index
+ *
+ * Return: the number of candidates; -EINVAL (@block_shift not above @page_shift); -ENOSPC
+ * (more than @cap; @n >> (@block_shift - @page_shift) is always enough).
+ */
+int64_t ptr_huge_candidates(const uint64_t *vas, const uint64_t *pfns, uint64_t n,
+			    unsigned block_shift, unsigned page_shift, uint64_t *index,
+			    uint64_t cap)
+{
+	if (block_shift <= page_shift || block_shift >= 64)
+		return -EINVAL;
+	uint64_t per = 1ull << (block_shift - page_shift), size = 1ull << block_shift;
+	int64_t found = 0;
+	uint64_t i = 0;
+	while (i < n) {
+		uint64_t va = vas[i];
+		if ((va & (size - 1)) || i + per > n || vas[i + per - 1] != va + size - (1ull << page_shift)) {
+			i++; /* vas ascending and distinct: the last page in place means all are */
+			continue;
+		}
+		bool ok = true;
+		if (pfns) {
+			uint64_t head = pfns[i];
+			ok = head && !(head & (per - 1));
+			for (uint64_t k = 1; ok && k < per; k++)
+				ok = pfns[i + k] == head + k;
+		}
+		if (ok) {
+			if ((uint64_t)found == cap)
+				return -ENOSPC;
+			index[found++] = i;
+		}
+		i += per;
+	}
+	return found;
+}
+
+/**
+ * ptr_status_histogram() - how many of @status are each value of [@lo, @hi].
+ * @status: @n values
+ * @n:      how many
+ * @lo:     the lowest value counted
+ * @hi:     the highest (>= @lo)
+ * @hist:   out: @hi - @lo + 1 counts, @hist[0] for @lo
+ *
+ * Return: how many values fell outside [@lo, @hi]; -EINVAL (@hi < @lo).
+ */
+int64_t ptr_status_histogram(const int32_t *status, uint64_t n, int32_t lo, int32_t hi,
+			     uint64_t *hist)
+{
+	if (hi < lo)
+		return -EINVAL;
+	uint64_t width = (uint64_t)((int64_t)hi - lo) + 1;
+	memset(hist, 0, width * sizeof(*hist));
+	int64_t outside = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		int64_t v = status[i];
+		if (v < lo || v > hi)
+			outside++;
+		else
+			hist[v - lo]++;
+	}
+	return outside;
+}
+
+/**
+ * ptr_span_keys() - the distinct spans (va >> @span_shift) of ascending addresses.
+ * @vas:        @n addresses, ascending
+ * @n:          how many
+ * @span_shift: log2 of the span (a lowest-level table's VA span: how many tables they need)
+ * @keys:       out: the distinct keys, ascending
+ * @cap:        room in @keys
+ *
+ * Return: the number of keys; -ENOSPC (more than @cap; @n is always enough).
+ */
+int64_t ptr_span_keys(const uint64_t *vas, uint64_t n, unsigned span_shift, uint64_t *keys,
+		      uint64_t cap)
+{
+	int64_t k = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t key = span_shift < 64 ? vas[i] >> span_shift : 0;
+		if (k && keys[k - 1] == key)
+			continue;
+		if ((uint64_t)k == cap)
+			return -ENOSPC;
+		keys[k++] = key;
+	}
+	return k;
+}

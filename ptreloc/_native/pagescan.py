@@ -1,0 +1,186 @@
+"""Wrappers over csrc/pagescan.cdef (the per-page loops of looking at a live process) and the
+bulk builders of core.cdef the mirror uses (``ptr_map_pages``, ``ptr_ensure_table``).
+
+Arrays go to C by pointer, never copied: ``array('Q')`` for addresses and frame numbers,
+``array('i')`` for node statuses, ``array('h')`` for block nodes, bytes for flags.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+from array import array
+
+from ptreloc._native._base import Buffer, CoreBase, Handle
+from ptreloc.errors import AddressError, AlreadyMapped, UsageError
+
+__all__ = ["PagescanBindings", "SpanVotes"]
+
+#: first guess at the distinct table spans of a page array (retried with one per page)
+_FIRST_CAP = 1 << 14
+
+
+def _need(arr: Buffer, itemsize: int, what: str) -> int:
+    view = memoryview(arr)
+    if view.itemsize != itemsize or not view.c_contiguous:
+        raise UsageError(f"{what} must be a contiguous array of {itemsize}-byte items")
+    return len(view)
+
+
+class SpanVotes:
+    """What ptr_span_votes() counted: ``keys`` (span keys with an anonymous vote, ascending),
+    ``counts`` (``nnodes`` votes per key, row after row), per-node totals of voting pages
+    (``all_votes``) and of anonymous ones (``anon_votes``)."""
+
+    __slots__ = ("keys", "counts", "nnodes", "all_votes", "anon_votes")
+
+    def __init__(self, keys: array[int], counts: array[int], nnodes: int,
+                 all_votes: list[int], anon_votes: list[int]) -> None:
+        self.keys = keys
+        self.counts = counts
+        self.nnodes = nnodes
+        self.all_votes = all_votes
+        self.anon_votes = anon_votes
+
+    def row(self, k: int) -> array[int]:
+        return self.counts[k * self.nnodes:(k + 1) * self.nnodes]
+
+
+class PagescanBindings(CoreBase):
+    """csrc/pagescan.cdef and ptr_map_pages()/ptr_ensure_table() of core.cdef."""
+
+    @property
+    def node_unknown(self) -> int:
+        return int(self.lib.PTR_NODE_UNKNOWN)
+
+    def pagemap_compact(self, entries: Buffer | bytearray, n: int, first_vpn: int, page_shift: int,
+                        vas: array[int], pfns: array[int]) -> int:
+        """The present entries of ``entries[:n]`` (pagemap entries from virtual page
+        ``first_vpn``) into ``vas``/``pfns`` (each at least ``n`` long); returns how many."""
+        if len(memoryview(entries)) < n * 8 and memoryview(entries).itemsize == 1:
+            raise UsageError("pagemap buffer shorter than its entries")
+        if len(vas) < n or len(pfns) < n:
+            raise UsageError(f"output arrays need {n} items")
+        ffi = self.ffi
+        return int(self.lib.ptr_pagemap_compact(
+            ffi.from_buffer("uint64_t[]", entries), n, first_vpn, page_shift,
+            ffi.from_buffer("uint64_t[]", vas), ffi.from_buffer("uint64_t[]", pfns)))
+
+    def pfn_nodes(self, pfns: array[int], block_node: array[int], block_shift: int,
+                  zero_ranges: array[int]) -> tuple[array[int], int]:
+        """(node per frame as array('i'), how many are PTR_NODE_UNKNOWN)."""
+        n = _need(pfns, 8, "pfns")
+        nblocks = _need(block_node, 2, "block nodes")
+        if len(zero_ranges) % 2:
+            raise UsageError("zero ranges come in [first, end) pairs")
+        nodes = array("i", bytes(4 * n))
+        ffi = self.ffi
+        unknown = self.lib.ptr_pfn_nodes(
+            ffi.from_buffer("uint64_t[]", pfns), n, ffi.from_buffer("int16_t[]", block_node),
+            nblocks, block_shift, ffi.from_buffer("uint64_t[]", zero_ranges),
+            len(zero_ranges) // 2, ffi.from_buffer("int32_t[]", nodes))
+        return nodes, int(unknown)
+
+    def span_votes(self, vas: array[int], nodes: array[int], classes: bytes | bytearray,
+                   span_shift: int, nnodes: int, allowed: bytes | None = None) -> SpanVotes:
+        """ptr_span_votes(): the placement rule's votes per lowest-level table span."""
+        n = _need(vas, 8, "addresses")
+        if _need(nodes, 4, "nodes") != n or len(classes) != n:
+            raise UsageError("nodes and classes must be as long as the addresses")
+        if nnodes < 1 or (allowed is not None and len(allowed) != nnodes):
+            raise UsageError("nnodes must be >= 1 and allowed (when given) nnodes long")
+        ffi = self.ffi
+        totals = ffi.new("uint64_t[]", 2 * nnodes)
+        cap = min(max(n, 1), _FIRST_CAP)
+        while True:  # most processes have far fewer tables than pages: grow only if needed
+            keys = array("Q", bytes(8 * cap))
+            counts = array("I", bytes(4 * cap * nnodes))
+            got = self.lib.ptr_span_votes(
+                ffi.from_buffer("uint64_t[]", vas), ffi.from_buffer("int32_t[]", nodes),
+                ffi.from_buffer("uint8_t[]", classes), n, span_shift,
+                ffi.NULL if allowed is None else ffi.from_buffer("uint8_t[]", allowed), nnodes,
+                ffi.from_buffer("uint64_t[]", keys), ffi.from_buffer("uint32_t[]", counts), cap,
+                totals, totals + nnodes)
+            if got != -_errno.ENOSPC or cap >= n:
+                break
+            cap = n
+        self._check(got, "counting placement votes")
+        del keys[got:]
+        del counts[got * nnodes:]
+        both = list(self.ffi.unpack(totals, 2 * nnodes))
+        return SpanVotes(keys, counts, nnodes, both[:nnodes], both[nnodes:])
+
+    def huge_candidates(self, vas: array[int], pfns: array[int] | None, block_shift: int,
+                        page_shift: int) -> array[int]:
+        """Indexes (into ``vas``) of the first page of each block that may be one huge page."""
+        n = _need(vas, 8, "addresses")
+        if pfns is not None and _need(pfns, 8, "pfns") != n:
+            raise UsageError("pfns must be as long as the addresses")
+        cap = (n >> max(block_shift - page_shift, 0)) + 1
+        out = array("Q", bytes(8 * cap))
+        ffi = self.ffi
+        got = self._check(self.lib.ptr_huge_candidates(
+            ffi.from_buffer("uint64_t[]", vas),
+            ffi.NULL if pfns is None else ffi.from_buffer("uint64_t[]", pfns), n, block_shift,
+            page_shift, ffi.from_buffer("uint64_t[]", out), cap), "finding huge-page blocks")
+        del out[got:]
+        return out
+
+    def span_keys(self, vas: array[int], span_shift: int) -> array[int]:
+        """The distinct ``va >> span_shift`` of ascending ``vas``."""
+        n = _need(vas, 8, "addresses")
+        cap = min(max(n, 1), _FIRST_CAP)
+        while True:
+            out = array("Q", bytes(8 * cap))
+            got = self.lib.ptr_span_keys(self.ffi.from_buffer("uint64_t[]", vas), n, span_shift,
+                                         self.ffi.from_buffer("uint64_t[]", out), cap)
+            if got != -_errno.ENOSPC or cap >= n:
+                break
+            cap = n
+        self._check(got, "counting table spans")
+        del out[got:]
+        return out
+
+    def status_histogram(self, status: array[int], lo: int, hi: int) -> tuple[list[int], int]:
+        """(count of each value lo..hi, how many fell outside)."""
+        n = _need(status, 4, "statuses")
+        if hi < lo:
+            raise UsageError("hi must be >= lo")
+        hist = self.ffi.new("uint64_t[]", hi - lo + 1)
+        outside = self._check(self.lib.ptr_status_histogram(
+            self.ffi.from_buffer("int32_t[]", status), n, lo, hi, hist), "counting statuses")
+        return list(self.ffi.unpack(hist, hi - lo + 1)), outside
+
+    def map_pages(self, mm: Handle, vas: array[int], span_keys: array[int],
+                  span_nodes: array[int], default_node: int, ro: array[int],
+                  huge: array[int]) -> int:
+        """ptr_map_pages() (csrc/pgtable.c); returns the leaves installed."""
+        n = _need(vas, 8, "addresses")
+        nspans = _need(span_keys, 8, "span keys")
+        if _need(span_nodes, 2, "span nodes") != nspans or len(ro) % 2:
+            raise UsageError("span nodes must match the keys; read-only ranges come in pairs")
+        ffi = self.ffi
+        keep = [ffi.from_buffer("uint64_t[]", vas), ffi.from_buffer("uint64_t[]", span_keys),
+                ffi.from_buffer("int16_t[]", span_nodes), ffi.from_buffer("uint64_t[]", ro),
+                ffi.from_buffer("uint64_t[]", huge)]
+        s = ffi.new("struct ptr_page_set *", {
+            "vas": keep[0], "n": n, "span_keys": keep[1], "span_nodes": keep[2],
+            "nspans": nspans, "default_node": default_node, "ro": keep[3], "nro": len(ro) // 2,
+            "huge": keep[4], "nhuge": _need(huge, 8, "huge starts")})
+        what = f"mapping {n} pages"
+        self._check(self.lib.ptr_map_pages(mm, s), what, {
+            _errno.EEXIST: AlreadyMapped(f"{what}: a page or a huge block is already mapped"),
+            _errno.EINVAL: AddressError(
+                f"{what}: pages must be ascending and page-aligned, and each huge block "
+                f"aligned and wholly among them"),
+        })
+        return int(s.leaves)
+
+    def ensure_table(self, mm: Handle, va: int, level: int, node: int) -> None:
+        """ptr_ensure_table(): the level-``level`` table over ``va`` exists (new ones on
+        ``node``)."""
+        self._check(self.lib.ptr_ensure_table(mm, self._u64("va", va), level, node),
+                    f"placing the level-{level} table over {va:#x}", {
+                        _errno.EEXIST: AlreadyMapped(
+                            f"a huge leaf covers {va:#x}: it has no level-{level} table"),
+                        _errno.EINVAL: UsageError(f"no table level {level} below the root"),
+                    }, node=node)
