@@ -751,7 +751,7 @@ def mirror(
         arena=arena,
         mm=mm,
         geometry=geo,
-        data_nodes=array("i", snap.nodes),
+        data_nodes=snap.nodes,  # shared: never changed in place (update_data_nodes replaces it)
         runs=runs,
         thp=thp,
         placement=placement,

@@ -118,12 +118,37 @@ def test_quick_relocate_sizes_and_exponent(quick):
 def test_quick_mirror_measured_the_live_workload(quick):
     m = quick["mirror"]
     p = bench.plan(True)
-    assert m["workload_mib"] == p.mirror_mib and m["rounds"] == p.mirror_rounds
+    assert m["sizes_mib"] == list(p.mirror_mib) and m["rounds"] == p.mirror_rounds
+    assert m["workload_mib"] == p.mirror_mib[0] == m["largest"]["workload_mib"]
     # every page of the workload's region is resident (and the interpreter's own pages too)
-    assert m["resident_gib"] * 1024 >= p.mirror_mib
-    assert m["resident_gib"] * 1024 < p.mirror_mib + 512
+    assert m["resident_gib"] * 1024 >= p.mirror_mib[0]
+    assert m["resident_gib"] * 1024 < p.mirror_mib[0] + 512
     assert m["gib_per_s"] > 0 and m["ratio_vs_pagemap_read"] > 0
     assert 0 < m["snapshot_share"] <= 1
+    lo, hi = m["ci95"]
+    assert lo <= m["ratio_vs_pagemap_read"] <= hi
+    # root on the host: the nodes come from the frames, not from move_pages
+    assert m["node_source"] == ("frames" if os.geteuid() == 0 else "move_pages")
+    assert set(m["by_size"]) == {str(x) for x in p.mirror_mib}
+    mem = m["memory"]
+    assert mem["resident_pages"] >= p.mirror_mib[-1] * 256
+    assert mem["show_peak_rss_mb"] >= mem["baseline_peak_rss_mb"] > 0
+    assert mem["bytes_per_resident_page"] >= 0
+    keys = {g["key"] for g in quick["goals"]}
+    assert {"mirror.ratio_vs_pagemap_read", "mirror.largest.ratio_vs_pagemap_read",
+            "mirror.memory.bytes_per_resident_page"} <= keys
+
+
+def test_mirror_mib_is_checked_before_measuring(monkeypatch):
+    """--mirror-mib takes the ktables option's rules: a bad size is refused (exit 2) before
+    anything is measured."""
+    _refuse_to_measure(monkeypatch)
+    for value in ("0", "abc", "1024,x", ""):
+        result = CliRunner().invoke(main, ["bench", "mirror", "--mirror-mib", value])
+        assert result.exit_code == 2, (value, result.output)
+        assert "--mirror-mib" in result.output
+    assert bench.plan(False).mirror_mib == bench.MIRROR_MIB == (1024, 8192)
+    assert bench.plan(True, mirror_mib=[64, 32, 32]).mirror_mib == (32, 64)
 
 
 def test_quick_concurrent_measured_both_phases(quick):

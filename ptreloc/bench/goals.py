@@ -18,6 +18,9 @@ GOALS: tuple[tuple[str, str, float], ...] = (
     ("relocate", "relocate.growth_exponent", 1.1),
     ("concurrent", "concurrent.rewalk.p99_ratio", 2.0),
     ("ktables", "ktables.ratio_vs_pagemap_read", 2.0),
+    ("mirror", "mirror.ratio_vs_pagemap_read", 3.0),
+    ("mirror", "mirror.largest.ratio_vs_pagemap_read", 3.0),
+    ("mirror", "mirror.memory.bytes_per_resident_page", 16.0),
 )
 
 #: The 95 % interval reported beside a goal's figure, where there is one: the verdict uses it.
@@ -26,6 +29,8 @@ GOAL_INTERVALS: dict[str, str] = {
     "fault.with_data.overhead_pct": "fault.with_data.ci95_pct",
     "walk.ratio_vs_chase": "walk.ci95",
     "ktables.ratio_vs_pagemap_read": "ktables.ci95",
+    "mirror.ratio_vs_pagemap_read": "mirror.ci95",
+    "mirror.largest.ratio_vs_pagemap_read": "mirror.largest.ci95",
 }
 
 

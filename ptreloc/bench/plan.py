@@ -17,6 +17,9 @@ __all__ = [
     "GIB",
     "KTABLES_MIB",
     "KTABLES_MIB_QUICK",
+    "MIRROR_MIB",
+    "MIRROR_MIB_QUICK",
+    "check_mib_list",
     "MIB",
     "PAGE",
     "SUITES",
@@ -36,6 +39,9 @@ GEOMETRY = "x86_64_4l"
 #: the ktables suite's resident sizes (MiB): the issue's goal is stated at 1 GiB and 8 GiB
 KTABLES_MIB: tuple[int, ...] = (1024, 8192)
 KTABLES_MIB_QUICK: tuple[int, ...] = (16,)
+#: resident MiB of the mirror suite's workloads (``--mirror-mib``): issue 13's two sizes
+MIRROR_MIB: tuple[int, ...] = (1024, 8192)
+MIRROR_MIB_QUICK: tuple[int, ...] = (32,)
 PAGE = 4096
 MIB = 1 << 20
 GIB = 1 << 30
@@ -62,7 +68,8 @@ class Plan:
     conc_batches: tuple[int, ...]
     conc_phase_s: float
     conc_rounds: int
-    mirror_mib: int
+    #: resident MiB of each dense workload the mirror suite looks at (``--mirror-mib``)
+    mirror_mib: tuple[int, ...]
     mirror_rounds: int
     migrate_mib: int
     migrate_rounds: int
@@ -74,32 +81,40 @@ class Plan:
     pool_rounds: int = 7
 
 
-def plan(quick: bool, ktables_mib: Sequence[int] | None = None) -> Plan:
-    """The sizes and rounds of a full run, or of a ``--quick`` one; ``ktables_mib`` overrides
-    the ktables suite's sizes (checked by :func:`check_ktables_mib`)."""
+def plan(quick: bool, ktables_mib: Sequence[int] | None = None,
+         mirror_mib: Sequence[int] | None = None) -> Plan:
+    """The sizes and rounds of a full run, or of a ``--quick`` one; ``ktables_mib`` and
+    ``mirror_mib`` override those suites' sizes (checked by :func:`check_mib_list`)."""
     cpus = max(1, min(4, (os.cpu_count() or 2) - 1))  # + the relocator: no oversubscription
     if ktables_mib is not None:
         ktables_mib = check_ktables_mib(ktables_mib)
+    if mirror_mib is not None:
+        mirror_mib = check_mib_list(mirror_mib, "--mirror-mib")
     if quick:
         return Plan(True, 4096, 8, 2048, 50_000, 4, (1 * MIB, 4 * MIB, 16 * MIB), 3, cpus,
-                    16384, 4096, (8, 64), 0.1, 2, 32, 1, 16, 1,
+                    16384, 4096, (8, 64), 0.1, 2, tuple(mirror_mib or MIRROR_MIB_QUICK), 1, 16, 1,
                     tuple(ktables_mib or KTABLES_MIB_QUICK), 2, 64, 2)
     return Plan(False, 32768, 60, 32768, 400_000, 12,
                 (1 * MIB, 16 * MIB, 256 * MIB, 4 * GIB, 64 * GIB), 7, cpus, 65536, 32768,
-                (1, 8, 64, 512), 0.2, 16, 1024, 5, 128, 3,
+                (1, 8, 64, 512), 0.2, 16, tuple(mirror_mib or MIRROR_MIB), 9, 128, 3,
                 tuple(ktables_mib or KTABLES_MIB), 5)
 
 
-def check_ktables_mib(sizes: Sequence[int]) -> tuple[int, ...]:
-    """The ktables suite's resident sizes in MiB, sorted, duplicates dropped; UsageError for
-    an empty list or a size that is not a positive number of MiB."""
+def check_mib_list(sizes: Sequence[int], option: str) -> tuple[int, ...]:
+    """A suite's resident sizes in MiB, sorted, duplicates dropped; UsageError naming
+    ``option`` for an empty list or a size that is not a positive number of MiB."""
+    bad = [x for x in sizes if isinstance(x, bool) or not isinstance(x, int) or x < 1]
+    if bad:
+        raise UsageError(f"{option}: {bad[0]!r} is not a size in MiB (a whole number >= 1)")
     out = sorted(set(sizes))
     if not out:
-        raise UsageError("--ktables-mib needs at least one size (MiB), e.g. 1024,8192")
-    bad = [x for x in out if isinstance(x, bool) or not isinstance(x, int) or x < 1]
-    if bad:
-        raise UsageError(f"--ktables-mib: {bad[0]!r} is not a size in MiB (a whole number >= 1)")
+        raise UsageError(f"{option} needs at least one size (MiB), e.g. 1024,8192")
     return tuple(out)
+
+
+def check_ktables_mib(sizes: Sequence[int]) -> tuple[int, ...]:
+    """The ktables suite's resident sizes (:func:`check_mib_list` for ``--ktables-mib``)."""
+    return check_mib_list(sizes, "--ktables-mib")
 
 
 DEFAULT_BATCH = 64  # ptreloc migrate's default: the batch the headline p99_ratio uses

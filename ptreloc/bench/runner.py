@@ -43,13 +43,14 @@ def run(
     in_vm: bool = False,
     progress: Progress | None = None,
     ktables_mib: Sequence[int] | None = None,
+    mirror_mib: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Run the named suites (all when none) and return the nested results with ``goals``.
     ``ktables_mib``: the ktables suite's resident sizes (default :data:`KTABLES_MIB`, quick
-    :data:`KTABLES_MIB_QUICK`)."""
+    :data:`KTABLES_MIB_QUICK`); ``mirror_mib`` the mirror suite's (:data:`MIRROR_MIB`)."""
     names = check_suites(suites)
     say = progress or (lambda _msg: None)
-    p = plan(quick, ktables_mib)
+    p = plan(quick, ktables_mib, mirror_mib)
     topo = numa.topology()
     results: dict[str, Any] = {
         "meta": {

@@ -122,9 +122,18 @@ def render(results: dict[str, Any]) -> list[Table]:
                      ("stop pause max | mean ms", f"{st['pause_max_ms']} | {st['pause_mean_ms']}",
                       "")]
         elif name == "mirror":
-            rows += [("resident GiB/s", res["gib_per_s"], ""),
-                     ("resident GiB", res["resident_gib"], ""),
-                     ("x pagemap read", res["ratio_vs_pagemap_read"], "")]
+            for mib, r in res["by_size"].items():
+                rows += [(f"{mib} MiB: x pagemap read", r["ratio_vs_pagemap_read"],
+                          _goal(res, "ratio_vs_pagemap_read") if mib == str(res["sizes_mib"][0])
+                          else _goal(res, "largest.ratio_vs_pagemap_read")),
+                         ("95% interval", r["ci95"], ""),
+                         ("resident GiB | GiB/s", f"{r['resident_gib']} | {r['gib_per_s']}", ""),
+                         ("node source", r["node_source"], "")]
+            mem = res["memory"]
+            rows += [("show: bytes per resident page", mem["bytes_per_resident_page"],
+                      _goal(res, "memory.bytes_per_resident_page")),
+                     ("show peak | baseline MB",
+                      f"{mem['show_peak_rss_mb']} | {mem['baseline_peak_rss_mb']}", "")]
         elif name == "ktables":
             rows += [("walk / pagemap read (worst size)", res["ratio_vs_pagemap_read"],
                       _goal(res, "ratio_vs_pagemap_read")),
@@ -156,14 +165,14 @@ def render(results: dict[str, Any]) -> list[Table]:
     return tables
 
 
-def _parse_mib_list(text: str) -> tuple[int, ...]:
+def _parse_mib_list(text: str, option: str = "--ktables-mib") -> tuple[int, ...]:
     """--ktables-mib "1024,8192" -> (1024, 8192); UsageError (exit 2) for anything else."""
     parts = [x.strip() for x in text.split(",")]
     if not all(x.isdigit() for x in parts):
         bad = next(x for x in parts if not x.isdigit())
-        raise UsageError(f"--ktables-mib {text!r}: {bad!r} is not a size in MiB; write e.g. "
+        raise UsageError(f"{option} {text!r}: {bad!r} is not a size in MiB; write e.g. "
                          "1024,8192")
-    return bench.check_ktables_mib([int(x) for x in parts])
+    return bench.check_mib_list([int(x) for x in parts], option)
 
 
 @click.command("bench", epilog="""\b
@@ -172,6 +181,7 @@ Examples:
   ptreloc bench --quick --json           # CI smoke run: every key, not the speed (~2 s)
   ptreloc bench walk relocate --seed 7
   ptreloc bench ktables --ktables-mib 1024 --json   # root, a kernel with /proc/kcore
+  ptreloc bench mirror --mirror-mib 1024       # skip the 8 GiB workload
   ptreloc bench --json -o results.json --plot results.png   # what 'make bench' keeps
 \b
 Exit codes: 0 measured (a missed goal is reported, not failed), 1 operational error (a
@@ -191,18 +201,24 @@ refused before anything is measured.""")
 @click.option("--ktables-mib", "ktables_mib", metavar="LIST",
               help="ktables: resident sizes of the dense workloads, MiB, comma-separated "
               "(default 1024,8192; with --quick 16).")
+@click.option("--mirror-mib", "mirror_mib", metavar="LIST",
+              help="mirror: resident sizes of the dense workloads, MiB, comma-separated "
+              "(default 1024,8192; with --quick 32). The largest also gets the peak-RSS "
+              "measurement of 'ptreloc show'.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True),
               help="Also write the JSON results to this file (what 'make bench' keeps).")
 @json_option
 @guarded
 def command(suites: tuple[str, ...], quick: bool, plot_path: str | None, seed: int, in_vm: bool,
-            ktables_mib: str | None, output: str | None, as_json: bool) -> None:
+            ktables_mib: str | None, mirror_mib: str | None, output: str | None,
+            as_json: bool) -> None:
     """Measure relocation: SUITE is fault, walk, relocate, pool, concurrent, mirror, migrate or
     ktables (default: all).  Every figure is a ratio against a baseline measured in the same
     run.  ktables walks the kernel's own page tables (root and /proc/kcore; skipped with the
     reason otherwise)."""
     names = bench.check_suites(suites)
     sizes = _parse_mib_list(ktables_mib) if ktables_mib is not None else None
+    msizes = _parse_mib_list(mirror_mib, "--mirror-mib") if mirror_mib is not None else None
     # refuse before spending minutes measuring, not when the results are ready to be written
     if plot_path:
         bench.check_plot_path(plot_path)
@@ -210,7 +226,7 @@ def command(suites: tuple[str, ...], quick: bool, plot_path: str | None, seed: i
         bench.check_writable(output, "-o/--output")
     with _progress(True) as say:
         results = bench.run(names, quick=quick, seed=seed, in_vm=in_vm, progress=say,
-                            ktables_mib=sizes)
+                            ktables_mib=sizes, mirror_mib=msizes)
     if plot_path:
         bench.plot(results, plot_path)
     if output:
