@@ -4,12 +4,15 @@
  *
  * Why C: a process has up to hundreds of millions of resident pages; one pass over them in
  * Python costs ~30-100 ns a page (an 8 GiB process: 2.1M pages, a quarter of a second per
- * pass, and the pipeline made a dozen passes), here ~1 ns.  Nothing here allocates, locks or
- * calls the kernel: the callers own the arrays and the reads.  Every function is a pure
- * function of its inputs (no Locking: section applies: call from any thread).
+ * pass, and the pipeline made a dozen passes), here ~1 ns.  Nothing here allocates or locks,
+ * and only ptr_pagemap_read() calls the kernel (pread(2) of a pagemap file the caller opened):
+ * the callers own the arrays.  Every function is a function of its inputs (no Locking: section
+ * applies: call from any thread; cffi releases the GIL for the call, so a pagemap read runs
+ * beside Python threads).
  */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ptreloc.h"
 
@@ -39,6 +42,68 @@ uint64_t ptr_pagemap_compact(const uint64_t *entries, uint64_t n, uint64_t first
 		k++;
 	}
 	return k;
+}
+
+/**
+ * ptr_pagemap_read() - the resident pages of address ranges, read from a pagemap file.
+ * @fd:          /proc/PID/pagemap, open for reading
+ * @ranges:      @nranges [start, end) pairs of page-aligned addresses, ascending
+ * @nranges:     how many
+ * @page_shift:  log2 of the page size
+ * @buf:         scratch room for @buf_entries pagemap entries
+ * @buf_entries: how many (each pread reads at most that many)
+ * @vas:         out: the address of each resident page, ascending
+ * @pfns:        out: its frame number (0 where the kernel hides it), or NULL
+ * @cap:         room in @vas (and @pfns)
+ * @pos:         in/out: where to go on from - @pos[0] the range, @pos[1] the page number in
+ *               it (0: the range's start); start with {0, 0}.  On return @pos[0] == @nranges
+ *               when every range was read; otherwise @vas is full and a call with more room
+ *               and the same @pos goes on exactly where this one stopped.
+ *
+ * A range the file ends in (the process exited, the mapping went away) is read to where the
+ * file ended.  Return: the pages written (>= 0); -errno of pread(2) (-EINTR is retried).
+ */
+int64_t ptr_pagemap_read(int fd, const uint64_t *ranges, uint64_t nranges, unsigned page_shift,
+			 uint64_t *buf, uint64_t buf_entries, uint64_t *vas, uint64_t *pfns,
+			 uint64_t cap, uint64_t pos[2])
+{
+	uint64_t k = 0;
+	if (!buf_entries)
+		return -EINVAL;
+	while (pos[0] < nranges) {
+		uint64_t first = ranges[2 * pos[0]] >> page_shift;
+		uint64_t end = ranges[2 * pos[0] + 1] >> page_shift;
+		uint64_t vpn = pos[1] ? pos[1] : first;
+		while (vpn < end) {
+			uint64_t want = end - vpn < buf_entries ? end - vpn : buf_entries;
+			ssize_t got = pread(fd, buf, want * 8, (off_t)(vpn * 8));
+			if (got < 0) {
+				if (errno == EINTR)
+					continue;
+				return -errno;
+			}
+			uint64_t n = (uint64_t)got / 8;
+			if (!n)
+				break; /* the file ended: nothing more in this range */
+			for (uint64_t i = 0; i < n; i++) {
+				uint64_t e = buf[i];
+				if (!(e & PTR_PM_PRESENT))
+					continue;
+				if (k == cap) { /* full: resume at this page */
+					pos[1] = vpn + i;
+					return (int64_t)k;
+				}
+				vas[k] = (vpn + i) << page_shift;
+				if (pfns)
+					pfns[k] = e & PTR_PM_PFN_MASK;
+				k++;
+			}
+			vpn += n;
+		}
+		pos[0]++;
+		pos[1] = 0;
+	}
+	return (int64_t)k;
 }
 
 /**

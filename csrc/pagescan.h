@@ -27,6 +27,9 @@
 
 uint64_t ptr_pagemap_compact(const uint64_t *entries, uint64_t n, uint64_t first_vpn,
 			     unsigned page_shift, uint64_t *vas, uint64_t *pfns);
+int64_t ptr_pagemap_read(int fd, const uint64_t *ranges, uint64_t nranges, unsigned page_shift,
+			 uint64_t *buf, uint64_t buf_entries, uint64_t *vas, uint64_t *pfns,
+			 uint64_t cap, uint64_t pos[2]);
 int64_t ptr_pfn_nodes(const uint64_t *pfns, uint64_t n, const int16_t *block_node,
 		      uint64_t nblocks, unsigned block_shift, const uint64_t *zero_ranges,
 		      uint64_t nzero, int32_t *nodes);

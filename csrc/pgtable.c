@@ -824,6 +824,11 @@ int ptr_map_pages(struct ptr_mm *mm, struct ptr_page_set *set)
 		if (rc)
 			return rc;
 	}
+	const uint64_t leaf_rw = ptr_entry_make_leaf(g, 0, 0, true);
+	const uint64_t leaf_ro = ptr_entry_make_leaf(g, 0, 0, false);
+	const bool pow2 = limit && !(limit & (limit - 1));
+	const unsigned pte_shift = g->level[0].shift;
+	const uint64_t pte_mask = (1ull << g->level[0].bits) - 1;
 	int rc = 0, tok = PTR_READ_LOCK(a);
 	uint64_t i = 0, si = 0, ri = 0, hi = 0, leaves = 0;
 	while (i < set->n && !rc) {
@@ -858,14 +863,22 @@ int ptr_map_pages(struct ptr_mm *mm, struct ptr_page_set *set)
 		if (rc)
 			break;
 		uint64_t tend = ptr_level_addr_end(g, 1, va, UINT64_MAX);
+		void *t = fdata(mm, table);
 		for (; i < set->n && set->vas[i] < tend; i++) {
 			uint64_t v = set->vas[i];
 			while (ri < set->nro && set->ro[2 * ri + 1] <= v)
 				ri++;
 			bool w = !(ri < set->nro && set->ro[2 * ri] <= v);
-			rc = set_leaf_locked(mm, table, 0, v, ptr_entry_make_leaf(g, 0, v % limit, w));
-			if (rc)
+			uint64_t phys = pow2 ? v & (limit - 1) : v % limit; /* no divide per page */
+			/* a leaf is its flags | phys (ptr_entry_make_leaf()): the flags made once.
+			 * Every writer of an empty entry holds this table's lock (faults install
+			 * under it; the walker sets A/D only in present entries): check-then-store. */
+			uint32_t idx = (uint32_t)((v >> pte_shift) & pte_mask);
+			if (ptr_entry_load(g, 0, t, idx)) {
+				rc = -EEXIST;
 				break;
+			}
+			ptr_entry_store(g, 0, t, idx, (w ? leaf_rw : leaf_ro) | phys);
 			leaves++;
 		}
 		ptr_unlock(lock);

@@ -15,7 +15,6 @@ shows up with a move_pages status of -ENOENT/-EFAULT rather than a node.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator
@@ -239,51 +238,55 @@ def read_pagemap(
 ) -> tuple[array[int], array[int]]:
     """Resident pages of ``vmas`` from /proc/PID/pagemap: (addresses 'Q', frame numbers 'Q').
 
-    Frame numbers read as 0 without CAP_SYS_ADMIN (the kernel hides them since 4.0).  The file
-    is read ``chunk_bytes`` at a time into one reused buffer and each chunk's present entries
-    are compacted in C (``ptr_pagemap_compact``): the cost is the kernel's read plus ~1 ns an
-    entry, whatever the number of pages.
+    Frame numbers read as 0 without CAP_SYS_ADMIN (the kernel hides them since 4.0).  The whole
+    read is one call into C (``ptr_pagemap_read``: pread ``chunk_bytes`` at a time into one
+    reused buffer, the present entries compacted on the way), with the GIL released: the cost
+    is the kernel's read plus ~1 ns an entry.  The output is sized by the process's resident
+    set (/proc/PID/statm) and grown if the kernel's lagging counter was short.
     """
     from ptreloc._native import core
 
     c = core("relo")
-    entries = max(chunk_bytes // 8, 1)
-    buf = bytearray(entries * 8)
-    view = memoryview(buf)
-    out_vas = array("Q", bytes(entries * 8))
-    out_pfns = array("Q", bytes(entries * 8))
-    vas_view = memoryview(out_vas).cast("B")
-    pfns_view = memoryview(out_pfns).cast("B")
-    addresses = array("Q")
-    pfns = array("Q")
+    ranges = array("Q")
+    for vma in vmas:
+        if vma.path not in _SKIP_PATHS and vma.end > vma.start:
+            ranges.extend((vma.start, vma.end))
+    buf = array("Q", [0]) * max(chunk_bytes // 8, 1)
+    cap = _resident_estimate(pid) + 1024
+    addresses = array("Q", [0]) * cap
+    pfns = array("Q", [0]) * cap
+    pos = c.new_pos()
     shift = PAGE_SIZE.bit_length() - 1
+    done = 0
     try:
         fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
     except OSError as err:
         raise proc_error(pid, "pagemap", err) from err
     try:
-        for vma in vmas:
-            if vma.path in _SKIP_PATHS:
-                continue
-            first = vma.start // PAGE_SIZE
-            remaining = vma.pages
-            while remaining:
-                count = min(remaining, entries)
-                try:
-                    got = os.preadv(fd, [view[: count * 8]], first * 8) // 8
-                except OSError as err:
-                    raise proc_error(pid, "pagemap", err) from err
-                if not got:
-                    break  # the process exited or the mapping went away under us
-                k = c.pagemap_compact(buf, got, first, shift, out_vas, out_pfns)
-                if k:
-                    addresses.frombytes(vas_view[: k * 8])
-                    pfns.frombytes(pfns_view[: k * 8])
-                first += got
-                remaining -= got
+        while True:
+            try:
+                done += c.pagemap_read(fd, ranges, shift, buf, addresses, pfns, done, pos)
+            except OSError as err:
+                raise proc_error(pid, "pagemap", err) from err
+            if pos[0] >= len(ranges) // 2:
+                break
+            more = array("Q", [0]) * (len(addresses) // 2 + 1024)  # full: grow by half, go on
+            addresses.extend(more)
+            pfns.extend(more)
     finally:
         os.close(fd)
+    del addresses[done:]
+    del pfns[done:]
     return addresses, pfns
+
+
+def _resident_estimate(pid: int) -> int:
+    """Resident pages per /proc/PID/statm (the kernel's counters: may lag a little)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as fh:
+            return int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _status_lists(pid: int) -> tuple[frozenset[int], frozenset[int]]:
@@ -390,33 +393,6 @@ def _owner_uid_threads(process: psutil.Process) -> tuple[str, int, int]:
     return owner, uid, process.num_threads()
 
 
-class _Background:
-    """``fn(*args)`` on a thread of its own, started now; :meth:`result` joins it and returns
-    what it returned or raises what it raised."""
-
-    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
-        self._out: list[Any] = []
-        self._err: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                self._out.append(fn(*args))
-            except BaseException as err:  # re-raised on the caller's thread by result()
-                self._err.append(err)
-
-        self._thread = threading.Thread(target=run, name="ptreloc-numa-maps", daemon=True)
-        self._thread.start()
-
-    def wait(self) -> None:
-        self._thread.join()
-
-    def result(self) -> Any:
-        self._thread.join()
-        if self._err:
-            raise self._err[0]
-        return self._out[0]
-
-
 def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None) -> ProcessSnapshot:
     """Take a snapshot of process ``pid``.
 
@@ -434,22 +410,15 @@ def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None) -> Proc
         kernel_thread="it has no user memory map",
     )
     t1 = clock()
-    # the kernel's own per-node count is a walk of every page too (~1x the pagemap read): it
-    # runs in a thread (the read releases the GIL) while we read pagemap on this one
-    numa_maps_reader = _Background(numa.numa_maps_node_pages, pid)
-    try:
-        vmas = read_maps(pid)
-        resident, frames = read_pagemap(pid, vmas)
-    except BaseException:
-        numa_maps_reader.wait()
-        raise
+    vmas = read_maps(pid)
+    resident, frames = read_pagemap(pid, vmas)
     t2 = clock()
     # the kernel zeroes frame numbers for readers without CAP_SYS_ADMIN: all-zero means hidden
     pfns = frames if any(frames) else None
     answer = frames_mod.page_nodes(pid, vmas, resident, pfns, backend=backend)
     page_nodes = answer.nodes
     t3 = clock()
-    numa_maps = numa_maps_reader.result()
+    numa_maps = numa.numa_maps_node_pages(pid)
     mems, cpus = _status_lists(pid)
     cpu = last_cpu(pid)
     t4 = clock()

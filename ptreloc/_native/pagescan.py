@@ -8,7 +8,9 @@ Arrays go to C by pointer, never copied: ``array('Q')`` for addresses and frame 
 from __future__ import annotations
 
 import errno as _errno
+import os
 from array import array
+from typing import Any
 
 from ptreloc._native._base import Buffer, CoreBase, Handle
 from ptreloc.errors import AddressError, AlreadyMapped, UsageError
@@ -64,6 +66,29 @@ class PagescanBindings(CoreBase):
         return int(self.lib.ptr_pagemap_compact(
             ffi.from_buffer("uint64_t[]", entries), n, first_vpn, page_shift,
             ffi.from_buffer("uint64_t[]", vas), ffi.from_buffer("uint64_t[]", pfns)))
+
+    def pagemap_read(self, fd: int, ranges: array[int], page_shift: int, buf: array[int],
+                     vas: array[int], pfns: array[int], offset: int, pos: Any) -> int:
+        """ptr_pagemap_read() into ``vas``/``pfns`` from index ``offset`` on (their length is
+        the room); ``pos`` a cffi ``uint64_t[2]`` (:meth:`new_pos`) carried between calls.
+        Returns the pages written; raises OSError for a failed read."""
+        n = _need(vas, 8, "addresses")
+        if _need(pfns, 8, "pfns") != n or offset > n or len(ranges) % 2:
+            raise UsageError("vas and pfns must be as long as each other; ranges in pairs")
+        ffi = self.ffi
+        v = ffi.from_buffer("uint64_t[]", vas)
+        f = ffi.from_buffer("uint64_t[]", pfns)
+        got = self.lib.ptr_pagemap_read(fd, ffi.from_buffer("uint64_t[]", ranges),
+                                        len(ranges) // 2, page_shift,
+                                        ffi.from_buffer("uint64_t[]", buf), len(buf),
+                                        v + offset, f + offset, n - offset, pos)
+        if got < 0:
+            raise OSError(-got, os.strerror(-got))
+        return int(got)
+
+    def new_pos(self) -> Any:
+        """A fresh resume position for :meth:`pagemap_read`: {0, 0}."""
+        return self.ffi.new("uint64_t[2]")
 
     def pfn_nodes(self, pfns: array[int], block_node: array[int], block_shift: int,
                   zero_ranges: array[int]) -> tuple[array[int], int]:

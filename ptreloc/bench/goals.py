@@ -18,6 +18,7 @@ GOALS: tuple[tuple[str, str, float], ...] = (
     ("relocate", "relocate.growth_exponent", 1.1),
     ("concurrent", "concurrent.rewalk.p99_ratio", 2.0),
     ("ktables", "ktables.ratio_vs_pagemap_read", 2.0),
+    ("migrate", "migrate.own_ratio", 0.5),
     ("mirror", "mirror.ratio_vs_pagemap_read", 3.0),
     ("mirror", "mirror.largest.ratio_vs_pagemap_read", 3.0),
     ("mirror", "mirror.memory.bytes_per_resident_page", 16.0),

@@ -10,7 +10,7 @@ bootstrap 95 % interval of that median (``ci95``): the machines are shared and a
 hit by another job.  The top-level figures are the smallest size's; ``largest`` the largest's.
 
 ``memory``: ``ptreloc show --pid P --json`` in a fresh interpreter on the largest workload,
-its peak RSS (VmHWM, from getrusage) against the same command on a process with almost nothing
+its peak RSS (VmHWM) against the same command on a process with almost nothing
 resident (``sleep``): ``bytes_per_resident_page`` = (peak - baseline peak) / resident pages.
 The interpreter and imports (~29 MB) are in both and cancel.
 """
@@ -31,15 +31,19 @@ from ptreloc.bench.stats import bootstrap_ci, paired_ratios, round_finite
 __all__ = ["measure", "show_peak_rss_kb"]
 
 #: runs ``ptreloc show --pid PID --json`` with stdout to /dev/null and prints its peak RSS in kB
+#: (VmHWM: the high-water mark of this process's own memory; getrusage's ru_maxrss would also
+#: count the forking parent's RSS, which Linux carries over exec)
 _SHOW_PEAK = """
-import os, resource, sys
+import os, sys
 sys.stdout = open(os.devnull, "w")
 from ptreloc.cli import main
 try:
     main(["show", "--pid", sys.argv[1], "--json"], standalone_mode=False)
 except SystemExit:
     pass
-sys.stderr.write("%d\\n" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+with open("/proc/self/status") as fh:
+    hwm = [line.split()[1] for line in fh if line.startswith("VmHWM:")]
+sys.stderr.write(hwm[0] + "\\n")
 """
 
 
