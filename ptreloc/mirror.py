@@ -253,10 +253,22 @@ class Mirror:
     def remote_fraction(self, data_nodes: array[int] | None = None) -> RemoteFraction:
         """remote_table_fraction for the current tables and ``data_nodes`` (default: the
         mirror's own data nodes): every resident page's walk, in one call into the core."""
-        nodes = array("i", self.data_nodes if data_nodes is None else data_nodes)
-        for k in special_pages(self.snapshot):
-            nodes[k] = -1
-        counted = self.mm.remote_tables(self.snapshot.resident, nodes)
+        nodes = self.data_nodes if data_nodes is None else data_nodes
+        if not (isinstance(nodes, array) and nodes.typecode == "i"):
+            nodes = array("i", nodes)
+        resident = self.snapshot.resident
+        counted = self.mm.remote_tables(resident, nodes)
+        # the special mappings' pages are left out: counted alone and taken off (no copy of
+        # the per-page arrays - they are the largest things a mirror holds)
+        special = sorted(special_pages(self.snapshot))
+        if special:
+            out = self.mm.remote_tables(array("Q", (resident[k] for k in special)),
+                                        array("i", (nodes[k] for k in special)))
+            counted = dataclasses.replace(
+                counted, pages=counted.pages - out.pages,
+                remote_pages=counted.remote_pages - out.remote_pages,
+                by_level={k: v - out.by_level.get(k, 0) for k, v in counted.by_level.items()},
+                unmapped=counted.unmapped - out.unmapped)
         if counted.unmapped:
             raise PtrelocError(f"mirror lost the translation of {counted.unmapped} pages")
         return RemoteFraction(counted.pages, counted.remote_pages, counted.by_level)
