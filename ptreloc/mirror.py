@@ -25,12 +25,14 @@ cache may have been filled by another process on another node.  So:
 Pages whose node the kernel could not report (they moved or went away between pagemap and the
 move_pages query) and kernel special mappings ([vdso] ...) do not vote.
 
-The mirror maps runs of contiguous resident pages under PTE tables with one placement node with
-one call into the C core each (tables created during the call go to that node), then moves any
-upper-level table whose inferred node differs to that node (a relocation with a chooser, before
-anything else sees the mirror).  Physical addresses are the virtual ones (modulo the format's
-physical limit): the mirror exists to say *where tables are*, and identity translations make
-"translations unchanged" checkable per page.
+Building is top down once the placement is known: every upper-level table the rule places is
+created first, on its node (``ptr_ensure_table``), then every resident page goes in with one call
+into the C core (``ptr_map_pages``: per lowest-level table one walk - creating it on its node -
+one lock and plain stores), so no table is ever created in the wrong place and moved.  The votes
+are counted in C too (``ptr_span_votes``: per lowest-level table span, the voting pages per
+node); only the few thousand spans are looked at in Python.  Physical addresses are the virtual
+ones (modulo the format's physical limit): the mirror exists to say *where tables are*, and
+identity translations make "translations unchanged" checkable per page.
 
 Transparent huge pages
 ----------------------
