@@ -430,16 +430,19 @@ class AddressSpace:
                        writable, node)
 
     def map_pages(self, vas: array[int], span_keys: array[int], span_nodes: array[int],
-                  default_node: int, read_only: array[int], huge: array[int]) -> int:
+                  default_node: int, read_only: array[int], huge: array[int],
+                  start: int = 0, stop: int | None = None) -> int:
         """Map every page of ``vas`` (array('Q'), ascending; identity translations modulo the
         physical limit) in one call: the lowest-level table over span key k
         (``va >> log2(level-1 entry size)``) is created on ``span_nodes`` at k's index in
         ``span_keys`` (ascending), else on ``default_node``; pages inside the [start, end)
         pairs of ``read_only`` map read-only; each block starting at an address of ``huge``
-        is one leaf at level 1.  Returns the leaves installed.  Unlike :meth:`map`, a failure
-        does not roll back (csrc/pgtable.c ptr_map_pages())."""
+        is one leaf at level 1.  Only ``vas[start:stop]`` when given (no copy).  Returns the
+        leaves installed.  Unlike :meth:`map`, a failure does not roll back (csrc/pgtable.c
+        ptr_map_pages())."""
         return self._core.map_pages(self._h, vas, span_keys, span_nodes,
-                                    self.arena._node(default_node), read_only, huge)
+                                    self.arena._node(default_node), read_only, huge,
+                                    start, stop)
 
     def ensure_table(self, va: int, level: int, node: int) -> None:
         """Make sure the level-``level`` table over ``va`` exists; a new one (and any missing

@@ -704,8 +704,7 @@ def _build(
         j = min(i + _BUILD_CHUNK, total)
         if j < total:  # end the chunk at a lowest-level table's boundary (a huge block is one)
             j = bisect_left(resident, ((resident[j - 1] >> shift) + 1) << shift, j - 1)
-        part = resident if (i, j) == (0, total) else resident[i:j]
-        mm.map_pages(part, keys, nodes, placement.root, ro, huge)
+        mm.map_pages(resident, keys, nodes, placement.root, ro, huge, i, j)
         calls += 1
         i = j
         if progress is not None:

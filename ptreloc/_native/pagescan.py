@@ -97,7 +97,7 @@ class PagescanBindings(CoreBase):
         nblocks = _need(block_node, 2, "block nodes")
         if len(zero_ranges) % 2:
             raise UsageError("zero ranges come in [first, end) pairs")
-        nodes = array("i", bytes(4 * n))
+        nodes = array("i", [0]) * n
         ffi = self.ffi
         unknown = self.lib.ptr_pfn_nodes(
             ffi.from_buffer("uint64_t[]", pfns), n, ffi.from_buffer("int16_t[]", block_node),
@@ -117,8 +117,8 @@ class PagescanBindings(CoreBase):
         totals = ffi.new("uint64_t[]", 2 * nnodes)
         cap = min(max(n, 1), _FIRST_CAP)
         while True:  # most processes have far fewer tables than pages: grow only if needed
-            keys = array("Q", bytes(8 * cap))
-            counts = array("I", bytes(4 * cap * nnodes))
+            keys = array("Q", [0]) * cap
+            counts = array("I", [0]) * (cap * nnodes)
             got = self.lib.ptr_span_votes(
                 ffi.from_buffer("uint64_t[]", vas), ffi.from_buffer("int32_t[]", nodes),
                 ffi.from_buffer("uint8_t[]", classes), n, span_shift,
@@ -141,7 +141,7 @@ class PagescanBindings(CoreBase):
         if pfns is not None and _need(pfns, 8, "pfns") != n:
             raise UsageError("pfns must be as long as the addresses")
         cap = (n >> max(block_shift - page_shift, 0)) + 1
-        out = array("Q", bytes(8 * cap))
+        out = array("Q", [0]) * cap
         ffi = self.ffi
         got = self._check(self.lib.ptr_huge_candidates(
             ffi.from_buffer("uint64_t[]", vas),
@@ -155,7 +155,7 @@ class PagescanBindings(CoreBase):
         n = _need(vas, 8, "addresses")
         cap = min(max(n, 1), _FIRST_CAP)
         while True:
-            out = array("Q", bytes(8 * cap))
+            out = array("Q", [0]) * cap
             got = self.lib.ptr_span_keys(self.ffi.from_buffer("uint64_t[]", vas), n, span_shift,
                                          self.ffi.from_buffer("uint64_t[]", out), cap)
             if got != -_errno.ENOSPC or cap >= n:
@@ -177,14 +177,20 @@ class PagescanBindings(CoreBase):
 
     def map_pages(self, mm: Handle, vas: array[int], span_keys: array[int],
                   span_nodes: array[int], default_node: int, ro: array[int],
-                  huge: array[int]) -> int:
-        """ptr_map_pages() (csrc/pgtable.c); returns the leaves installed."""
-        n = _need(vas, 8, "addresses")
+                  huge: array[int], start: int = 0, stop: int | None = None) -> int:
+        """ptr_map_pages() (csrc/pgtable.c) of ``vas[start:stop]`` (no copy); returns the
+        leaves installed."""
+        total = _need(vas, 8, "addresses")
+        stop = total if stop is None else stop
+        if not 0 <= start <= stop <= total:
+            raise UsageError(f"pages {start}..{stop} are not within the {total} given")
+        n = stop - start
         nspans = _need(span_keys, 8, "span keys")
         if _need(span_nodes, 2, "span nodes") != nspans or len(ro) % 2:
             raise UsageError("span nodes must match the keys; read-only ranges come in pairs")
         ffi = self.ffi
-        keep = [ffi.from_buffer("uint64_t[]", vas), ffi.from_buffer("uint64_t[]", span_keys),
+        keep = [ffi.from_buffer("uint64_t[]", vas) + start,
+                ffi.from_buffer("uint64_t[]", span_keys),
                 ffi.from_buffer("int16_t[]", span_nodes), ffi.from_buffer("uint64_t[]", ro),
                 ffi.from_buffer("uint64_t[]", huge)]
         s = ffi.new("struct ptr_page_set *", {
