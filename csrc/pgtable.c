@@ -824,6 +824,22 @@ int ptr_map_pages(struct ptr_mm *mm, struct ptr_page_set *set)
 		if (rc)
 			return rc;
 	}
+	/* every huge block aligned, ascending, and wholly among the pages (a binary search) */
+	for (uint64_t h = 0; h < set->nhuge; h++) {
+		uint64_t b = set->huge[h], lo = 0, hi = set->n;
+		if ((b & (block - 1)) || (h && b <= set->huge[h - 1]))
+			return -EINVAL;
+		while (lo < hi) {
+			uint64_t mid = lo + (hi - lo) / 2;
+			if (set->vas[mid] < b)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo + per_block > set->n || set->vas[lo] != b ||
+		    set->vas[lo + per_block - 1] != b + block - page)
+			return -EINVAL;
+	}
 	const uint64_t leaf_rw = ptr_entry_make_leaf(g, 0, 0, true);
 	const uint64_t leaf_ro = ptr_entry_make_leaf(g, 0, 0, false);
 	const bool pow2 = limit && !(limit & (limit - 1));

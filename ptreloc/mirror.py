@@ -704,7 +704,11 @@ def _build(
         j = min(i + _BUILD_CHUNK, total)
         if j < total:  # end the chunk at a lowest-level table's boundary (a huge block is one)
             j = bisect_left(resident, ((resident[j - 1] >> shift) + 1) << shift, j - 1)
-        mm.map_pages(resident, keys, nodes, placement.root, ro, huge, i, j)
+        # the huge blocks of this chunk only (each lies wholly in one chunk: a block is one
+        # lowest-level table's span, and chunks end at such a boundary)
+        h0 = bisect_left(huge, resident[i])
+        h1 = bisect_left(huge, resident[j - 1] + 1)
+        mm.map_pages(resident, keys, nodes, placement.root, ro, huge[h0:h1], i, j)
         calls += 1
         i = j
         if progress is not None:

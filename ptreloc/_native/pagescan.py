@@ -58,8 +58,9 @@ class PagescanBindings(CoreBase):
                         vas: array[int], pfns: array[int]) -> int:
         """The present entries of ``entries[:n]`` (pagemap entries from virtual page
         ``first_vpn``) into ``vas``/``pfns`` (each at least ``n`` long); returns how many."""
-        if len(memoryview(entries)) < n * 8 and memoryview(entries).itemsize == 1:
-            raise UsageError("pagemap buffer shorter than its entries")
+        view = memoryview(entries)
+        if not view.c_contiguous or view.nbytes < n * 8:
+            raise UsageError(f"the pagemap buffer holds fewer than its {n} entries")
         if len(vas) < n or len(pfns) < n:
             raise UsageError(f"output arrays need {n} items")
         ffi = self.ffi
