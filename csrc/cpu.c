@@ -377,15 +377,31 @@ static inline uint32_t tlb_set(uint64_t vpn)
 	return (uint32_t)(vpn % PTR_TLB_SETS);
 }
 
-static void tlb_invalidate_page(struct ptr_cpu *c, const struct ptr_geometry *g, uint64_t va)
+/*
+ * fault_invalidate() - what delivering a fault does to the translation caches (Intel SDM vol. 3A
+ * 4.10.4.1: a page fault invalidates the TLB entries and the paging-structure-cache entries
+ * that would be used for the faulting linear address; arm64 caches no faulting translation):
+ * drop @va's TLB entries at every leaf level and its PWC entries at every level, so the access
+ * the fault path is retried for walks from the root.  Keeping the PWC entries made a retry start
+ * again from the table the faulting walk used: when that was an unlinked copy (repointed, its
+ * shootdown not yet delivered) and the fault path had fixed the entry in the live table, every
+ * retry faulted on the copy and the access failed after its retries with a fault code.
+ */
+static void fault_invalidate(struct ptr_cpu *c, const struct ptr_geometry *g, uint64_t va)
 {
 	for (int l = 0; l < g->nlevels; l++) {
-		if (!g->level[l].leaf_ok)
-			continue;
-		uint64_t vpn = (va >> g->level[l].shift) + 1;
-		struct ptr_tlb_entry *t = &c->tlb[l][tlb_set(vpn)];
-		if (t->vpn == vpn)
-			t->vpn = 0;
+		if (g->level[l].leaf_ok) {
+			uint64_t vpn = (va >> g->level[l].shift) + 1;
+			struct ptr_tlb_entry *t = &c->tlb[l][tlb_set(vpn)];
+			if (t->vpn == vpn)
+				t->vpn = 0;
+		}
+		if (l < g->nlevels - 1) {
+			uint64_t tag = (va >> (g->level[l].shift + g->level[l].bits)) + 1;
+			struct ptr_pwc_entry *p = &c->pwc[l][tag % PTR_PWC_SETS];
+			if (p->tag == tag)
+				p->tag = 0;
+		}
 	}
 }
 
@@ -565,6 +581,15 @@ int ptr_cpu_access(struct ptr_cpu *c, uint64_t va, bool write, uint64_t *phys)
  * @write: a write access
  * @phys:  out, may be NULL: the physical address
  *
+ * Why a fixed number of retries is not a timing tolerance: when the fault path returns 0 the
+ * live tree holds a usable leaf for @va (installed, or found), and fault_invalidate() made the
+ * retry walk from the root.  A sound protocol keeps every table whose entries could change
+ * locked from its copy until the shootdown has been acknowledged, and this CPU acknowledges
+ * while it spins in the fault path, so the retry sees what the fault path saw; it faults again
+ * only when another thread removed that very leaf in between (an unmap), and each such removal
+ * ends with a shootdown this CPU must acknowledge first.  No delay of this thread uses up a
+ * retry; 8 consecutive removals of one leaf are what it takes (the stress, under ASan on one
+ * oversubscribed core, never needed a third run: csrc/stress.c's access_errors count the rest).
  * Return: 0; PTR_FAULT_FREED; a fault code after the retries; or the fault path's -errno
  * (-EFAULT: no region, a segfault; -EACCES).
  * Locking: as ptr_cpu_access(); the fault path takes table locks inside the access (busy ->
@@ -588,8 +613,9 @@ int ptr_cpu_access_fault(struct ptr_cpu *c, uint64_t va, bool write, uint64_t *p
 			rc = frc;
 			break;
 		}
-		/* the fault path fixed the entry; drop a stale TLB entry (spurious fault) */
-		tlb_invalidate_page(c, mm->geo, va);
+		/* the fault path fixed the entry in the live tree: drop what could send the retry
+		 * elsewhere (a stale TLB entry - a spurious fault - or a cached stale table) */
+		fault_invalidate(c, mm->geo, va);
 	}
 	leave_access(c);
 	return rc;
