@@ -429,7 +429,8 @@ static void fault_invalidate(struct ptr_cpu *c, const struct ptr_geometry *g, ui
  * the one definition every software path uses): those are out of line in another translation
  * unit, so each is a call through the PLT, three of them per level on the dependent chain from
  * one table load to the next - which is what `ptreloc bench walk` times against a bare chase.
- * tests/test_core.py checks these against geometry.c's decoders on every format.
+ * tests/test_core_model.py holds the CPU's accesses (faults, protection, huge leaves, the D
+ * bits the consumers then read) to a reference model on every format.
  */
 static inline bool hw_present(const struct ptr_geometry *g, uint64_t e)
 {
