@@ -285,13 +285,14 @@ void ptr_bench_walk_destroy(struct ptr_bench_walk *b)
 	free(b);
 }
 
-/* The emulated CPU: @n reads at random mapped pages; each address depends on the previous
- * result (phys >> 63 is always 0, but the compiler cannot know), so accesses do not overlap. */
-static int walk_cpu(struct ptr_bench_walk *b, uint64_t n, uint64_t seed, uint64_t *sink)
+/* The emulated CPU: @n reads at random mapped pages (the addresses continue the sequence in
+ * *@x); each address depends on the previous result (phys >> 63 is always 0, but the compiler
+ * cannot know), so accesses do not overlap. */
+static int walk_cpu(struct ptr_bench_walk *b, uint64_t n, uint64_t *x, uint64_t *sink)
 {
-	uint64_t x = seed | 1, dep = 0;
+	uint64_t dep = 0;
 	for (uint64_t i = 0; i < n; i++) {
-		uint64_t p = (bench_rng(&x) >> 16) % b->pages;
+		uint64_t p = (bench_rng(x) >> 16) % b->pages;
 		uint64_t phys;
 		int rc = ptr_cpu_access(b->cpu, b->base + (p + dep) * b->stride, false, &phys);
 		if (rc)
@@ -302,17 +303,18 @@ static int walk_cpu(struct ptr_bench_walk *b, uint64_t n, uint64_t seed, uint64_
 	return 0;
 }
 
-/* The baseline: the same addresses, a bare dependent chase root -> ... -> leaf through the same
- * frames (what a hardware walker with no caches does: one load per level, no checks). */
-static void walk_chase(struct ptr_bench_walk *b, uint64_t n, uint64_t seed, uint64_t *sink)
+/* The baseline: addresses drawn the same way, a bare dependent chase root -> ... -> leaf
+ * through the same frames (what a hardware walker with no caches does: one load per level, no
+ * checks). */
+static void walk_chase(struct ptr_bench_walk *b, uint64_t n, uint64_t *x, uint64_t *sink)
 {
 	const struct ptr_geometry *g = b->mm->geo;
 	uint8_t *base = b->a->base;
 	uint64_t amask = g->e_addr;
 	int top = TOP(g);
-	uint64_t x = seed | 1, dep = 0;
+	uint64_t dep = 0;
 	for (uint64_t i = 0; i < n; i++) {
-		uint64_t p = (bench_rng(&x) >> 16) % b->pages;
+		uint64_t p = (bench_rng(x) >> 16) % b->pages;
 		uint64_t va = b->base + (p + dep) * b->stride;
 		const uint8_t *t = base + (uint64_t)atomic_load_explicit(&b->mm->root,
 									 memory_order_relaxed) *
@@ -327,15 +329,27 @@ static void walk_chase(struct ptr_bench_walk *b, uint64_t n, uint64_t seed, uint
 	*sink += dep;
 }
 
+/*
+ * Walks per slice of a round.  The two loops alternate slice by slice (a few ms each), so what
+ * the shared machine does meanwhile - another process's memory traffic, a frequency change -
+ * falls on both sides of a round alike: timing one 400k-walk loop after the other let the chase
+ * alone vary 230-880 ns per walk between consecutive rounds on this 2-core box.  Each slice
+ * draws fresh addresses from the round's sequence (the two sides of a slice do not share
+ * addresses: the second would find the first one's lines and host TLB entries warm).
+ */
+#define WALK_SLICE 4096
+
 /**
- * ptr_bench_walk_round() - @n emulated accesses and @n chased walks over the same random
- * addresses, in the order @chase_first says.  The CPU's TLB and caches are flushed first.
+ * ptr_bench_walk_round() - @n emulated accesses and @n chased walks at random addresses of the
+ * round's sequence, interleaved in slices of WALK_SLICE walks; in each slice pair the loop that
+ * runs first alternates, starting with the chase when @chase_first.  The CPU's TLB and caches
+ * are flushed first (not between slices: the CPU keeps its caches as a running one does).
  * @b:           the context
  * @n:           walks per loop
- * @seed:        the addresses
- * @chase_first: run the pointer chase before the CPU's loop
- * @cpu_ns:      out: the CPU loop's time
- * @chase_ns:    out: the chase's time
+ * @seed:        the address sequence
+ * @chase_first: the first slice pair runs the pointer chase first
+ * @cpu_ns:      out: the CPU loop's time, summed over its slices
+ * @chase_ns:    out: the chase's time, summed over its slices
  *
  * Return: 0, or the -errno / PTR_FAULT_* an access failed with.
  * Locking: none; one thread per context.
@@ -343,22 +357,27 @@ static void walk_chase(struct ptr_bench_walk *b, uint64_t n, uint64_t seed, uint
 int ptr_bench_walk_round(struct ptr_bench_walk *b, uint64_t n, uint64_t seed, int chase_first,
 			 uint64_t *cpu_ns, uint64_t *chase_ns)
 {
-	uint64_t sink = 0, t0, t1, t2;
+	uint64_t sink = 0, x = seed | 1, tc = 0, tw = 0;
 	int rc = 0;
 	ptr_cpu_flush(b->cpu);
-	t0 = bench_now_ns();
-	if (chase_first)
-		walk_chase(b, n, seed, &sink);
-	else
-		rc = walk_cpu(b, n, seed, &sink);
-	t1 = bench_now_ns();
-	if (chase_first)
-		rc = walk_cpu(b, n, seed, &sink);
-	else
-		walk_chase(b, n, seed, &sink);
-	t2 = bench_now_ns();
-	*cpu_ns = chase_first ? t2 - t1 : t1 - t0;
-	*chase_ns = chase_first ? t1 - t0 : t2 - t1;
+	for (uint64_t done = 0, k = 0; done < n && !rc; done += WALK_SLICE, k++) {
+		uint64_t m = n - done < WALK_SLICE ? n - done : WALK_SLICE;
+		for (int side = 0; side < 2 && !rc; side++) {
+			bool chase = (side == 0) == ((k & 1) == (uint64_t)!chase_first);
+			uint64_t t0 = bench_now_ns();
+			if (chase)
+				walk_chase(b, m, &x, &sink);
+			else
+				rc = walk_cpu(b, m, &x, &sink);
+			uint64_t dt = bench_now_ns() - t0;
+			if (chase)
+				tw += dt;
+			else
+				tc += dt;
+		}
+	}
+	*cpu_ns = tc;
+	*chase_ns = tw;
 	ptr_cpu_get_stats(b->cpu, &b->st);
 	return rc ? rc : (int)(sink & 0); /* keep sink alive */
 }

@@ -196,15 +196,20 @@ void ptr_synchronize(struct ptr_arena *a)
  * @a:   the arena
  * @out: the CPU
  *
- * Return: 0 and *@out; -ENOMEM; -EMFILE (PTR_MAX_CPUS exist).
+ * Return: 0 and *@out; -ENOMEM; -EMFILE (PTR_MAX_CPUS exist); -EINVAL (the arena's frame size
+ * is not a power of two - no shipped format has one).
  * Locking: takes cpus_lock; call with no table lock held.
  */
 int ptr_cpu_create(struct ptr_arena *a, struct ptr_cpu **out)
 {
+	if (a->frame_bytes == 0 || (a->frame_bytes & (a->frame_bytes - 1)))
+		return -EINVAL;
 	struct ptr_cpu *c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
 	c->arena = a;
+	c->frame_shift = (unsigned int)__builtin_ctz(a->frame_bytes);
+	c->frame_mask = a->frame_bytes - 1;
 	c->root = PTR_NO_FRAME;
 	ptr_lock(&a->cpus_lock, NULL);
 	for (int i = 0; i < PTR_MAX_CPUS; i++) {
@@ -276,15 +281,10 @@ static void load_root(struct ptr_cpu *c, struct ptr_mm *mm)
 	c->st.reloads++;
 }
 
-/* Caller holds c->busy. */
-static void service_locked(struct ptr_cpu *c)
+/* service_locked()'s slow path: a shootdown of generation @gen is pending. */
+static void __attribute__((noinline)) service_pending(struct ptr_cpu *c, struct ptr_mm *mm,
+						      uint64_t gen)
 {
-	struct ptr_mm *mm = atomic_load_explicit(&c->mm, memory_order_relaxed);
-	if (!mm)
-		return;
-	uint64_t gen = atomic_load(&mm->tlb_gen);
-	if (gen == atomic_load_explicit(&c->seen_gen, memory_order_relaxed))
-		return;
 	uint64_t reload = atomic_load(&mm->reload_gen);
 	flush_locked(c);
 	if (reload != c->seen_reload) {
@@ -293,6 +293,18 @@ static void service_locked(struct ptr_cpu *c)
 	}
 	c->st.shootdowns++;
 	atomic_store(&c->seen_gen, gen);
+}
+
+/* Caller holds c->busy.  Inline: every access checks, almost none finds a shootdown. */
+static inline void service_locked(struct ptr_cpu *c)
+{
+	struct ptr_mm *mm = atomic_load_explicit(&c->mm, memory_order_relaxed);
+	if (!mm)
+		return;
+	uint64_t gen = atomic_load(&mm->tlb_gen);
+	if (likely(gen == atomic_load_explicit(&c->seen_gen, memory_order_relaxed)))
+		return;
+	service_pending(c, mm, gen);
 }
 
 /**
@@ -360,6 +372,13 @@ void ptr_cpu_get_stats(struct ptr_cpu *c, struct ptr_cpu_stats *out)
  */
 static inline void enter_access(struct ptr_cpu *c)
 {
+	/* ptr_trylock()'s CAS inline (it and ptr_lock() are calls through the PLT); a busy lock
+	 * held by a shooter servicing this CPU remotely is the rare case */
+	int zero = 0;
+	if (likely(atomic_compare_exchange_strong_explicit(&c->busy.locked, &zero, 1,
+							   memory_order_acquire,
+							   memory_order_relaxed)))
+		return;
 	ptr_lock(&c->busy, NULL);
 }
 
@@ -369,7 +388,7 @@ static inline void leave_access(struct ptr_cpu *c)
 	atomic_store_explicit(&c->seq, atomic_load_explicit(&c->seq, memory_order_relaxed) + 1,
 			      memory_order_release);
 #endif
-	ptr_unlock(&c->busy);
+	atomic_store_explicit(&c->busy.locked, 0, memory_order_release); /* ptr_unlock(), inline */
 }
 
 static inline uint32_t tlb_set(uint64_t vpn)
@@ -377,16 +396,96 @@ static inline uint32_t tlb_set(uint64_t vpn)
 	return (uint32_t)(vpn % PTR_TLB_SETS);
 }
 
-static void tlb_invalidate_page(struct ptr_cpu *c, const struct ptr_geometry *g, uint64_t va)
+/*
+ * fault_invalidate() - what delivering a fault does to the translation caches (Intel SDM vol. 3A
+ * 4.10.4.1: a page fault invalidates the TLB entries and the paging-structure-cache entries
+ * that would be used for the faulting linear address; arm64 caches no faulting translation):
+ * drop @va's TLB entries at every leaf level and its PWC entries at every level, so the access
+ * the fault path is retried for walks from the root.  Keeping the PWC entries made a retry start
+ * again from the table the faulting walk used: when that was an unlinked copy (repointed, its
+ * shootdown not yet delivered) and the fault path had fixed the entry in the live table, every
+ * retry faulted on the copy and the access failed after its retries with a fault code.
+ */
+static void fault_invalidate(struct ptr_cpu *c, const struct ptr_geometry *g, uint64_t va)
 {
 	for (int l = 0; l < g->nlevels; l++) {
-		if (!g->level[l].leaf_ok)
-			continue;
-		uint64_t vpn = (va >> g->level[l].shift) + 1;
-		struct ptr_tlb_entry *t = &c->tlb[l][tlb_set(vpn)];
-		if (t->vpn == vpn)
-			t->vpn = 0;
+		if (g->level[l].leaf_ok) {
+			uint64_t vpn = (va >> g->level[l].shift) + 1;
+			struct ptr_tlb_entry *t = &c->tlb[l][tlb_set(vpn)];
+			if (t->vpn == vpn)
+				t->vpn = 0;
+		}
+		if (l < g->nlevels - 1) {
+			uint64_t tag = (va >> (g->level[l].shift + g->level[l].bits)) + 1;
+			struct ptr_pwc_entry *p = &c->pwc[l][tag % PTR_PWC_SETS];
+			if (p->tag == tag)
+				p->tag = 0;
+		}
 	}
+}
+
+/*
+ * The walk's entry decoding, inline.  The same rules as geometry.c's ptr_entry_*() (which stay
+ * the one definition every software path uses): those are out of line in another translation
+ * unit, so each is a call through the PLT, three of them per level on the dependent chain from
+ * one table load to the next - which is what `ptreloc bench walk` times against a bare chase.
+ * tests/test_core_model.py holds the CPU's accesses (faults, protection, huge leaves, the D
+ * bits the consumers then read) to a reference model on every format.
+ */
+static inline bool hw_present(const struct ptr_geometry *g, uint64_t e)
+{
+	return e & g->e_present;
+}
+
+static inline bool hw_is_leaf(const struct ptr_geometry *g, int level, uint64_t e)
+{
+	if (!(e & g->e_present))
+		return false;
+	if (level == 0)
+		return true;
+	if (!g->level[level].leaf_ok)
+		return false;
+	if (g->arch == PTR_ARCH_X86)
+		return e & g->e_huge;
+	return !(e & g->e_tablebit);
+}
+
+/* a table entry's address (not a leaf's: leaves go through hw_leaf_phys()) */
+static inline uint64_t hw_table_phys(const struct ptr_geometry *g, uint64_t e)
+{
+	return e & g->e_addr;
+}
+
+static inline uint64_t hw_leaf_phys(const struct ptr_geometry *g, int level, uint64_t e)
+{
+	uint64_t mask = g->e_addr;
+	if (level > 0)
+		mask &= ~(ptr_level_size(g, level) - 1); /* huge leaf: drop PAT/low bits */
+	return e & mask;
+}
+
+static inline bool hw_writable(const struct ptr_geometry *g, uint64_t e)
+{
+	if (g->arch == PTR_ARCH_X86)
+		return e & g->e_write;
+	return !(e & g->e_rdonly) || (e & g->e_dbm);
+}
+
+static inline bool hw_dirty(const struct ptr_geometry *g, uint64_t e)
+{
+	if (g->arch == PTR_ARCH_X86)
+		return e & g->e_dirty;
+	return (e & g->e_swdirty) || ((e & g->e_dbm) && !(e & g->e_rdonly));
+}
+
+/*
+ * ptr_phys_frame() without its division: frame sizes are powers of two (ptr_cpu_create()
+ * checks), and a 64-bit divide sat on the walk's dependent chain at every level.
+ */
+static inline uint32_t hw_phys_frame(const struct ptr_cpu *c, uint64_t phys)
+{
+	uint64_t f = phys >> c->frame_shift;
+	return (phys & c->frame_mask) == 0 && f < c->arena->nframes ? (uint32_t)f : PTR_NO_FRAME;
 }
 
 static int count_freed(struct ptr_cpu *c)
@@ -406,11 +505,11 @@ static int hw_update_leaf(const struct ptr_geometry *g, int level, void *table, 
 {
 	uint64_t old = *e;
 	for (;;) {
-		if (!ptr_entry_is_leaf(g, level, old))
+		if (!hw_is_leaf(g, level, old))
 			return PTR_FAULT_NOT_PRESENT;
 		uint64_t neu = old | g->e_accessed;
 		if (write) {
-			if (!ptr_entry_writable(g, old))
+			if (!hw_writable(g, old))
 				return PTR_FAULT_PROT;
 			if (g->arch == PTR_ARCH_X86)
 				neu |= g->e_dirty;
@@ -472,11 +571,11 @@ static int access_inner(struct ptr_cpu *c, struct ptr_mm *mm, uint64_t va, bool 
 	if (level == top && g->top_preloaded) {
 		/* PAE: the PDPTE registers, not memory */
 		uint64_t e = c->pdpte[ptr_index(g, top, va) & 3];
-		if (!ptr_entry_present(g, top, e)) {
+		if (!hw_present(g, e)) {
 			c->st.faults++;
 			return PTR_FAULT_NOT_PRESENT;
 		}
-		table = ptr_phys_frame(a, ptr_entry_phys(g, top, e));
+		table = hw_phys_frame(c, hw_table_phys(g, e)); /* PDPTEs are never leaves */
 		level = top - 1;
 		c->pwc[level][((va >> (g->level[level].shift + g->level[level].bits)) + 1) %
 			      PTR_PWC_SETS] = (struct ptr_pwc_entry){
@@ -490,28 +589,28 @@ static int access_inner(struct ptr_cpu *c, struct ptr_mm *mm, uint64_t va, bool 
 		uint64_t e = ptr_entry_load(g, level, t, idx);
 		if (!ptr_frame_live(a, table)) /* freed under us: what we read may be poison */
 			return count_freed(c);
-		if (!ptr_entry_present(g, level, e)) {
+		if (!hw_present(g, e)) {
 			c->st.faults++;
 			return PTR_FAULT_NOT_PRESENT;
 		}
-		if (ptr_entry_is_leaf(g, level, e)) {
+		if (hw_is_leaf(g, level, e)) {
 			int rc = hw_update_leaf(g, level, t, idx, write, &e);
 			if (rc) {
 				c->st.faults++;
 				return rc;
 			}
-			uint64_t base = ptr_entry_phys(g, level, e);
+			uint64_t base = hw_leaf_phys(g, level, e);
 			uint64_t vpn = (va >> g->level[level].shift) + 1;
 			struct ptr_tlb_entry *te = &c->tlb[level][tlb_set(vpn)];
 			te->vpn = vpn;
 			te->phys = base;
-			te->writable = ptr_entry_writable(g, e);
-			te->dirty_known = ptr_entry_dirty(g, e);
+			te->writable = hw_writable(g, e);
+			te->dirty_known = hw_dirty(g, e);
 			if (phys)
 				*phys = base + (va & (ptr_level_size(g, level) - 1));
 			return 0;
 		}
-		uint32_t child = ptr_phys_frame(a, ptr_entry_phys(g, level, e));
+		uint32_t child = hw_phys_frame(c, hw_table_phys(g, e));
 		if (child == PTR_NO_FRAME)
 			return count_freed(c); /* poison decoded as a pointer */
 		level--;
@@ -565,6 +664,15 @@ int ptr_cpu_access(struct ptr_cpu *c, uint64_t va, bool write, uint64_t *phys)
  * @write: a write access
  * @phys:  out, may be NULL: the physical address
  *
+ * Why a fixed number of retries is not a timing tolerance: when the fault path returns 0 the
+ * live tree holds a usable leaf for @va (installed, or found), and fault_invalidate() made the
+ * retry walk from the root.  A sound protocol keeps every table whose entries could change
+ * locked from its copy until the shootdown has been acknowledged, and this CPU acknowledges
+ * while it spins in the fault path, so the retry sees what the fault path saw; it faults again
+ * only when another thread removed that very leaf in between (an unmap), and each such removal
+ * ends with a shootdown this CPU must acknowledge first.  No delay of this thread uses up a
+ * retry; 8 consecutive removals of one leaf are what it takes (the stress, under ASan on one
+ * oversubscribed core, never needed a third run: csrc/stress.c's access_errors count the rest).
  * Return: 0; PTR_FAULT_FREED; a fault code after the retries; or the fault path's -errno
  * (-EFAULT: no region, a segfault; -EACCES).
  * Locking: as ptr_cpu_access(); the fault path takes table locks inside the access (busy ->
@@ -588,8 +696,9 @@ int ptr_cpu_access_fault(struct ptr_cpu *c, uint64_t va, bool write, uint64_t *p
 			rc = frc;
 			break;
 		}
-		/* the fault path fixed the entry; drop a stale TLB entry (spurious fault) */
-		tlb_invalidate_page(c, mm->geo, va);
+		/* the fault path fixed the entry in the live tree: drop what could send the retry
+		 * elsewhere (a stale TLB entry - a spurious fault - or a cached stale table) */
+		fault_invalidate(c, mm->geo, va);
 	}
 	leave_access(c);
 	return rc;

@@ -43,10 +43,14 @@ struct ptr_cpu_stats {
  * @seq:       relocation build: accesses completed (bumped before busy is dropped); with @busy
  *             it tells a grace period that an access in progress has ended (cpu.c)
  * @root:      cached root frame (CR3); @pdpte caches PAE's 4 top entries (loaded at CR3 load)
+ * @frame_shift, @frame_mask: log2 and size - 1 of the arena's frames (a power of two), so the
+ *             walk turns an entry's address into a frame index without a divide
  */
 struct ptr_cpu {
 	struct ptr_arena *arena;
 	int slot;
+	unsigned int frame_shift;
+	uint64_t frame_mask;
 	_Atomic(struct ptr_mm *) mm;
 	ptr_spinlock_t busy;
 	_Atomic uint64_t seen_gen;

@@ -64,6 +64,9 @@ struct ptr_stress_result {
 	uint64_t reloc_shootdowns, ad_merged, ad_lost, relocation_ns;
 	uint64_t accesses, writes, tlb_hits, walks, pwc_hits, cpu_shootdowns, fault_path_runs;
 	uint64_t access_errors;
+	/* access_errors split: a fault code after the retries / a -errno of the fault path, and
+	 * the last such errno (positive; 0 when none) - what a failed run needs to say */
+	uint64_t access_errors_fault, access_errors_errno, access_error_last_errno;
 	uint64_t dirty_cleans, young_cleans, unmaps, found_dirty, found_young;
 	uint64_t checked_dirty, checked_accessed;  /* final verdict: pages whose A/D must be set */
 	uint64_t audits, audit_checked;            /* parked audits (one per relocation), and the

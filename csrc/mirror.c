@@ -21,6 +21,7 @@ static int walk_one(struct ptr_mm *mm, uint64_t va, uint32_t frames[PTR_MAX_LEVE
 {
 	struct ptr_path p;
 	int rc = ptr_va_check(mm->geo, va);
+	p.entry = 0;
 	for (int l = 0; l < PTR_MAX_LEVELS; l++)
 		p.frame[l] = PTR_NO_FRAME;
 	if (!rc)

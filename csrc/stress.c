@@ -102,7 +102,7 @@ static void park_point(struct stress *s)
 struct cpu_arg {
 	struct stress *s;
 	int idx;
-	uint64_t writes, mismatches, errors;
+	uint64_t writes, mismatches, errors, errors_fault, errors_errno, last_errno;
 	struct ptr_cpu_stats st;
 	int rc;
 };
@@ -133,7 +133,14 @@ static void *cpu_thread(void *p)
 			if (rc == PTR_FAULT_FREED)
 				continue; /* counted by the arena */
 			if (rc) {
+				/* > 0: it still faulted after the retries; < 0: the fault path failed */
 				ca->errors++;
+				if (rc > 0) {
+					ca->errors_fault++;
+				} else {
+					ca->errors_errno++;
+					ca->last_errno = (uint64_t)-rc;
+				}
 				continue;
 			}
 			if (phys != page_phys(s, p))
@@ -603,6 +610,10 @@ int ptr_stress_run(const struct ptr_stress_config *cfg, struct ptr_stress_result
 		out->writes += cpus[i].writes;
 		out->translation_mismatches += cpus[i].mismatches;
 		out->access_errors += cpus[i].errors;
+		out->access_errors_fault += cpus[i].errors_fault;
+		out->access_errors_errno += cpus[i].errors_errno;
+		if (cpus[i].last_errno)
+			out->access_error_last_errno = cpus[i].last_errno;
 		out->tlb_hits += cpus[i].st.tlb_hits;
 		out->walks += cpus[i].st.walks;
 		out->pwc_hits += cpus[i].st.pwc_hits;

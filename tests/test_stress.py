@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from ptreloc.cli import main
-from ptreloc.core import geometries
+from ptreloc.core import AddressSpace, Arena, Cpu, geometries
 from ptreloc.errors import UnknownGeometry, UsageError
 from ptreloc.stress import run_stress
 
@@ -140,7 +140,12 @@ def test_short_stress_for_tsan(protocol):
 def _losses(r) -> str:
     keys = ("lost_dirty", "lost_accessed", "freed_frame_accesses", "leaked_frames",
             "translation_mismatches", "access_errors")
-    return ", ".join(f"{k}={getattr(r, k)}" for k in keys if getattr(r, k)) or "clean"
+    out = ", ".join(f"{k}={getattr(r, k)}" for k in keys if getattr(r, k)) or "clean"
+    if r.access_errors:  # which kind: still faulting after the retries, or a fault-path errno
+        out += " ({})".format(", ".join(
+            f"{k}={r.counters[k]}" for k in ("access_errors_fault", "access_errors_errno",
+                                             "access_error_last_errno")))
+    return out
 
 
 def test_late_shootdown_widens_the_window_and_the_merge_still_holds():
@@ -154,6 +159,35 @@ def test_late_shootdown_widens_the_window_and_the_merge_still_holds():
     assert late.ipi_delay_us == 200 and late.counters["ad_merged"] > 0
     naive = run_stress(1.0, protocol="naive", seed=5, ipi_delay_us=200)
     assert naive.lost_dirty > 0 and naive.counters["ad_lost"] > 0, naive.to_json()
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_a_fault_retries_from_the_root_not_from_the_stale_table_it_faulted_in(geometry):
+    """The retry path the stress counts as ``access_errors``: a CPU whose paging-structure
+    cache points at a repointed (unlinked, not yet shot down) PTE table faults on an entry the
+    copy lacks; the fault path fixes it in the live table.  Delivering a fault drops the
+    faulting address's TLB and PWC entries (as x86 does), so the retry walks from the root and
+    completes - before, all 8 retries faulted on the stale copy and the access failed."""
+    arena = Arena(geometry, nodes=2, frames_per_node=256)
+    mm = AddressSpace(arena, node=0)
+    cpu = Cpu(arena)
+    cpu.switch_to(mm)
+    page = arena.geometry.page_size
+    va = 0x40_0000 * 16
+    mm.add_region(va, 2 * page)
+    try:
+        assert cpu.access(va).ok  # faults the tables in; the PWC caches the PTE table
+        old, new = mm.repoint_table(va, 0, node=1)  # copy + repoint, no shootdown
+        r = cpu.access(va + page, write=True)  # empty in the copy the PWC points at
+        assert r.ok, r
+        assert mm.translate(va + page).table_frame == new
+        assert cpu.stats["fault_path_runs"] == 2  # one run each: no futile retries
+    finally:
+        mm.shootdown()
+        arena.free_frame_unsafely(old)
+        cpu.close()
+        mm.close()
+        arena.close()
 
 
 @pytest.mark.parametrize("bad", ["-1", "1000001", "x"])
