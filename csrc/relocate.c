@@ -70,6 +70,25 @@
 
 #define TOP(g) ((g)->nlevels - 1)
 
+typedef uint64_t v8u64 __attribute__((vector_size(64), may_alias, aligned(8)));
+typedef uint64_t u64_word __attribute__((may_alias));
+
+/*
+ * The copy and the re-check are built for AVX-512, AVX2 and the baseline (SSE2) and the
+ * loader picks one (GCC function multiversioning, an ifunc): 64-byte vectors are what makes
+ * the copy memcpy's equal on a table in cache (measured: 30 ns a 4 KiB table with 64-byte
+ * vectors, 60 with 32-byte, 116 with 16-byte; glibc's memcpy 32).
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PTR_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define PTR_VECTOR_CLONES
+#endif
+
+#define HSUM(v, op) ({ v8u64 v_ = (v); \
+	v_[0] op v_[1] op v_[2] op v_[3] op v_[4] op v_[5] op v_[6] op v_[7]; })
+
+
 static const char *const reason_names[PTR_RELOC_NREASONS] = {
 	[PTR_RELOC_R_TARGET_FULL] = "target_full", [PTR_RELOC_R_ALLOC_FAILED] = "alloc_failed",
 	[PTR_RELOC_R_SHARED] = "shared",           [PTR_RELOC_R_ABORTED] = "aborted",
@@ -174,6 +193,7 @@ struct reloc_rec {
 	uint32_t mm_mask;   /* bit i: mms[i] links this table */
 	uint8_t level;
 	uint8_t state;
+	bool leaves;        /* the copy saw a leaf (copy_table()): the merge re-checks it */
 	uint8_t reason;
 	int16_t target;
 	int16_t nlinks;
@@ -294,28 +314,29 @@ static int note_table(struct reloc_ctx *c, int mi, int level, uint32_t f, uint64
 }
 
 /*
- * next_used() - the first group of eight entries at or after @i (a multiple of 8) of the
- * @n-entry table @t with a non-zero entry: its first index, or @n.  Eight relaxed loads OR-ed
- * per group (a cache line of 8-byte entries), one branch.
+ * next_used_line() - the first 64-byte line at or after @line of the @nlines lines of table
+ * @t that holds a non-zero entry; @nlines when there is none.  Vector loads, four lines OR-ed
+ * per test.  The loads race with the fault path publishing entries (collection holds no table
+ * lock), harmlessly: a non-zero entry found is re-read with an acquire load before it is used,
+ * and an entry published after the scan passed it is one the collection could have missed
+ * anyway (a table populated after the collection is created on the mm's node, not moved).
+ * Not instrumented by ThreadSanitizer for that reason, as copy_words().
  */
-static inline uint32_t next_used(const void *t, uint32_t i, uint32_t n, bool wide)
+static PTR_VECTOR_CLONES __attribute__((noinline, no_sanitize_thread)) uint32_t
+next_used_line(const void *t, uint32_t line, uint32_t nlines)
 {
-	if (wide) {
-		const _Atomic uint64_t *w = t;
-#define LD(k) atomic_load_explicit(&w[i + (k)], memory_order_relaxed)
-		for (; i + 8 <= n; i += 8)
-			if (LD(0) | LD(1) | LD(2) | LD(3) | LD(4) | LD(5) | LD(6) | LD(7))
-				return i;
-#undef LD
-	} else {
-		const _Atomic uint32_t *w = t;
-#define LD(k) atomic_load_explicit(&w[i + (k)], memory_order_relaxed)
-		for (; i + 8 <= n; i += 8)
-			if (LD(0) | LD(1) | LD(2) | LD(3) | LD(4) | LD(5) | LD(6) | LD(7))
-				return i;
-#undef LD
+	const volatile v8u64 *s = t;
+	for (; line + 4 <= nlines; line += 4) {
+		v8u64 x = s[line] | s[line + 1] | s[line + 2] | s[line + 3];
+		if (HSUM(x, |))
+			break;
 	}
-	return i < n ? i : n; /* a table of fewer than 8 entries (PAE top): decode them all */
+	for (; line < nlines; line++) {
+		v8u64 x = s[line];
+		if (HSUM(x, |))
+			return line;
+	}
+	return nlines;
 }
 
 /*
@@ -325,7 +346,7 @@ static inline uint32_t next_used(const void *t, uint32_t i, uint32_t n, bool wid
  * 1 MiB mm has three tables of 512 entries and four tables in all), and the range walker's
  * per-entry work (range step, out-of-line decoders, callback dispatch: ~7 ns an entry) was
  * most of a small relocation's time.  Here an empty entry costs one relaxed load and an OR
- * (next_used()), and only a non-zero group of eight is decoded, with an acquire reload of each
+ * (next_used_line(): vector loads, 256 bytes a test), and only a non-zero line is decoded, with an acquire reload of each
  * non-zero entry (the walkers' ordering: the child's metadata and contents were written before
  * the entry was published).
  * A zero entry is never present in any format (ptr_entry_present() tests a set bit).  What a
@@ -340,10 +361,13 @@ static int collect_level(struct reloc_ctx *c, int mi, int level, uint32_t table,
 	const void *t = fdata(c, table);
 	uint32_t n = 1u << g->level[level].bits;
 	int shift = g->level[level].shift;
-	bool wide = g->level[level].entry_size == 8;
 	bool sign = level == TOP(g) && g->canonical;
-	for (uint32_t i0 = next_used(t, 0, n, wide); i0 < n; i0 = next_used(t, i0 + 8, n, wide)) {
-		uint32_t end = i0 + 8 < n ? i0 + 8 : n;
+	uint32_t bytes = ptr_table_bytes(g, level), per_line = 64 / g->level[level].entry_size;
+	uint32_t nlines = bytes / 64; /* 0 for PAE's 32-byte top: its 4 entries are decoded */
+	uint32_t nl = nlines ? nlines : 1;
+	for (uint32_t line = nlines ? next_used_line(t, 0, nlines) : 0; line < nl;
+	     line = nlines ? next_used_line(t, line + 1, nlines) : nl) {
+		uint32_t i0 = line * per_line, end = i0 + per_line < n ? i0 + per_line : n;
 		for (uint32_t i = i0; i < end; i++) {
 			uint64_t e = ptr_entry_load(g, level, t, i);
 			if (!e || !ptr_entry_is_table(g, level, e))
@@ -387,6 +411,55 @@ static int rec_order(const void *pa, const void *pb)
 	if (a->level != b->level)
 		return a->level > b->level ? -1 : 1; /* top level first */
 	return a->old < b->old ? -1 : a->old > b->old;
+}
+
+/*
+ * sort_records() - c->recs in rec_order() (top level first, ascending frame).  Collection
+ * emits them depth first, i.e. in VA order, and within a level VA order is usually frame order
+ * ascending (tables allocated as the address space was faulted in) or descending (a previous
+ * relocation took its targets from a LIFO free list): so when a level's records are monotonic
+ * they are moved into place (reversed if need be), and only an unordered mix pays a qsort -
+ * which at 64 GiB mapped (32834 records) was a tenth of the relocation's collection time.
+ */
+static void sort_records(struct reloc_ctx *c)
+{
+	size_t n = c->nrecs, count[PTR_MAX_LEVELS] = { 0 }, at[PTR_MAX_LEVELS];
+	int top = TOP(c->g);
+	for (size_t i = 0; i < n; i++)
+		count[c->recs[i].level]++;
+	struct reloc_rec *tmp = n > 1 ? malloc(n * sizeof(*tmp)) : NULL;
+	if (!tmp) {
+		qsort(c->recs, n, sizeof(*c->recs), rec_order);
+		return;
+	}
+	size_t pos = 0;
+	for (int l = top; l >= 0; l--) { /* bucket by level, top first, keeping the order */
+		at[l] = pos;
+		pos += count[l];
+	}
+	for (size_t i = 0; i < n; i++)
+		tmp[at[c->recs[i].level]++] = c->recs[i];
+	pos = 0;
+	for (int l = top; l >= 0; l--) {
+		struct reloc_rec *v = tmp + pos;
+		size_t m = count[l];
+		bool up = true, down = true;
+		for (size_t i = 1; i < m && (up || down); i++) {
+			up = up && v[i - 1].old < v[i].old;
+			down = down && v[i - 1].old > v[i].old;
+		}
+		if (up)
+			memcpy(c->recs + pos, v, m * sizeof(*v));
+		else if (down)
+			for (size_t i = 0; i < m; i++)
+				c->recs[pos + i] = v[m - 1 - i];
+		else {
+			memcpy(c->recs + pos, v, m * sizeof(*v));
+			qsort(c->recs + pos, m, sizeof(*v), rec_order);
+		}
+		pos += m;
+	}
+	free(tmp);
 }
 
 static int u32_order(const void *pa, const void *pb)
@@ -439,7 +512,19 @@ static size_t sort_unique(uint32_t *v, size_t n)
 {
 	if (n < 2)
 		return n;
-	qsort(v, n, sizeof(*v), u32_order);
+	/* records come in ascending frame order per level, so the lists are mostly sorted:
+	 * insertion sort is linear then, and no qsort call per batch */
+	if (n <= 256) {
+		for (size_t i = 1; i < n; i++) {
+			uint32_t x = v[i];
+			size_t j = i;
+			for (; j > 0 && v[j - 1] > x; j--)
+				v[j] = v[j - 1];
+			v[j] = x;
+		}
+	} else {
+		qsort(v, n, sizeof(*v), u32_order);
+	}
 	size_t k = 1;
 	for (size_t i = 1; i < n; i++)
 		if (v[i] != v[k - 1])
@@ -546,11 +631,9 @@ static inline uint64_t digest_flip(const struct ptr_geometry *g, int level)
 	return (uint64_t)(uint32_t)g->e_rdonly * 0x100000001ULL;
 }
 
-typedef uint64_t v2u64 __attribute__((vector_size(16), may_alias, aligned(8)));
-
 /*
- * copy_words() - copy the @nw 64-bit words of table @from into @to with 16-byte vector loads
- * and stores, four at a time (a cache line); Return: the digest of what was STORED.
+ * copy_words() - copy words [@i, @nw) of table @from into @to (@i a multiple of 16), 128
+ * bytes an iteration; Return: the digest of what was STORED.
  *
  * The source loads race by design with CPUs' A/D CAS on the same entries (the brief's
  * "plain/vectorised loads followed by a re-check"): what a CPU wrote after a load - or, were
@@ -564,71 +647,88 @@ typedef uint64_t v2u64 __attribute__((vector_size(16), may_alias, aligned(8)));
  * function (it would report the intended race); everything else - the re-check's reads of the
  * old copy, the merge, the CPUs - stays instrumented.
  */
-static __attribute__((no_sanitize_thread)) uint64_t copy_words(const void *from, void *to,
-								uint32_t i, uint32_t nw,
-								uint64_t flip)
+static PTR_VECTOR_CLONES __attribute__((noinline, no_sanitize_thread)) uint64_t
+copy_words(const void *from, void *to, uint32_t i, uint32_t nw, uint64_t flip, uint64_t *any)
 {
-	const volatile v2u64 *s = from;
-	v2u64 *d = to;
-	v2u64 f = { flip, flip }, a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
-	uint32_t v = i / 2, nv = nw / 2; /* in 16-byte vectors; @i and @nw are multiples of 8 */
-	for (; v + 4 <= nv; v += 4) {
-		v2u64 x0 = s[v], x1 = s[v + 1], x2 = s[v + 2], x3 = s[v + 3];
-		d[v] = x0;
-		d[v + 1] = x1;
-		d[v + 2] = x2;
-		d[v + 3] = x3;
+	const volatile v8u64 *s = from;
+	v8u64 *d = to;
+	v8u64 f = { flip, flip, flip, flip, flip, flip, flip, flip }, a0 = { 0 }, a1 = { 0 };
+	v8u64 o = { 0 };
+	for (; i + 16 <= nw; i += 16) {
+		v8u64 x0 = s[i / 8], x1 = s[i / 8 + 1];
+		d[i / 8] = x0;
+		d[i / 8 + 1] = x1;
 		a0 += x0 ^ f;
 		a1 += x1 ^ f;
-		a2 += x2 ^ f;
-		a3 += x3 ^ f;
+		o |= x0 | x1;
 	}
-	for (; v < nv; v++) { /* the 32-byte PAE top table */
-		v2u64 x = s[v];
-		d[v] = x;
-		a0 += x ^ f;
+	uint64_t sum = HSUM(a0 + a1, +), or = HSUM(o, |);
+	const volatile u64_word *sw = from;
+	u64_word *dw = to;
+	for (; i < nw; i++) { /* tables below 128 bytes: PAE's 32-byte top */
+		uint64_t x = sw[i];
+		dw[i] = x;
+		sum += x ^ flip;
+		or |= x;
 	}
-	a0 += a1 + a2 + a3;
-	return a0[0] + a0[1];
+	*any |= or;
+	return sum;
 }
 
-/* Copy the level-@level table @from into @to.  Return: the digest of the new copy. */
-static uint64_t copy_table(struct reloc_ctx *c, int level, uint32_t from, uint32_t to)
+/*
+ * Copy the level-@level table @from into @to.  Return: the digest of the new copy; *@leaves:
+ * whether the table may hold a leaf.  When it holds none, nothing can change in the old copy
+ * (CPUs write leaves only, and no leaf can appear under our locks: a leaf at level >= 2 needs
+ * page_table_lock, at level 1 the table's own split lock), so the merge skips it.  x86 tells
+ * by the OR of every word (a leaf above level 0 has PS set; PS is no A/D bit, so the racing
+ * loads read it exactly); arm64 (leaf = table bit clear) is always re-checked.
+ */
+static uint64_t copy_table(struct reloc_ctx *c, int level, uint32_t from, uint32_t to,
+			   bool *leaves)
 {
 	const struct ptr_geometry *g = c->g;
 	uint32_t nw = ptr_table_bytes(g, level) / 8; /* >= 4: the smallest table is PAE's 32 bytes */
-	uint64_t flip = digest_flip(g, level);
+	uint64_t flip = digest_flip(g, level), any = 0, sum;
 	const void *s = fdata(c, from);
 	void *d = fdata(c, to);
-	if (likely(!copy_hook))
-		return copy_words(s, d, 0, nw, flip);
-	uint32_t half = nw / 2 & ~7u; /* a whole number of lines before the hook */
-	uint64_t sum = copy_words(s, d, 0, half, flip);
-	copy_hook(copy_hook_priv, level, half * 8 / g->level[level].entry_size);
-	return sum + copy_words(s, d, half, nw, flip);
+	if (likely(!copy_hook)) {
+		sum = copy_words(s, d, 0, nw, flip, &any);
+	} else {
+		uint32_t half = nw / 2 & ~15u; /* a whole number of 128-byte steps before the hook */
+		sum = copy_words(s, d, 0, half, flip, &any);
+		copy_hook(copy_hook_priv, level, half * 8 / g->level[level].entry_size);
+		sum += copy_words(s, d, half, nw, flip, &any);
+	}
+	uint64_t huge = g->level[level].entry_size == 8 ? g->e_huge
+						     : (uint64_t)(uint32_t)g->e_huge * 0x100000001ULL;
+	if (level == 0)
+		*leaves = true;
+	else if (!g->level[level].leaf_ok)
+		*leaves = false;
+	else
+		*leaves = g->arch != PTR_ARCH_X86 || (any & huge);
+	return sum;
 }
 
 /*
  * table_digest() - the digest of the old copy @t after the shootdown, as copy_words() computed
  * it: plain vectorisable loads of a table nobody writes any more (THE COPY AND ITS DIGEST).
  */
-static uint64_t table_digest(const struct ptr_geometry *g, int level, const void *t)
+static PTR_VECTOR_CLONES __attribute__((noinline)) uint64_t
+table_digest(const void *t, uint32_t nw, uint64_t flip)
 {
-	uint32_t nw = ptr_table_bytes(g, level) / 8;
-	uint64_t flip = digest_flip(g, level);
-	const v2u64 *s = t;
-	v2u64 f = { flip, flip }, a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
-	uint32_t v = 0, nv = nw / 2;
-	for (; v + 4 <= nv; v += 4) {
-		a0 += s[v] ^ f;
-		a1 += s[v + 1] ^ f;
-		a2 += s[v + 2] ^ f;
-		a3 += s[v + 3] ^ f;
+	const v8u64 *s = t;
+	v8u64 f = { flip, flip, flip, flip, flip, flip, flip, flip }, a0 = { 0 }, a1 = { 0 };
+	uint32_t i = 0;
+	for (; i + 16 <= nw; i += 16) {
+		a0 += s[i / 8] ^ f;
+		a1 += s[i / 8 + 1] ^ f;
 	}
-	for (; v < nv; v++)
-		a0 += s[v] ^ f;
-	a0 += a1 + a2 + a3;
-	return a0[0] + a0[1];
+	uint64_t sum = HSUM(a0 + a1, +);
+	const u64_word *w = t;
+	for (; i < nw; i++)
+		sum += w[i] ^ flip;
+	return sum;
 }
 
 /* Point mms[mi]'s link to @r's table at r->fresh.  Return: true when CPUs need a root reload. */
@@ -703,12 +803,13 @@ static uint64_t merge_table(struct reloc_ctx *c, const struct reloc_rec *r, bool
 {
 	const struct ptr_geometry *g = c->g;
 	int level = r->level;
-	if (level > 0 && !g->level[level].leaf_ok)
-		return 0; /* no leaves at this level, no A/D to carry */
+	if (!r->leaves)
+		return 0; /* no leaves in this table, no A/D to carry (copy_table()) */
 	void *o = fdata(c, r->old), *n = fdata(c, r->fresh);
 	/* re-check: the old copy unchanged since the copy, nothing to merge (THE COPY AND ITS
 	 * DIGEST, above) - one vectorised read of the old copy, the new one not read at all */
-	if (likely(table_digest(g, level, o) == r->digest))
+	if (likely(table_digest(o, ptr_table_bytes(g, level) / 8, digest_flip(g, level)) ==
+		   r->digest))
 		return 0;
 	uint32_t cnt = 1u << g->level[level].bits;
 	uint64_t changed = 0;
@@ -850,10 +951,15 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 		struct reloc_rec *r = recs[k];
 		if (r->state != REC_PENDING)
 			continue;
-		r->digest = copy_table(c, r->level, r->old, r->fresh);
+		bool leaves;
+		r->digest = copy_table(c, r->level, r->old, r->fresh, &leaves);
+		r->leaves = leaves;
 		struct ptr_frame *nf = &a->frames[r->fresh];
-		atomic_store(&nf->base_va, r->base_va);
-		atomic_store(&nf->sharers, atomic_load(&a->frames[r->old].sharers));
+		/* relaxed: the frame is unlinked, repoint_link()'s seq_cst CAS publishes these with
+		 * its contents (struct ptr_frame: read after an acquire load of the entry) */
+		atomic_store_explicit(&nf->base_va, r->base_va, memory_order_relaxed);
+		atomic_store_explicit(&nf->sharers, atomic_load(&a->frames[r->old].sharers),
+				      memory_order_relaxed);
 		for (int mi = 0; mi < c->nmms; mi++) {
 			if (!(r->mm_mask & (1u << mi)))
 				continue;
@@ -1029,7 +1135,7 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 	for (int mi = 0; mi < nmms && !rc; mi++)
 		rc = collect_mm(&c, mi);
 	if (!rc && c.nrecs)
-		qsort(c.recs, c.nrecs, sizeof(*c.recs), rec_order);
+		sort_records(&c);
 
 	/* targets (the chooser runs with no lock held and no read-side section) */
 	for (size_t i = 0; i < c.nrecs && !rc; i++) {
