@@ -36,7 +36,9 @@
  *    receive no more A/D writes from now on;
  * 4. MERGE, still holding every lock: OR into each new leaf entry the accessed/dirty state that
  *    stale CPUs wrote into the old copy between the copy (2c) and the shootdown (3).  With a CAS
- *    loop, because CPUs set A/D on the new copy concurrently.  Not before the shootdown (a stale
+ *    loop, because CPUs set A/D on the new copy concurrently - for the tables whose old copy
+ *    changed since the copy read it, which a digest of each copy tells without comparing the
+ *    two (THE COPY AND ITS DIGEST, below).  Not before the shootdown (a stale
  *    CPU could still write the old copy afterwards: lost), not after unlocking (writeback's
  *    test_and_clear_dirty could read the new entry clean and skip a dirty page; unmap could
  *    clear it and the merge would then resurrect a dead mapping or drop the dirty state);
@@ -891,7 +893,8 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 	int tok = ptr_read_lock(a);
 	struct ptr_mm *sorted[32];
 	memcpy(sorted, c->mms, sizeof(*sorted) * (size_t)c->nmms);
-	qsort(sorted, (size_t)c->nmms, sizeof(*sorted), mm_order);
+	if (c->nmms > 1)
+		qsort(sorted, (size_t)c->nmms, sizeof(*sorted), mm_order);
 	for (int i = 0; i < c->nmms; i++)
 		ptr_lock(&sorted[i]->page_table_lock, NULL);
 
@@ -946,7 +949,16 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 	for (size_t i = 0; i < ls->nfresh; i++)
 		ptr_lock(&a->frames[ls->fresh[i]].ptl, NULL); /* unlinked: any order is fine */
 
-	/* 2c: copy and repoint, parents first (recs are sorted top level first) */
+	/*
+	 * 2c: copy every table of the batch, then repoint them, parents first (recs are sorted
+	 * top level first).  Two passes, not copy-and-repoint per table: the repoint is a locked
+	 * CAS, which waits for every store before it to complete - right after a copy, for the
+	 * table's 4 KiB of stores to cold memory (at 64 GiB mapped the CAS was 64 % of the batch
+	 * code's own time).  After a pass of copies the stores have drained meanwhile, as they do
+	 * for memcpy.  Correctness does not depend on the interleaving: a child's repoint goes to
+	 * its parent's current copy (the rewalk), which after the parent's repoint is the new one,
+	 * and a longer copy-to-repoint window only means more stale A/D bits for the merge.
+	 */
 	for (size_t k = 0; k < n; k++) {
 		struct reloc_rec *r = recs[k];
 		if (r->state != REC_PENDING)
@@ -960,6 +972,11 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 		atomic_store_explicit(&nf->base_va, r->base_va, memory_order_relaxed);
 		atomic_store_explicit(&nf->sharers, atomic_load(&a->frames[r->old].sharers),
 				      memory_order_relaxed);
+	}
+	for (size_t k = 0; k < n; k++) {
+		struct reloc_rec *r = recs[k];
+		if (r->state != REC_PENDING)
+			continue;
 		for (int mi = 0; mi < c->nmms; mi++) {
 			if (!(r->mm_mask & (1u << mi)))
 				continue;
