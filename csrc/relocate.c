@@ -36,7 +36,9 @@
  *    receive no more A/D writes from now on;
  * 4. MERGE, still holding every lock: OR into each new leaf entry the accessed/dirty state that
  *    stale CPUs wrote into the old copy between the copy (2c) and the shootdown (3).  With a CAS
- *    loop, because CPUs set A/D on the new copy concurrently.  Not before the shootdown (a stale
+ *    loop, because CPUs set A/D on the new copy concurrently - for the tables whose old copy
+ *    changed since the copy read it, which a digest of each copy tells without comparing the
+ *    two (THE COPY AND ITS DIGEST, below).  Not before the shootdown (a stale
  *    CPU could still write the old copy afterwards: lost), not after unlocking (writeback's
  *    test_and_clear_dirty could read the new entry clean and skip a dirty page; unmap could
  *    clear it and the merge would then resurrect a dead mapping or drop the dirty state);
@@ -70,6 +72,25 @@
 
 #define TOP(g) ((g)->nlevels - 1)
 
+typedef uint64_t v8u64 __attribute__((vector_size(64), may_alias, aligned(8)));
+typedef uint64_t u64_word __attribute__((may_alias));
+
+/*
+ * The copy and the re-check are built for AVX-512, AVX2 and the baseline (SSE2) and the
+ * loader picks one (GCC function multiversioning, an ifunc): 64-byte vectors are what makes
+ * the copy memcpy's equal on a table in cache (measured: 30 ns a 4 KiB table with 64-byte
+ * vectors, 60 with 32-byte, 116 with 16-byte; glibc's memcpy 32).
+ */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define PTR_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define PTR_VECTOR_CLONES
+#endif
+
+#define HSUM(v, op) ({ v8u64 v_ = (v); \
+	v_[0] op v_[1] op v_[2] op v_[3] op v_[4] op v_[5] op v_[6] op v_[7]; })
+
+
 static const char *const reason_names[PTR_RELOC_NREASONS] = {
 	[PTR_RELOC_R_TARGET_FULL] = "target_full", [PTR_RELOC_R_ALLOC_FAILED] = "alloc_failed",
 	[PTR_RELOC_R_SHARED] = "shared",           [PTR_RELOC_R_ABORTED] = "aborted",
@@ -100,6 +121,18 @@ const char *ptr_reloc_reason_name(int reason)
  * Locking: none.
  */
 void ptr_reloc_set_test_hook(ptr_reloc_hook_fn fn, void *priv)
+{
+}
+
+/**
+ * ptr_reloc_set_copy_hook() - norelo build: there are no copies to hook; does nothing.
+ * @fn:   ignored
+ * @priv: ignored
+ *
+ * Return: nothing.
+ * Locking: none.
+ */
+void ptr_reloc_set_copy_hook(ptr_reloc_copy_hook_fn fn, void *priv)
 {
 }
 
@@ -157,10 +190,12 @@ enum rec_state { REC_PENDING = 0, REC_MOVED, REC_SKIPPED };
 
 struct reloc_rec {
 	uint64_t base_va;
+	uint64_t digest;    /* of the entries copied (copy_table()); the merge's re-check */
 	uint32_t old, fresh;
 	uint32_t mm_mask;   /* bit i: mms[i] links this table */
 	uint8_t level;
 	uint8_t state;
+	bool leaves;        /* the copy saw a leaf (copy_table()): the merge re-checks it */
 	uint8_t reason;
 	int16_t target;
 	int16_t nlinks;
@@ -174,6 +209,8 @@ struct reloc_ctx {
 	uint32_t from_mask;
 	struct reloc_rec *recs;
 	size_t nrecs, cap;
+	uint64_t t_lap;     /* the clock at the end of the last timed phase (lap()) */
+	struct reloc_rec inline_recs[16]; /* recs until there are more: no malloc when small */
 };
 
 static pthread_mutex_t reloc_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -207,6 +244,19 @@ static uint64_t now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/*
+ * lap() - add the time since the last lap to *@phase and start the next one.  The phases of
+ * the report share their boundaries, so a relocation of one batch reads the clock 8 times
+ * (each read is 20-70 ns in this VM: 13 reads were a tenth of a 1 MiB relocation).
+ */
+static inline uint64_t lap(struct reloc_ctx *c, uint64_t *phase)
+{
+	uint64_t t = now_ns();
+	*phase += t - c->t_lap;
+	c->t_lap = t;
+	return t;
 }
 
 static inline void *fdata(struct reloc_ctx *c, uint32_t f)
@@ -244,10 +294,13 @@ static int note_table(struct reloc_ctx *c, int mi, int level, uint32_t f, uint64
 	struct reloc_rec *r = atomic_load(&fr->sharers) > 1 ? find_rec(c, f) : NULL;
 	if (!r) {
 		if (c->nrecs == c->cap) {
-			size_t cap = c->cap ? c->cap * 2 : 64;
-			struct reloc_rec *n = realloc(c->recs, cap * sizeof(*n));
+			size_t cap = c->cap * 4;
+			bool inl = c->recs == c->inline_recs;
+			struct reloc_rec *n = realloc(inl ? NULL : c->recs, cap * sizeof(*n));
 			if (!n)
 				return -ENOMEM;
+			if (inl)
+				memcpy(n, c->inline_recs, c->nrecs * sizeof(*n));
 			c->recs = n;
 			c->cap = cap;
 		}
@@ -262,40 +315,96 @@ static int note_table(struct reloc_ctx *c, int mi, int level, uint32_t f, uint64
 	return 0;
 }
 
-struct collect_priv {
-	struct reloc_ctx *c;
-	int mi;
-};
-
-/* Collection is an ops table over the whole-tree walk: each table entry names a table. */
-static int collect_table_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint64_t addr,
-			    uint64_t next)
+/*
+ * next_used_line() - the first 64-byte line at or after @line of the @nlines lines of table
+ * @t that holds a non-zero entry; @nlines when there is none.  Vector loads, four lines OR-ed
+ * per test.  The loads race with the fault path publishing entries (collection holds no table
+ * lock), harmlessly: a non-zero entry found is re-read with an acquire load before it is used,
+ * and an entry published after the scan passed it is one the collection could have missed
+ * anyway (a table populated after the collection is created on the mm's node, not moved).
+ * Not instrumented by ThreadSanitizer for that reason, as copy_words().
+ */
+static PTR_VECTOR_CLONES __attribute__((noinline, no_sanitize_thread)) uint32_t
+next_used_line(const void *t, uint32_t line, uint32_t nlines)
 {
-	struct collect_priv *cp = w->priv;
-	uint32_t child = entry_child(cp->c, level, ptr_entry_load(cp->c->g, level, t, i));
-	if (child == PTR_NO_FRAME) {
-		w->action = PTR_WALK_CONTINUE;
-		return 0;
+	const volatile v8u64 *s = t;
+	for (; line + 4 <= nlines; line += 4) {
+		v8u64 x = s[line] | s[line + 1] | s[line + 2] | s[line + 3];
+		if (HSUM(x, |))
+			break;
 	}
-	int rc = note_table(cp->c, cp->mi, level - 1, child, addr);
-	if (rc > 0)
-		w->action = PTR_WALK_CONTINUE;
-	return rc < 0 ? rc : 0;
+	for (; line < nlines; line++) {
+		v8u64 x = s[line];
+		if (HSUM(x, |))
+			return line;
+	}
+	return nlines;
 }
 
-static const struct ptr_walk_ops collect_ops = { .table = collect_table_cb,
-						 .lock = PTR_WALK_LOCKLESS };
+/*
+ * collect_level() - record every table the level-@level table @table (first VA @base) of
+ * mms[@mi] links, and below.  Not an ops table over ptr_walk_tree(): collection reads every
+ * entry of every upper-level table, nearly all of them empty in a small address space (a
+ * 1 MiB mm has three tables of 512 entries and four tables in all), and the range walker's
+ * per-entry work (range step, out-of-line decoders, callback dispatch: ~7 ns an entry) was
+ * most of a small relocation's time.  Here an empty entry costs one relaxed load and an OR
+ * (next_used_line(): vector loads, 256 bytes a test), and only a non-zero line is decoded, with an acquire reload of each
+ * non-zero entry (the walkers' ordering: the child's metadata and contents were written before
+ * the entry was published).
+ * A zero entry is never present in any format (ptr_entry_present() tests a set bit).  What a
+ * table entry leads to is exactly what the range walker's collection did: note_table(), a
+ * subtree already seen through this mm skipped, a FREE child counted and -ESTALE.
+ * Return: 0, -ENOMEM, -ESTALE.
+ * Locking: inside the caller's read-side section.
+ */
+static int collect_level(struct reloc_ctx *c, int mi, int level, uint32_t table, uint64_t base)
+{
+	const struct ptr_geometry *g = c->g;
+	const void *t = fdata(c, table);
+	uint32_t n = 1u << g->level[level].bits;
+	int shift = g->level[level].shift;
+	bool sign = level == TOP(g) && g->canonical;
+	uint32_t bytes = ptr_table_bytes(g, level), per_line = 64 / g->level[level].entry_size;
+	uint32_t nlines = bytes / 64; /* 0 for PAE's 32-byte top: its 4 entries are decoded */
+	uint32_t nl = nlines ? nlines : 1;
+	for (uint32_t line = nlines ? next_used_line(t, 0, nlines) : 0; line < nl;
+	     line = nlines ? next_used_line(t, line + 1, nlines) : nl) {
+		uint32_t i0 = line * per_line, end = i0 + per_line < n ? i0 + per_line : n;
+		for (uint32_t i = i0; i < end; i++) {
+			uint64_t e = ptr_entry_load(g, level, t, i);
+			if (!e || !ptr_entry_is_table(g, level, e))
+				continue;
+			uint32_t child = entry_child(c, level, e);
+			if (child == PTR_NO_FRAME)
+				continue;
+			uint64_t va = base | ((uint64_t)i << shift);
+			if (sign && (va >> (g->va_bits - 1)) & 1)
+				va |= ~0ULL << g->va_bits; /* the upper canonical half */
+			int rc = note_table(c, mi, level - 1, child, va);
+			if (rc < 0)
+				return rc;
+			if (rc > 0)
+				continue; /* seen through this mm already: so is its subtree */
+			if (!ptr_frame_live(c->a, child))
+				return ptr_arena_freed_access(c->a);
+			if (level - 1 > 0 && (rc = collect_level(c, mi, level - 1, child, va)))
+				return rc;
+		}
+	}
+	return 0;
+}
 
 /* Record every table of mms[@mi] on a source node.  Return: 0, -ENOMEM, -ESTALE. */
 static int collect_mm(struct reloc_ctx *c, int mi)
 {
 	struct ptr_mm *mm = c->mms[mi];
-	int rc = note_table(c, mi, TOP(c->g), atomic_load(&mm->root), 0);
-	if (rc)
-		return rc < 0 ? rc : 0;
-	struct collect_priv cp = { c, mi };
-	struct ptr_walk w = { .mm = mm, .ops = &collect_ops, .priv = &cp };
-	return ptr_walk_tree(&w);
+	int tok = ptr_read_lock(c->a);
+	uint32_t root = atomic_load(&mm->root);
+	int rc = note_table(c, mi, TOP(c->g), root, 0);
+	if (!rc)
+		rc = collect_level(c, mi, TOP(c->g), root, 0);
+	ptr_read_unlock(c->a, tok);
+	return rc < 0 ? rc : 0;
 }
 
 static int rec_order(const void *pa, const void *pb)
@@ -304,6 +413,55 @@ static int rec_order(const void *pa, const void *pb)
 	if (a->level != b->level)
 		return a->level > b->level ? -1 : 1; /* top level first */
 	return a->old < b->old ? -1 : a->old > b->old;
+}
+
+/*
+ * sort_records() - c->recs in rec_order() (top level first, ascending frame).  Collection
+ * emits them depth first, i.e. in VA order, and within a level VA order is usually frame order
+ * ascending (tables allocated as the address space was faulted in) or descending (a previous
+ * relocation took its targets from a LIFO free list): so when a level's records are monotonic
+ * they are moved into place (reversed if need be), and only an unordered mix pays a qsort -
+ * which at 64 GiB mapped (32834 records) was a tenth of the relocation's collection time.
+ */
+static void sort_records(struct reloc_ctx *c)
+{
+	size_t n = c->nrecs, count[PTR_MAX_LEVELS] = { 0 }, at[PTR_MAX_LEVELS];
+	int top = TOP(c->g);
+	for (size_t i = 0; i < n; i++)
+		count[c->recs[i].level]++;
+	struct reloc_rec *tmp = n > 1 ? malloc(n * sizeof(*tmp)) : NULL;
+	if (!tmp) {
+		qsort(c->recs, n, sizeof(*c->recs), rec_order);
+		return;
+	}
+	size_t pos = 0;
+	for (int l = top; l >= 0; l--) { /* bucket by level, top first, keeping the order */
+		at[l] = pos;
+		pos += count[l];
+	}
+	for (size_t i = 0; i < n; i++)
+		tmp[at[c->recs[i].level]++] = c->recs[i];
+	pos = 0;
+	for (int l = top; l >= 0; l--) {
+		struct reloc_rec *v = tmp + pos;
+		size_t m = count[l];
+		bool up = true, down = true;
+		for (size_t i = 1; i < m && (up || down); i++) {
+			up = up && v[i - 1].old < v[i].old;
+			down = down && v[i - 1].old > v[i].old;
+		}
+		if (up)
+			memcpy(c->recs + pos, v, m * sizeof(*v));
+		else if (down)
+			for (size_t i = 0; i < m; i++)
+				c->recs[pos + i] = v[m - 1 - i];
+		else {
+			memcpy(c->recs + pos, v, m * sizeof(*v));
+			qsort(c->recs + pos, m, sizeof(*v), rec_order);
+		}
+		pos += m;
+	}
+	free(tmp);
 }
 
 static int u32_order(const void *pa, const void *pb)
@@ -356,7 +514,19 @@ static size_t sort_unique(uint32_t *v, size_t n)
 {
 	if (n < 2)
 		return n;
-	qsort(v, n, sizeof(*v), u32_order);
+	/* records come in ascending frame order per level, so the lists are mostly sorted:
+	 * insertion sort is linear then, and no qsort call per batch */
+	if (n <= 256) {
+		for (size_t i = 1; i < n; i++) {
+			uint32_t x = v[i];
+			size_t j = i;
+			for (; j > 0 && v[j - 1] > x; j--)
+				v[j] = v[j - 1];
+			v[j] = x;
+		}
+	} else {
+		qsort(v, n, sizeof(*v), u32_order);
+	}
 	size_t k = 1;
 	for (size_t i = 1; i < n; i++)
 		if (v[i] != v[k - 1])
@@ -385,32 +555,182 @@ static int rewalk(struct reloc_ctx *c, int mi, const struct reloc_rec *r, uint32
 
 /* ---- 2c. copy and repoint ------------------------------------------------------------------ */
 
-static void copy_table(struct reloc_ctx *c, int level, uint32_t from, uint32_t to)
+/*
+ * THE COPY AND ITS DIGEST (why the copy may use plain vector loads, and the merge re-reads
+ * only the old copy, once, with vector loads)
+ * ------------------------------------------------------------------------------------------
+ * While a table is copied, CPUs may set A/D in the source (the old copy), before or after the
+ * copy reads that entry; what they write after the read must reach the new copy (the merge,
+ * step 4).  Until now the copy read every entry with an 8-byte atomic load and stored it with
+ * an 8-byte store (7x memcpy's time on a table in cache: one store per entry against glibc's
+ * one per 64 bytes), and the merge found the entries to carry by comparing both copies entry
+ * by entry after the shootdown, again with atomic loads (over half of a relocation's time at
+ * 64 GiB after the copy itself).  Now the copy moves 16-byte vectors and computes a DIGEST of
+ * what it stored; the merge re-reads only the OLD copy, with vector loads, computes the same
+ * digest, and compares the table entry by entry only when the digest changed.
+ *
+ * Why an unchanged digest proves that no entry of the old copy changed after the copy read
+ * it.  From the copy's read of an entry to the end of the shootdown the old copy is written by
+ * nobody but CPUs (we hold every lock that covers it: the fault path, unmap, protect and the
+ * A/D consumers all wait), and a CPU writes an entry only through hw_update_leaf()'s CAS on a
+ * leaf, which sets A (x86 A, arm64 AF), sets D (x86) or clears AP[2] (arm64 DBM: writable-
+ * clean -> dirty).  With d(w) = w ^ flip, flip = e_rdonly in every entry of the 64-bit word w
+ * (4-byte entries are taken two to a word, by both sides alike, so byte order is irrelevant),
+ * every change only SETS bits of d(w) - so d(w) grows, as an unsigned number, by at least 1 and
+ * by less than 2^12 * (2^32 + 1) per word.  The digest is the sum of d(w) over the table's own
+ * bytes: any change makes it grow, by less than 8192 words x 2^45 in all - no wrap modulo
+ * 2^64.  Equal digests therefore mean no word changed.  (An XOR digest would not do: two
+ * entries gaining the same bit cancel.)  The same holds if a vector load were ever torn, even
+ * byte-wise: each part comes from a version of the entry, and versions only gain bits, so the
+ * torn value is a bit-subset of the final entry and equal to it only if it is it.  The
+ * argument needs exactly the invariant the entry-by-entry compare needed (under our locks
+ * only CPUs' A/D writes change either copy); where the digest differs, the merge is that
+ * compare, unchanged.
+ *
+ * Why the re-check may use plain loads.  It runs after ptr_shootdown() returned, so every A/D
+ * write any CPU made to the old copy happens-before it (each CPU's writes precede its
+ * acknowledgement, which the shooter loads; a CPU that left the mm published the switch with
+ * the store the shooter loads) and no CPU can write the old copy any more.  Readers remain
+ * (lockless walkers, CPUs still walking it): reads do not race with reads.  The copy's own
+ * reads do race, by design, with the CAS of CPUs (copy_words() says how that is contained).
+ * Cost: the re-check reads 4 KiB per leaf-level table that the batch's copy just touched (L2
+ * at batch 64); a table with no leaf level (x86 PGD) is not re-read at all.
+ */
+
+/* test hook: runs in the middle of every table copy (see ptr_reloc_set_copy_hook()) */
+static ptr_reloc_copy_hook_fn copy_hook;
+static void *copy_hook_priv;
+
+/**
+ * ptr_reloc_set_copy_hook() - TEST HOOK: call @fn(@priv, level, entry index) in every rewalk/
+ * naive table copy after the entries below that index were copied and before the rest are -
+ * the window in which an A/D bit a CPU sets in an already-copied entry of the old copy reaches
+ * the new copy only through the merge's re-check.
+ * @fn:   the hook; NULL removes it
+ * @priv: its argument
+ *
+ * @fn runs with the batch's table locks held (as ptr_reloc_set_test_hook()'s).
+ * Return: nothing.
+ * Locking: takes reloc_mutex, so the hook never changes under a running relocation.
+ */
+void ptr_reloc_set_copy_hook(ptr_reloc_copy_hook_fn fn, void *priv)
+{
+	pthread_mutex_lock(&reloc_mutex);
+	copy_hook = fn;
+	copy_hook_priv = priv;
+	pthread_mutex_unlock(&reloc_mutex);
+}
+
+/*
+ * The digest views every table as 64-bit words (4-byte entries two to a word): a change sets
+ * bits of a word's d() just the same, and both sides of the compare use the same view, so the
+ * byte order does not matter.  d(w) = w ^ flip, flip = e_rdonly in every entry of the word.
+ */
+static inline uint64_t digest_flip(const struct ptr_geometry *g, int level)
+{
+	if (g->level[level].entry_size == 8)
+		return g->e_rdonly;
+	return (uint64_t)(uint32_t)g->e_rdonly * 0x100000001ULL;
+}
+
+/*
+ * copy_words() - copy words [@i, @nw) of table @from into @to (@i a multiple of 16), 128
+ * bytes an iteration; Return: the digest of what was STORED.
+ *
+ * The source loads race by design with CPUs' A/D CAS on the same entries (the brief's
+ * "plain/vectorised loads followed by a re-check"): what a CPU wrote after a load - or, were
+ * a load ever torn, any part of an entry - differs from the final old entry by bits that a
+ * change can only set in d(), so the merge's re-check sees a different digest and compares
+ * the table entry by entry (THE COPY AND ITS DIGEST).  The loads are volatile so that the
+ * compiler cannot load an entry twice: the value stored and the value summed are one register,
+ * which is what makes the digest the digest of the new copy.  The stores go to an unlinked
+ * frame nobody reads before repoint_link()'s seq_cst CAS publishes it (a walker's acquire
+ * load of the parent entry pairs with it).  ThreadSanitizer is told not to instrument this one
+ * function (it would report the intended race); everything else - the re-check's reads of the
+ * old copy, the merge, the CPUs - stays instrumented.
+ */
+static PTR_VECTOR_CLONES __attribute__((noinline, no_sanitize_thread)) uint64_t
+copy_words(const void *from, void *to, uint32_t i, uint32_t nw, uint64_t flip, uint64_t *any)
+{
+	const volatile v8u64 *s = from;
+	v8u64 *d = to;
+	v8u64 f = { flip, flip, flip, flip, flip, flip, flip, flip }, a0 = { 0 }, a1 = { 0 };
+	v8u64 o = { 0 };
+	for (; i + 16 <= nw; i += 16) {
+		v8u64 x0 = s[i / 8], x1 = s[i / 8 + 1];
+		d[i / 8] = x0;
+		d[i / 8 + 1] = x1;
+		a0 += x0 ^ f;
+		a1 += x1 ^ f;
+		o |= x0 | x1;
+	}
+	uint64_t sum = HSUM(a0 + a1, +), or = HSUM(o, |);
+	const volatile u64_word *sw = from;
+	u64_word *dw = to;
+	for (; i < nw; i++) { /* tables below 128 bytes: PAE's 32-byte top */
+		uint64_t x = sw[i];
+		dw[i] = x;
+		sum += x ^ flip;
+		or |= x;
+	}
+	*any |= or;
+	return sum;
+}
+
+/*
+ * Copy the level-@level table @from into @to.  Return: the digest of the new copy; *@leaves:
+ * whether the table may hold a leaf.  When it holds none, nothing can change in the old copy
+ * (CPUs write leaves only, and no leaf can appear under our locks: a leaf at level >= 2 needs
+ * page_table_lock, at level 1 the table's own split lock), so the merge skips it.  x86 tells
+ * by the OR of every word (a leaf above level 0 has PS set; PS is no A/D bit, so the racing
+ * loads read it exactly); arm64 (leaf = table bit clear) is always re-checked.
+ */
+static uint64_t copy_table(struct reloc_ctx *c, int level, uint32_t from, uint32_t to,
+			   bool *leaves)
 {
 	const struct ptr_geometry *g = c->g;
-	uint32_t n = 1u << g->level[level].bits;
-	/*
-	 * Entry by entry with atomic loads, because CPUs may be setting A/D in the source right
-	 * now (whatever a CPU writes after our load reaches the new copy through the merge, 4).
-	 * Relaxed is enough on both sides: the new table is unlinked until repoint_link()'s CAS
-	 * (or the root store), which is seq_cst and so orders these stores before the publication
-	 * that a walker's acquire load of the parent entry pairs with.  The entry size is hoisted
-	 * out of the loop; relaxed 4/8-byte atomics compile to plain moves, so this is a copy loop
-	 * with no per-entry call or branch.
-	 */
-	if (g->level[level].entry_size == 8) {
-		const _Atomic uint64_t *s = fdata(c, from);
-		_Atomic uint64_t *d = fdata(c, to);
-		for (uint32_t i = 0; i < n; i++)
-			atomic_store_explicit(&d[i], atomic_load_explicit(&s[i], memory_order_relaxed),
-					      memory_order_relaxed);
+	uint32_t nw = ptr_table_bytes(g, level) / 8; /* >= 4: the smallest table is PAE's 32 bytes */
+	uint64_t flip = digest_flip(g, level), any = 0, sum;
+	const void *s = fdata(c, from);
+	void *d = fdata(c, to);
+	if (likely(!copy_hook)) {
+		sum = copy_words(s, d, 0, nw, flip, &any);
 	} else {
-		const _Atomic uint32_t *s = fdata(c, from);
-		_Atomic uint32_t *d = fdata(c, to);
-		for (uint32_t i = 0; i < n; i++)
-			atomic_store_explicit(&d[i], atomic_load_explicit(&s[i], memory_order_relaxed),
-					      memory_order_relaxed);
+		uint32_t half = nw / 2 & ~15u; /* a whole number of 128-byte steps before the hook */
+		sum = copy_words(s, d, 0, half, flip, &any);
+		copy_hook(copy_hook_priv, level, half * 8 / g->level[level].entry_size);
+		sum += copy_words(s, d, half, nw, flip, &any);
 	}
+	uint64_t huge = g->level[level].entry_size == 8 ? g->e_huge
+						     : (uint64_t)(uint32_t)g->e_huge * 0x100000001ULL;
+	if (level == 0)
+		*leaves = true;
+	else if (!g->level[level].leaf_ok)
+		*leaves = false;
+	else
+		*leaves = g->arch != PTR_ARCH_X86 || (any & huge);
+	return sum;
+}
+
+/*
+ * table_digest() - the digest of the old copy @t after the shootdown, as copy_words() computed
+ * it: plain vectorisable loads of a table nobody writes any more (THE COPY AND ITS DIGEST).
+ */
+static PTR_VECTOR_CLONES __attribute__((noinline)) uint64_t
+table_digest(const void *t, uint32_t nw, uint64_t flip)
+{
+	const v8u64 *s = t;
+	v8u64 f = { flip, flip, flip, flip, flip, flip, flip, flip }, a0 = { 0 }, a1 = { 0 };
+	uint32_t i = 0;
+	for (; i + 16 <= nw; i += 16) {
+		a0 += s[i / 8] ^ f;
+		a1 += s[i / 8 + 1] ^ f;
+	}
+	uint64_t sum = HSUM(a0 + a1, +);
+	const u64_word *w = t;
+	for (; i < nw; i++)
+		sum += w[i] ^ flip;
+	return sum;
 }
 
 /* Point mms[mi]'s link to @r's table at r->fresh.  Return: true when CPUs need a root reload. */
@@ -469,7 +789,9 @@ static __attribute__((noinline)) uint64_t merge_entry(struct reloc_ctx *c, int l
  * Locking: the caller holds the new table's lock (rule 1/2), so no software consumer of A/D can
  * run on it; CPUs may set A/D concurrently, hence the CAS.
  *
- * Fast path: the new copy was copied from the old one, and since then the old copy changed
+ * Fastest path: the old copy's digest is what the copy computed - no entry changed (THE COPY
+ * AND ITS DIGEST).  Otherwise the entry-by-entry compare:
+ * the new copy was copied from the old one, and since then the old copy changed
  * only by stale CPUs' A/D writes and the new one only by current CPUs' A/D writes (under our
  * locks nothing else writes either).  An entry whose two copies are still bit-for-bit equal
  * therefore has nothing to merge (merging an entry's A/D state into itself changes nothing),
@@ -483,9 +805,14 @@ static uint64_t merge_table(struct reloc_ctx *c, const struct reloc_rec *r, bool
 {
 	const struct ptr_geometry *g = c->g;
 	int level = r->level;
-	if (level > 0 && !g->level[level].leaf_ok)
-		return 0; /* no leaves at this level, no A/D to carry */
+	if (!r->leaves)
+		return 0; /* no leaves in this table, no A/D to carry (copy_table()) */
 	void *o = fdata(c, r->old), *n = fdata(c, r->fresh);
+	/* re-check: the old copy unchanged since the copy, nothing to merge (THE COPY AND ITS
+	 * DIGEST, above) - one vectorised read of the old copy, the new one not read at all */
+	if (likely(table_digest(o, ptr_table_bytes(g, level) / 8, digest_flip(g, level)) ==
+		   r->digest))
+		return 0;
 	uint32_t cnt = 1u << g->level[level].bits;
 	uint64_t changed = 0;
 	if (g->level[level].entry_size == 8) {
@@ -562,12 +889,12 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 	const struct ptr_geometry *g = c->g;
 	struct ptr_arena *a = c->a;
 	bool reload[32] = { false }, touched[32] = { false };
-	uint64_t t0 = now_ns();
 
 	int tok = ptr_read_lock(a);
 	struct ptr_mm *sorted[32];
 	memcpy(sorted, c->mms, sizeof(*sorted) * (size_t)c->nmms);
-	qsort(sorted, (size_t)c->nmms, sizeof(*sorted), mm_order);
+	if (c->nmms > 1)
+		qsort(sorted, (size_t)c->nmms, sizeof(*sorted), mm_order);
 	for (int i = 0; i < c->nmms; i++)
 		ptr_lock(&sorted[i]->page_table_lock, NULL);
 
@@ -622,15 +949,34 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 	for (size_t i = 0; i < ls->nfresh; i++)
 		ptr_lock(&a->frames[ls->fresh[i]].ptl, NULL); /* unlinked: any order is fine */
 
-	/* 2c: copy and repoint, parents first (recs are sorted top level first) */
+	/*
+	 * 2c: copy every table of the batch, then repoint them, parents first (recs are sorted
+	 * top level first).  Two passes, not copy-and-repoint per table: the repoint is a locked
+	 * CAS, which waits for every store before it to complete - right after a copy, for the
+	 * table's 4 KiB of stores to cold memory (at 64 GiB mapped the CAS was 64 % of the batch
+	 * code's own time).  After a pass of copies the stores have drained meanwhile, as they do
+	 * for memcpy.  Correctness does not depend on the interleaving: a child's repoint goes to
+	 * its parent's current copy (the rewalk), which after the parent's repoint is the new one,
+	 * and a longer copy-to-repoint window only means more stale A/D bits for the merge.
+	 */
 	for (size_t k = 0; k < n; k++) {
 		struct reloc_rec *r = recs[k];
 		if (r->state != REC_PENDING)
 			continue;
-		copy_table(c, r->level, r->old, r->fresh);
+		bool leaves;
+		r->digest = copy_table(c, r->level, r->old, r->fresh, &leaves);
+		r->leaves = leaves;
 		struct ptr_frame *nf = &a->frames[r->fresh];
-		atomic_store(&nf->base_va, r->base_va);
-		atomic_store(&nf->sharers, atomic_load(&a->frames[r->old].sharers));
+		/* relaxed: the frame is unlinked, repoint_link()'s seq_cst CAS publishes these with
+		 * its contents (struct ptr_frame: read after an acquire load of the entry) */
+		atomic_store_explicit(&nf->base_va, r->base_va, memory_order_relaxed);
+		atomic_store_explicit(&nf->sharers, atomic_load(&a->frames[r->old].sharers),
+				      memory_order_relaxed);
+	}
+	for (size_t k = 0; k < n; k++) {
+		struct reloc_rec *r = recs[k];
+		if (r->state != REC_PENDING)
+			continue;
 		for (int mi = 0; mi < c->nmms; mi++) {
 			if (!(r->mm_mask & (1u << mi)))
 				continue;
@@ -652,8 +998,7 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 		if (r->level == TOP(g))
 			out->root_switches++;
 	}
-	uint64_t t1 = now_ns();
-	out->ns_copy += t1 - t0;
+	lap(c, &out->ns_copy);
 
 	/* 3: one shootdown per mm per batch (stop: the CPUs are parked, flushed at resume) */
 	if (strategy != PTR_RELOC_STOP) {
@@ -668,8 +1013,7 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 				out->root_reloads++;
 		}
 	}
-	uint64_t t2 = now_ns();
-	out->ns_shootdown += t2 - t1;
+	lap(c, &out->ns_shootdown);
 
 	/* 4: merge, still under every lock (naive: only count what is lost) */
 	if (strategy != PTR_RELOC_STOP) {
@@ -683,7 +1027,7 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 				out->ad_lost += m;
 		}
 	}
-	out->ns_merge += now_ns() - t2;
+	lap(c, &out->ns_merge);
 
 	/* 5: unlock (reverse order) */
 	for (size_t i = ls->nfresh; i-- > 0;)
@@ -793,7 +1137,10 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 
 	struct reloc_ctx c = { .mms = mms, .nmms = nmms, .a = a, .g = a->geo,
 			       .from_mask = from_mask };
+	c.recs = c.inline_recs;
+	c.cap = sizeof(c.inline_recs) / sizeof(c.inline_recs[0]);
 	uint64_t t_start = now_ns();
+	c.t_lap = t_start;
 	pthread_mutex_lock(&reloc_mutex);
 
 	/* 1: relocation mode (before the first repoint; tables populated after the collection are
@@ -805,7 +1152,7 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 	for (int mi = 0; mi < nmms && !rc; mi++)
 		rc = collect_mm(&c, mi);
 	if (!rc && c.nrecs)
-		qsort(c.recs, c.nrecs, sizeof(*c.recs), rec_order);
+		sort_records(&c);
 
 	/* targets (the chooser runs with no lock held and no read-side section) */
 	for (size_t i = 0; i < c.nrecs && !rc; i++) {
@@ -827,8 +1174,7 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 		else
 			r->target = (int16_t)t;
 	}
-	uint64_t t_collected = now_ns();
-	out->ns_collect = t_collected - t_start;
+	lap(&c, &out->ns_collect);
 
 	/* a batch is up to @batch PENDING records, gathered from the (sorted) record list: the
 	 * records the chooser kept may lie between them in any number */
@@ -843,11 +1189,11 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 	}
 	bool moved_any[32] = { false };
 	bool stopped = false;
-	uint64_t t_stop = 0;
+	uint64_t t_stop = 0, untimed = 0;
 	if (!rc && strategy == PTR_RELOC_STOP && c.nrecs) {
 		stop_cpus(a);
 		stopped = true;
-		t_stop = now_ns();
+		t_stop = lap(&c, &untimed); /* parking the CPUs: in ns_stopped only, as before */
 	}
 
 	/* 2..4 per batch */
@@ -861,7 +1207,6 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 		if (!cnt)
 			break;
 		/* 2a: allocate outside any table lock */
-		uint64_t ta = now_ns();
 		for (size_t i = 0; i < cnt; i++) {
 			struct reloc_rec *r = pick[i];
 			/* no zeroing: copy_table() overwrites every byte of the table before the
@@ -883,7 +1228,7 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 				break;
 			}
 		}
-		out->ns_alloc += now_ns() - ta;
+		lap(&c, &out->ns_alloc);
 		if (rc)
 			break;
 		if (flags & PTR_RELOC_F_LOWER) {
@@ -912,25 +1257,22 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 			skip(&c.recs[i], PTR_RELOC_R_ABORTED); /* after an allocation failure */
 
 	if (stopped) {
-		uint64_t t = now_ns();
+		lap(&c, &untimed); /* the abort loop after the last batch */
 		resume_cpus(&c, moved_any);
 		out->shootdowns++; /* the one flush + reload at resume */
 		out->root_reloads++;
-		out->ns_shootdown += now_ns() - t;
-		out->ns_stopped = now_ns() - t_stop;
+		out->ns_stopped = lap(&c, &out->ns_shootdown) - t_stop;
 	}
 
 	/* 5: grace period, then free the old copies; then leave relocation mode */
-	uint64_t t_grace = now_ns();
 	ptr_synchronize(a);
-	uint64_t t_free = now_ns();
-	out->ns_grace = t_free - t_grace;
+	lap(&c, &out->ns_grace);
 	for (size_t i = 0; i < c.nrecs; i++)
 		if (c.recs[i].state == REC_MOVED)
 			ptr_frame_free(a, c.recs[i].old);
-	out->ns_free = now_ns() - t_free;
 	set_mode(&c, -1);
 	pthread_mutex_unlock(&reloc_mutex);
+	out->ns_total = lap(&c, &out->ns_free) - t_start; /* free: the frees and leaving the mode */
 
 	for (size_t i = 0; i < c.nrecs; i++) {
 		struct reloc_rec *r = &c.recs[i];
@@ -948,8 +1290,8 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 	free(ls.l0);
 	free(ls.fresh);
 	free(pick);
-	free(c.recs);
-	out->ns_total = now_ns() - t_start;
+	if (c.recs != c.inline_recs)
+		free(c.recs);
 	return rc;
 }
 

@@ -81,6 +81,9 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 /* ptr_reloc_set_test_hook(): the window between a batch's repoints and its shootdown. */
 typedef void (*ptr_reloc_hook_fn)(void *priv, uint32_t batch);
 void ptr_reloc_set_test_hook(ptr_reloc_hook_fn fn, void *priv);
+/* ptr_reloc_set_copy_hook(): the middle of every table copy (entries below @index copied). */
+typedef void (*ptr_reloc_copy_hook_fn)(void *priv, int level, uint32_t index);
+void ptr_reloc_set_copy_hook(ptr_reloc_copy_hook_fn fn, void *priv);
 const char *ptr_reloc_reason_name(int reason);
 
 #endif /* PTRELOC_RELOCATE_H */

@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from ptreloc import _native, bench
+from ptreloc.bench import relocate as bench_relocate
 from ptreloc.cli import main
 from ptreloc.errors import AddressError, RelocationUnsupported, UsageError
 
@@ -32,7 +33,9 @@ KEYS = {
     "walk": ["ratio_vs_chase", "ci95", "local.ns_per_walk.cpu", "local.ns_per_walk.chase",
              "local.pwc_hit_rate", "remote", "goals.ratio_vs_chase.met"],
     "relocate": ["ratio_vs_memcpy", "ratio_vs_memcpy_poisoned", "growth_exponent", "sizes",
-                 "goals.ratio_vs_memcpy.met",
+                 "at_1mib.ratio_vs_memcpy", "at_1mib.ratio_vs_memcpy_poisoned",
+                 "goals.ratio_vs_memcpy.met", "goals.at_1mib.ratio_vs_memcpy.met",
+                 "goals.at_64gib.ratio_vs_memcpy.met",
                  "goals.growth_exponent.met"],
     "pool": ["evacuate.ratio_vs_memcpy", "evacuate.ns_per_frame", "evacuate.memcpy_ns_per_frame",
              "evacuate.frames", "evacuate.frames_left", "compact.ratio_vs_memcpy",
@@ -113,6 +116,12 @@ def test_quick_relocate_sizes_and_exponent(quick):
     slope = bench.loglog_slope([s["frames"] for s in sizes], [s["reloc_ns"] for s in sizes])
     assert quick["relocate"]["growth_exponent"] == pytest.approx(slope, abs=0.0005)
     assert quick["relocate"]["ratio_vs_memcpy"] == sizes[-1]["ratio_vs_memcpy"]
+    # every size under its stable key (what the per-size goals read)
+    for s in sizes:
+        at = quick["relocate"][bench_relocate.size_key(s["mapped_bytes"])]
+        assert at["ratio_vs_memcpy"] == s["ratio_vs_memcpy"] and at["frames"] == s["frames"]
+    assert quick["relocate"]["at_1mib"]["frames"] == 4
+    assert bench_relocate.size_key(64 << 30) == "at_64gib"
 
 
 def test_quick_mirror_measured_the_live_workload(quick):

@@ -4,9 +4,12 @@ tables, allocation failure at every point, the stale-CPU window by hand, bad inp
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
+from ptreloc import _native
 from ptreloc.core import AddressSpace, Arena, Cpu, geometries
 from ptreloc.errors import InvalidNode, PartialResult, RelocationUnsupported, UsageError
 from ptreloc.relocate import STRATEGIES, TableFrame, relocate, stale_window_hook
@@ -219,6 +222,64 @@ def test_merge_keeps_the_dirty_bit_a_stale_cpu_wrote_into_the_old_copy(name):
         arena.close()
     assert results["rewalk"] == (True, True, 2, 0)
     assert results["naive"] == (False, False, 0, 2), "naive must lose them (else: proves nothing)"
+
+
+@contextmanager
+def mid_copy_hook(arena: Arena, fn: Callable[[int, int], None]) -> Iterator[None]:
+    """``fn(level, index)`` runs in the middle of every rewalk/naive table copy: entries below
+    ``index`` copied, the rest not (table locks held: CPU accesses to present pages only)."""
+    arena.require_relocation()
+    _native.set_relocation_copy_hook(arena._core, fn)
+    try:
+        yield
+    finally:
+        _native.set_relocation_copy_hook(arena._core, None)
+    _native.take_hook_error(arena._core)
+
+
+@pytest.mark.tsan
+@pytest.mark.parametrize("name", GEOMETRIES)
+def test_merge_keeps_the_dirty_bit_a_cpu_wrote_during_the_copy(name):
+    """The copy reads the PTE table with plain vector loads and the merge re-checks only a
+    digest of the old copy.  A CPU writes two pages WHILE their table is being copied: one
+    whose entry the copy already read (D lands in the old copy only; the digest must change
+    and the merge must carry D over) and one it has not read yet (D is copied).  rewalk keeps
+    both; naive loses exactly the first - so this fails if the re-check misses a change."""
+    results = {}
+    for strategy in ("rewalk", "naive"):
+        arena = Arena(name, nodes=2, frames_per_node=64, bind=False)
+        mm = AddressSpace(arena)
+        cpu = Cpu(arena)
+        cpu.switch_to(mm)
+        g = arena.geometry
+        page, entries = g.page_size, g.levels[0].entries
+        early, late = VA, VA + (entries - 2) * page  # below / above the middle of the table
+        mm.map(early, page)
+        mm.map(late, page)
+        cpu.access(early)  # clean TLB entries and the PTE table in the paging-structure cache
+        cpu.access(late)
+        seen = []
+
+        def write_mid_copy(level, index, cpu=cpu, seen=seen, early=early, late=late,
+                           entries=entries):
+            if level == 0 and not seen:
+                assert 0 < index < entries - 2
+                seen.append((cpu.access(early, write=True).ok,
+                             cpu.access(late, write=True).ok))
+
+        with mid_copy_hook(arena, write_mid_copy):
+            report = relocate(mm, 0, 1, strategy=strategy, batch=64)
+        assert seen == [(True, True)]
+        t_early, t_late = mm.translate(early), mm.translate(late)
+        assert t_early.table_node == t_late.table_node == 1
+        results[strategy] = (t_early.dirty, t_late.dirty, report.ad_merged, report.ad_lost)
+        assert arena.freed_frame_accesses == 0
+        cpu.close()
+        mm.close()
+        assert arena.frames_in_use == 0
+        arena.close()
+    assert results["rewalk"] == (True, True, 1, 0)
+    assert results["naive"] == (False, True, 0, 1), "naive must lose it (else: proves nothing)"
 
 
 def test_stop_parks_cpus_so_nothing_can_write_the_old_copy():

@@ -263,10 +263,42 @@ def set_relocation_test_hook(c: Core, fn: Callable[[int], None] | None) -> None:
     lib.ptr_reloc_set_test_hook(lib._ptr_py_hook, handle)
 
 
+_copy_hooks: dict[str, tuple[_ChooserBox, Any]] = {}
+
+
+def set_relocation_copy_hook(c: Core, fn: Callable[[int, int], None] | None) -> None:
+    """TEST HOOK: call ``fn(level, index)`` in the middle of every rewalk/naive table copy, the
+    entries below ``index`` copied and the rest not yet (table locks held: drive CPU accesses
+    that hit present entries, nothing else).  An exception inside ``fn`` is kept and re-raised
+    by the next ``take_hook_error``."""
+    ffi, lib = c.ffi, c.lib
+    if fn is None:
+        lib.ptr_reloc_set_copy_hook(ffi.NULL, ffi.NULL)
+        _copy_hooks.pop(c.build, None)
+        return
+    if f"copy_hook:{c.build}" not in _registered:
+
+        @ffi.def_extern(name="_ptr_py_copy_hook")
+        def _copy_hook(priv: Handle, level: int, index: int) -> None:
+            box: _ChooserBox = ffi.from_handle(priv)
+            if box.error is None:
+                try:
+                    box.fn(int(level), int(index))
+                except BaseException as err:  # noqa: BLE001 - surfaced by take_hook_error
+                    box.error = err
+
+        _registered.add(f"copy_hook:{c.build}")
+    box = _ChooserBox(fn)
+    handle = ffi.new_handle(box)
+    _copy_hooks[c.build] = (box, handle)
+    lib.ptr_reloc_set_copy_hook(lib._ptr_py_copy_hook, handle)
+
+
 def take_hook_error(c: Core) -> None:
-    """Raise the exception the test hook raised, if any."""
-    entry = _hooks.get(c.build)
-    if entry is not None and entry[0].error is not None:
-        err = entry[0].error
-        entry[0].error = None
-        raise err
+    """Raise the exception a test hook (batch or copy) raised, if any."""
+    for hooks in (_hooks, _copy_hooks):
+        entry = hooks.get(c.build)
+        if entry is not None and entry[0].error is not None:
+            err = entry[0].error
+            entry[0].error = None
+            raise err
