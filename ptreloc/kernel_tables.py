@@ -13,8 +13,8 @@ Method (root, a kernel with /proc/kcore, BTF and visible kallsyms; see ``availab
   ``__pgtable_l5_enabled`` (the kernel's own LA57 decision; see below).
 * **Layouts** from the kernel's BTF (``ptreloc.btf``): ``task_struct.tasks/tgid/pid/mm``,
   ``mm_struct.pgd``.
-* **Memory** from /proc/kcore, an ELF core whose PT_LOAD program headers (read with pyelftools)
-  map kernel virtual ranges to file offsets; a physical frame is read at
+* **Memory** from /proc/kcore, an ELF core whose PT_LOAD program headers (two preads:
+  ``_elf_load_segments``) map kernel virtual ranges to file offsets; a physical frame is read at
   ``page_offset_base + phys`` in the direct map, one ``pread`` of 4 KiB per table.
 * **The process**: ``init_task.tasks`` is the circular list of thread-group leaders; it is
   walked (bounded, cycle-checked) to the task whose tgid is the pid, then ``task->mm`` (NULL:
