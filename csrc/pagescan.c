@@ -288,3 +288,79 @@ int64_t ptr_span_keys(const uint64_t *vas, uint64_t n, unsigned span_shift, uint
 	}
 	return k;
 }
+
+/* the bin of a status for the pair scans: a node below @nbins is its own bin, any negative
+ * status (-errno: not on a node) bin @nbins, a node at or past @nbins -1 (counted apart) */
+static inline int64_t pair_bin(int32_t v, uint32_t nbins)
+{
+	if (v < 0)
+		return nbins;
+	return (uint32_t)v < nbins ? v : -1;
+}
+
+/**
+ * ptr_pair_histogram() - how many pages have each (before, after) pair of node statuses.
+ * @before: @n node statuses (node >= 0, or -errno), e.g. where each page was
+ * @after:  @n node statuses parallel to @before, e.g. where each page is now
+ * @n:      how many
+ * @nbins:  nodes 0..@nbins-1 are counted each in its own bin; bin @nbins gathers every
+ *          negative status (a page on no node)
+ * @hist:   out: (@nbins + 1) * (@nbins + 1) counts, row by @before's bin, column by @after's:
+ *          @hist[b * (@nbins + 1) + a]
+ *
+ * One pass gives what the migration reports: pages per node before (row sums) and after
+ * (column sums) and the pages that stayed on a source node (a sum over the source rows and
+ * columns).
+ *
+ * Return: how many pages have a node at or past @nbins on either side (counted in no bin);
+ * -EINVAL (@nbins is 0 or above 4096).
+ */
+int64_t ptr_pair_histogram(const int32_t *before, const int32_t *after, uint64_t n,
+			   uint32_t nbins, uint64_t *hist)
+{
+	if (!nbins || nbins > 4096)
+		return -EINVAL;
+	uint64_t width = (uint64_t)nbins + 1;
+	memset(hist, 0, width * width * sizeof(*hist));
+	int64_t outside = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		int64_t b = pair_bin(before[i], nbins), a = pair_bin(after[i], nbins);
+		if (b < 0 || a < 0)
+			outside++;
+		else
+			hist[(uint64_t)b * width + (uint64_t)a]++;
+	}
+	return outside;
+}
+
+/**
+ * ptr_select_pairs() - the indexes of the pages whose before and after nodes are both in a set.
+ * @before: @n node statuses (node >= 0, or -errno)
+ * @after:  @n node statuses parallel to @before
+ * @n:      how many
+ * @member: @nbins flags: node v is in the set when @member[v] is nonzero (a negative status
+ *          or a node at or past @nbins is never in it)
+ * @nbins:  length of @member
+ * @index:  out: the indexes i with both @before[i] and @after[i] in the set, ascending
+ * @cap:    room in @index
+ *
+ * The pages migrate_pages left behind: on a source node before and on a source node still.
+ *
+ * Return: how many indexes were written; -ENOSPC (more than @cap; call again with room for
+ * @n).
+ */
+int64_t ptr_select_pairs(const int32_t *before, const int32_t *after, uint64_t n,
+			 const uint8_t *member, uint32_t nbins, uint64_t *index, uint64_t cap)
+{
+	int64_t found = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		int32_t b = before[i], a = after[i];
+		if (b < 0 || a < 0 || (uint32_t)b >= nbins || (uint32_t)a >= nbins ||
+		    !member[b] || !member[a])
+			continue;
+		if ((uint64_t)found == cap)
+			return -ENOSPC;
+		index[found++] = i;
+	}
+	return found;
+}

@@ -1,7 +1,8 @@
 /*
  * pagescan.h - scans over a live process's page arrays for ptreloc.proc and ptreloc.mirror
  * (pagescan.c): pagemap entries compacted to resident pages, frame numbers to nodes, placement
- * votes per lowest-level table span, huge-page candidates, status histograms.
+ * votes per lowest-level table span, huge-page candidates, status histograms, (before, after)
+ * node pairs counted and selected (ptreloc.migrate).
  *
  * Nothing here touches an address space, a file or a syscall: the caller reads /proc and
  * /sys and hands over arrays; these loops are what would cost ~100 ns a page in Python.
@@ -44,5 +45,9 @@ int64_t ptr_span_keys(const uint64_t *vas, uint64_t n, unsigned span_shift, uint
 		      uint64_t cap);
 int64_t ptr_status_histogram(const int32_t *status, uint64_t n, int32_t lo, int32_t hi,
 			     uint64_t *hist);
+int64_t ptr_pair_histogram(const int32_t *before, const int32_t *after, uint64_t n,
+			   uint32_t nbins, uint64_t *hist);
+int64_t ptr_select_pairs(const int32_t *before, const int32_t *after, uint64_t n,
+			 const uint8_t *member, uint32_t nbins, uint64_t *index, uint64_t cap);
 
 #endif /* PTRELOC_PAGESCAN_H */

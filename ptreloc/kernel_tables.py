@@ -13,8 +13,8 @@ Method (root, a kernel with /proc/kcore, BTF and visible kallsyms; see ``availab
   ``__pgtable_l5_enabled`` (the kernel's own LA57 decision; see below).
 * **Layouts** from the kernel's BTF (``ptreloc.btf``): ``task_struct.tasks/tgid/pid/mm``,
   ``mm_struct.pgd``.
-* **Memory** from /proc/kcore, an ELF core whose PT_LOAD program headers (read with pyelftools)
-  map kernel virtual ranges to file offsets; a physical frame is read at
+* **Memory** from /proc/kcore, an ELF core whose PT_LOAD program headers (two preads:
+  ``_elf_load_segments``) map kernel virtual ranges to file offsets; a physical frame is read at
   ``page_offset_base + phys`` in the direct map, one ``pread`` of 4 KiB per table.
 * **The process**: ``init_task.tasks`` is the circular list of thread-group leaders; it is
   walked (bounded, cycle-checked) to the task whose tgid is the pid, then ``task->mm`` (NULL:
@@ -76,6 +76,7 @@ import functools
 import os
 import platform
 import re
+import struct
 import time
 from array import array
 from collections.abc import Callable, Iterator
@@ -360,25 +361,55 @@ class NodeMap:
 # --------------------------------------------------------------------------------------------
 
 
+_PT_LOAD = 1
+_PN_XNUM = 0xFFFF  # e_phnum escape: the count is in section header 0's sh_info
+
+
+def _elf_load_segments(fd: int) -> list[tuple[int, int, int]]:
+    """(p_vaddr, p_filesz, p_offset) of every PT_LOAD of the ELF64 little-endian core at ``fd``
+    (what /proc/kcore is): the file header and the program headers, read with two preads.
+    Read here rather than with pyelftools, which builds its structure parsers for every file
+    it opens - ~0.2 s a time in the TCG guest, and a migration opens kcore three times.
+    Raises ValueError (not such a core) or OSError."""
+    head = os.pread(fd, 64, 0)
+    if len(head) < 64 or head[:4] != b"\x7fELF":
+        raise ValueError("no ELF magic")
+    if head[4] != 2 or head[5] != 1:
+        raise ValueError("not a 64-bit little-endian ELF file")
+    phoff, shoff = struct.unpack_from("<QQ", head, 32)
+    phentsize, phnum = struct.unpack_from("<HH", head, 54)
+    if phnum == _PN_XNUM:
+        section0 = os.pread(fd, 64, shoff)
+        if len(section0) < 64:
+            raise ValueError("truncated section header 0 (extended program header count)")
+        (phnum,) = struct.unpack_from("<I", section0, 44)
+    if phentsize < 56:
+        raise ValueError(f"program header entries of {phentsize} bytes, not 56")
+    table = os.pread(fd, phentsize * phnum, phoff)
+    if len(table) < phentsize * phnum:
+        raise ValueError("truncated program header table")
+    out = []
+    for i in range(phnum):
+        p_type, _flags, offset, vaddr, _paddr, filesz = struct.unpack_from(
+            "<IIQQQQ", table, i * phentsize)
+        if p_type == _PT_LOAD:
+            out.append((vaddr, filesz, offset))
+    return out
+
+
 class Kcore:
     """Kernel virtual memory through /proc/kcore (an ELF core: PT_LOAD headers map kernel
     virtual addresses to file offsets)."""
 
     def __init__(self, path: str = KCORE) -> None:
-        from elftools.common.exceptions import ELFError
-        from elftools.elf.elffile import ELFFile
-
         self.path = path
         try:
             self._fh = open(path, "rb")  # noqa: SIM115 - lives as long as this object
         except OSError as err:
             raise KernelTablesUnavailable(_open_error(path, err), path=path) from err
         try:
-            elf = ELFFile(self._fh)
-            segments = [
-                (s["p_vaddr"], s["p_filesz"], s["p_offset"]) for s in elf.iter_segments("PT_LOAD")
-            ]
-        except (ELFError, OSError, ValueError) as err:
+            segments = _elf_load_segments(self._fh.fileno())
+        except (OSError, ValueError, struct.error) as err:
             self._fh.close()
             raise KernelTablesUnavailable(f"{path} is not a readable ELF core: {err}",
                                           path=path) from err
@@ -931,12 +962,15 @@ def walk_tables(
     tables: list[TableFrame] = []
     changed = 0
     bad = 0
+    # a child's flags as plausible() read them, for its own visit right after (one pread of
+    # kpageflags per table, not two)
+    checked: dict[int, int | None] = {}
 
     def plausible(pfn: int, level: str) -> bool:
         if node_map.node_of(pfn) is None:
             return False
         if level in _MARKED_LEVELS:
-            flags = page_flags(pfn)
+            flags = checked[pfn] = page_flags(pfn)
             if flags is not None and not (flags >> KPF_PGTABLE) & 1:
                 return False
         return True
@@ -949,7 +983,7 @@ def walk_tables(
         limit = USER_ENTRIES if depth == 0 else ENTRIES
         d = decode_table(data, level, limit=limit)
         bad += d.bad
-        flags = page_flags(pfn)
+        flags = checked.pop(pfn) if pfn in checked else page_flags(pfn)
         span = (limit << shift)
         tables.append(
             TableFrame(

@@ -35,6 +35,7 @@ from typing import Any
 
 import psutil
 
+from ptreloc import frames as frames_mod
 from ptreloc import kernel_tables, numa, policy, proc
 from ptreloc import migrate_retry as retry_mod
 from ptreloc.errors import (
@@ -64,6 +65,9 @@ __all__ = [
     "remap_nodes",
     "relocate_mirror",
     "pages_per_node",
+    "count_pairs",
+    "select_stuck",
+    "requery_nodes",
     "mirror_tables_json",
     "DataReport",
     "TablesReport",
@@ -215,9 +219,76 @@ def remap_nodes(from_nodes: frozenset[int], to_nodes: frozenset[int]) -> dict[in
 
 
 def pages_per_node(nodes: Iterable[int]) -> dict[str, int]:
-    """Node (as a JSON key) -> pages, for a node-per-page array (negative: not placed)."""
-    counts = Counter(n for n in nodes if n >= 0)
-    return {str(k): v for k, v in sorted(counts.items())}
+    """Node (as a JSON key) -> pages, for a node-per-page array (negative: not placed); an
+    array('i') is counted in one C pass."""
+    if isinstance(nodes, array) and nodes.typecode == "i":
+        counts: dict[int, int] = proc.status_counts(nodes)
+    else:
+        counts = Counter(nodes)
+    return {str(k): v for k, v in sorted(counts.items()) if k >= 0}
+
+
+def _pair_bins(nodes: frozenset[int]) -> int:
+    """Bins for the pair scans: every node the core knows, and ``nodes``."""
+    from ptreloc._native import core
+
+    return max(core("relo").max_nodes, max(nodes, default=0) + 1)
+
+
+def count_pairs(
+    before: array[int], after: array[int], stuck_nodes: frozenset[int], special: Iterable[int]
+) -> tuple[dict[str, int], dict[str, int], int]:
+    """(pages per node before, pages per node after - as :func:`pages_per_node` - and the
+    pages on a node of ``stuck_nodes`` on both sides, the indexes ``special`` excepted) of two
+    parallel arrays('i') of node statuses, in one C pass (a histogram of (before, after)
+    pairs)."""
+    from ptreloc._native import core
+
+    nbins = _pair_bins(stuck_nodes)
+    hist, outside = core("relo").pair_histogram(before, after, nbins)
+    width = nbins + 1
+    per_before: Counter[int] = Counter()
+    per_after: Counter[int] = Counter()
+    stuck = 0
+    for b in range(nbins):
+        row = hist[b * width:(b + 1) * width]
+        per_before[b] += sum(row)
+        for a in range(nbins):
+            if row[a]:
+                per_after[a] += row[a]
+                if b in stuck_nodes and a in stuck_nodes:
+                    stuck += row[a]
+    for a in range(nbins):  # the row of pages that were on no node
+        per_after[a] += hist[nbins * width + a]
+    if outside:  # pairs with a node past the bins (beyond the core's nodes): here, rare
+        for b, a in zip(before, after, strict=True):
+            if b >= nbins or a >= nbins:
+                per_before[b] += b >= 0
+                per_after[a] += a >= 0
+                stuck += b in stuck_nodes and a in stuck_nodes
+    for k in special:
+        if before[k] in stuck_nodes and after[k] in stuck_nodes:
+            stuck -= 1
+
+    def as_json(counts: Counter[int]) -> dict[str, int]:
+        return {str(k): v for k, v in sorted(counts.items()) if v}
+
+    return as_json(per_before), as_json(per_after), stuck
+
+
+def select_stuck(before: array[int], after: array[int], stuck_nodes: frozenset[int],
+                 special: frozenset[int]) -> list[int]:
+    """Indexes of the pages on a node of ``stuck_nodes`` in ``before`` and in ``after`` (two
+    parallel arrays('i') of node statuses), the indexes ``special`` excepted: one C pass."""
+    if not stuck_nodes:
+        return []
+    from ptreloc._native import core
+
+    member = bytearray(max(stuck_nodes) + 1)
+    for node in stuck_nodes:
+        member[node] = 1
+    found = core("relo").select_pairs(before, after, member)
+    return [k for k in found if k not in special]
 
 
 def mirror_tables_json(tables: dict[int, dict[str, int]]) -> dict[str, dict[str, int]]:
@@ -785,9 +856,7 @@ def _move(
     else:
         kernel_left = numa.migrate_pages(pid, request.from_nodes, request.to_nodes)
         lap("migrate_pages")
-        after_nodes = (
-            array("i", numa.move_pages(pid, snap.resident)) if snap.resident else array("i")
-        )
+        after_nodes = requery_nodes(snap)
         lap("requery")
         retried = _retry_stuck(request, snap, before.nodes, after_nodes, special, *retry)
         lap("retry")
@@ -818,12 +887,8 @@ def _move(
     # pages that were on a source node and are on a source node still (and not on a target);
     # kernel pages mapped into the process ([vdso], [vvar]) cannot move and are counted apart
     # as "unmovable"
-    src, dst = request.from_nodes, request.to_nodes
-    stuck = sum(
-        1
-        for k, (b, a) in enumerate(zip(before.nodes, after_nodes, strict=True))
-        if k not in special and b in src and b not in dst and a in src and a not in dst
-    )
+    per_before, per_after, stuck = count_pairs(
+        before.nodes, after_nodes, request.from_nodes - request.to_nodes, special)
     checks: dict[str, bool | None] = {}
     if not tables_only:
         # (with --tables-only nothing of the mirror or the data was meant to move: only the
@@ -841,7 +906,7 @@ def _move(
             kernel.after = moved.after
         kernel_fraction = _kernel_fraction(pid)
     data = DataReport(
-        before=pages_per_node(before.nodes), after=pages_per_node(after_nodes),
+        before=per_before, after=per_after,
         not_migrated=stuck, kernel_not_migrated=kernel_left, unmovable=len(special),
         numa_maps_before=dict(snap.numa_maps), numa_maps_after=numa_after,
     )
@@ -868,6 +933,23 @@ class _Retried:
     by_class: dict[str, Counter[str]]
 
 
+def requery_nodes(snap: proc.ProcessSnapshot) -> array[int]:
+    """Where each of ``snap.resident`` is now, as a move_pages(2) query says (node, or -errno:
+    -ENOENT for a page no longer present ...).  Where frame numbers are visible and the same
+    pages are still resident, from a fresh pagemap read and each frame's node
+    (:func:`ptreloc.frames.page_nodes`: move_pages only for the pages the frame does not
+    tell) - a fraction of the query's cost; move_pages for every page otherwise."""
+    if not snap.resident:
+        return array("i")
+    if snap.pfns is not None:
+        resident, pfns = proc.read_pagemap(snap.pid, snap.vmas)
+        # the same pages (one compare in C): the frames answer for exactly these; a page gone
+        # or new would need its -ENOENT or its alignment, which move_pages gives
+        if resident == snap.resident and any(pfns):
+            return frames_mod.page_nodes(snap.pid, snap.vmas, resident, pfns).nodes
+    return array("i", numa.move_pages(snap.pid, snap.resident))
+
+
 def _retry_stuck(
     request: MigrationRequest,
     snap: proc.ProcessSnapshot,
@@ -882,10 +964,8 @@ def _retry_stuck(
     ``after`` with where they are at the end."""
     src, dst = request.from_nodes, request.to_nodes
     remap = remap_nodes(src, dst)
-    stuck = [k for k, (b, a) in enumerate(zip(before, after, strict=True))
-             if k not in special and b in src and b not in dst and a in src and a not in dst]
-    if request.in_place:
-        stuck = []  # from a node to itself: nothing was meant to move
+    # from a node to itself (in place) nothing was meant to move
+    stuck = [] if request.in_place else select_stuck(before, after, src - dst, special)
     where, reasons, report = retry_mod.retry_pages(
         request.pid, [snap.resident[k] for k in stuck], [remap[before[k]] for k in stuck],
         src - dst, retries=retries, delay_s=delay_s)

@@ -29,6 +29,7 @@ a policy that allows the target, or change its own (set_mempolicy(2), mbind(2));
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,7 @@ class PolicyWarning:
         }
 
 
+@functools.lru_cache(maxsize=256)  # a process's VMAs mostly share a few policies
 def parse_policy(text: str) -> tuple[str, str, frozenset[int]]:
     """``bind=static:0-1`` -> ("bind", "static", {0, 1}); unknown forms -> ("unknown", ...)."""
     mode, colon, nodes_text = text.partition(":")
@@ -163,6 +165,8 @@ def read_policies(pid: int) -> list[VmaPolicy]:
 
 def _excludes(p: VmaPolicy, targets: frozenset[int]) -> str | None:
     """Why ``p`` keeps new pages off every target node, or None when it does not."""
+    if p.nodes & targets or p.kind not in ("bind", "prefer", "prefer_many", "interleave"):
+        return None
     nodes = numa.format_nodes(p.nodes)
     if p.kind == "bind" and not p.nodes & targets:
         return f"new pages may come only from node {nodes}"
@@ -192,17 +196,24 @@ def policy_warnings(policies: Iterable[VmaPolicy], targets: Iterable[int]) -> li
     """A warning for each VMA whose policy keeps the pages it faults after the move (and the
     page tables those faults allocate) off every node of ``targets`` (module doc)."""
     to = frozenset(targets)
+    to_text = numa.format_nodes(to)
     out: list[PolicyWarning] = []
+    # a process under numactl has the same policy on every VMA: word each one once
+    said: dict[tuple[str, str, frozenset[int]], tuple[str | None, str]] = {}
     for p in policies:
-        why = _excludes(p, to)
+        key = (p.kind, p.flags, p.nodes)
+        if key not in said:
+            why = _excludes(p, to)
+            said[key] = (why, _fix(p, to) if why is not None else "")
+        why, fix = said[key]
         if why is None:
             continue
         out.append(PolicyWarning(
             p.start, p.end, p.path, p.text, p.nodes,
-            f"policy {p.text} excludes node {numa.format_nodes(to)}: {why} (and, when it is "
+            f"policy {p.text} excludes node {to_text}: {why} (and, when it is "
             f"the task's policy - numactl sets that one - so do the page tables its faults "
             f"allocate): the move is undone as the process runs",
-            _fix(p, to),
+            fix,
         ))
     return out
 

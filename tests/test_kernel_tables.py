@@ -530,3 +530,23 @@ def test_c_decoder_matches_the_python_reference(level, entries, limit):
 def test_the_walk_decodes_in_c():
     """decode_table takes the C path when the core is built (the speed the bench counts on)."""
     assert kt._c_decoder() is not None
+
+
+def test_elf_load_segments_agree_with_pyelftools(tmp_path: Path) -> None:
+    """Kcore's own reader of the PT_LOAD headers against pyelftools (what it replaced), and
+    its refusals."""
+    from elftools.elf.elffile import ELFFile
+
+    core = tmp_path / "core"
+    _elf_core(core, [(0xFFFF888000000000, b"a" * 4096), (0xFFFFFFFF81000000, b"b" * 100),
+                     (0xFFFFC90000000000, b"")])
+    with open(core, "rb") as fh:
+        want = [(s["p_vaddr"], s["p_filesz"], s["p_offset"])
+                for s in ELFFile(fh).iter_segments("PT_LOAD")]
+        assert kt._elf_load_segments(fh.fileno()) == want
+    with kt.Kcore(str(core)) as kc:
+        assert kc.read(0xFFFFFFFF81000000 + 98, 2) == b"bb"
+    for bad in (b"", b"\x7fELF" + bytes([1, 1]) + bytes(58), core.read_bytes()[:64]):
+        (tmp_path / "bad").write_bytes(bad)
+        with pytest.raises(kt.KernelTablesUnavailable, match="not a readable ELF core"):
+            kt.Kcore(str(tmp_path / "bad"))

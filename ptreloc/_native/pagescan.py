@@ -176,6 +176,47 @@ class PagescanBindings(CoreBase):
             self.ffi.from_buffer("int32_t[]", status), n, lo, hi, hist), "counting statuses")
         return list(self.ffi.unpack(hist, hi - lo + 1)), outside
 
+    def pair_histogram(self, before: array[int], after: array[int],
+                       nbins: int) -> tuple[array[int], int]:
+        """ptr_pair_histogram(): (the (nbins + 1) ** 2 counts of (before, after) bins as one
+        array('Q'), row by ``before`` - bin ``nbins`` is every negative status -, how many
+        pages had a node >= ``nbins`` on either side)."""
+        n = _need(before, 4, "before statuses")
+        if _need(after, 4, "after statuses") != n:
+            raise UsageError("before and after must be as long as each other")
+        if not 1 <= nbins <= 4096:
+            raise UsageError(f"nbins must be 1..4096, not {nbins}")
+        hist = array("Q", bytes(8 * (nbins + 1) ** 2))
+        ffi = self.ffi
+        outside = self._check(self.lib.ptr_pair_histogram(
+            ffi.from_buffer("int32_t[]", before), ffi.from_buffer("int32_t[]", after), n, nbins,
+            ffi.from_buffer("uint64_t[]", hist)), "counting node pairs")
+        return hist, int(outside)
+
+    def select_pairs(self, before: array[int], after: array[int],
+                     member: bytes | bytearray) -> array[int]:
+        """ptr_select_pairs(): the indexes (array('Q'), ascending) of the pages whose
+        ``before`` and ``after`` nodes are both flagged in ``member`` (one byte per node)."""
+        n = _need(before, 4, "before statuses")
+        if _need(after, 4, "after statuses") != n:
+            raise UsageError("before and after must be as long as each other")
+        if not member:
+            return array("Q")
+        ffi = self.ffi
+        cap = min(max(n, 1), _FIRST_CAP)
+        while True:  # few pages are left behind: room for all of them only if needed
+            out = array("Q", bytes(8 * cap))
+            got = self.lib.ptr_select_pairs(
+                ffi.from_buffer("int32_t[]", before), ffi.from_buffer("int32_t[]", after), n,
+                ffi.from_buffer("uint8_t[]", member), len(member),
+                ffi.from_buffer("uint64_t[]", out), cap)
+            if got != -_errno.ENOSPC or cap >= n:
+                break
+            cap = n
+        self._check(got, "selecting node pairs")
+        del out[got:]
+        return out
+
     def map_pages(self, mm: Handle, vas: array[int], span_keys: array[int],
                   span_nodes: array[int], default_node: int, ro: array[int],
                   huge: array[int], start: int = 0, stop: int | None = None) -> int:
