@@ -437,19 +437,6 @@ static inline bool hw_present(const struct ptr_geometry *g, uint64_t e)
 	return e & g->e_present;
 }
 
-static inline bool hw_is_leaf(const struct ptr_geometry *g, int level, uint64_t e)
-{
-	if (!(e & g->e_present))
-		return false;
-	if (level == 0)
-		return true;
-	if (!g->level[level].leaf_ok)
-		return false;
-	if (g->arch == PTR_ARCH_X86)
-		return e & g->e_huge;
-	return !(e & g->e_tablebit);
-}
-
 /* a table entry's address (not a leaf's: leaves go through hw_leaf_phys()) */
 static inline uint64_t hw_table_phys(const struct ptr_geometry *g, uint64_t e)
 {
@@ -505,7 +492,7 @@ static int hw_update_leaf(const struct ptr_geometry *g, int level, void *table, 
 {
 	uint64_t old = *e;
 	for (;;) {
-		if (!hw_is_leaf(g, level, old))
+		if (!ptr_entry_is_leaf(g, level, old))
 			return PTR_FAULT_NOT_PRESENT;
 		uint64_t neu = old | g->e_accessed;
 		if (write) {
@@ -593,7 +580,7 @@ static int access_inner(struct ptr_cpu *c, struct ptr_mm *mm, uint64_t va, bool 
 			c->st.faults++;
 			return PTR_FAULT_NOT_PRESENT;
 		}
-		if (hw_is_leaf(g, level, e)) {
+		if (ptr_entry_is_leaf(g, level, e)) {
 			int rc = hw_update_leaf(g, level, t, idx, write, &e);
 			if (rc) {
 				c->st.faults++;

@@ -161,29 +161,6 @@ bool ptr_entry_present(const struct ptr_geometry *g, int level, uint64_t e)
 }
 
 /**
- * ptr_entry_is_leaf() - does entry @e map memory: present at level 0, or a huge (x86 PS) /
- * block (arm64, table bit clear) leaf at a level that allows leaves?
- * @g:     the geometry
- * @level: the level it was read at
- * @e:     the entry
- *
- * Return: true for a leaf.
- * Locking: none; pure.
- */
-bool ptr_entry_is_leaf(const struct ptr_geometry *g, int level, uint64_t e)
-{
-	if (!(e & g->e_present))
-		return false;
-	if (level == 0)
-		return true;
-	if (!g->level[level].leaf_ok)
-		return false;
-	if (g->arch == PTR_ARCH_X86)
-		return e & g->e_huge;
-	return !(e & g->e_tablebit);
-}
-
-/**
  * ptr_entry_is_table() - does entry @e point to a lower-level table?
  * @g:     the geometry
  * @level: the level it was read at (level-0 entries never do)

@@ -142,7 +142,6 @@ int ptr_va_check(const struct ptr_geometry *g, uint64_t va);
 
 /* Entry encoding/decoding (geometry.c).  @e is an entry value read with ptr_entry_load(). */
 bool ptr_entry_present(const struct ptr_geometry *g, int level, uint64_t e);
-bool ptr_entry_is_leaf(const struct ptr_geometry *g, int level, uint64_t e);
 bool ptr_entry_is_table(const struct ptr_geometry *g, int level, uint64_t e);
 uint64_t ptr_entry_phys(const struct ptr_geometry *g, int level, uint64_t e);
 bool ptr_entry_writable(const struct ptr_geometry *g, uint64_t e);
@@ -152,6 +151,31 @@ uint64_t ptr_entry_make_leaf(const struct ptr_geometry *g, int level, uint64_t p
 uint64_t ptr_entry_make_table(const struct ptr_geometry *g, int level, uint64_t phys);
 uint64_t ptr_entry_ad_bits(const struct ptr_geometry *g);
 uint64_t ptr_entry_merge_ad(const struct ptr_geometry *g, uint64_t new_e, uint64_t old_e);
+
+/* ptr_entry_is_leaf() is inline: the emulated hardware walk (cpu.c) tests every entry with
+ * it, between one table load and the next. */
+/**
+ * ptr_entry_is_leaf() - does entry @e map memory: present at level 0, or a huge (x86 PS) /
+ * block (arm64, table bit clear) leaf at a level that allows leaves?
+ * @g:     the geometry
+ * @level: the level it was read at
+ * @e:     the entry
+ *
+ * Return: true for a leaf.
+ * Locking: none; pure.
+ */
+static inline bool ptr_entry_is_leaf(const struct ptr_geometry *g, int level, uint64_t e)
+{
+	if (!(e & g->e_present))
+		return false;
+	if (level == 0)
+		return true;
+	if (!g->level[level].leaf_ok)
+		return false;
+	if (g->arch == PTR_ARCH_X86)
+		return e & g->e_huge;
+	return !(e & g->e_tablebit);
+}
 
 /* Atomic entry access.  Tables are byte arrays; an entry is an _Atomic 4- or 8-byte word. */
 static inline uint64_t ptr_entry_load(const struct ptr_geometry *g, int level, const void *table,

@@ -236,31 +236,38 @@ def relocate(c: Core, mms: Sequence[Handle], from_nodes: Sequence[int], to_node:
 _hooks: dict[str, tuple[_ChooserBox, Any]] = {}
 
 
+def _install_hook(c: Core, store: dict[str, tuple[_ChooserBox, Any]], setter: str,
+                  extern: str, fn: Callable[..., None] | None) -> None:
+    """Install (or with ``fn`` None remove) ``fn`` as the C test hook ``lib.<setter>`` calls
+    through the extern ``extern``; an exception inside ``fn`` is kept for take_hook_error."""
+    ffi, lib = c.ffi, c.lib
+    if fn is None:
+        getattr(lib, setter)(ffi.NULL, ffi.NULL)
+        store.pop(c.build, None)
+        return
+    if f"{extern}:{c.build}" not in _registered:
+
+        @ffi.def_extern(name=extern)
+        def _hook(priv: Handle, *args: int) -> None:
+            box: _ChooserBox = ffi.from_handle(priv)
+            if box.error is None:
+                try:
+                    box.fn(*(int(a) for a in args))
+                except BaseException as err:  # noqa: BLE001 - surfaced by take_hook_error
+                    box.error = err
+
+        _registered.add(f"{extern}:{c.build}")
+    box = _ChooserBox(fn)
+    handle = ffi.new_handle(box)
+    store[c.build] = (box, handle)
+    getattr(lib, setter)(getattr(lib, extern), handle)
+
+
 def set_relocation_test_hook(c: Core, fn: Callable[[int], None] | None) -> None:
     """TEST HOOK: call ``fn(batch)`` in every rewalk/naive batch between the repoints and the
     shootdown (table locks held: drive CPU accesses that hit present entries, nothing else).
     An exception inside ``fn`` is kept and re-raised by the next ``take_hook_error``."""
-    ffi, lib = c.ffi, c.lib
-    if fn is None:
-        lib.ptr_reloc_set_test_hook(ffi.NULL, ffi.NULL)
-        _hooks.pop(c.build, None)
-        return
-    if f"hook:{c.build}" not in _registered:
-
-        @ffi.def_extern(name="_ptr_py_hook")
-        def _hook(priv: Handle, batch: int) -> None:
-            box: _ChooserBox = ffi.from_handle(priv)
-            if box.error is None:
-                try:
-                    box.fn(int(batch))
-                except BaseException as err:  # noqa: BLE001 - surfaced by take_hook_error
-                    box.error = err
-
-        _registered.add(f"hook:{c.build}")
-    box = _ChooserBox(fn)
-    handle = ffi.new_handle(box)
-    _hooks[c.build] = (box, handle)
-    lib.ptr_reloc_set_test_hook(lib._ptr_py_hook, handle)
+    _install_hook(c, _hooks, "ptr_reloc_set_test_hook", "_ptr_py_hook", fn)
 
 
 _copy_hooks: dict[str, tuple[_ChooserBox, Any]] = {}
@@ -271,27 +278,7 @@ def set_relocation_copy_hook(c: Core, fn: Callable[[int, int], None] | None) -> 
     entries below ``index`` copied and the rest not yet (table locks held: drive CPU accesses
     that hit present entries, nothing else).  An exception inside ``fn`` is kept and re-raised
     by the next ``take_hook_error``."""
-    ffi, lib = c.ffi, c.lib
-    if fn is None:
-        lib.ptr_reloc_set_copy_hook(ffi.NULL, ffi.NULL)
-        _copy_hooks.pop(c.build, None)
-        return
-    if f"copy_hook:{c.build}" not in _registered:
-
-        @ffi.def_extern(name="_ptr_py_copy_hook")
-        def _copy_hook(priv: Handle, level: int, index: int) -> None:
-            box: _ChooserBox = ffi.from_handle(priv)
-            if box.error is None:
-                try:
-                    box.fn(int(level), int(index))
-                except BaseException as err:  # noqa: BLE001 - surfaced by take_hook_error
-                    box.error = err
-
-        _registered.add(f"copy_hook:{c.build}")
-    box = _ChooserBox(fn)
-    handle = ffi.new_handle(box)
-    _copy_hooks[c.build] = (box, handle)
-    lib.ptr_reloc_set_copy_hook(lib._ptr_py_copy_hook, handle)
+    _install_hook(c, _copy_hooks, "ptr_reloc_set_copy_hook", "_ptr_py_copy_hook", fn)
 
 
 def take_hook_error(c: Core) -> None:
