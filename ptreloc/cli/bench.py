@@ -12,6 +12,7 @@ import click
 from rich.table import Table
 
 from ptreloc import bench
+from ptreloc.bench.relocate import size_key
 from ptreloc.cli._common import emit_json, guarded, json_option, stderr_console, stdout_console
 from ptreloc.errors import UsageError
 
@@ -92,8 +93,11 @@ def render(results: dict[str, Any]) -> list[Table]:
                      ("  with freed-frame poisoning", res["ratio_vs_memcpy_poisoned"], ""),
                      ("growth exponent", res["growth_exponent"], _goal(res, "growth_exponent"))]
             for s in res["sizes"]:
-                rows.append((f"{s['mapped_bytes'] >> 20} MiB: {s['frames']} frames",
-                             f"x{s['ratio_vs_memcpy']}  {s['ns_per_frame']} ns/frame", ""))
+                mib = s["mapped_bytes"] >> 20
+                key = size_key(s["mapped_bytes"])
+                rows.append((f"{mib} MiB: {s['frames']} frames",
+                             f"x{s['ratio_vs_memcpy']}  {s['ns_per_frame']} ns/frame",
+                             _goal(res, f"{key}.ratio_vs_memcpy")))
         elif name == "pool":
             for op in ("evacuate", "compact"):
                 r = res[op]
@@ -155,7 +159,9 @@ def render(results: dict[str, Any]) -> list[Table]:
                              f"{_fmt(mem['model_peak']['bytes_per_table'])} | "
                              f"{_fmt(mem['model_peak']['bytes_per_leaf'])}", ""))
         elif name == "migrate":
-            rows += [("wall ratio vs migratepages", res["wall_ratio"], ""),
+            rows += [("own time / migrate_pages call", res.get("own_ratio"),
+                      _goal(res, "own_ratio")),
+                     ("wall ratio vs migratepages", res["wall_ratio"], ""),
                      ("share spent on tables", res["table_share"], ""),
                      ("ptreloc | migratepages s",
                       f"{res['ptreloc_s']} | {res['migratepages_s']}", "")]
