@@ -103,6 +103,10 @@ def show_data(pid: int, progress: bool) -> dict[str, Any]:
                 },
                 "numa_maps_pages": {str(k): v for k, v in sorted(snap.numa_maps.items())},
                 "unplaced_pages": snap.unplaced_pages(),
+                # where the per-page nodes came from: "frames" (frame number -> memory block
+                # -> node, move_pages asked about the rest) or "move_pages" (every page asked)
+                "node_source": snap.node_source,
+                "asked_move_pages": snap.asked_move_pages,
             },
             "tables": tables,
             "placement": where.to_json(),
