@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +44,26 @@ sys.stdin.read()
 """
 
 
+def _settle(pid: int, timeout: float = 10.0) -> None:
+    """Return once the workload is asleep in its final read and its pages stopped changing
+    (numa_maps the same twice, 0.2 s apart): after its ready line it still enters that read
+    and may fault a page or two under its node-1 policy, which a test that counts the pages
+    'before' would take for a change (seen once: 512 -> 513 across a --dry-run)."""
+    from ptreloc import numa
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+        now = numa.numa_maps_node_pages(pid)
+        if state == "S" and now == last:
+            return
+        last = now
+        time.sleep(0.2)
+    raise RuntimeError(f"table workload {pid} did not settle in {timeout} s")
+
+
 @dataclass
 class TableWorkload:
     pid: int
@@ -56,6 +77,7 @@ class TableWorkload:
         self.proc.stdin.flush()
         if not self.proc.stdout.readline():
             raise RuntimeError(f"table workload exited with status {self.proc.wait()}")
+        _settle(self.pid)
 
 
 @contextmanager
@@ -75,6 +97,8 @@ def table_workload(node: int = 1, gib: int = 8, *, hold: bool = False
         if not line:
             raise RuntimeError(f"table workload exited early with status {proc.wait()}")
         info = json.loads(line)
+        if not hold:
+            _settle(info["pid"])
         yield TableWorkload(info["pid"], info["tables"], proc)
     finally:
         stop_workload(proc)
