@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from ptreloc import _native, bench
+from ptreloc.bench import mirror as bench_mirror
 from ptreloc.bench import relocate as bench_relocate
 from ptreloc.cli import main
 from ptreloc.errors import AddressError, RelocationUnsupported, UsageError
@@ -141,8 +142,10 @@ def test_quick_mirror_measured_the_live_workload(quick):
     assert set(m["by_size"]) == {str(x) for x in p.mirror_mib}
     mem = m["memory"]
     assert mem["resident_pages"] >= p.mirror_mib[-1] * 256
-    assert mem["show_peak_rss_mb"] >= mem["baseline_peak_rss_mb"] > 0
-    assert mem["bytes_per_resident_page"] >= 0
+    assert mem["baseline_peak_rss_mb"] > 0 and mem["runs"] == bench_mirror.MEMORY_RUNS
+    # 32 MiB is within the peak's noise (a CI run saw -1.4 B/page from single runs): the figure
+    # may be below zero only by the measured spread, and far below the old 50 B/page
+    assert -mem["noise_bytes_per_resident_page"] - 0.2 <= mem["bytes_per_resident_page"] < 200
     keys = {g["key"] for g in quick["goals"]}
     assert {"mirror.ratio_vs_pagemap_read", "mirror.largest.ratio_vs_pagemap_read",
             "mirror.memory.bytes_per_resident_page"} <= keys
