@@ -5,12 +5,13 @@
  * Why C: a process has up to hundreds of millions of resident pages; one pass over them in
  * Python costs ~30-100 ns a page (an 8 GiB process: 2.1M pages, a quarter of a second per
  * pass, and the pipeline made a dozen passes), here ~1 ns.  Nothing here allocates or locks,
- * and only ptr_pagemap_read() calls the kernel (pread(2) of a pagemap file the caller opened):
- * the callers own the arrays.  Every function is a function of its inputs (no Locking: section
+ * and only ptr_pagemap_read() and ptr_pagemap_scan() call the kernel (pread(2) of a pagemap
+ * file the caller opened): the callers own the arrays.  Every function is a function of its inputs (no Locking: section
  * applies: call from any thread; cffi releases the GIL for the call, so a pagemap read runs
  * beside Python threads).
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -106,38 +107,131 @@ int64_t ptr_pagemap_read(int fd, const uint64_t *ranges, uint64_t nranges, unsig
 	return (int64_t)k;
 }
 
-/**
- * ptr_pfn_nodes() - the node of each frame, from the node's memory-block ranges.
- * @pfns:        @n frame numbers
- * @n:           how many
- * @block_node:  @nblocks entries: the node of memory block b (frames b << @block_shift ..),
- *               or -1 when no node or more than one lists it
- * @nblocks:     length of @block_node
- * @block_shift: log2 of the frames per memory block
- * @zero_ranges: @nzero [first, end) frame ranges of the shared zero pages (the zero page and
- *               the huge zero page): move_pages(2) reports those as -EFAULT, so do we
- * @nzero:       how many ranges
- * @nodes:       out: the node, -EFAULT (a zero page) or PTR_NODE_UNKNOWN (the frame is in no
- *               block with one node: the caller asks move_pages(2) about those pages)
- *
- * Return: how many pages are PTR_NODE_UNKNOWN.
- */
-int64_t ptr_pfn_nodes(const uint64_t *pfns, uint64_t n, const int16_t *block_node,
-		      uint64_t nblocks, unsigned block_shift, const uint64_t *zero_ranges,
-		      uint64_t nzero, int32_t *nodes)
+/* the node of frame @pfn per the memory-block table (PTR_NODE_UNKNOWN where no one node
+ * lists its block), -EFAULT for a shared zero page (move_pages(2) says so for them too) */
+static inline int32_t frame_node(uint64_t pfn, const int16_t *block_node, uint64_t nblocks,
+				 unsigned block_shift, const uint64_t *zero_ranges, uint64_t nzero)
 {
-	int64_t unknown = 0;
-	for (uint64_t i = 0; i < n; i++) {
-		uint64_t pfn = pfns[i], b = pfn >> block_shift;
-		int32_t node = b < nblocks && block_node[b] >= 0 ? block_node[b] : PTR_NODE_UNKNOWN;
-		for (uint64_t z = 0; z < nzero; z++) {
-			if (pfn >= zero_ranges[2 * z] && pfn < zero_ranges[2 * z + 1])
-				node = -EFAULT;
-		}
-		unknown += node == PTR_NODE_UNKNOWN;
-		nodes[i] = node;
+	for (uint64_t z = 0; z < nzero; z++) {
+		if (pfn >= zero_ranges[2 * z] && pfn < zero_ranges[2 * z + 1])
+			return -EFAULT;
 	}
-	return unknown;
+	uint64_t b = pfn >> block_shift;
+	return block_node && b < nblocks && block_node[b] >= 0 ? block_node[b] : PTR_NODE_UNKNOWN;
+}
+
+/* is the aligned block of @per present entries @e a huge-page candidate: with frames, the
+ * frames contiguous from an aligned head; with frames hidden (all 0), by residency alone */
+static bool huge_block(const uint64_t *e, uint64_t per)
+{
+	uint64_t head = e[0] & PTR_PM_PFN_MASK;
+	if (head & (per - 1))
+		return false;
+	for (uint64_t k = 1; k < per; k++) {
+		if ((e[k] & PTR_PM_PFN_MASK) != (head ? head + k : 0))
+			return false;
+	}
+	return true;
+}
+
+/**
+ * ptr_pagemap_scan() - the resident pages of address ranges with each page's node and the
+ * huge-page candidates, in one read of a pagemap file.
+ * @fd: /proc/PID/pagemap, open for reading
+ * @s:  what to read and where to put it (struct ptr_pagemap_scan in pagescan.h): on return
+ *      @s->done pages are in @s->vas/@s->nodes, @s->huge_done candidates in @s->huge_index/
+ *      @s->huge_pfn, and @s->pos[0] == @s->nranges when every range was read; otherwise the
+ *      output was full and a call with more room (the same @s, its arrays grown, the counts
+ *      and @s->pos as they are) goes on exactly where this one stopped.
+ *
+ * One pass, without keeping the frame numbers (8 bytes a page): a page's node comes from
+ * its frame as it is read (@block_node[pfn >> @block_shift]), and a huge candidate is an aligned block of 2^(huge_shift -
+ * page_shift) present entries (with frames, contiguous from an aligned head frame; its head
+ * frame goes to @s->huge_pfn).  A present entry with frame 0 is a frame the kernel hides (no
+ * CAP_SYS_ADMIN; frame 0 is never a user page): its node is PTR_NODE_UNKNOWN, and
+ * @s->framed counts the entries that did show a frame.  Reads end at a huge block's boundary
+ * and the output is checked for room one block at a time, so a block is never split between
+ * two reads or two calls.
+ *
+ * Return: 0; -EINVAL (no buffer, a page or huge shift out of range, a huge block larger than
+ * the buffer); -ENOSPC (not even one block fit: give more room); -errno of pread(2) (-EINTR
+ * is retried).
+ */
+int ptr_pagemap_scan(int fd, struct ptr_pagemap_scan *s)
+{
+	const unsigned shift = s->page_shift;
+	if (!s->buf_entries || !shift || shift >= 64)
+		return -EINVAL;
+	uint64_t per = 0;
+	if (s->huge_shift) {
+		if (s->huge_shift <= shift || s->huge_shift >= 64 ||
+		    s->huge_shift - shift >= 32)
+			return -EINVAL;
+		per = 1ull << (s->huge_shift - shift);
+		if (per > s->buf_entries)
+			return -EINVAL;
+	}
+	bool progressed = false;
+	while (s->pos[0] < s->nranges) {
+		uint64_t first = s->ranges[2 * s->pos[0]] >> shift;
+		uint64_t end = s->ranges[2 * s->pos[0] + 1] >> shift;
+		uint64_t vpn = s->pos[1] ? s->pos[1] : first;
+		while (vpn < end) {
+			uint64_t want = end - vpn < s->buf_entries ? end - vpn : s->buf_entries;
+			if (per && vpn + want < end && (vpn + want) & (per - 1)) {
+				uint64_t cut = (vpn + want) & ~(per - 1);
+				if (cut > vpn)
+					want = cut - vpn; /* end at a huge block's boundary */
+			}
+			ssize_t got = pread(fd, s->buf, want * 8, (off_t)(vpn * 8));
+			if (got < 0) {
+				if (errno == EINTR)
+					continue;
+				return -errno;
+			}
+			uint64_t n = (uint64_t)got / 8;
+			if (!n)
+				break; /* the file ended: nothing more in this range */
+			for (uint64_t i = 0; i < n;) {
+				uint64_t v = vpn + i, j = n;
+				if (per && j - i > per - (v & (per - 1)))
+					j = i + per - (v & (per - 1)); /* to the next block boundary */
+				bool whole = per && !(v & (per - 1)) && j - i == per;
+				if (s->cap - s->done < j - i ||
+				    (whole && s->huge_done == s->huge_cap)) {
+					s->pos[1] = v; /* full: resume at this block */
+					return progressed ? 0 : -ENOSPC;
+				}
+				uint64_t k0 = s->done;
+				for (uint64_t x = i; x < j; x++) {
+					uint64_t e = s->buf[x];
+					if (!(e & PTR_PM_PRESENT))
+						continue;
+					uint64_t pfn = e & PTR_PM_PFN_MASK;
+					int32_t node = pfn ? frame_node(pfn, s->block_node, s->nblocks,
+									 s->block_shift, s->zero_ranges,
+									 s->nzero)
+							   : PTR_NODE_UNKNOWN;
+					s->framed += pfn != 0;
+					s->unknown += node == PTR_NODE_UNKNOWN;
+					s->vas[s->done] = (vpn + x) << shift;
+					s->nodes[s->done] = node;
+					s->done++;
+				}
+				if (whole && s->done - k0 == per && huge_block(s->buf + i, per)) {
+					s->huge_index[s->huge_done] = k0;
+					s->huge_pfn[s->huge_done] = s->buf[i] & PTR_PM_PFN_MASK;
+					s->huge_done++;
+				}
+				progressed = true;
+				i = j;
+			}
+			vpn += n;
+		}
+		s->pos[0]++;
+		s->pos[1] = 0;
+	}
+	return 0;
 }
 
 /**
@@ -188,52 +282,6 @@ int64_t ptr_span_votes(const uint64_t *vas, const int32_t *nodes, const uint8_t 
 		counts[(uint64_t)(nkeys - 1) * nnodes + node]++;
 	}
 	return nkeys;
-}
-
-/**
- * ptr_huge_candidates() - blocks that may be one huge page: aligned, every page resident, and
- * (with frames) the frames contiguous from an aligned head.
- * @vas:         @n page addresses, ascending
- * @pfns:        their frame numbers, or NULL when the kernel hides them
- * @n:           how many
- * @block_shift: log2 of the huge page size (21 on x86-64)
- * @page_shift:  log2 of the base page size
- * @index:       out: the index into @vas of each candidate block's first page, ascending
- * @cap:         room in @index
- *
- * Return: the number of candidates; -EINVAL (@block_shift not above @page_shift); -ENOSPC
- * (more than @cap; @n >> (@block_shift - @page_shift) is always enough).
- */
-int64_t ptr_huge_candidates(const uint64_t *vas, const uint64_t *pfns, uint64_t n,
-			    unsigned block_shift, unsigned page_shift, uint64_t *index,
-			    uint64_t cap)
-{
-	if (block_shift <= page_shift || block_shift >= 64)
-		return -EINVAL;
-	uint64_t per = 1ull << (block_shift - page_shift), size = 1ull << block_shift;
-	int64_t found = 0;
-	uint64_t i = 0;
-	while (i < n) {
-		uint64_t va = vas[i];
-		if ((va & (size - 1)) || i + per > n || vas[i + per - 1] != va + size - (1ull << page_shift)) {
-			i++; /* vas ascending and distinct: the last page in place means all are */
-			continue;
-		}
-		bool ok = true;
-		if (pfns) {
-			uint64_t head = pfns[i];
-			ok = head && !(head & (per - 1));
-			for (uint64_t k = 1; ok && k < per; k++)
-				ok = pfns[i + k] == head + k;
-		}
-		if (ok) {
-			if ((uint64_t)found == cap)
-				return -ENOSPC;
-			index[found++] = i;
-		}
-		i += per;
-	}
-	return found;
 }
 
 /**

@@ -6,8 +6,9 @@ status array crosses to user space): on a 1 GiB process that is 4-7x the cost of
 pagemap.  When pagemap shows frame numbers (CAP_SYS_ADMIN), the node is a property of the frame:
 memory is onlined in blocks (``/sys/devices/system/memory/block_size_bytes``, 128 MiB on
 x86-64), and every block belongs to one node (``/sys/devices/system/node/nodeN/memoryM``), so
-``node = block_node[pfn >> log2(block frames)]`` - one table lookup in C
-(``ptr_pfn_nodes``).  Checked against move_pages page for page on the 2-node guest
+``node = block_node[pfn >> log2(block frames)]`` - one table lookup in C, made as each
+pagemap entry is read (``ptr_pagemap_scan``, called by ``proc.scan_pagemap``), so the frame
+numbers themselves are never kept.  Checked against move_pages page for page on the 2-node guest
 (265,708 and 2,100,726 pages agree).
 
 Where the frame does not say, move_pages still answers, for those pages only:
@@ -41,7 +42,7 @@ from typing import TYPE_CHECKING
 from ptreloc import numa
 
 if TYPE_CHECKING:
-    from ptreloc.proc import Vma
+    from ptreloc.proc import PageScan, Vma
 
 __all__ = ["BlockNodes", "memory_block_nodes", "zero_frames", "page_nodes", "NodeAnswer"]
 
@@ -171,24 +172,21 @@ class NodeAnswer:
     asked_move_pages: int  # pages move_pages was asked about
 
 
-def page_nodes(pid: int, vmas: Sequence[Vma], resident: array[int],
-               pfns: array[int] | None, *,
+def page_nodes(pid: int, vmas: Sequence[Vma], scan: PageScan, *,
                backend: str | numa.NumaBackend | None = None) -> NodeAnswer:
-    """The node of each of ``resident`` (module doc): from frames where they tell, from
-    move_pages(2) for the rest."""
-    blocks = memory_block_nodes() if pfns is not None and resident else None
-    if blocks is None or pfns is None:
+    """The node of each of ``scan.resident`` (module doc): from frames where they told
+    (``proc.scan_pagemap`` looked them up as it read them), from move_pages(2) for the rest -
+    every page when frames were hidden or the kernel lists no memory blocks.  ``scan.nodes``
+    becomes the answer's ``nodes`` (filled in, not copied)."""
+    resident = scan.resident
+    if not (resident and scan.frames_visible and scan.blocks_known):
         nodes = array("i", numa.move_pages(pid, resident, backend=backend)) if resident \
             else array("i")
         return NodeAnswer(nodes, "move_pages", len(resident))
-    from ptreloc._native import core
-
-    c = core("relo")
-    zero = array("Q", [x for rng in zero_frames() for x in rng])
-    nodes, unknown = c.pfn_nodes(pfns, blocks.nodes, blocks.block_shift, zero)
+    nodes = scan.nodes
     ask: list[int] = []
-    if unknown:
-        sentinel = c.node_unknown
+    if scan.unknown:
+        sentinel = scan.unknown_status
         ask = [i for i, n in enumerate(nodes) if n == sentinel]
     for vma in vmas:
         if vma.path in SPECIAL_MAPPINGS:

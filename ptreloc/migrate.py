@@ -941,12 +941,12 @@ def requery_nodes(snap: proc.ProcessSnapshot) -> array[int]:
     tell) - a fraction of the query's cost; move_pages for every page otherwise."""
     if not snap.resident:
         return array("i")
-    if snap.pfns is not None:
-        resident, pfns = proc.read_pagemap(snap.pid, snap.vmas)
+    if snap.frames_visible:
+        scan = proc.scan_pagemap(snap.pid, snap.vmas)
         # the same pages (one compare in C): the frames answer for exactly these; a page gone
         # or new would need its -ENOENT or its alignment, which move_pages gives
-        if resident == snap.resident and any(pfns):
-            return frames_mod.page_nodes(snap.pid, snap.vmas, resident, pfns).nodes
+        if scan.resident == snap.resident and scan.frames_visible:
+            return frames_mod.page_nodes(snap.pid, snap.vmas, scan).nodes
     return array("i", numa.move_pages(snap.pid, snap.resident))
 
 

@@ -309,7 +309,8 @@ class Mirror:
         ``snapshot`` and ``data_nodes`` then describe the new resident set."""
         snap = self.snapshot
         vmas = proc.read_maps(snap.pid)
-        resident, frames = proc.read_pagemap(snap.pid, vmas)
+        scan = proc.scan_pagemap(snap.pid, vmas)
+        resident = scan.resident
         if resident == snap.resident:
             self.snapshot = dataclasses.replace(snap, vmas=vmas)
             return 0, 0
@@ -346,7 +347,10 @@ class Mirror:
             vmas=vmas,
             resident=resident,
             nodes=nodes,
-            pfns=frames if any(frames) else None,
+            frames_visible=scan.frames_visible,
+            huge_index=scan.huge_index,
+            huge_pfn=scan.huge_pfn,
+            huge_shift=scan.huge_shift,
         )
         # blocks that are THP now and whose pages are all unmapped in the mirror: huge leaves
         thp = thp_blocks(fresh, self.geometry)
@@ -364,7 +368,8 @@ class Mirror:
         )
         # new pages' tables by the same rule applied to the new pages (their new tables only:
         # tables that exist stay where they are, as Linux leaves them)
-        sub = dataclasses.replace(fresh, resident=added, nodes=added_nodes, pfns=None)
+        sub = dataclasses.replace(fresh, resident=added, nodes=added_nodes,
+                                  huge_index=array("Q"), huge_pfn=array("Q"))
         placement = infer_placement(
             sub, self.geometry, root=self.frame_node(self.mm.root_frame)
         )
@@ -464,21 +469,23 @@ def thp_blocks(snap: ProcessSnapshot, geo: Geometry, *, detect: bool = True) -> 
     if not detect or huge is None or not huge.leaf_ok or geo.page_size != snap.page_size:
         return ThpBlocks((), 0, "none", 0)
     size = huge.entry_span
-    page_shift = snap.page_size.bit_length() - 1
+    if size != 1 << snap.huge_shift:  # the snapshot's scan looked for blocks of another size
+        return ThpBlocks((), size, "none", 0)
     resident = snap.resident
-    pfns = snap.pfns
-    # fully resident aligned blocks (with frames: contiguous from an aligned head), in C
-    firsts = _core().huge_candidates(resident, pfns, size.bit_length() - 1, page_shift)
+    # fully resident aligned blocks (with frames: contiguous from an aligned head), found by
+    # the snapshot's pagemap scan
+    firsts, heads = snap.huge_index, snap.huge_pfn
     if not firsts:
         return ThpBlocks((), size, "none", 0)
     method = "smaps"
     starts = [resident[lo] for lo in firsts]
-    if pfns is not None and any(pfns[lo] for lo in firsts):
-        flags = _kpageflags(pfns[lo] for lo in firsts)
+    if snap.frames_visible and any(heads):
+        flags = _kpageflags(heads)
         if flags is not None:  # the head must be a THP's compound head
             method = "kpageflags"
             head_bits = 1 << _KPF_COMPOUND_HEAD | 1 << _KPF_THP
-            starts = [resident[lo] for lo in firsts if flags[pfns[lo]] & head_bits == head_bits]
+            starts = [resident[lo] for lo, pfn in zip(firsts, heads, strict=True)
+                      if flags[pfn] & head_bits == head_bits]
             if not starts:
                 return ThpBlocks((), size, "none", 0)
     # smaps (a walk of every page by the kernel) only now that there are candidates: a

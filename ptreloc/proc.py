@@ -2,8 +2,9 @@
 
 ``snapshot(pid)`` gathers, in this order: the process itself (psutil: name, owner, state,
 threads), its VMAs (/proc/PID/maps), its resident pages (/proc/PID/pagemap present bit, plus frame
-numbers when we are privileged), the node of every resident page (from its frame where frame
-numbers are visible, see ptreloc.frames; move_pages(2) in query mode for the rest),
+numbers when we are privileged) with the node of every resident page (from its frame where
+frame numbers are visible, in the same pass, see ptreloc.frames; move_pages(2) in query mode
+for the rest) and the blocks that may be huge pages,
 per-node counts from /proc/PID/numa_maps, Mems_allowed / Cpus_allowed (/proc/PID/status) and the
 CPU it last ran on (/proc/PID/stat field 39) with that CPU's node.
 
@@ -15,6 +16,7 @@ shows up with a move_pages status of -ENOENT/-EFAULT rather than a node.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from array import array
 from collections.abc import Callable, Iterator
@@ -35,6 +37,7 @@ __all__ = [
     "inspect_process",
     "read_maps",
     "read_pagemap",
+    "scan_pagemap",
     "status_counts",
     "proc_error",
     "last_cpu",
@@ -82,8 +85,10 @@ class Vma:
 
 @dataclass
 class ProcessSnapshot:
-    """Where a process's memory is.  ``resident``, ``nodes`` and ``pfns`` are parallel arrays:
-    page address, move_pages status (node >= 0, or -errno), frame number."""
+    """Where a process's memory is.  ``resident`` and ``nodes`` are parallel arrays: page
+    address, move_pages status (node >= 0, or -errno).  Frame numbers are not kept (8 bytes a
+    page): the scan turns each into its node as it reads it; only the huge-page candidates'
+    head frames stay (``huge_index`` into ``resident``, ``huge_pfn``)."""
 
     pid: int
     name: str
@@ -94,13 +99,19 @@ class ProcessSnapshot:
     vmas: list[Vma]
     resident: array[int]  # 'Q': addresses of resident pages, ascending
     nodes: array[int]  # 'i': move_pages query status per resident page
-    pfns: array[int] | None  # 'Q': frame numbers; None when pagemap hides them (unprivileged)
+    frames_visible: bool  # pagemap showed frame numbers (CAP_SYS_ADMIN)
     numa_maps: dict[int, int]  # node -> resident pages, the kernel's own count
     mems_allowed: frozenset[int]
     cpus_allowed: frozenset[int]
     last_cpu: int
     last_cpu_node: int | None
     page_size: int = PAGE_SIZE
+    #: the aligned blocks of 2**huge_shift bytes that may be one huge page (every page
+    #: resident; with frames, contiguous from an aligned head): their first page's index into
+    #: ``resident`` ('Q') and head frame (0 when hidden)
+    huge_index: array[int] = field(default_factory=lambda: array("Q"))
+    huge_pfn: array[int] = field(default_factory=lambda: array("Q"))
+    huge_shift: int = 0
     #: who gave ``nodes``: "frames" (frame -> memory block -> node, move_pages for the pages
     #: the frame does not tell; ptreloc.frames) or "move_pages" (every page asked)
     node_source: str = "move_pages"
@@ -152,7 +163,7 @@ class ProcessSnapshot:
             "vmas": len(self.vmas),
             "resident_pages": len(self.resident),
             "page_size": self.page_size,
-            "pfns_visible": self.pfns is not None,
+            "pfns_visible": self.frames_visible,
             "node_source": self.node_source,
             "asked_move_pages": self.asked_move_pages,
             "node_pages": {str(k): v for k, v in self.node_pages().items()},
@@ -247,10 +258,7 @@ def read_pagemap(
     from ptreloc._native import core
 
     c = core("relo")
-    ranges = array("Q")
-    for vma in vmas:
-        if vma.path not in _SKIP_PATHS and vma.end > vma.start:
-            ranges.extend((vma.start, vma.end))
+    ranges = _ranges(vmas)
     buf = array("Q", [0]) * max(chunk_bytes // 8, 1)
     cap = _resident_estimate(pid) + 1024
     addresses = array("Q", [0]) * cap
@@ -287,6 +295,68 @@ def _resident_estimate(pid: int) -> int:
             return int(fh.read().split()[1])
     except (OSError, ValueError, IndexError):
         return 0
+
+
+#: log2 of the huge page a PMD entry maps: a table of page_size / 8 entries under the page
+HUGE_SHIFT = 2 * (PAGE_SIZE.bit_length() - 1) - 3
+
+
+@dataclass(frozen=True)
+class PageScan:
+    """One pass over a process's pagemap (:func:`scan_pagemap`): ``resident`` addresses, the
+    node status of each as its frame tells (node, -EFAULT for a zero page, or
+    ``unknown_status`` where the frame does not tell or is hidden: ``frames.page_nodes``
+    asks move_pages about those), the huge-page candidates, and whether frames were shown."""
+
+    resident: array[int]
+    nodes: array[int]
+    unknown: int  # pages with unknown_status
+    unknown_status: int
+    frames_visible: bool
+    blocks_known: bool  # the kernel lists memory blocks: frames can name nodes
+    huge_index: array[int]
+    huge_pfn: array[int]
+    huge_shift: int
+
+
+def scan_pagemap(pid: int, vmas: list[Vma], *, chunk_bytes: int = PAGEMAP_READ_BYTES
+                 ) -> PageScan:
+    """The resident pages of ``vmas`` from /proc/PID/pagemap with each page's node from its
+    frame and the huge-page candidates: one call into C (``ptr_pagemap_scan``: pread
+    ``chunk_bytes`` at a time, GIL released) that keeps 12 bytes a page (address and node), not
+    the frame numbers.  The output is sized by /proc/PID/statm and grown if short."""
+    from ptreloc._native import core
+
+    c = core("relo")
+    ranges = _ranges(vmas)
+    blocks = frames_mod.memory_block_nodes()
+    zero = array("Q", [x for rng in frames_mod.zero_frames() for x in rng])
+    shift = PAGE_SIZE.bit_length() - 1
+    try:
+        fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY)
+    except OSError as err:
+        raise proc_error(pid, "pagemap", err) from err
+    try:
+        got = c.pagemap_scan(fd, ranges, shift,
+                             block_node=None if blocks is None else blocks.nodes,
+                             block_shift=0 if blocks is None else blocks.block_shift,
+                             zero_ranges=zero, huge_shift=HUGE_SHIFT,
+                             estimate=_resident_estimate(pid),
+                             buf_entries=max(chunk_bytes // 8, 1))
+    except OSError as err:
+        raise proc_error(pid, "pagemap", err) from err
+    finally:
+        os.close(fd)
+    return PageScan(got.vas, got.nodes, got.unknown, c.node_unknown, got.framed > 0,
+                    blocks is not None, got.huge_index, got.huge_pfn, HUGE_SHIFT)
+
+
+def _ranges(vmas: list[Vma]) -> array[int]:
+    ranges = array("Q")
+    for vma in vmas:
+        if vma.path not in _SKIP_PATHS and vma.end > vma.start:
+            ranges.extend((vma.start, vma.end))
+    return ranges
 
 
 def _status_lists(pid: int) -> tuple[frozenset[int], frozenset[int]]:
@@ -393,6 +463,43 @@ def _owner_uid_threads(process: psutil.Process) -> tuple[str, int, int]:
     return owner, uid, process.num_threads()
 
 
+class _Background:
+    """``fn()`` on a thread of its own; ``result()`` joins it and returns its value or raises
+    its exception (so a process that exits meanwhile is reported as from the caller)."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True,
+                                        name="ptreloc-snapshot")
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as err:  # noqa: BLE001 - handed to the caller by result()
+            self._error = err
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _kernel_side(pid: int, clock: Callable[[], float]
+                 ) -> tuple[dict[int, int], frozenset[int], frozenset[int], int, float]:
+    """numa_maps, Mems/Cpus_allowed, the last CPU, and how long they took to read."""
+    t0 = clock()
+    numa_maps = numa.numa_maps_node_pages(pid)
+    mems, cpus = _status_lists(pid)
+    cpu = last_cpu(pid)
+    return numa_maps, mems, cpus, cpu, clock() - t0
+
+
 def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None) -> ProcessSnapshot:
     """Take a snapshot of process ``pid``.
 
@@ -410,18 +517,20 @@ def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None) -> Proc
         kernel_thread="it has no user memory map",
     )
     t1 = clock()
-    vmas = read_maps(pid)
-    resident, frames = read_pagemap(pid, vmas)
-    t2 = clock()
-    # the kernel zeroes frame numbers for readers without CAP_SYS_ADMIN: all-zero means hidden
-    pfns = frames if any(frames) else None
-    answer = frames_mod.page_nodes(pid, vmas, resident, pfns, backend=backend)
-    page_nodes = answer.nodes
-    t3 = clock()
-    numa_maps = numa.numa_maps_node_pages(pid)
-    mems, cpus = _status_lists(pid)
-    cpu = last_cpu(pid)
-    t4 = clock()
+    # the kernel's own count (numa_maps: a second walk of every page, in the kernel) is read
+    # on a thread of its own while the pagemap scan runs in C with the GIL released: two
+    # walks on two CPUs instead of one after the other
+    side = _Background(lambda: _kernel_side(pid, clock))
+    try:
+        vmas = read_maps(pid)
+        scan = scan_pagemap(pid, vmas)
+        t2 = clock()
+        answer = frames_mod.page_nodes(pid, vmas, scan, backend=backend)
+        t3 = clock()
+    except BaseException:
+        side.join()  # the first error is the one reported
+        raise
+    numa_maps, mems, cpus, cpu, side_s = side.result()
     node = numa.cpu_node(cpu)
     return ProcessSnapshot(
         pid=pid,
@@ -431,9 +540,9 @@ def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None) -> Proc
         status=status,
         threads=threads,
         vmas=vmas,
-        resident=resident,
-        nodes=page_nodes,
-        pfns=pfns,
+        resident=scan.resident,
+        nodes=answer.nodes,
+        frames_visible=scan.frames_visible,
         numa_maps=numa_maps,
         mems_allowed=mems,
         cpus_allowed=cpus,
@@ -441,10 +550,14 @@ def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None) -> Proc
         last_cpu_node=node,
         node_source=answer.source,
         asked_move_pages=answer.asked_move_pages,
+        huge_index=scan.huge_index,
+        huge_pfn=scan.huge_pfn,
+        huge_shift=scan.huge_shift,
         elapsed_s={
             "process": round(t1 - t0, 6),
             "maps_pagemap": round(t2 - t1, 6),
             "page_nodes": round(t3 - t2, 6),
-            "numa_maps_status": round(t4 - t3, 6),
+            # on its own thread, beside maps_pagemap and page_nodes (not after them)
+            "numa_maps_status": round(side_s, 6),
         },
     )

@@ -23,7 +23,7 @@ def _agree(pid: int) -> tuple[proc.ProcessSnapshot, list[int]]:
     move_pages query of the same pages made right after."""
     snap = proc.snapshot(pid)
     assert snap.node_source == "frames"
-    assert snap.pfns is not None
+    assert snap.frames_visible
     asked = numa.move_pages(pid, snap.resident)
     return snap, [i for i, (a, b) in enumerate(zip(snap.nodes, asked, strict=True)) if a != b]
 

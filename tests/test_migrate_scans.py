@@ -135,7 +135,7 @@ def test_requery_nodes_is_what_move_pages_says() -> None:
         gone = w.address + w.pages * w.page_size + (1 << 30)
         resident = array("Q", sorted([*snap.resident, gone]))
         changed = proc.ProcessSnapshot(**{**{f: getattr(snap, f) for f in (
-            "pid", "name", "owner", "uid", "status", "threads", "vmas", "nodes", "pfns",
+            "pid", "name", "owner", "uid", "status", "threads", "vmas", "nodes", "frames_visible",
             "numa_maps", "mems_allowed", "cpus_allowed", "last_cpu", "last_cpu_node")},
             "resident": resident})
         got = migrate.requery_nodes(changed)

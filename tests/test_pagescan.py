@@ -8,6 +8,8 @@ replaced:
   ranges, huge blocks one level-1 leaf, each table on the node of the first page that reaches
   it) and against the per-run ptr_map() way it replaced, in several paging formats; its
   refusals; ptr_ensure_table();
+* ptr_pagemap_scan() (one pass: pages, their frames' nodes, huge candidates) against a Python
+  reference over sparse pagemap files, and resumed with the least room;
 * ptreloc.frames.page_nodes() against move_pages(2) page for page on a real process that holds
   zero pages (read faults) and pages of its own (write faults);
 * proc.read_pagemap() with tiny chunks against one big read;
@@ -111,20 +113,6 @@ def ref_pfn_nodes(pfns: list[int], block_node: list[int], shift: int,
     return out, out.count(NODE_UNKNOWN)
 
 
-@FAST
-@given(block_node=st.lists(st.integers(-1, 5), max_size=8), shift=st.integers(0, 4),
-       data=st.data())
-def test_pfn_nodes_against_python(block_node: list[int], shift: int, data: st.DataObject) -> None:
-    top = (len(block_node) + 2) << shift
-    pfns = data.draw(st.lists(st.integers(0, top), max_size=50))
-    zero = data.draw(st.lists(st.tuples(st.integers(0, top), st.integers(0, 3)), max_size=3))
-    zero = [(lo, lo + w) for lo, w in zero]  # width 0: an empty range
-    nodes, unknown = C.pfn_nodes(array("Q", pfns), array("h", block_node), shift,
-                                 array("Q", [x for r in zero for x in r]))
-    assert C.node_unknown == NODE_UNKNOWN
-    assert (list(nodes), unknown) == ref_pfn_nodes(pfns, block_node, shift, zero)
-
-
 def ref_span_votes(vas: list[int], nodes: list[int], classes: list[int], shift: int,
                    nnodes: int, allowed: bytes | None
                    ) -> tuple[list[int], list[list[int]], list[int], list[int]]:
@@ -210,18 +198,20 @@ def test_span_keys_against_python(vas: list[int], shift: int) -> None:
         assert rc == -errno.ENOSPC
 
 
-def ref_huge_candidates(vas: list[int], pfns: list[int] | None, block_shift: int,
+def ref_huge_candidates(vas: list[int], pfns: list[int], block_shift: int,
                         page_shift: int) -> list[int]:
+    """Aligned blocks with every page present; frames contiguous from an aligned head, or all
+    0 (hidden: residency alone)."""
     per, size = 1 << (block_shift - page_shift), 1 << block_shift
     where = {va: i for i, va in enumerate(vas)}
     out = []
     for i, va in enumerate(vas):
         if va % size or any(va + (k << page_shift) not in where for k in range(per)):
             continue
-        if pfns is not None:
-            head = pfns[i]
-            if not head or head % per or pfns[i:i + per] != list(range(head, head + per)):
-                continue
+        head = pfns[i]
+        if pfns[i:i + per] != ([0] * per if not head else list(range(head, head + per))) \
+                or head % per:
+            continue
         out.append(i)
     return out
 
@@ -261,26 +251,176 @@ def huge_layouts(draw: st.DrawFn) -> tuple[list[int], list[int] | None, int, int
     return vas, pfns, block_shift, page_shift
 
 
+def ref_scan(entries: dict[int, int], ranges: list[tuple[int, int]], page_shift: int,
+             block_shift_pages: int, block_node: list[int], block_shift: int,
+             zero: list[tuple[int, int]]) -> tuple[list[int], list[int], list[int], list[int],
+                                                   int]:
+    """What ptr_pagemap_scan() gives: per range, its present entries (address, node of the
+    frame - unknown for frame 0 -), the huge candidates of the range's own pages, and the
+    present entries that showed a frame."""
+    vas: list[int] = []
+    nodes: list[int] = []
+    heads: list[int] = []
+    head_pfns: list[int] = []
+    framed = 0
+    for lo, hi in ranges:
+        rv, rp = [], []
+        for vpn in range(lo >> page_shift, hi >> page_shift):
+            e = entries.get(vpn, 0)
+            if e >> 63:
+                rv.append(vpn << page_shift)
+                rp.append(e & PFN_MASK)
+        known, _ = ref_pfn_nodes(rp, block_node, block_shift, zero)
+        for pfn, node in zip(rp, known, strict=True):
+            nodes.append(node if pfn else NODE_UNKNOWN)
+            framed += pfn != 0
+        for i in ref_huge_candidates(rv, rp, page_shift + block_shift_pages, page_shift):
+            heads.append(len(vas) + i)
+            head_pfns.append(rp[i])
+        vas.extend(rv)
+    return vas, nodes, heads, head_pfns, framed
+
+
+@st.composite
+def scan_cases(draw: st.DrawFn) -> dict[str, Any]:
+    """A sparse pagemap file: the pages of a huge layout (frames of every kind, or hidden),
+    swapped and absent entries among them, cut into ranges (VMAs) at random page boundaries;
+    a block -> node table and zero ranges over the frames."""
+    vas, pfns, block_shift, page_shift = draw(huge_layouts())
+    hidden = pfns is None
+    frames_ = [0] * len(vas) if pfns is None else pfns
+    entries = {va >> page_shift: PM_PRESENT | (f if not hidden else 0)
+               for va, f in zip(vas, frames_, strict=True)}
+    for vpn in draw(st.lists(st.integers(0, 120), max_size=6)):  # swapped, not resident
+        entries.setdefault(vpn, PM_SWAP | 5)
+    top = max([*entries, 0]) + 2
+    cuts = sorted(set(draw(st.lists(st.integers(0, top), max_size=5)) + [0, top]))
+    ranges = [(a << page_shift, b << page_shift) for a, b in zip(cuts, cuts[1:], strict=False)
+              if draw(st.integers(0, 4))]  # now and then a gap no range covers
+    shift = draw(st.integers(0, 12))
+    top_block = (max(frames_, default=0) >> shift) + 2
+    block_node = draw(st.lists(st.integers(-1, 5), max_size=top_block))
+    zero = [(lo, lo + w) for lo, w in draw(st.lists(
+        st.tuples(st.integers(0, max(frames_, default=0) + 1), st.integers(0, 3)),
+        max_size=2))]
+    return {"entries": entries, "ranges": ranges, "page_shift": page_shift,
+            "per_shift": block_shift - page_shift, "block_node": block_node,
+            "block_shift": shift, "zero": zero,
+            "buf": draw(st.integers(1 << (block_shift - page_shift), 70))}
+
+
+def pagemap_file(tmp_path_factory: pytest.TempPathFactory, entries: dict[int, int]) -> str:
+    path = tmp_path_factory.mktemp("pm") / "pagemap"
+    with open(path, "wb") as fh:  # sparse: only the entries that are not 0 are written
+        for vpn, e in sorted(entries.items()):
+            fh.seek(vpn * 8)
+            fh.write(e.to_bytes(8, "little"))
+    return str(path)
+
+
+def _scan_args(case: dict[str, Any]) -> tuple[array[int], dict[str, Any]]:
+    ranges = array("Q", [x for r in case["ranges"] for x in r])
+    return ranges, {"block_node": array("h", case["block_node"]),
+                    "block_shift": case["block_shift"],
+                    "zero_ranges": array("Q", [x for r in case["zero"] for x in r]),
+                    "huge_shift": case["page_shift"] + case["per_shift"]}
+
+
 @FAST
-@given(layout=huge_layouts())
-def test_huge_candidates_against_python(
-        layout: tuple[list[int], list[int] | None, int, int]) -> None:
-    vas, pfns, block_shift, page_shift = layout
-    got = C.huge_candidates(array("Q", vas), None if pfns is None else array("Q", pfns),
-                            block_shift, page_shift)
-    assert list(got) == ref_huge_candidates(vas, pfns, block_shift, page_shift)
+@given(case=scan_cases())
+def test_pagemap_scan_against_python(tmp_path_factory: pytest.TempPathFactory,
+                                     case: dict[str, Any]) -> None:
+    want = ref_scan(case["entries"], case["ranges"], case["page_shift"], case["per_shift"],
+                    case["block_node"], case["block_shift"], case["zero"])
+    ranges, kw = _scan_args(case)
+    fd = os.open(pagemap_file(tmp_path_factory, case["entries"]), os.O_RDONLY)
+    try:
+        got = C.pagemap_scan(fd, ranges, case["page_shift"], buf_entries=case["buf"], **kw)
+    finally:
+        os.close(fd)
+    assert (list(got.vas), list(got.nodes), list(got.huge_index), list(got.huge_pfn),
+            got.framed) == want
+    assert got.unknown == want[1].count(NODE_UNKNOWN)
 
 
-def test_huge_candidates_edges() -> None:
+@FAST
+@given(case=scan_cases(), room=st.integers(0, 3))
+def test_pagemap_scan_resumes_when_full(tmp_path_factory: pytest.TempPathFactory,
+                                        case: dict[str, Any], room: int) -> None:
+    """With room for about one huge block more per call (the least that lets it go on), the
+    calls together give what one call with room for all gives: nothing lost or repeated where
+    a call stopped, no block split between calls."""
+    ranges, kw = _scan_args(case)
+    per = 1 << case["per_shift"]
+    fd = os.open(pagemap_file(tmp_path_factory, case["entries"]), os.O_RDONLY)
     ffi, lib = C.ffi, C.lib
-    vas = ffi.new("uint64_t[]", [0, 4096, 8192, 12288])
-    out = ffi.new("uint64_t[]", 4)
-    assert lib.ptr_huge_candidates(vas, ffi.NULL, 4, 12, 12, out, 4) == -errno.EINVAL
-    assert lib.ptr_huge_candidates(vas, ffi.NULL, 4, 11, 12, out, 4) == -errno.EINVAL
-    assert lib.ptr_huge_candidates(vas, ffi.NULL, 4, 13, 12, out, 2) == 2
-    assert list(out[0:2]) == [0, 2]
-    assert lib.ptr_huge_candidates(vas, ffi.NULL, 4, 13, 12, out, 1) == -errno.ENOSPC
-    assert lib.ptr_huge_candidates(vas, ffi.NULL, 0, 13, 12, out, 0) == 0
+    try:
+        whole = C.pagemap_scan(fd, ranges, case["page_shift"], buf_entries=case["buf"], **kw)
+        n = len(whole.vas) + per
+        vas, nodes = ffi.new("uint64_t[]", n + per), ffi.new("int32_t[]", n + per)
+        heads, head_pfns = ffi.new("uint64_t[]", n), ffi.new("uint64_t[]", n)
+        buf = ffi.new("uint64_t[]", case["buf"])
+        keep = [ffi.from_buffer("uint64_t[]", ranges) if ranges else ffi.NULL,
+                ffi.from_buffer("int16_t[]", kw["block_node"]) if case["block_node"] else ffi.NULL,
+                ffi.from_buffer("uint64_t[]", kw["zero_ranges"]) if case["zero"] else ffi.NULL]
+        s = ffi.new("struct ptr_pagemap_scan *", {
+            "ranges": keep[0], "nranges": len(ranges) // 2, "page_shift": case["page_shift"],
+            "buf": buf, "buf_entries": case["buf"], "block_node": keep[1],
+            "nblocks": len(case["block_node"]), "block_shift": case["block_shift"],
+            "zero_ranges": keep[2], "nzero": len(case["zero"]), "huge_shift": kw["huge_shift"],
+            "vas": vas, "nodes": nodes, "huge_index": heads, "huge_pfn": head_pfns,
+            "huge_cap": n})
+        calls = 0
+        while True:
+            s.cap = min(s.cap + room + (per if calls % 2 else 1), n + per)
+            rc = lib.ptr_pagemap_scan(fd, s)
+            calls += 1
+            assert rc in (0, -errno.ENOSPC) and calls < 10 * n + 10
+            if s.pos[0] == s.nranges:
+                break
+    finally:
+        os.close(fd)
+    assert rc == 0
+    done = s.done
+    assert list(vas[0:done]) == list(whole.vas) and list(nodes[0:done]) == list(whole.nodes)
+    assert list(heads[0:s.huge_done]) == list(whole.huge_index)
+    assert list(head_pfns[0:s.huge_done]) == list(whole.huge_pfn)
+    assert (s.unknown, s.framed) == (whole.unknown, whole.framed)
+
+
+def test_pagemap_scan_refusals(tmp_path_factory: pytest.TempPathFactory) -> None:
+    ffi, lib = C.ffi, C.lib
+    fd = os.open(pagemap_file(tmp_path_factory, {v: PM_PRESENT | v for v in range(8)}),
+                 os.O_RDONLY)
+    try:
+        ranges = ffi.new("uint64_t[]", [0, 8 << 12])
+        buf, vas, nodes = (ffi.new("uint64_t[]", 8), ffi.new("uint64_t[]", 8),
+                           ffi.new("int32_t[]", 8))
+        heads, pfns = ffi.new("uint64_t[]", 8), ffi.new("uint64_t[]", 8)
+
+        last: list[Any] = []
+
+        def scan(**kw: Any) -> int:
+            s = ffi.new("struct ptr_pagemap_scan *", {
+                "ranges": ranges, "nranges": 1, "page_shift": 12, "buf": buf,
+                "buf_entries": 8, "vas": vas, "nodes": nodes, "cap": 8, "huge_index": heads,
+                "huge_pfn": pfns, "huge_cap": 8, **kw})
+            last[:] = [s]
+            return int(lib.ptr_pagemap_scan(fd, s))
+
+        assert scan(buf_entries=0) == -errno.EINVAL
+        assert scan(page_shift=0) == -errno.EINVAL
+        assert scan(huge_shift=12) == -errno.EINVAL  # not above the page
+        assert scan(huge_shift=16) == -errno.EINVAL  # a block of 16 pages, a buffer of 8
+        assert scan(huge_shift=14, cap=3) == -errno.ENOSPC  # not one block of 4 fits
+        assert scan(huge_shift=14, cap=4) == 0 and list(vas[0:4]) == [0, 4096, 8192, 12288]
+        assert (last[0].done, last[0].pos[0], last[0].pos[1]) == (4, 0, 4)  # resumes at page 4
+        # frames 0..7 on pages 0..7: the first block's head frame is 0 with frames shown after
+        # it (not hidden, not a huge page), the second's is 4, aligned and contiguous
+        assert scan(huge_shift=14) == 0 and last[0].huge_done == 1
+        assert (heads[0], pfns[0], last[0].framed, last[0].unknown) == (4, 4, 7, 8)
+    finally:
+        os.close(fd)
 
 
 @FAST
@@ -685,8 +825,9 @@ def test_page_nodes_agree_with_move_pages_page_for_page(zero_child: dict[str, in
     pid = zero_child["pid"]
     vmas = proc.read_maps(pid)
     resident, pfns = proc.read_pagemap(pid, vmas)
-    assert any(pfns)
-    answer = frames.page_nodes(pid, vmas, resident, pfns)
+    scan = proc.scan_pagemap(pid, vmas)
+    assert any(pfns) and scan.frames_visible and scan.resident == resident
+    answer = frames.page_nodes(pid, vmas, scan)
     asked = numa.move_pages(pid, list(resident))
     assert answer.source == "frames"
     assert list(answer.nodes) == asked
@@ -707,9 +848,10 @@ def test_page_nodes_agree_with_move_pages_page_for_page(zero_child: dict[str, in
                   for v in vmas if v.path in frames.SPECIAL_MAPPINGS)
     assert answer.asked_move_pages == special
     # with frames hidden it is move_pages for every page, with the same answer
-    hidden = frames.page_nodes(pid, vmas, resident, None)
-    assert (hidden.source, hidden.asked_move_pages) == ("move_pages", len(resident))
-    assert list(hidden.nodes) == asked
+    blind = proc.scan_pagemap(pid, vmas)
+    hidden = frames.page_nodes(pid, vmas, dataclasses.replace(blind, frames_visible=False))
+    assert (hidden.source, hidden.asked_move_pages) == ("move_pages", len(blind.resident))
+    assert list(hidden.nodes) == numa.move_pages(pid, list(blind.resident))
 
 
 def test_page_nodes_asks_move_pages_about_frames_no_block_tells(
@@ -724,7 +866,9 @@ def test_page_nodes_asks_move_pages_about_frames_no_block_tells(
     blind = array("h", (-1 if b % 2 else n for b, n in enumerate(real.nodes)))
     monkeypatch.setattr(frames, "memory_block_nodes",
                         lambda: frames.BlockNodes(real.block_shift, blind))
-    answer = frames.page_nodes(pid, vmas, resident, pfns)
+    scan = proc.scan_pagemap(pid, vmas)
+    assert scan.resident == resident and scan.unknown > 0
+    answer = frames.page_nodes(pid, vmas, scan)
     assert answer.source == "frames"
     assert list(answer.nodes) == numa.move_pages(pid, list(resident))
     odd = sum(1 for pfn in pfns if (pfn >> real.block_shift) % 2
@@ -738,18 +882,19 @@ def test_snapshot_node_source(zero_child: dict[str, int], monkeypatch: pytest.Mo
     _need_frames()
     pid = zero_child["pid"]
     snap = proc.snapshot(pid)
-    assert snap.node_source == "frames" and snap.pfns is not None
+    assert snap.node_source == "frames" and snap.frames_visible
     assert list(snap.nodes) == numa.move_pages(pid, list(snap.resident))
     assert snap.to_json()["node_source"] == "frames"
-    real = proc.read_pagemap
+    real = proc.scan_pagemap
 
-    def hidden(pid: int, vmas: list[Vma], **kw: Any) -> tuple[array[int], array[int]]:
-        vas, pfns = real(pid, vmas, **kw)
-        return vas, array("Q", bytes(8 * len(pfns)))  # what an unprivileged reader gets
+    def hidden(pid: int, vmas: list[Vma], **kw: Any) -> proc.PageScan:
+        got = real(pid, vmas, **kw)  # what an unprivileged reader gets: every frame 0
+        return dataclasses.replace(got, frames_visible=False, unknown=len(got.resident),
+                                   nodes=array("i", [got.unknown_status]) * len(got.resident))
 
-    monkeypatch.setattr(proc, "read_pagemap", hidden)
+    monkeypatch.setattr(proc, "scan_pagemap", hidden)
     blind = proc.snapshot(pid)
-    assert blind.pfns is None and blind.node_source == "move_pages"
+    assert not blind.frames_visible and blind.node_source == "move_pages"
     assert blind.asked_move_pages == len(blind.resident)
     assert list(blind.nodes) == numa.move_pages(pid, list(blind.resident))
 
@@ -902,7 +1047,7 @@ def test_infer_placement_matches_the_python_rule(real_snapshot: ProcessSnapshot,
     vmas, resident, nodes = data.draw(synthetic_snapshots(geo))
     snap = dataclasses.replace(
         real_snapshot, vmas=vmas, resident=array("Q", resident), nodes=array("i", nodes),
-        pfns=None, last_cpu_node=data.draw(st.none() | st.integers(0, 4)))
+        frames_visible=False, last_cpu_node=data.draw(st.none() | st.integers(0, 4)))
     allowed = data.draw(st.none() | st.frozensets(st.integers(0, 5), max_size=4))
     root = data.draw(st.sampled_from([None, None, None, 0, 1, 2, 3]))
     follow_data = data.draw(st.sampled_from([False, False, True]))

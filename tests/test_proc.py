@@ -58,12 +58,10 @@ def test_frame_numbers_visible_when_privileged() -> None:
         pytest.skip("frame numbers need CAP_SYS_ADMIN")
     with live_workload(pages=16, threads=0) as child:
         snap = proc.snapshot(child.pid)
-    assert snap.pfns is not None and len(snap.pfns) == len(snap.resident)
-    inside = [
-        snap.pfns[i]
-        for i, a in enumerate(snap.resident)
-        if child.address <= a < child.address + 16 * PAGE
-    ]
+        vas, pfns = proc.read_pagemap(child.pid, snap.vmas)
+    assert snap.frames_visible and snap.to_json()["pfns_visible"]
+    inside = [pfn for a, pfn in zip(vas, pfns, strict=True)
+              if child.address <= a < child.address + 16 * PAGE]
     assert len(inside) == 16 and all(inside) and len(set(inside)) == 16
 
 
@@ -72,7 +70,7 @@ def test_frame_numbers_visible_when_privileged() -> None:
 def test_unprivileged_snapshot_of_itself_has_no_frame_numbers() -> None:
     def own_snapshot() -> tuple[bool, bool, str]:
         s = proc.snapshot(os.getpid())
-        return (s.pfns is None, len(s.resident) > 0, s.owner)
+        return (not s.frames_visible, len(s.resident) > 0, s.owner)
 
     answer = as_nobody(own_snapshot)
     assert answer == "(True, True, 'nobody')"

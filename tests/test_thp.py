@@ -45,7 +45,7 @@ def test_a_thp_backed_region_is_mirrored_as_huge_leaves() -> None:
             huge = [b for b in m.thp.starts if w.address <= b < w.address + w.pages * 4096]
             assert len(huge) == pmd // HUGE  # exactly what the kernel maps with PMD entries
             assert all(b % HUGE == 0 for b in huge)
-            assert m.thp.detected_by == ("kpageflags" if snap.pfns is not None else "smaps")
+            assert m.thp.detected_by == ("kpageflags" if snap.frames_visible else "smaps")
             # each huge leaf spares the PTE table the flat mirror invents for it
             pte, flat_pte = m.tables()[0]["pte"], flat.tables()[0]["pte"]
             assert flat_pte - pte == len(m.thp.starts)
@@ -62,19 +62,21 @@ def test_a_thp_backed_region_is_mirrored_as_huge_leaves() -> None:
 def test_only_frames_of_one_compound_thp_count_when_privileged() -> None:
     with live_workload(mib=8, threads=1, extra=["--huge"]) as w:
         snap = proc.snapshot(w.pid)
-        if snap.pfns is None or not os.access("/proc/kpageflags", os.R_OK):
+        if not snap.frames_visible or not os.access("/proc/kpageflags", os.R_OK):
             skip_or_fail("needs frame numbers and /proc/kpageflags (root)")
         g = geometry(host_geometry(snap))
         real = thp_blocks(snap, g)
         if not real.starts:
             skip_or_fail("the kernel gave this region no huge pages")
         assert real.detected_by == "kpageflags"
-        # the same pages with their frames in another order (as 4 KiB pages could have): smaps
-        # alone would still count the blocks, the compound-page check refuses them
-        scattered = array("Q", reversed(snap.pfns))
-        fake = dataclasses.replace(snap, pfns=scattered)
-        assert thp_blocks(fake, g).starts == ()
-        assert thp_blocks(dataclasses.replace(snap, pfns=None), g).detected_by == "smaps"
+        # the same blocks with a tail frame for a head (as 4 KiB pages that happen to be
+        # contiguous could have): smaps alone would still count the blocks, the compound-page
+        # check refuses them
+        tails = array("Q", (pfn + 1 for pfn in snap.huge_pfn))
+        assert thp_blocks(dataclasses.replace(snap, huge_pfn=tails), g).starts == ()
+        hidden = dataclasses.replace(snap, frames_visible=False,
+                                     huge_pfn=array("Q", bytes(8 * len(snap.huge_pfn))))
+        assert thp_blocks(hidden, g).detected_by == "smaps"
 
 
 def test_fully_resident_4k_blocks_are_not_huge() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from ptreloc._native._base import Buffer, CoreBase, Handle
 from ptreloc.errors import AddressError, AlreadyMapped, UsageError
 
-__all__ = ["PagescanBindings", "SpanVotes"]
+__all__ = ["PagemapScan", "PagescanBindings", "SpanVotes"]
 
 #: first guess at the distinct table spans of a page array (retried with one per page)
 _FIRST_CAP = 1 << 14
@@ -45,6 +45,25 @@ class SpanVotes:
 
     def row(self, k: int) -> array[int]:
         return self.counts[k * self.nnodes:(k + 1) * self.nnodes]
+
+
+class PagemapScan:
+    """What ptr_pagemap_scan() found: ``vas`` (resident page addresses, ascending, 'Q'),
+    ``nodes`` (each one's node status, 'i': node, -EFAULT for a zero page, or
+    PTR_NODE_UNKNOWN), ``huge_index``/``huge_pfn`` (each huge-page candidate's first page, as
+    an index into ``vas``, and its head frame, 0 when hidden), ``unknown`` (pages with
+    PTR_NODE_UNKNOWN) and ``framed`` (pages whose entry showed a frame number)."""
+
+    __slots__ = ("vas", "nodes", "huge_index", "huge_pfn", "unknown", "framed")
+
+    def __init__(self, vas: array[int], nodes: array[int], huge_index: array[int],
+                 huge_pfn: array[int], unknown: int, framed: int) -> None:
+        self.vas = vas
+        self.nodes = nodes
+        self.huge_index = huge_index
+        self.huge_pfn = huge_pfn
+        self.unknown = unknown
+        self.framed = framed
 
 
 class PagescanBindings(CoreBase):
@@ -87,24 +106,70 @@ class PagescanBindings(CoreBase):
             raise OSError(-got, os.strerror(-got))
         return int(got)
 
+    def pagemap_scan(self, fd: int, ranges: array[int], page_shift: int, *,
+                     block_node: array[int] | None = None, block_shift: int = 0,
+                     zero_ranges: array[int] | None = None, huge_shift: int = 0,
+                     estimate: int = 0, buf_entries: int = 1 << 15) -> PagemapScan:
+        """ptr_pagemap_scan() of ``ranges`` ([start, end) pairs) in ``fd`` (a pagemap file),
+        to the end: the output starts with room for ``estimate`` pages (the resident set) and
+        grows by half whenever it is full; the core goes on where it stopped.  Raises OSError
+        for a failed read."""
+        if len(ranges) % 2 or (zero_ranges is not None and len(zero_ranges) % 2):
+            raise UsageError("ranges and zero ranges come in [start, end) pairs")
+        per = 1 << (huge_shift - page_shift) if huge_shift > page_shift else 1
+        ffi = self.ffi
+        s = ffi.new("struct ptr_pagemap_scan *")
+        buf = array("Q", bytes(8 * max(buf_entries, per)))
+        zero = zero_ranges if zero_ranges else array("Q", [0, 0])
+        inputs = [ffi.from_buffer("uint64_t[]", ranges) if ranges else ffi.NULL,
+                  ffi.from_buffer("uint64_t[]", buf), ffi.from_buffer("uint64_t[]", zero),
+                  ffi.NULL if block_node is None else ffi.from_buffer("int16_t[]", block_node)]
+        s.ranges, s.buf, s.zero_ranges, s.block_node = inputs
+        s.nranges, s.page_shift, s.buf_entries = len(ranges) // 2, page_shift, len(buf)
+        s.nzero = len(zero_ranges) // 2 if zero_ranges else 0
+        s.nblocks = 0 if block_node is None else _need(block_node, 2, "block nodes")
+        s.block_shift, s.huge_shift = block_shift, huge_shift
+        cap = max(estimate, 0) + 1024 + per
+        vas, nodes = array("Q", bytes(8 * cap)), array("i", bytes(4 * cap))
+        heads = array("Q", bytes(8 * (cap // per + 1)))
+        head_pfns = array("Q", bytes(8 * len(heads)))
+        try:
+            while True:
+                out = [ffi.from_buffer("uint64_t[]", vas), ffi.from_buffer("int32_t[]", nodes),
+                       ffi.from_buffer("uint64_t[]", heads),
+                       ffi.from_buffer("uint64_t[]", head_pfns)]
+                s.vas, s.nodes, s.huge_index, s.huge_pfn = out
+                s.cap, s.huge_cap = len(vas), len(heads)
+                try:
+                    got = self.lib.ptr_pagemap_scan(fd, s)
+                finally:  # exported to the core for the call only: the arrays grow below
+                    s.vas = s.nodes = s.huge_index = s.huge_pfn = ffi.NULL
+                    for view in out:
+                        ffi.release(view)
+                if got < 0 and got != -_errno.ENOSPC:
+                    raise OSError(-got, os.strerror(-got))
+                if s.pos[0] >= s.nranges:
+                    break
+                grow = len(vas) // 2 + 1024 + per  # full: grow by half and go on
+                vas.extend(array("Q", bytes(8 * grow)))
+                nodes.extend(array("i", bytes(4 * grow)))
+                more = len(vas) // per + 1 - len(heads)
+                if more > 0:
+                    heads.extend(array("Q", bytes(8 * more)))
+                    head_pfns.extend(array("Q", bytes(8 * more)))
+        finally:
+            for view in inputs:
+                if view != ffi.NULL:
+                    ffi.release(view)
+        del vas[s.done:]
+        del nodes[s.done:]
+        del heads[s.huge_done:]
+        del head_pfns[s.huge_done:]
+        return PagemapScan(vas, nodes, heads, head_pfns, int(s.unknown), int(s.framed))
+
     def new_pos(self) -> Any:
         """A fresh resume position for :meth:`pagemap_read`: {0, 0}."""
         return self.ffi.new("uint64_t[2]")
-
-    def pfn_nodes(self, pfns: array[int], block_node: array[int], block_shift: int,
-                  zero_ranges: array[int]) -> tuple[array[int], int]:
-        """(node per frame as array('i'), how many are PTR_NODE_UNKNOWN)."""
-        n = _need(pfns, 8, "pfns")
-        nblocks = _need(block_node, 2, "block nodes")
-        if len(zero_ranges) % 2:
-            raise UsageError("zero ranges come in [first, end) pairs")
-        nodes = array("i", [0]) * n
-        ffi = self.ffi
-        unknown = self.lib.ptr_pfn_nodes(
-            ffi.from_buffer("uint64_t[]", pfns), n, ffi.from_buffer("int16_t[]", block_node),
-            nblocks, block_shift, ffi.from_buffer("uint64_t[]", zero_ranges),
-            len(zero_ranges) // 2, ffi.from_buffer("int32_t[]", nodes))
-        return nodes, int(unknown)
 
     def span_votes(self, vas: array[int], nodes: array[int], classes: bytes | bytearray,
                    span_shift: int, nnodes: int, allowed: bytes | None = None) -> SpanVotes:
@@ -134,22 +199,6 @@ class PagescanBindings(CoreBase):
         del counts[got * nnodes:]
         both = list(self.ffi.unpack(totals, 2 * nnodes))
         return SpanVotes(keys, counts, nnodes, both[:nnodes], both[nnodes:])
-
-    def huge_candidates(self, vas: array[int], pfns: array[int] | None, block_shift: int,
-                        page_shift: int) -> array[int]:
-        """Indexes (into ``vas``) of the first page of each block that may be one huge page."""
-        n = _need(vas, 8, "addresses")
-        if pfns is not None and _need(pfns, 8, "pfns") != n:
-            raise UsageError("pfns must be as long as the addresses")
-        cap = (n >> max(block_shift - page_shift, 0)) + 1
-        out = array("Q", [0]) * cap
-        ffi = self.ffi
-        got = self._check(self.lib.ptr_huge_candidates(
-            ffi.from_buffer("uint64_t[]", vas),
-            ffi.NULL if pfns is None else ffi.from_buffer("uint64_t[]", pfns), n, block_shift,
-            page_shift, ffi.from_buffer("uint64_t[]", out), cap), "finding huge-page blocks")
-        del out[got:]
-        return out
 
     def span_keys(self, vas: array[int], span_shift: int) -> array[int]:
         """The distinct ``va >> span_shift`` of ascending ``vas``."""
