@@ -285,6 +285,67 @@ int64_t ptr_span_votes(const uint64_t *vas, const int32_t *nodes, const uint8_t 
 }
 
 /**
+ * ptr_span_tops() - the node with most votes in each row of per-node vote counts.
+ * @counts: @n rows of @nnodes counts (ptr_span_votes()'s @counts)
+ * @n:      how many rows
+ * @nnodes: counts per row (1..32767)
+ * @tops:   out: per row, the node with the most votes; ties go to the lowest node
+ *
+ * Return: 0; -EINVAL (@nnodes 0 or above what @tops can name).
+ */
+int ptr_span_tops(const uint32_t *counts, uint64_t n, uint32_t nnodes, int16_t *tops)
+{
+	if (!nnodes || nnodes > INT16_MAX)
+		return -EINVAL;
+	for (uint64_t k = 0; k < n; k++) {
+		const uint32_t *row = counts + k * nnodes;
+		uint32_t best = 0;
+		for (uint32_t x = 1; x < nnodes; x++) {
+			if (row[x] > row[best])
+				best = x;
+		}
+		tops[k] = (int16_t)best;
+	}
+	return 0;
+}
+
+/**
+ * ptr_span_rollup() - vote rows of one table level summed into the rows of the level above.
+ * @keys:       @n span keys, ascending (a table's VA span index at this level)
+ * @counts:     @n rows of @nnodes counts
+ * @n:          how many
+ * @nnodes:     counts per row
+ * @bits:       index bits of the level above (its key is @keys[k] >> @bits)
+ * @out_keys:   out: the distinct upper keys, ascending (room for @n; may not alias @keys)
+ * @out_counts: out: their rows, each the sum of the rows below it (room for @n rows)
+ *
+ * Return: the number of upper keys (>= 0); -EINVAL (@bits 64 or more, @nnodes 0).
+ */
+int64_t ptr_span_rollup(const uint64_t *keys, const uint32_t *counts, uint64_t n,
+			uint32_t nnodes, unsigned bits, uint64_t *out_keys, uint32_t *out_counts)
+{
+	if (bits >= 64 || !nnodes)
+		return -EINVAL;
+	int64_t m = 0;
+	for (uint64_t k = 0; k < n; k++) {
+		uint64_t up = keys[k] >> bits;
+		uint32_t *row;
+		if (!m || out_keys[m - 1] != up) {
+			out_keys[m] = up;
+			row = out_counts + (uint64_t)m * nnodes;
+			memset(row, 0, nnodes * sizeof(*row));
+			m++;
+		} else {
+			row = out_counts + (uint64_t)(m - 1) * nnodes;
+		}
+		const uint32_t *add = counts + k * nnodes;
+		for (uint32_t x = 0; x < nnodes; x++)
+			row[x] += add[x];
+	}
+	return m;
+}
+
+/**
  * ptr_status_histogram() - how many of @status are each value of [@lo, @hi].
  * @status: @n values
  * @n:      how many

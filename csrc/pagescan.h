@@ -80,6 +80,9 @@ int64_t ptr_span_votes(const uint64_t *vas, const int32_t *nodes, const uint8_t 
 		       uint64_t n, unsigned span_shift, const uint8_t *allowed, uint32_t nnodes,
 		       uint64_t *keys, uint32_t *counts, uint64_t cap, uint64_t *all_votes,
 		       uint64_t *anon_votes);
+int ptr_span_tops(const uint32_t *counts, uint64_t n, uint32_t nnodes, int16_t *tops);
+int64_t ptr_span_rollup(const uint64_t *keys, const uint32_t *counts, uint64_t n,
+			uint32_t nnodes, unsigned bits, uint64_t *out_keys, uint32_t *out_counts);
 int64_t ptr_span_keys(const uint64_t *vas, uint64_t n, unsigned span_shift, uint64_t *keys,
 		      uint64_t cap);
 int64_t ptr_status_histogram(const int32_t *status, uint64_t n, int32_t lo, int32_t hi,

@@ -424,6 +424,39 @@ def test_pagemap_scan_refusals(tmp_path_factory: pytest.TempPathFactory) -> None
 
 
 @FAST
+@given(nnodes=st.integers(1, 5), data=st.data())
+def test_span_tops_and_rollup_against_python(nnodes: int, data: st.DataObject) -> None:
+    """Each row's most-voted node (ties: the lowest), and rows summed per upper key."""
+    keys = sorted(set(data.draw(st.lists(st.integers(0, 1 << 12), max_size=40))))
+    rows = [data.draw(st.lists(st.integers(0, 3), min_size=nnodes, max_size=nnodes))
+            for _ in keys]
+    counts = array("I", [v for row in rows for v in row])
+    tops = C.span_tops(counts, nnodes)
+    assert list(tops) == [min(range(nnodes), key=lambda x: (-row[x], x)) for row in rows]
+    bits = data.draw(st.integers(0, 13))
+    want: dict[int, list[int]] = {}
+    for key, row in zip(keys, rows, strict=True):
+        have = want.setdefault(key >> bits, [0] * nnodes)
+        for x, v in enumerate(row):
+            have[x] += v
+    up_keys, up_counts = C.span_rollup(array("Q", keys), counts, nnodes, bits)
+    assert list(up_keys) == sorted(want)
+    assert list(up_counts) == [v for key in sorted(want) for v in want[key]]
+
+
+def test_span_tops_and_rollup_refusals() -> None:
+    ffi, lib = C.ffi, C.lib
+    out = ffi.new("int16_t[]", 1)
+    assert lib.ptr_span_tops(ffi.new("uint32_t[]", 1), 1, 0, out) == -errno.EINVAL
+    assert lib.ptr_span_tops(ffi.new("uint32_t[]", 1), 0, 1 << 15, out) == -errno.EINVAL
+    k, c = ffi.new("uint64_t[]", 1), ffi.new("uint32_t[]", 1)
+    assert lib.ptr_span_rollup(k, c, 1, 1, 64, k + 0, c + 0) == -errno.EINVAL
+    assert lib.ptr_span_rollup(k, c, 1, 0, 9, k + 0, c + 0) == -errno.EINVAL
+    with pytest.raises(UsageError):
+        C.span_tops(array("I", [1, 2, 3]), 2)
+
+
+@FAST
 @given(status=st.lists(st.integers(-300, 300) | st.integers(-(1 << 31), (1 << 31) - 1),
                        max_size=80),
        lo=st.integers(-300, 300), width=st.integers(0, 40))

@@ -200,6 +200,37 @@ class PagescanBindings(CoreBase):
         both = list(self.ffi.unpack(totals, 2 * nnodes))
         return SpanVotes(keys, counts, nnodes, both[:nnodes], both[nnodes:])
 
+    def span_tops(self, counts: array[int], nnodes: int) -> array[int]:
+        """ptr_span_tops(): per row of ``counts`` ('I', rows of ``nnodes``), the node with the
+        most votes, ties to the lowest ('h')."""
+        rows = _need(counts, 4, "vote counts") // max(nnodes, 1)
+        if nnodes < 1 or rows * nnodes != len(counts):
+            raise UsageError("vote counts come in rows of nnodes >= 1")
+        tops = array("h", bytes(2 * rows))
+        ffi = self.ffi
+        self._check(self.lib.ptr_span_tops(ffi.from_buffer("uint32_t[]", counts), rows, nnodes,
+                                           ffi.from_buffer("int16_t[]", tops)),
+                    "choosing each table's node")
+        return tops
+
+    def span_rollup(self, keys: array[int], counts: array[int], nnodes: int,
+                    bits: int) -> tuple[array[int], array[int]]:
+        """ptr_span_rollup(): the rows of ``keys`` summed per ``key >> bits``: (upper keys
+        'Q', their rows 'I')."""
+        n = _need(keys, 8, "span keys")
+        if nnodes < 1 or _need(counts, 4, "vote counts") != n * nnodes:
+            raise UsageError("vote counts must be one row of nnodes >= 1 per key")
+        out_keys = array("Q", bytes(8 * n))
+        out_counts = array("I", bytes(4 * n * nnodes))
+        ffi = self.ffi
+        m = self._check(self.lib.ptr_span_rollup(
+            ffi.from_buffer("uint64_t[]", keys), ffi.from_buffer("uint32_t[]", counts), n,
+            nnodes, bits, ffi.from_buffer("uint64_t[]", out_keys),
+            ffi.from_buffer("uint32_t[]", out_counts)), "summing votes per upper table")
+        del out_keys[m:]
+        del out_counts[m * nnodes:]
+        return out_keys, out_counts
+
     def span_keys(self, vas: array[int], span_shift: int) -> array[int]:
         """The distinct ``va >> span_shift`` of ascending ``vas``."""
         n = _need(vas, 8, "addresses")
