@@ -80,7 +80,9 @@ def test_ratios_and_intervals_hold_together(run: dict) -> None:
     k = run["ktables"]
     size = k["by_size"][str(MIB)]
     lo, hi = size["ci95"]
-    assert 0 < lo <= size["ratio_vs_pagemap_read"] <= hi
+    # quick rounds are few: on a loaded host the interval can be so wide that its low end
+    # rounds to 0.0 (a CI run saw [0.0, 642.37]); it is never negative or above the figure
+    assert 0 <= lo <= size["ratio_vs_pagemap_read"] <= hi
     rlo, rhi = size["ratio_range"]
     assert rlo <= size["ratio_vs_pagemap_read"] <= rhi
     sec = size["seconds"]
