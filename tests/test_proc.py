@@ -94,6 +94,53 @@ def test_no_such_process() -> None:
         proc.snapshot(2**40)
 
 
+def _snapshot_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name == "ptreloc-snapshot"]
+
+
+def test_a_process_gone_while_numa_maps_is_read_on_its_thread_is_reported(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """numa_maps is read on a thread beside the pagemap scan: a process that exits under it
+    (here: the read is made to find it gone, as it would a process killed mid-read) is
+    reported from snapshot() as NoSuchProcess, and the thread is joined, not left behind."""
+    def gone(pid: int) -> dict[int, int]:
+        raise NoSuchProcess(f"no process with pid {pid}", pid=pid)
+
+    monkeypatch.setattr(numa, "numa_maps_node_pages", gone)
+    with live_workload(pages=4, threads=0) as child:
+        with pytest.raises(NoSuchProcess, match=f"pid {child.pid}"):
+            proc.snapshot(child.pid)
+    assert _snapshot_threads() == []
+
+
+def test_the_scans_error_is_the_one_reported_and_the_numa_maps_thread_is_joined(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the pagemap scan fails while numa_maps is still being read, that failure is what
+    snapshot() raises, after the thread has ended."""
+    import threading
+
+    release = threading.Event()
+    real = numa.numa_maps_node_pages
+
+    def slow(pid: int) -> dict[int, int]:
+        release.wait(10)
+        return real(pid)
+
+    def broken(pid: int, vmas: list[proc.Vma], **kw: object) -> proc.PageScan:
+        assert _snapshot_threads()  # the numa_maps thread is running beside the scan
+        release.set()
+        raise NoSuchProcess("the scan found it gone", pid=pid)
+
+    monkeypatch.setattr(numa, "numa_maps_node_pages", slow)
+    monkeypatch.setattr(proc, "scan_pagemap", broken)
+    with live_workload(pages=4, threads=0) as child:
+        with pytest.raises(NoSuchProcess, match="the scan found it gone"):
+            proc.snapshot(child.pid)
+    assert _snapshot_threads() == []
+
+
 @pytest.mark.parametrize("pid", [0, -1, -(2**40)])
 def test_not_a_pid(pid: int) -> None:
     with pytest.raises(UsageError, match=f"pid {pid} is not a process id"):
