@@ -412,6 +412,8 @@ def test_pagemap_scan_refusals(tmp_path_factory: pytest.TempPathFactory) -> None
         assert scan(page_shift=0) == -errno.EINVAL
         assert scan(huge_shift=12) == -errno.EINVAL  # not above the page
         assert scan(huge_shift=16) == -errno.EINVAL  # a block of 16 pages, a buffer of 8
+        assert scan(done=9) == -errno.EINVAL  # more written than the room: refused, not run
+        assert scan(huge_shift=14, huge_done=9) == -errno.EINVAL
         assert scan(huge_shift=14, cap=3) == -errno.ENOSPC  # not one block of 4 fits
         assert scan(huge_shift=14, cap=4) == 0 and list(vas[0:4]) == [0, 4096, 8192, 12288]
         assert (last[0].done, last[0].pos[0], last[0].pos[1]) == (4, 0, 4)  # resumes at page 4
