@@ -109,9 +109,9 @@ def test_a_process_gone_while_numa_maps_is_read_on_its_thread_is_reported(
         raise NoSuchProcess(f"no process with pid {pid}", pid=pid)
 
     monkeypatch.setattr(numa, "numa_maps_node_pages", gone)
-    with live_workload(pages=4, threads=0) as child:
-        with pytest.raises(NoSuchProcess, match=f"pid {child.pid}"):
-            proc.snapshot(child.pid)
+    with live_workload(pages=4, threads=0) as child, \
+            pytest.raises(NoSuchProcess, match=f"pid {child.pid}"):
+        proc.snapshot(child.pid)
     assert _snapshot_threads() == []
 
 
@@ -135,9 +135,9 @@ def test_the_scans_error_is_the_one_reported_and_the_numa_maps_thread_is_joined(
 
     monkeypatch.setattr(numa, "numa_maps_node_pages", slow)
     monkeypatch.setattr(proc, "scan_pagemap", broken)
-    with live_workload(pages=4, threads=0) as child:
-        with pytest.raises(NoSuchProcess, match="the scan found it gone"):
-            proc.snapshot(child.pid)
+    with live_workload(pages=4, threads=0) as child, \
+            pytest.raises(NoSuchProcess, match="the scan found it gone"):
+        proc.snapshot(child.pid)
     assert _snapshot_threads() == []
 
 
