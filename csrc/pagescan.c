@@ -153,15 +153,15 @@ static bool huge_block(const uint64_t *e, uint64_t per)
  * and the output is checked for room one block at a time, so a block is never split between
  * two reads or two calls.
  *
- * Return: 0; -EINVAL (no buffer, a page or huge shift out of range, a huge block larger than
- * the buffer, more written than there is room for); -ENOSPC (not even one block fit: give more room); -errno of pread(2) (-EINTR
+ * Return: 0; -EINVAL (no buffer, a page, huge or block shift out of range, a huge block
+ * larger than the buffer, more written than there is room for); -ENOSPC (not even one block fit: give more room); -errno of pread(2) (-EINTR
  * is retried).
  */
 int ptr_pagemap_scan(int fd, struct ptr_pagemap_scan *s)
 {
 	const unsigned shift = s->page_shift;
 	if (!s->buf_entries || !shift || shift >= 64 || s->done > s->cap ||
-	    s->huge_done > s->huge_cap)
+	    s->huge_done > s->huge_cap || s->block_shift >= 64)
 		return -EINVAL;
 	uint64_t per = 0;
 	if (s->huge_shift) {

@@ -413,6 +413,7 @@ def test_pagemap_scan_refusals(tmp_path_factory: pytest.TempPathFactory) -> None
         assert scan(huge_shift=12) == -errno.EINVAL  # not above the page
         assert scan(huge_shift=16) == -errno.EINVAL  # a block of 16 pages, a buffer of 8
         assert scan(done=9) == -errno.EINVAL  # more written than the room: refused, not run
+        assert scan(block_shift=64) == -errno.EINVAL
         assert scan(huge_shift=14, huge_done=9) == -errno.EINVAL
         assert scan(huge_shift=14, cap=3) == -errno.ENOSPC  # not one block of 4 fits
         assert scan(huge_shift=14, cap=4) == 0 and list(vas[0:4]) == [0, 4096, 8192, 12288]
