@@ -192,6 +192,7 @@ struct reloc_rec {
 	uint64_t base_va;
 	uint64_t digest;    /* of the entries copied (copy_table()); the merge's re-check */
 	uint32_t old, fresh;
+	uint32_t parent;    /* one mm: the parent frame the batch's first rewalk found */
 	uint32_t mm_mask;   /* bit i: mms[i] links this table */
 	uint8_t level;
 	uint8_t state;
@@ -1009,6 +1010,7 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 				skip(r, PTR_RELOC_R_VANISHED);
 				break;
 			}
+			r->parent = parent;
 			if (r->level == 0 && parent != PTR_NO_FRAME)
 				push(ls->l1, &ls->n1, ls->cap1, &ls->overflow, parent);
 		}
@@ -1066,6 +1068,21 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 		atomic_store_explicit(&nf->sharers, atomic_load(&a->frames[r->old].sharers),
 				      memory_order_relaxed);
 	}
+	/*
+	 * The repoint's parent.  REWALK: the parent may itself have moved earlier in this batch.
+	 * Under our locks the path cannot vanish (checked above), so the rewalk cannot fail; and
+	 * it cannot change either except by this batch's own repoints: a linked table's parent
+	 * entry changes only when a relocation moves the table (populate fills empty entries
+	 * only, a leaf is never installed over a table, unmap never unlinks one: LOCKING RULE 7),
+	 * and relocations serialize.  So with one mm the rewalk's answer is known without walking:
+	 * the parent the first rewalk found (r->parent), or - if that parent moved earlier in
+	 * this batch - its new copy, which the records before this one say (the batch is in
+	 * rec_order(): the parent's record, one level up, comes before its children's).  Several
+	 * mms, or a batch not in that order, take the rewalk.
+	 */
+	bool known_parents = c->nmms == 1;
+	for (size_t k = 1; k < n && known_parents; k++)
+		known_parents = recs[k - 1]->level >= recs[k]->level;
 	for (size_t k = 0; k < n; k++) {
 		struct reloc_rec *r = recs[k];
 		if (r->state != REC_PENDING)
@@ -1074,10 +1091,18 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 			if (!(r->mm_mask & (1u << mi)))
 				continue;
 			uint32_t self = PTR_NO_FRAME, parent = PTR_NO_FRAME;
-			/* REWALK: the parent may itself have moved earlier in this batch.  Under our
-			 * locks the path cannot vanish (checked above), so this cannot fail. */
-			if (rewalk(c, mi, r, &self, &parent) || self != r->old)
+			if (known_parents) {
+				parent = r->parent;
+				for (size_t j = k; j-- > 0 && recs[j]->level <= r->level + 1;) {
+					if (recs[j]->level == r->level + 1 && recs[j]->old == parent &&
+					    recs[j]->state == REC_MOVED) {
+						parent = recs[j]->fresh;
+						break;
+					}
+				}
+			} else if (rewalk(c, mi, r, &self, &parent) || self != r->old) {
 				continue;
+			}
 			if (repoint_link(c, mi, r, parent))
 				reload[mi] = true;
 			touched[mi] = moved_any[mi] = true;
@@ -1150,21 +1175,26 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 	return 0;
 }
 
-/* Free the old copy of every moved record (after the grace period), a pool lock per run. */
+/*
+ * Free the old copy of every moved record (after the grace period), a pool lock per run.  In
+ * chunks from the last record back, so that the pool's free list ends up in record order and
+ * the next relocation back takes its targets ascending again (collect_list()'s order).
+ */
 static void free_old_copies(struct reloc_ctx *c)
 {
 	uint32_t buf[256];
-	uint32_t k = 0;
-	for (size_t i = 0; i < c->nrecs; i++) {
+	const uint32_t cap = sizeof(buf) / sizeof(buf[0]);
+	uint32_t pos = cap;
+	for (size_t i = c->nrecs; i-- > 0;) {
 		if (c->recs[i].state != REC_MOVED)
 			continue;
-		buf[k++] = c->recs[i].old;
-		if (k == sizeof(buf) / sizeof(buf[0])) {
-			ptr_frame_free_batch(c->a, buf, k);
-			k = 0;
+		buf[--pos] = c->recs[i].old;
+		if (pos == 0) {
+			ptr_frame_free_batch(c->a, buf, cap);
+			pos = cap;
 		}
 	}
-	ptr_frame_free_batch(c->a, buf, k);
+	ptr_frame_free_batch(c->a, buf + pos, cap - pos);
 }
 
 static void set_mode(struct reloc_ctx *c, int delta)
