@@ -494,11 +494,14 @@ void ptr_frame_limbo_batch(struct ptr_arena *a, const uint32_t *f, uint32_t n)
 	uint32_t live[PTR_MAX_NODES][PTR_MAX_LEVELS] = { { 0 } }, limbo[PTR_MAX_NODES] = { 0 };
 	for (uint32_t i = 0; i < n; i++) {
 		struct ptr_frame *fr = &a->frames[f[i]];
-		uint8_t was = PTR_FRAME_LIVE;
-		if (atomic_compare_exchange_strong(&fr->state, &was, PTR_FRAME_LIMBO)) {
-			live[fr->node][fr->level]++;
-			limbo[fr->node]++;
-		}
+		/* no CAS: only the relocation that unlinked a LIVE frame, holding the lock that
+		 * covered the unlink, changes its state now (a FREE frame is never linked and a
+		 * LIMBO one is freed only after its grace period, by the same relocation) */
+		if (atomic_load_explicit(&fr->state, memory_order_relaxed) != PTR_FRAME_LIVE)
+			continue;
+		atomic_store_explicit(&fr->state, PTR_FRAME_LIMBO, memory_order_release);
+		live[fr->node][fr->level]++;
+		limbo[fr->node]++;
 	}
 	for (int nd = 0; nd < a->nnodes; nd++) {
 		if (!limbo[nd])

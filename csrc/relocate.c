@@ -1197,6 +1197,21 @@ static void free_old_copies(struct reloc_ctx *c)
 	ptr_frame_free_batch(c->a, buf + pos, cap - pos);
 }
 
+/*
+ * zero_report() - memset(out, 0, sizeof(*out)) with vector stores: GCC inlines the memset of
+ * this fixed-size struct as `rep stos`, whose start-up cost made it 6 % of a 1 MiB relocation
+ * (perf, in this VM).
+ */
+static void zero_report(struct ptr_reloc_report *out)
+{
+	typedef uint64_t v2u64 __attribute__((vector_size(16), may_alias, aligned(8)));
+	v2u64 *w = (v2u64 *)(void *)out;
+	size_t i = 0;
+	for (; i < sizeof(*out) / sizeof(*w); i++)
+		w[i] = (v2u64){ 0, 0 };
+	memset((char *)out + i * sizeof(*w), 0, sizeof(*out) % sizeof(*w));
+}
+
 static void set_mode(struct reloc_ctx *c, int delta)
 {
 	for (int mi = 0; mi < c->nmms; mi++) {
@@ -1285,7 +1300,7 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 	from_mask &= (a->nnodes >= 32) ? UINT32_MAX : ((1u << a->nnodes) - 1);
 	if (!choose)
 		from_mask &= ~(1u << to_node); /* frames already on the target are not candidates */
-	memset(out, 0, sizeof(*out));
+	zero_report(out);
 	out->strategy = strategy;
 	out->batch = batch;
 
