@@ -3,9 +3,10 @@
  *
  * THE PROTOCOL (strategy "rewalk", the 2008 RFC's scheme with the review's holes closed)
  * ---------------------------------------------------------------------------------------
- * 0. Collect: walk each mm (read-side section) and record every table frame on a source node
- *    as a typed record (level, frame, base VA, the set of mms that link it).  Ask the chooser
- *    where each one goes.  Records are processed top level first, so the root switch (and its
+ * 0. Collect: record every table frame of each mm on a source node as a typed record (level,
+ *    frame, base VA, the set of mms that link it) - from the mm's table list (collect_list():
+ *    no walk), or, when an mm of the set ever shared a table, by walking its tree in a
+ *    read-side section (collect_mm()).  Ask the chooser where each one goes.  Records are processed top level first, so the root switch (and its
  *    root reload) happens in the first batch and every later rewalk starts from the new root.
  *    The order is not what makes it correct: bottom-up would be correct too, because every
  *    step below REWALKS to the current parent under the lock instead of trusting the parent it
@@ -26,7 +27,8 @@
  *       fault path and the A/D consumers lock it and would otherwise modify or read it before
  *       the merge (step 4);
  *    c. per record: rewalk from the root to the parent entry (the parent may have moved in
- *       this very batch); copy the table's OWN bytes (ptr_table_bytes(): 32 bytes for the PAE
+ *       this very batch: with one mm the batch's first rewalk plus the batch's own moves say
+ *       where it is now, see run_batch()); copy the table's OWN bytes (ptr_table_bytes(): 32 bytes for the PAE
  *       top, 512 for the arm64-64K top - never "a page"); repoint every link with one atomic
  *       store (CAS on the parent entry; mm->root for the top level); old frame -> LIMBO;
  * 3. one shootdown per mm per batch, with a root reload when the root moved or, on PAE, when
@@ -1270,7 +1272,9 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
  * @flags:     PTR_RELOC_F_SAME_NODE: a target equal to the frame's own node is a move within
  *             the pool (compaction), not "kept"; PTR_RELOC_F_LOWER: every new frame is the
  *             target pool's lowest free slot (PTR_ALLOC_LOWEST), and a frame whose new slot
- *             would not be lower than its old one is given back and the frame kept ("kept")
+ *             would not be lower than its old one is given back and the frame kept ("kept");
+ *             PTR_RELOC_F_UNTIMED: no phase clocks - every ns_* of @out stays 0 (the bench's
+ *             headline rounds, timed from outside)
  * @out:       the report
  *
  * Return: as ptr_relocate_mms(); -EINVAL also for unknown @flags or F_SAME_NODE without
