@@ -436,7 +436,8 @@ static int collect_mm(struct reloc_ctx *c, int mi)
  * order (ascending frames as a tree is faulted in, and after a relocation as well:
  * ptr_frame_free_batch() hands the freed frames out again in order), so sort_records() is
  * usually a check.
- * Return: 0, -ENOMEM, -ESTALE (a FREE frame on the list: counted as the walk would count it).
+ * Return: 0, -ENOMEM, -ESTALE (a FREE frame on the list: counted as the walk would count it),
+ * -EOVERFLOW (more frames on the list than it counts: a bug, reported, not a heap overflow).
  * Locking: takes mm->tables_lock; no table lock.
  */
 static int collect_list(struct reloc_ctx *c, int mi)
@@ -454,6 +455,12 @@ static int collect_list(struct reloc_ctx *c, int mi)
 					continue;
 				if (!ptr_frame_live(a, f)) {
 					rc = ptr_arena_freed_access(a);
+					break;
+				}
+				if (unlikely(c->nrecs == c->cap)) {
+					/* more frames than ntables says: a broken list is an error
+					 * return, never a heap overflow */
+					rc = -EOVERFLOW;
 					break;
 				}
 				c->recs[c->nrecs++] = (struct reloc_rec){
