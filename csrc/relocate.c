@@ -1092,6 +1092,14 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 	bool known_parents = c->nmms == 1;
 	for (size_t k = 1; k < n && known_parents; k++)
 		known_parents = recs[k - 1]->level >= recs[k]->level;
+	/* each level's records in the batch: [lvl_lo[l], lvl_hi[l]) (only a parent's level is
+	 * searched - a batch of 64 PTE tables searches nothing) */
+	size_t lvl_lo[PTR_MAX_LEVELS + 1] = { 0 }, lvl_hi[PTR_MAX_LEVELS + 1] = { 0 };
+	for (size_t k = n; known_parents && k-- > 0;) {
+		lvl_lo[recs[k]->level] = k;
+		if (!lvl_hi[recs[k]->level])
+			lvl_hi[recs[k]->level] = k + 1;
+	}
 	for (size_t k = 0; k < n; k++) {
 		struct reloc_rec *r = recs[k];
 		if (r->state != REC_PENDING)
@@ -1102,9 +1110,8 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 			uint32_t self = PTR_NO_FRAME, parent = PTR_NO_FRAME;
 			if (known_parents) {
 				parent = r->parent;
-				for (size_t j = k; j-- > 0 && recs[j]->level <= r->level + 1;) {
-					if (recs[j]->level == r->level + 1 && recs[j]->old == parent &&
-					    recs[j]->state == REC_MOVED) {
+				for (size_t j = lvl_lo[r->level + 1]; j < lvl_hi[r->level + 1]; j++) {
+					if (recs[j]->old == parent && recs[j]->state == REC_MOVED) {
 						parent = recs[j]->fresh;
 						break;
 					}
