@@ -32,6 +32,8 @@ enum ptr_frame_state { PTR_FRAME_FREE = 0, PTR_FRAME_LIVE = 1, PTR_FRAME_LIMBO =
  * @ptl:       split lock for level-0 and level-1 tables (LOCKING RULE 1)
  * @base_va:   first VA the table maps (for rewalks; set when linked)
  * @next_free: free-list link (pool-private)
+ * @mm_next, @mm_prev: links of the owning mm's table list (struct ptr_mm, @tables_head: under
+ *             its tables_lock); PTR_NO_FRAME at the ends
  *
  * Locking: @state changes by the arena's alloc/free/limbo functions only; @level, @base_va are
  * written before the frame is published by an entry store (release) and read after an acquire
@@ -44,6 +46,7 @@ struct ptr_frame {
 	_Atomic int32_t sharers;
 	ptr_spinlock_t ptl;
 	uint32_t next_free;
+	uint32_t mm_next, mm_prev;
 	_Atomic uint64_t base_va;
 };
 
@@ -119,10 +122,14 @@ int ptr_frame_alloc(struct ptr_arena *a, int node, int level, uint32_t *out);
 #define PTR_ALLOC_LOWEST 2u
 int ptr_frame_alloc_flags(struct ptr_arena *a, int node, int level, unsigned int flags,
 			  uint32_t *out);
+int ptr_frame_alloc_batch(struct ptr_arena *a, int node, const uint8_t *levels, uint32_t n,
+			  unsigned int flags, uint32_t *out, uint32_t *got);
 void ptr_frame_free(struct ptr_arena *a, uint32_t f);
+void ptr_frame_free_batch(struct ptr_arena *a, uint32_t *f, uint32_t n);
 void ptr_arena_set_poison(struct ptr_arena *a, bool on);
 #if PTR_RELOCATION
 void ptr_frame_limbo(struct ptr_arena *a, uint32_t f);
+void ptr_frame_limbo_batch(struct ptr_arena *a, const uint32_t *f, uint32_t n);
 #endif
 
 static inline void *ptr_frame_data(const struct ptr_arena *a, uint32_t f)

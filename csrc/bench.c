@@ -403,6 +403,7 @@ struct ptr_bench_reloc {
 	uint64_t mapped;
 	int cur;              /* pool the tables are on now */
 	int strategy, batch;
+	unsigned int flags;   /* PTR_RELOC_F_UNTIMED or 0 (ptr_bench_reloc_set_timed()) */
 	uint32_t *frames;     /* the tables in relocation order */
 	uint32_t *levels;
 	size_t nframes, cap;
@@ -576,6 +577,21 @@ void ptr_bench_reloc_set_poison(struct ptr_bench_reloc *b, int on)
 	ptr_arena_set_poison(b->a, on != 0);
 }
 
+/**
+ * ptr_bench_reloc_set_timed() - let the relocations of this bench read the clock at every
+ * phase boundary (the report's ns_* figures, the default) or not (PTR_RELOC_F_UNTIMED: the
+ * headline rounds, timed only from outside).
+ * @b:  the context
+ * @on: time the phases
+ *
+ * Return: nothing.
+ * Locking: none; between rounds only.
+ */
+void ptr_bench_reloc_set_timed(struct ptr_bench_reloc *b, int on)
+{
+	b->flags = on ? 0 : PTR_RELOC_F_UNTIMED;
+}
+
 static uint64_t memcpy_tables(struct ptr_bench_reloc *b)
 {
 	const struct ptr_geometry *g = b->mm->geo;
@@ -612,7 +628,8 @@ int ptr_bench_reloc_round(struct ptr_bench_reloc *b, int memcpy_first,
 	int to = 1 - b->cur;
 	ptr_mm_set_node(b->mm, to);
 	uint64_t t0 = bench_now_ns();
-	rc = ptr_relocate(b->mm, 1u << b->cur, to, NULL, NULL, b->strategy, b->batch, &out->report);
+	rc = ptr_relocate_mms_flags(&b->mm, 1, 1u << b->cur, to, NULL, NULL, b->strategy, b->batch,
+				    b->flags, &out->report);
 	out->reloc_ns = bench_now_ns() - t0;
 	if (rc)
 		return rc;

@@ -132,6 +132,7 @@ int ptr_bench_reloc_round(struct ptr_bench_reloc *b, int memcpy_first,
 void ptr_bench_reloc_destroy(struct ptr_bench_reloc *b);
 /* ptr_bench_reloc_set_poison() - poison freed frames in this bench's arena (default) or not. */
 void ptr_bench_reloc_set_poison(struct ptr_bench_reloc *b, int on);
+void ptr_bench_reloc_set_timed(struct ptr_bench_reloc *b, int on);
 
 /** concurrent: access latency histograms of K CPUs, idle phases against relocation phases. */
 #define PTR_BENCH_HIST_SUB 32

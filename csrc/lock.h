@@ -50,6 +50,12 @@
  *           -> level-1 ptls, ascending frame index
  *             -> level-0 ptls, ascending frame index
  *               -> fresh (unlinked) frames' ptls, any order
+ *                 -> mm->tables_lock    (pgtable.h: the mm's table list; populate appends under
+ *                                        the table lock it links with, a relocation replaces
+ *                                        under its batch's locks, the collection reads it with
+ *                                        no table lock; nothing is taken under it and no holder
+ *                                        waits for anything - no shootdown - so a CPU thread may
+ *                                        spin for it without servicing, rule 5 notwithstanding)
  *                 -> pool->lock         (arena.c: frame alloc/free; innermost, held briefly -
  *                                        PTR_ALLOC_LOWEST, compaction's allocation, walks the
  *                                        pool's free list under it, taking nothing else)

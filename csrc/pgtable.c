@@ -303,6 +303,69 @@ int ptr_walk_tree(struct ptr_walk *w)
 
 /* ---- address spaces ------------------------------------------------------------------------ */
 
+#if PTR_RELOCATION
+/**
+ * ptr_mm_tables_add_locked() - append the linked table frame @f to @mm's table list (at its
+ * level, frames[f].level).
+ * @mm: the address space that links it
+ * @f:  the frame, just linked (or about to be, under a lock the collection cannot pass)
+ *
+ * Return: nothing.
+ * Locking: the caller holds @mm->tables_lock.
+ */
+void ptr_mm_tables_add_locked(struct ptr_mm *mm, uint32_t f)
+{
+	struct ptr_frame *fr = &mm->arena->frames[f];
+	int l = fr->level;
+	fr->mm_next = PTR_NO_FRAME;
+	fr->mm_prev = mm->tables_tail[l];
+	if (mm->tables_tail[l] != PTR_NO_FRAME)
+		mm->arena->frames[mm->tables_tail[l]].mm_next = f;
+	else
+		mm->tables_head[l] = f;
+	mm->tables_tail[l] = f;
+	mm->ntables++;
+}
+
+/**
+ * ptr_mm_tables_replace_locked() - @fresh takes @old's place in @mm's table list (a
+ * relocation or ptr_repoint() moved the table; same level, same position).
+ * @mm:    the address space
+ * @old:   a frame on its list
+ * @fresh: the frame that replaces it (on no list)
+ *
+ * Return: nothing.
+ * Locking: the caller holds @mm->tables_lock.
+ */
+void ptr_mm_tables_replace_locked(struct ptr_mm *mm, uint32_t old, uint32_t fresh)
+{
+	struct ptr_frame *fo = &mm->arena->frames[old], *fn = &mm->arena->frames[fresh];
+	int l = fo->level;
+	fn->mm_next = fo->mm_next;
+	fn->mm_prev = fo->mm_prev;
+	if (fo->mm_prev != PTR_NO_FRAME)
+		mm->arena->frames[fo->mm_prev].mm_next = fresh;
+	else
+		mm->tables_head[l] = fresh;
+	if (fo->mm_next != PTR_NO_FRAME)
+		mm->arena->frames[fo->mm_next].mm_prev = fresh;
+	else
+		mm->tables_tail[l] = fresh;
+	fo->mm_next = fo->mm_prev = PTR_NO_FRAME;
+}
+
+static void tables_add(struct ptr_mm *mm, uint32_t f)
+{
+	ptr_lock(&mm->tables_lock, NULL);
+	ptr_mm_tables_add_locked(mm, f);
+	ptr_unlock(&mm->tables_lock);
+}
+#else
+static inline void tables_add(struct ptr_mm *mm, uint32_t f)
+{
+}
+#endif
+
 /* Freeing a tree is an ops table: a shared table goes with its last sharer (so the walk does
  * not descend into one that others still link), every other table after its children. */
 static int free_table_cb(struct ptr_walk *w, void *t, uint32_t i, int level, uint64_t a,
@@ -355,6 +418,10 @@ int ptr_mm_create(struct ptr_arena *a, int node, struct ptr_mm **out)
 	mm->geo = g;
 	mm->node = node;
 	mm->id = atomic_fetch_add(&a->next_mm_id, 1);
+#if PTR_RELOCATION
+	for (int l = 0; l < PTR_MAX_LEVELS; l++)
+		mm->tables_head[l] = mm->tables_tail[l] = PTR_NO_FRAME;
+#endif
 	uint32_t root;
 	int rc = ptr_frame_alloc(a, node, TOP(g), &root);
 	if (rc) {
@@ -362,6 +429,7 @@ int ptr_mm_create(struct ptr_arena *a, int node, struct ptr_mm **out)
 		return rc;
 	}
 	atomic_store(&mm->root, root);
+	tables_add(mm, root);
 	if (g->top_preloaded) {
 		/* PAE: the CPU latches all PDPTEs at CR3 load, so they are populated up front
 		 * (Linux's pgd_prepopulate_pmd) and never change without a root reload. */
@@ -377,6 +445,7 @@ int ptr_mm_create(struct ptr_arena *a, int node, struct ptr_mm **out)
 			atomic_store(&a->frames[f].base_va, (uint64_t)i << g->level[top].shift);
 			ptr_entry_store(g, top, fdata(mm, root), i,
 					ptr_entry_make_table(g, top, ptr_frame_phys(a, f)));
+			tables_add(mm, f);
 		}
 	}
 	*out = mm;
@@ -506,6 +575,7 @@ static int populate_table(struct ptr_mm *mm, struct ptr_cpu *cpu, int level, uin
 	if (e == 0) {
 		ptr_entry_store(g, level, t, idx,
 				ptr_entry_make_table(g, level, ptr_frame_phys(a, fresh)));
+		tables_add(mm, fresh); /* under the table lock: linked and listed as one step */
 		e = 0;
 		*table = fresh;
 		fresh = PTR_NO_FRAME;
@@ -1256,6 +1326,11 @@ int ptr_share_table(struct ptr_mm *dst, struct ptr_mm *src, uint64_t va, int lev
 		rc = lock_table(dst, NULL, level + 1, va, &parent, &lock);
 		if (!rc) {
 			uint64_t expected = 0;
+#if PTR_RELOCATION
+			/* before the link: a relocation that can see it scans both trees */
+			atomic_store(&dst->shared_ever, true);
+			atomic_store(&src->shared_ever, true);
+#endif
 			atomic_fetch_add(&a->frames[shared].sharers, 1);
 			if (!ptr_entry_cas(g, level + 1, fdata(dst, parent),
 					   ptr_index(g, level + 1, va), &expected,
@@ -1335,6 +1410,11 @@ int ptr_repoint(struct ptr_mm *mm, uint64_t va, int level, int node, uint32_t *o
 	}
 #if PTR_RELOCATION
 	ptr_frame_limbo(a, old);
+	if (!atomic_load(&mm->shared_ever)) {
+		ptr_lock(&mm->tables_lock, NULL);
+		ptr_mm_tables_replace_locked(mm, old, fresh);
+		ptr_unlock(&mm->tables_lock);
+	}
 #endif
 	if (tlock != plock)
 		ptr_unlock(tlock);

@@ -35,6 +35,19 @@ struct ptr_region {
  *                    shootdown, so a CPU that sees the new @tlb_gen also sees the request
  * @node:             pool new tables come from by default
  * @regions:          demand-fault regions, append-only (lockless readers use @nregions)
+ * @tables_lock:      protects @tables_head, @tables_tail, @ntables and the frames' mm_next/
+ *                    mm_prev links (innermost but for pool->lock: nothing is taken under it)
+ * @tables_head, @tables_tail: per level, the mm's TABLE LIST - every table frame linked in
+ *                    this mm's tree, in the order they were linked (relocation's collection
+ *                    reads it instead of scanning every entry of every upper-level table).
+ *                    Kept by whatever links or replaces a table: mm creation, the fault/map
+ *                    path's populate, relocation, ptr_repoint(); unmap never unlinks a table
+ *                    (LOCKING RULE 7) and the whole list goes with the mm.  Not present in the
+ *                    norelo build.
+ * @ntables:          frames on the list
+ * @shared_ever:      a table was ever shared with or from this mm (ptr_share_table()): the
+ *                    list then no longer says who links what, and relocation collects this mm
+ *                    by scanning its tree (sticky)
  */
 struct ptr_mm {
 	struct ptr_arena *arena;
@@ -45,6 +58,10 @@ struct ptr_mm {
 	ptr_spinlock_t page_table_lock;
 #if PTR_RELOCATION
 	_Atomic int relocating;
+	ptr_spinlock_t tables_lock;
+	uint32_t tables_head[PTR_MAX_LEVELS], tables_tail[PTR_MAX_LEVELS];
+	uint32_t ntables;
+	_Atomic bool shared_ever;
 #endif
 	_Atomic uint64_t tlb_gen;
 	_Atomic uint64_t reload_gen;
@@ -120,6 +137,11 @@ int ptr_share_table(struct ptr_mm *dst, struct ptr_mm *src, uint64_t va, int lev
 
 int ptr_repoint(struct ptr_mm *mm, uint64_t va, int level, int node, uint32_t *old_frame,
 		uint32_t *new_frame);
+
+#if PTR_RELOCATION
+void ptr_mm_tables_add_locked(struct ptr_mm *mm, uint32_t f);
+void ptr_mm_tables_replace_locked(struct ptr_mm *mm, uint32_t old, uint32_t fresh);
+#endif
 
 int ptr_mm_count_tables(struct ptr_mm *mm, uint32_t counts[PTR_MAX_LEVELS],
 			uint32_t per_node[PTR_MAX_NODES][PTR_MAX_LEVELS]);

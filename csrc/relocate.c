@@ -3,9 +3,10 @@
  *
  * THE PROTOCOL (strategy "rewalk", the 2008 RFC's scheme with the review's holes closed)
  * ---------------------------------------------------------------------------------------
- * 0. Collect: walk each mm (read-side section) and record every table frame on a source node
- *    as a typed record (level, frame, base VA, the set of mms that link it).  Ask the chooser
- *    where each one goes.  Records are processed top level first, so the root switch (and its
+ * 0. Collect: record every table frame of each mm on a source node as a typed record (level,
+ *    frame, base VA, the set of mms that link it) - from the mm's table list (collect_list():
+ *    no walk), or, when an mm of the set ever shared a table, by walking its tree in a
+ *    read-side section (collect_mm()).  Ask the chooser where each one goes.  Records are processed top level first, so the root switch (and its
  *    root reload) happens in the first batch and every later rewalk starts from the new root.
  *    The order is not what makes it correct: bottom-up would be correct too, because every
  *    step below REWALKS to the current parent under the lock instead of trusting the parent it
@@ -26,7 +27,8 @@
  *       fault path and the A/D consumers lock it and would otherwise modify or read it before
  *       the merge (step 4);
  *    c. per record: rewalk from the root to the parent entry (the parent may have moved in
- *       this very batch); copy the table's OWN bytes (ptr_table_bytes(): 32 bytes for the PAE
+ *       this very batch: with one mm the batch's first rewalk plus the batch's own moves say
+ *       where it is now, see run_batch()); copy the table's OWN bytes (ptr_table_bytes(): 32 bytes for the PAE
  *       top, 512 for the arm64-64K top - never "a page"); repoint every link with one atomic
  *       store (CAS on the parent entry; mm->root for the top level); old frame -> LIMBO;
  * 3. one shootdown per mm per batch, with a root reload when the root moved or, on PAE, when
@@ -192,6 +194,7 @@ struct reloc_rec {
 	uint64_t base_va;
 	uint64_t digest;    /* of the entries copied (copy_table()); the merge's re-check */
 	uint32_t old, fresh;
+	uint32_t parent;    /* one mm: the parent frame the batch's first rewalk found */
 	uint32_t mm_mask;   /* bit i: mms[i] links this table */
 	uint8_t level;
 	uint8_t state;
@@ -210,7 +213,9 @@ struct reloc_ctx {
 	struct reloc_rec *recs;
 	size_t nrecs, cap;
 	uint64_t t_lap;     /* the clock at the end of the last timed phase (lap()) */
-	struct reloc_rec inline_recs[16]; /* recs until there are more: no malloc when small */
+	bool timed;         /* read the clock at all (not PTR_RELOC_F_UNTIMED) */
+	struct reloc_rec *inline_recs; /* the caller's 16 records on the stack (not zeroed):
+					* recs until there are more, no malloc when small */
 };
 
 static pthread_mutex_t reloc_mutex = PTHREAD_MUTEX_INITIALIZER;
@@ -253,6 +258,8 @@ static uint64_t now_ns(void)
  */
 static inline uint64_t lap(struct reloc_ctx *c, uint64_t *phase)
 {
+	if (!c->timed)
+		return 0;
 	uint64_t t = now_ns();
 	*phase += t - c->t_lap;
 	c->t_lap = t;
@@ -279,6 +286,23 @@ static struct reloc_rec *find_rec(struct reloc_ctx *c, uint32_t f)
 	return NULL;
 }
 
+/* Make room for @more records.  Return: 0, -ENOMEM. */
+static int reserve_recs(struct reloc_ctx *c, size_t more)
+{
+	if (c->nrecs + more <= c->cap)
+		return 0;
+	size_t cap = c->cap * 4 > c->nrecs + more ? c->cap * 4 : c->nrecs + more;
+	bool inl = c->recs == c->inline_recs;
+	struct reloc_rec *n = realloc(inl ? NULL : c->recs, cap * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	if (inl)
+		memcpy(n, c->inline_recs, c->nrecs * sizeof(*n));
+	c->recs = n;
+	c->cap = cap;
+	return 0;
+}
+
 /*
  * note_table() - record the level-@level table @f (first VA @base), reached through mms[@mi],
  * when it sits on a source node.
@@ -293,17 +317,8 @@ static int note_table(struct reloc_ctx *c, int mi, int level, uint32_t f, uint64
 	/* a shared table is reached from several mms: one record, several links */
 	struct reloc_rec *r = atomic_load(&fr->sharers) > 1 ? find_rec(c, f) : NULL;
 	if (!r) {
-		if (c->nrecs == c->cap) {
-			size_t cap = c->cap * 4;
-			bool inl = c->recs == c->inline_recs;
-			struct reloc_rec *n = realloc(inl ? NULL : c->recs, cap * sizeof(*n));
-			if (!n)
-				return -ENOMEM;
-			if (inl)
-				memcpy(n, c->inline_recs, c->nrecs * sizeof(*n));
-			c->recs = n;
-			c->cap = cap;
-		}
+		if (reserve_recs(c, 1))
+			return -ENOMEM;
 		r = &c->recs[c->nrecs++];
 		*r = (struct reloc_rec){ .base_va = base, .old = f, .fresh = PTR_NO_FRAME,
 					 .level = (uint8_t)level, .target = -1 };
@@ -407,6 +422,65 @@ static int collect_mm(struct reloc_ctx *c, int mi)
 	return rc < 0 ? rc : 0;
 }
 
+/*
+ * collect_list() - record every table of mms[@mi] on a source node from the mm's TABLE LIST
+ * (struct ptr_mm): what collect_mm() finds by walking the tree, without reading a single
+ * entry.  The list holds exactly the tables linked in the tree: populate adds a table under
+ * the lock that links it, relocation and ptr_repoint() replace one in place, nothing unlinks
+ * one while the mm lives (LOCKING RULE 7).  Only for an mm that never shared a table
+ * (!shared_ever): then every table it links is its own, linked once, so the record's one link
+ * is this mm (mm_mask, nlinks) - what the walk would have found.  A table linked while we read
+ * is either on the list or not yet, as the walk would have passed it or not (tables linked
+ * after the collection are not moved: they are created on mm->node), and every record is
+ * rewalked under the batch's locks before it is touched.  Levels come top first, each in link
+ * order (ascending frames as a tree is faulted in, and after a relocation as well:
+ * ptr_frame_free_batch() hands the freed frames out again in order), so sort_records() is
+ * usually a check.
+ * Return: 0, -ENOMEM, -ESTALE (a FREE frame on the list: counted as the walk would count it),
+ * -EOVERFLOW (more frames on the list than it counts: a bug, reported, not a heap overflow).
+ * Locking: takes mm->tables_lock; no table lock.
+ */
+static int collect_list(struct reloc_ctx *c, int mi)
+{
+	struct ptr_mm *mm = c->mms[mi];
+	struct ptr_arena *a = c->a;
+	int rc = 0;
+	ptr_lock(&mm->tables_lock, NULL);
+	if ((rc = reserve_recs(c, mm->ntables)) == 0) {
+		for (int l = TOP(c->g); l >= 0 && !rc; l--) {
+			for (uint32_t f = mm->tables_head[l]; f != PTR_NO_FRAME;
+			     f = a->frames[f].mm_next) {
+				struct ptr_frame *fr = &a->frames[f];
+				if (!(c->from_mask & (1u << fr->node)))
+					continue;
+				if (!ptr_frame_live(a, f)) {
+					rc = ptr_arena_freed_access(a);
+					break;
+				}
+				if (unlikely(c->nrecs == c->cap)) {
+					/* more frames than ntables says: a broken list is an error
+					 * return, never a heap overflow */
+					rc = -EOVERFLOW;
+					break;
+				}
+				c->recs[c->nrecs++] = (struct reloc_rec){
+					.base_va = atomic_load_explicit(&fr->base_va,
+									memory_order_relaxed),
+					.old = f, .fresh = PTR_NO_FRAME, .mm_mask = 1u << mi,
+					.level = (uint8_t)l, .target = -1, .nlinks = 1 };
+			}
+		}
+	}
+	ptr_unlock(&mm->tables_lock);
+	return rc;
+}
+
+/* Whether mms[@mi]'s table list stands for its tree (collect_list()). */
+static bool list_usable(const struct reloc_ctx *c, int mi)
+{
+	return !atomic_load(&c->mms[mi]->shared_ever);
+}
+
 static int rec_order(const void *pa, const void *pb)
 {
 	const struct reloc_rec *a = pa, *b = pb;
@@ -427,6 +501,11 @@ static void sort_records(struct reloc_ctx *c)
 {
 	size_t n = c->nrecs, count[PTR_MAX_LEVELS] = { 0 }, at[PTR_MAX_LEVELS];
 	int top = TOP(c->g);
+	size_t sorted = 1;
+	while (sorted < n && rec_order(&c->recs[sorted - 1], &c->recs[sorted]) < 0)
+		sorted++;
+	if (sorted >= n)
+		return; /* in order already (the table list's usual case) */
 	for (size_t i = 0; i < n; i++)
 		count[c->recs[i].level]++;
 	struct reloc_rec *tmp = n > 1 ? malloc(n * sizeof(*tmp)) : NULL;
@@ -486,8 +565,8 @@ static int mm_order(const void *pa, const void *pb)
  * skipped records the capacity did not count).
  */
 struct lockset {
-	uint32_t *l1, *l0, *fresh;
-	size_t n1, n0, nfresh;
+	uint32_t *l1, *l0, *fresh, *limbo;
+	size_t n1, n0, nfresh, nlimbo;
 	size_t cap1, cap0, capfresh;
 	bool overflow;
 };
@@ -500,14 +579,38 @@ static inline void push(uint32_t *v, size_t *n, size_t cap, bool *overflow, uint
 		*overflow = true;
 }
 
-static int lockset_init(struct lockset *ls, size_t maxb, int nmms)
+/*
+ * The per-relocation work arrays - the lock set, the batch's picks, its allocation run - carved
+ * out of one block: the caller's @stack when they fit (a small relocation calls malloc
+ * not at all: seven malloc/free pairs were 4 % of a 1 MiB relocation, perf), else one malloc.
+ */
+struct work {
+	struct reloc_rec **pick;
+	uint8_t *alevels;   /* a run's levels and frames for ptr_frame_alloc_batch() */
+	uint32_t *aframes;
+	void *heap;         /* the malloc'd block, NULL when on the stack */
+};
+
+static int work_init(struct work *w, struct lockset *ls, size_t maxb, int nmms, void *stack,
+		     size_t stack_bytes)
 {
 	ls->cap1 = maxb * (size_t)(nmms + 1);
 	ls->cap0 = ls->capfresh = maxb;
-	ls->l1 = malloc(sizeof(uint32_t) * ls->cap1);
-	ls->l0 = malloc(sizeof(uint32_t) * ls->cap0);
-	ls->fresh = malloc(sizeof(uint32_t) * ls->capfresh);
-	return ls->l1 && ls->l0 && ls->fresh ? 0 : -ENOMEM;
+	/* pointers first (alignment), then the u32 arrays, then the bytes */
+	size_t bytes = maxb * sizeof(*w->pick) + sizeof(uint32_t) * (ls->cap1 + 4 * maxb) + maxb;
+	uint8_t *p = bytes <= stack_bytes ? stack : malloc(bytes);
+	w->heap = bytes <= stack_bytes ? NULL : p;
+	if (!p)
+		return -ENOMEM;
+	w->pick = (struct reloc_rec **)(void *)p;
+	p += maxb * sizeof(*w->pick);
+	ls->l1 = (uint32_t *)(void *)p;
+	ls->l0 = ls->l1 + ls->cap1;
+	ls->fresh = ls->l0 + maxb;
+	ls->limbo = ls->fresh + maxb; /* the batch's old copies: one per record */
+	w->aframes = ls->limbo + maxb;
+	w->alevels = (uint8_t *)(w->aframes + maxb);
+	return 0;
 }
 
 static size_t sort_unique(uint32_t *v, size_t n)
@@ -900,7 +1003,7 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 
 	/* With every page_table_lock held, no upper-level table can move or appear, so the split
 	 * locks we need are known now: each record's own (level <= 1) and its parents' (level 1). */
-	ls->n1 = ls->n0 = ls->nfresh = 0;
+	ls->n1 = ls->n0 = ls->nfresh = ls->nlimbo = 0;
 	ls->overflow = false;
 	for (size_t k = 0; k < n; k++) {
 		struct reloc_rec *r = recs[k];
@@ -916,6 +1019,7 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 				skip(r, PTR_RELOC_R_VANISHED);
 				break;
 			}
+			r->parent = parent;
 			if (r->level == 0 && parent != PTR_NO_FRAME)
 				push(ls->l1, &ls->n1, ls->cap1, &ls->overflow, parent);
 		}
@@ -973,6 +1077,29 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 		atomic_store_explicit(&nf->sharers, atomic_load(&a->frames[r->old].sharers),
 				      memory_order_relaxed);
 	}
+	/*
+	 * The repoint's parent.  REWALK: the parent may itself have moved earlier in this batch.
+	 * Under our locks the path cannot vanish (checked above), so the rewalk cannot fail; and
+	 * it cannot change either except by this batch's own repoints: a linked table's parent
+	 * entry changes only when a relocation moves the table (populate fills empty entries
+	 * only, a leaf is never installed over a table, unmap never unlinks one: LOCKING RULE 7),
+	 * and relocations serialize.  So with one mm the rewalk's answer is known without walking:
+	 * the parent the first rewalk found (r->parent), or - if that parent moved earlier in
+	 * this batch - its new copy, which the records before this one say (the batch is in
+	 * rec_order(): the parent's record, one level up, comes before its children's).  Several
+	 * mms, or a batch not in that order, take the rewalk.
+	 */
+	bool known_parents = c->nmms == 1;
+	for (size_t k = 1; k < n && known_parents; k++)
+		known_parents = recs[k - 1]->level >= recs[k]->level;
+	/* each level's records in the batch: [lvl_lo[l], lvl_hi[l]) (only a parent's level is
+	 * searched - a batch of 64 PTE tables searches nothing) */
+	size_t lvl_lo[PTR_MAX_LEVELS + 1] = { 0 }, lvl_hi[PTR_MAX_LEVELS + 1] = { 0 };
+	for (size_t k = n; known_parents && k-- > 0;) {
+		lvl_lo[recs[k]->level] = k;
+		if (!lvl_hi[recs[k]->level])
+			lvl_hi[recs[k]->level] = k + 1;
+	}
 	for (size_t k = 0; k < n; k++) {
 		struct reloc_rec *r = recs[k];
 		if (r->state != REC_PENDING)
@@ -981,15 +1108,22 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 			if (!(r->mm_mask & (1u << mi)))
 				continue;
 			uint32_t self = PTR_NO_FRAME, parent = PTR_NO_FRAME;
-			/* REWALK: the parent may itself have moved earlier in this batch.  Under our
-			 * locks the path cannot vanish (checked above), so this cannot fail. */
-			if (rewalk(c, mi, r, &self, &parent) || self != r->old)
+			if (known_parents) {
+				parent = r->parent;
+				for (size_t j = lvl_lo[r->level + 1]; j < lvl_hi[r->level + 1]; j++) {
+					if (recs[j]->old == parent && recs[j]->state == REC_MOVED) {
+						parent = recs[j]->fresh;
+						break;
+					}
+				}
+			} else if (rewalk(c, mi, r, &self, &parent) || self != r->old) {
 				continue;
+			}
 			if (repoint_link(c, mi, r, parent))
 				reload[mi] = true;
 			touched[mi] = moved_any[mi] = true;
 		}
-		ptr_frame_limbo(a, r->old);
+		ls->limbo[ls->nlimbo++] = r->old;
 		r->state = REC_MOVED;
 		uint32_t bytes = ptr_table_bytes(g, r->level);
 		out->level[r->level].relocated++;
@@ -997,6 +1131,20 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 		out->bytes_copied += bytes;
 		if (r->level == TOP(g))
 			out->root_switches++;
+	}
+	ptr_frame_limbo_batch(a, ls->limbo, (uint32_t)ls->nlimbo);
+	/* the copies take the old frames' places in the table lists (collect_list()): an mm
+	 * that never shared a table links each of its tables alone, so a record linked by one
+	 * such mm is on that mm's list (a shared_ever mm's list is never read again) */
+	for (int mi = 0; mi < c->nmms; mi++) {
+		struct ptr_mm *mm = c->mms[mi];
+		if (!touched[mi] || !list_usable(c, mi))
+			continue;
+		ptr_lock(&mm->tables_lock, NULL);
+		for (size_t k = 0; k < n; k++)
+			if (recs[k]->state == REC_MOVED && recs[k]->mm_mask == 1u << mi)
+				ptr_mm_tables_replace_locked(mm, recs[k]->old, recs[k]->fresh);
+		ptr_unlock(&mm->tables_lock);
 	}
 	lap(c, &out->ns_copy);
 
@@ -1041,6 +1189,43 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 	ptr_read_unlock(a, tok);
 	out->batches++;
 	return 0;
+}
+
+/*
+ * Free the old copy of every moved record (after the grace period), a pool lock per run.  In
+ * chunks from the last record back, so that the pool's free list ends up in record order and
+ * the next relocation back takes its targets ascending again (collect_list()'s order).
+ */
+static void free_old_copies(struct reloc_ctx *c)
+{
+	uint32_t buf[256];
+	const uint32_t cap = sizeof(buf) / sizeof(buf[0]);
+	uint32_t pos = cap;
+	for (size_t i = c->nrecs; i-- > 0;) {
+		if (c->recs[i].state != REC_MOVED)
+			continue;
+		buf[--pos] = c->recs[i].old;
+		if (pos == 0) {
+			ptr_frame_free_batch(c->a, buf, cap);
+			pos = cap;
+		}
+	}
+	ptr_frame_free_batch(c->a, buf + pos, cap - pos);
+}
+
+/*
+ * zero_report() - memset(out, 0, sizeof(*out)) with vector stores: GCC inlines the memset of
+ * this fixed-size struct as `rep stos`, whose start-up cost made it 6 % of a 1 MiB relocation
+ * (perf, in this VM).
+ */
+static void zero_report(struct ptr_reloc_report *out)
+{
+	typedef uint64_t v2u64 __attribute__((vector_size(16), may_alias, aligned(8)));
+	v2u64 *w = (v2u64 *)(void *)out;
+	size_t i = 0;
+	for (; i < sizeof(*out) / sizeof(*w); i++)
+		w[i] = (v2u64){ 0, 0 };
+	memset((char *)out + i * sizeof(*w), 0, sizeof(*out) % sizeof(*w));
 }
 
 static void set_mode(struct reloc_ctx *c, int delta)
@@ -1101,7 +1286,9 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
  * @flags:     PTR_RELOC_F_SAME_NODE: a target equal to the frame's own node is a move within
  *             the pool (compaction), not "kept"; PTR_RELOC_F_LOWER: every new frame is the
  *             target pool's lowest free slot (PTR_ALLOC_LOWEST), and a frame whose new slot
- *             would not be lower than its old one is given back and the frame kept ("kept")
+ *             would not be lower than its old one is given back and the frame kept ("kept");
+ *             PTR_RELOC_F_UNTIMED: no phase clocks - every ns_* of @out stays 0 (the bench's
+ *             headline rounds, timed from outside)
  * @out:       the report
  *
  * Return: as ptr_relocate_mms(); -EINVAL also for unknown @flags or F_SAME_NODE without
@@ -1112,7 +1299,7 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 			   ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
 			   unsigned int flags, struct ptr_reloc_report *out)
 {
-	if ((flags & ~(PTR_RELOC_F_SAME_NODE | PTR_RELOC_F_LOWER)) ||
+	if ((flags & ~(PTR_RELOC_F_SAME_NODE | PTR_RELOC_F_LOWER | PTR_RELOC_F_UNTIMED)) ||
 	    ((flags & PTR_RELOC_F_SAME_NODE) && !choose))
 		return -EINVAL;
 	if (!mms || nmms < 1 || nmms > 32 || !out || batch < 1 ||
@@ -1131,15 +1318,17 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 	from_mask &= (a->nnodes >= 32) ? UINT32_MAX : ((1u << a->nnodes) - 1);
 	if (!choose)
 		from_mask &= ~(1u << to_node); /* frames already on the target are not candidates */
-	memset(out, 0, sizeof(*out));
+	zero_report(out);
 	out->strategy = strategy;
 	out->batch = batch;
 
 	struct reloc_ctx c = { .mms = mms, .nmms = nmms, .a = a, .g = a->geo,
 			       .from_mask = from_mask };
-	c.recs = c.inline_recs;
-	c.cap = sizeof(c.inline_recs) / sizeof(c.inline_recs[0]);
-	uint64_t t_start = now_ns();
+	struct reloc_rec inline_recs[16];
+	c.recs = c.inline_recs = inline_recs;
+	c.cap = sizeof(inline_recs) / sizeof(inline_recs[0]);
+	c.timed = !(flags & PTR_RELOC_F_UNTIMED);
+	uint64_t t_start = c.timed ? now_ns() : 0;
 	c.t_lap = t_start;
 	pthread_mutex_lock(&reloc_mutex);
 
@@ -1149,8 +1338,11 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 
 	/* 0: collect */
 	int rc = 0;
+	bool lists = true; /* every mm's table list stands for its tree: no scan */
+	for (int mi = 0; mi < nmms; mi++)
+		lists = lists && list_usable(&c, mi);
 	for (int mi = 0; mi < nmms && !rc; mi++)
-		rc = collect_mm(&c, mi);
+		rc = lists ? collect_list(&c, mi) : collect_mm(&c, mi);
 	if (!rc && c.nrecs)
 		sort_records(&c);
 
@@ -1179,14 +1371,14 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 	/* a batch is up to @batch PENDING records, gathered from the (sorted) record list: the
 	 * records the chooser kept may lie between them in any number */
 	struct lockset ls = { 0 };
-	struct reloc_rec **pick = NULL;
+	struct work w = { 0 };
+	uint64_t stack_work[512]; /* 4 KiB: batch 64 of one mm needs 2.1 */
 	size_t maxb = (size_t)batch < c.nrecs ? (size_t)batch : c.nrecs;
-	if (!rc && maxb) {
-		rc = lockset_init(&ls, maxb, nmms);
-		pick = malloc(sizeof(*pick) * maxb);
-		if (!pick)
-			rc = -ENOMEM;
-	}
+	if (!rc && maxb)
+		rc = work_init(&w, &ls, maxb, nmms, stack_work, sizeof(stack_work));
+	struct reloc_rec **pick = w.pick;
+	uint8_t *alevels = w.alevels;
+	uint32_t *aframes = w.aframes;
 	bool moved_any[32] = { false };
 	bool stopped = false;
 	uint64_t t_stop = 0, untimed = 0;
@@ -1206,27 +1398,36 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 				pick[cnt++] = &c.recs[k];
 		if (!cnt)
 			break;
-		/* 2a: allocate outside any table lock */
-		for (size_t i = 0; i < cnt; i++) {
-			struct reloc_rec *r = pick[i];
+		/* 2a: allocate outside any table lock, one pool-lock hold per run of records with
+		 * the same target (ptr_frame_alloc_batch(): as many single allocations in a row,
+		 * fault injection and capacity included) */
+		for (size_t i = 0; i < cnt && !rc;) {
+			size_t j = i;
+			for (; j < cnt && pick[j]->target == pick[i]->target; j++)
+				alevels[j - i] = pick[j]->level;
 			/* no zeroing: copy_table() overwrites every byte of the table before the
 			 * repoint publishes it, and an aborted frame goes back unpublished */
 			unsigned int af = PTR_ALLOC_NOZERO;
 			if (flags & PTR_RELOC_F_LOWER)
 				af |= PTR_ALLOC_LOWEST;
-			int arc = ptr_frame_alloc_flags(a, r->target, r->level, af, &r->fresh);
+			uint32_t got = 0;
+			int arc = ptr_frame_alloc_batch(a, pick[i]->target, alevels, (uint32_t)(j - i),
+							af, aframes, &got);
+			for (uint32_t x = 0; x < got; x++)
+				pick[i + x]->fresh = aframes[x];
 			if (arc) {
-				for (size_t j = 0; j < i; j++) {
-					ptr_frame_free(a, pick[j]->fresh);
-					pick[j]->fresh = PTR_NO_FRAME;
+				struct reloc_rec *r = pick[i + got];
+				for (size_t x = 0; x < i + got; x++) {
+					ptr_frame_free(a, pick[x]->fresh);
+					pick[x]->fresh = PTR_NO_FRAME;
 				}
 				r->fresh = PTR_NO_FRAME;
 				skip(r, arc == -ENOSPC ? PTR_RELOC_R_TARGET_FULL
 					: arc == -ENODEV ? PTR_RELOC_R_BAD_TARGET
 							 : PTR_RELOC_R_ALLOC_FAILED);
 				rc = arc;
-				break;
 			}
+			i = j;
 		}
 		lap(&c, &out->ns_alloc);
 		if (rc)
@@ -1267,12 +1468,11 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 	/* 5: grace period, then free the old copies; then leave relocation mode */
 	ptr_synchronize(a);
 	lap(&c, &out->ns_grace);
-	for (size_t i = 0; i < c.nrecs; i++)
-		if (c.recs[i].state == REC_MOVED)
-			ptr_frame_free(a, c.recs[i].old);
+	free_old_copies(&c);
 	set_mode(&c, -1);
 	pthread_mutex_unlock(&reloc_mutex);
-	out->ns_total = lap(&c, &out->ns_free) - t_start; /* free: the frees and leaving the mode */
+	/* free: the frees and leaving the mode */
+	out->ns_total = c.timed ? lap(&c, &out->ns_free) - t_start : 0;
 
 	for (size_t i = 0; i < c.nrecs; i++) {
 		struct reloc_rec *r = &c.recs[i];
@@ -1286,10 +1486,7 @@ int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_ma
 		out->reason[r->reason]++;
 	}
 	out->error = rc;
-	free(ls.l1);
-	free(ls.l0);
-	free(ls.fresh);
-	free(pick);
+	free(w.heap);
 	if (c.recs != c.inline_recs)
 		free(c.recs);
 	return rc;

@@ -75,6 +75,9 @@ int ptr_relocate_mms(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, in
 #define PTR_RELOC_F_SAME_NODE 1u /* a chooser's target equal to the frame's node is a move */
 #define PTR_RELOC_F_LOWER 2u     /* take the target pool's lowest free slot; keep a frame that
 				  * would not end up lower than where it is */
+#define PTR_RELOC_F_UNTIMED 4u   /* no phase clocks: every ns_* of the report stays 0 (a clock
+				  * read costs 20-70 ns in a VM; 8 of them were a third of a
+				  * 1 MiB relocation - the bench's headline rounds use it) */
 int ptr_relocate_mms_flags(struct ptr_mm *const *mms, int nmms, uint32_t from_mask, int to_node,
 			   ptr_reloc_choose_fn choose, void *priv, int strategy, int batch,
 			   unsigned int flags, struct ptr_reloc_report *out);

@@ -123,6 +123,32 @@ def test_quick_relocate_sizes_and_exponent(quick):
         assert at["ratio_vs_memcpy"] == s["ratio_vs_memcpy"] and at["frames"] == s["frames"]
     assert quick["relocate"]["at_1mib"]["frames"] == 4
     assert bench_relocate.size_key(64 << 30) == "at_64gib"
+    # the phase breakdown comes from the interleaved phase-timed rounds: real times, and
+    # their own ratio beside the headline's
+    for s in sizes:
+        assert s["phase_ns"]["total"] > 0 and s["phase_ns"]["copy"] > 0
+        assert s["ratio_vs_memcpy_phase_timed"] > 0
+        at = quick["relocate"][bench_relocate.size_key(s["mapped_bytes"])]
+        assert at["ratio_vs_memcpy_phase_timed"] == s["ratio_vs_memcpy_phase_timed"]
+
+
+@pytest.mark.parametrize("timed", [True, False])
+def test_relocate_bench_rounds_with_and_without_phase_clocks(timed):
+    """An untimed round (PTR_RELOC_F_UNTIMED) moves every table as a timed one and reads no
+    clock inside the relocation (every phase time 0); a timed one has its phases."""
+    c = _native.core("relo")
+    r = _native.BenchReloc(c, "x86_64_4l", 16 << 20, (-1, -1), "rewalk", 64)
+    try:
+        r.set_timed(timed)
+        for memcpy_first in (True, False):  # there and back: both pools
+            row = r.round(memcpy_first)
+            assert row["frames"] == 11 and row["reloc_ns"] > 0 and row["memcpy_ns"] > 0
+            if timed:
+                assert row["timings_ns"]["total"] > 0 and row["timings_ns"]["copy"] > 0
+            else:
+                assert set(row["timings_ns"].values()) == {0}
+    finally:
+        r.close()
 
 
 def test_quick_mirror_measured_the_live_workload(quick):

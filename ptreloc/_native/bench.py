@@ -121,6 +121,11 @@ class BenchReloc(BenchContext):
         """Poison freed table frames (the default) or not - to measure what poisoning costs."""
         self.c.lib.ptr_bench_reloc_set_poison(self._h, int(on))
 
+    def set_timed(self, on: bool) -> None:
+        """Let each relocation read the clock at its phase boundaries (the default: the
+        report's ``timings_ns``) or not (``PTR_RELOC_F_UNTIMED``: every phase time is 0)."""
+        self.c.lib.ptr_bench_reloc_set_timed(self._h, int(on))
+
 
 def bench_concurrent(c: Core, *, geometry: str, cpus: int, pages: int, strategy: str, batch: int,
                      phase_s: float, rounds: int, write_pct: int, bind_nodes: tuple[int, int],
