@@ -723,10 +723,14 @@ def _run(
     run) or move (:func:`_move`) - as the kernel's kernel_move_pages separates do_pages_stat
     from do_pages_move."""
     lap = clock.lap
-    # the policies before anything moves (migrate_pages changes none of them)
-    warnings = ([] if tables_only
-                else policy.policy_warnings(policy.read_policies(request.pid), request.to_nodes))
-    snap = proc.snapshot(request.pid)
+    # numa_maps read once for the snapshot's per-node counts and the policies (the kernel walks
+    # every page to print it); the policies are taken before anything moves (migrate_pages
+    # changes none of them), their VMA ends from the snapshot's maps
+    numa_text = numa.read_numa_maps(request.pid)
+    snap = proc.snapshot(request.pid, numa_maps_text=numa_text)
+    warnings = ([] if tables_only else policy.policy_warnings(
+        policy.read_policies(request.pid, numa_text, {v.start: v.end for v in snap.vmas}),
+        request.to_nodes))
     lap("snapshot")
     # --in-place: the tables make a round trip through a scratch virtual node (one past the
     # machine's nodes), so each ends in a fresh frame on its own node - the engine leaves a

@@ -75,6 +75,7 @@ __all__ = [
     "page_node",
     "process_mems_allowed",
     "numa_maps_node_pages",
+    "read_numa_maps",
     "node_meminfo_kb",
     "node_page_tables_kb",
     "buffer_address",
@@ -798,30 +799,40 @@ def page_node(addr: int, *, backend: str | NumaBackend | None = None) -> int:
     return node
 
 
-def numa_maps_node_pages(pid: int) -> dict[int, int]:
-    """Per-node resident pages (in PAGE_SIZE units) summed over /proc/PID/numa_maps."""
+def read_numa_maps(pid: int) -> str:
+    """The text of /proc/PID/numa_maps (one read: the kernel walks every page of the process to
+    print it, so a caller that needs it twice - the policies and the per-node counts - reads it
+    once).  Raises NoSuchProcess, AccessDenied."""
     check_pid(pid)
-    per_node: dict[int, int] = {}
     try:
         with open(f"/proc/{pid}/numa_maps", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                page_kb = 4
-                counts: list[tuple[int, int]] = []
-                for item in line.split()[2:]:
-                    key, _, value = item.partition("=")
-                    if key == "kernelpagesize_kB":
-                        page_kb = int(value)
-                    elif len(key) > 1 and key[0] == "N" and key[1:].isdigit():
-                        counts.append((int(key[1:]), int(value)))
-                scale = page_kb * 1024 // PAGE_SIZE
-                for node, count in counts:
-                    per_node[node] = per_node.get(node, 0) + count * scale
+            return fh.read()
     except FileNotFoundError as err:
         raise NoSuchProcess(f"no process with pid {pid}", pid=pid) from err
     except PermissionError as err:
         raise AccessDenied(
             f"cannot read /proc/{pid}/numa_maps: needs the same user or root (ptrace access)"
         ) from err
+
+
+def numa_maps_node_pages(pid: int, text: str | None = None) -> dict[int, int]:
+    """Per-node resident pages (in PAGE_SIZE units) summed over /proc/PID/numa_maps (``text``:
+    that file as :func:`read_numa_maps` just read it; read here when None)."""
+    if text is None:
+        text = read_numa_maps(pid)
+    per_node: dict[int, int] = {}
+    for line in text.splitlines():
+        page_kb = 4
+        counts: list[tuple[int, int]] = []
+        for item in line.split()[2:]:
+            key, _, value = item.partition("=")
+            if key == "kernelpagesize_kB":
+                page_kb = int(value)
+            elif len(key) > 1 and key[0] == "N" and key[1:].isdigit():
+                counts.append((int(key[1:]), int(value)))
+        scale = page_kb * 1024 // PAGE_SIZE
+        for node, count in counts:
+            per_node[node] = per_node.get(node, 0) + count * scale
     return per_node
 
 

@@ -147,19 +147,27 @@ def parse_numa_maps(text: str, ends: dict[int, int] | None = None) -> list[VmaPo
     return out
 
 
-def read_policies(pid: int) -> list[VmaPolicy]:
-    """The policy of every VMA of ``pid`` (/proc/PID/numa_maps, ends from /proc/PID/maps)."""
+def read_policies(pid: int, text: str | None = None,
+                  ends: dict[int, int] | None = None) -> list[VmaPolicy]:
+    """The policy of every VMA of ``pid`` (/proc/PID/numa_maps, ends from /proc/PID/maps).
+
+    ``text``: that numa_maps as the caller just read it (``ptreloc.numa.read_numa_maps``: the
+    kernel walks every page of the process to print it, so migrate reads it once for the
+    policies and the snapshot's counts); ``ends``: VMA start -> end from a maps read the caller
+    has (a snapshot's VMAs).  Each is read here when None."""
     from ptreloc import proc
 
-    try:
-        with open(f"/proc/{pid}/numa_maps", encoding="ascii", errors="replace") as fh:
-            text = fh.read()
-    except OSError as err:
-        raise proc.proc_error(pid, "numa_maps", err) from err
-    try:
-        ends = {v.start: v.end for v in proc.read_maps(pid)}
-    except (NoSuchProcess, AccessDenied):
-        ends = {}
+    if text is None:
+        try:
+            with open(f"/proc/{pid}/numa_maps", encoding="ascii", errors="replace") as fh:
+                text = fh.read()
+        except OSError as err:
+            raise proc.proc_error(pid, "numa_maps", err) from err
+    if ends is None:
+        try:
+            ends = {v.start: v.end for v in proc.read_maps(pid)}
+        except (NoSuchProcess, AccessDenied):
+            ends = {}
     return parse_numa_maps(text, ends)
 
 

@@ -490,18 +490,22 @@ class _Background:
         return self._value
 
 
-def _kernel_side(pid: int, clock: Callable[[], float]
+def _kernel_side(pid: int, clock: Callable[[], float], numa_maps_text: str | None = None
                  ) -> tuple[dict[int, int], frozenset[int], frozenset[int], int, float]:
-    """numa_maps, Mems/Cpus_allowed, the last CPU, and how long they took to read."""
+    """numa_maps (counted from ``numa_maps_text`` when the caller read it), Mems/Cpus_allowed,
+    the last CPU, and how long they took to read."""
     t0 = clock()
-    numa_maps = numa.numa_maps_node_pages(pid)
+    numa_maps = numa.numa_maps_node_pages(pid, numa_maps_text)
     mems, cpus = _status_lists(pid)
     cpu = last_cpu(pid)
     return numa_maps, mems, cpus, cpu, clock() - t0
 
 
-def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None) -> ProcessSnapshot:
-    """Take a snapshot of process ``pid``.
+def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None,
+             numa_maps_text: str | None = None) -> ProcessSnapshot:
+    """Take a snapshot of process ``pid``.  ``numa_maps_text``: /proc/PID/numa_maps as the
+    caller just read it (``ptreloc.numa.read_numa_maps``; migrate reads it for the policies
+    too, and the kernel walks every page to print it), read here when None.
 
     Raises NoSuchProcess (no such pid, a zombie, or it exited meanwhile), AccessDenied
     (another user's process without privilege), UsageError (a kernel thread: it has no memory
@@ -520,7 +524,7 @@ def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None) -> Proc
     # the kernel's own count (numa_maps: a second walk of every page, in the kernel) is read
     # on a thread of its own while the pagemap scan runs in C with the GIL released: two
     # walks on two CPUs instead of one after the other
-    side = _Background(lambda: _kernel_side(pid, clock))
+    side = _Background(lambda: _kernel_side(pid, clock, numa_maps_text))
     try:
         vmas = read_maps(pid)
         scan = scan_pagemap(pid, vmas)
