@@ -34,6 +34,7 @@ GOAL_INTERVALS: dict[str, str] = {
     "fault.with_data.overhead_pct": "fault.with_data.ci95_pct",
     "walk.ratio_vs_chase": "walk.ci95",
     "ktables.ratio_vs_pagemap_read": "ktables.ci95",
+    "migrate.own_ratio": "migrate.own_ci95",
     "mirror.ratio_vs_pagemap_read": "mirror.ci95",
     "mirror.largest.ratio_vs_pagemap_read": "mirror.largest.ci95",
 }

@@ -96,7 +96,7 @@ def plan(quick: bool, ktables_mib: Sequence[int] | None = None,
                     tuple(ktables_mib or KTABLES_MIB_QUICK), 2, 64, 2)
     return Plan(False, 32768, 60, 32768, 400_000, 12,
                 (1 * MIB, 16 * MIB, 256 * MIB, 4 * GIB, 64 * GIB), 7, cpus, 65536, 32768,
-                (1, 8, 64, 512), 0.2, 16, tuple(mirror_mib or MIRROR_MIB), 9, 256, 3,
+                (1, 8, 64, 512), 0.2, 16, tuple(mirror_mib or MIRROR_MIB), 9, 256, 7,
                 tuple(ktables_mib or KTABLES_MIB), 5)
 
 

@@ -161,6 +161,7 @@ def render(results: dict[str, Any]) -> list[Table]:
         elif name == "migrate":
             rows += [("own time / migrate_pages call", res.get("own_ratio"),
                       _goal(res, "own_ratio")),
+                     ("95% interval", res.get("own_ci95"), ""),
                      ("wall ratio vs migratepages", res["wall_ratio"], ""),
                      ("share spent on tables", res["table_share"], ""),
                      ("ptreloc | migratepages s",
