@@ -495,7 +495,8 @@ def _kernel_side(pid: int, clock: Callable[[], float], numa_maps_text: str | Non
     """numa_maps (counted from ``numa_maps_text`` when the caller read it), Mems/Cpus_allowed,
     the last CPU, and how long they took to read."""
     t0 = clock()
-    numa_maps = numa.numa_maps_node_pages(pid, numa_maps_text)
+    numa_maps = (numa.numa_maps_node_pages(pid) if numa_maps_text is None
+                 else numa.numa_maps_node_pages(pid, numa_maps_text))
     mems, cpus = _status_lists(pid)
     cpu = last_cpu(pid)
     return numa_maps, mems, cpus, cpu, clock() - t0
