@@ -471,7 +471,9 @@ def test_quick_concurrent_reports_both_layouts(quick):
 
 def test_concurrent_sparse_layout_checks_its_address_range():
     c = _native.core("relo")
-    kw = dict(geometry="x86_32", cpus=1, strategy="rewalk", batch=8, phase_s=0.01, rounds=1,
+    # 0.2 s phases: with 10 ms ones a loaded host (load 8 on 2 cores) could leave the CPU
+    # thread unscheduled for a whole phase, and busy_n came out 0 (seen 2 runs in 4)
+    kw = dict(geometry="x86_32", cpus=1, strategy="rewalk", batch=8, phase_s=0.2, rounds=1,
               write_pct=0, bind_nodes=(-1, -1), seed=1)
     # x86_32: one page per 4 MiB PTE table; 1024 of them pass the 2 GiB lower half
     with pytest.raises(AddressError, match="outside the format's range"):
