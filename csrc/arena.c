@@ -199,6 +199,33 @@ int ptr_frame_alloc(struct ptr_arena *a, int node, int level, uint32_t *out)
 	return ptr_frame_alloc_flags(a, node, level, 0, out);
 }
 
+/* A free slot of pool @p taken off its free list (the lowest one with PTR_ALLOC_LOWEST in
+ * @flags) or, with none free, the next never-used one; PTR_NO_FRAME when the pool has none.
+ * The caller holds @p->lock and has checked the capacity. */
+static uint32_t pool_take(struct ptr_arena *a, struct ptr_pool *p, unsigned int flags)
+{
+	uint32_t f;
+	if ((flags & PTR_ALLOC_LOWEST) && p->free_head != PTR_NO_FRAME) {
+		/* every free-list slot lies below first + bump, so the list's minimum is the lowest */
+		uint32_t *link = &p->free_head, *best = link;
+		while (*link != PTR_NO_FRAME) {
+			if (*link < *best)
+				best = link;
+			link = &a->frames[*link].next_free;
+		}
+		f = *best;
+		*best = a->frames[f].next_free;
+	} else if (p->free_head != PTR_NO_FRAME) {
+		f = p->free_head;
+		p->free_head = a->frames[f].next_free;
+	} else if (p->bump < p->nframes) {
+		f = p->first + p->bump++;
+	} else {
+		f = PTR_NO_FRAME;
+	}
+	return f;
+}
+
 /**
  * ptr_frame_alloc_flags() - ptr_frame_alloc() with PTR_ALLOC_* @flags.
  * @a:     the arena
@@ -230,22 +257,8 @@ int ptr_frame_alloc_flags(struct ptr_arena *a, int node, int level, unsigned int
 		ptr_unlock(&p->lock);
 		return -ENOSPC;
 	}
-	if ((flags & PTR_ALLOC_LOWEST) && p->free_head != PTR_NO_FRAME) {
-		/* every free-list slot lies below first + bump, so the list's minimum is the lowest */
-		uint32_t *link = &p->free_head, *best = link;
-		while (*link != PTR_NO_FRAME) {
-			if (*link < *best)
-				best = link;
-			link = &a->frames[*link].next_free;
-		}
-		f = *best;
-		*best = a->frames[f].next_free;
-	} else if (p->free_head != PTR_NO_FRAME) {
-		f = p->free_head;
-		p->free_head = a->frames[f].next_free;
-	} else if (p->bump < p->nframes) {
-		f = p->first + p->bump++;
-	} else {
+	f = pool_take(a, p, flags);
+	if (f == PTR_NO_FRAME) {
 		ptr_unlock(&p->lock);
 		return -ENOSPC;
 	}
@@ -319,21 +332,8 @@ int ptr_frame_alloc_batch(struct ptr_arena *a, int node, const uint8_t *levels, 
 			fail = -ENOSPC;
 			break;
 		}
-		if ((flags & PTR_ALLOC_LOWEST) && p->free_head != PTR_NO_FRAME) {
-			uint32_t *link = &p->free_head, *best = link;
-			while (*link != PTR_NO_FRAME) {
-				if (*link < *best)
-					best = link;
-				link = &a->frames[*link].next_free;
-			}
-			f = *best;
-			*best = a->frames[f].next_free;
-		} else if (p->free_head != PTR_NO_FRAME) {
-			f = p->free_head;
-			p->free_head = a->frames[f].next_free;
-		} else if (p->bump < p->nframes) {
-			f = p->first + p->bump++;
-		} else {
+		f = pool_take(a, p, flags);
+		if (f == PTR_NO_FRAME) {
 			fail = -ENOSPC;
 			break;
 		}

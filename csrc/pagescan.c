@@ -45,6 +45,19 @@ uint64_t ptr_pagemap_compact(const uint64_t *entries, uint64_t n, uint64_t first
 	return k;
 }
 
+/* pread(2) up to @want pagemap entries from virtual page @vpn into @buf, -EINTR retried:
+ * the entries read (0 where the file ends), or -errno */
+static int64_t read_entries(int fd, uint64_t *buf, uint64_t want, uint64_t vpn)
+{
+	for (;;) {
+		ssize_t got = pread(fd, buf, want * 8, (off_t)(vpn * 8));
+		if (got >= 0)
+			return got / 8;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
 /**
  * ptr_pagemap_read() - the resident pages of address ranges, read from a pagemap file.
  * @fd:          /proc/PID/pagemap, open for reading
@@ -77,16 +90,12 @@ int64_t ptr_pagemap_read(int fd, const uint64_t *ranges, uint64_t nranges, unsig
 		uint64_t vpn = pos[1] ? pos[1] : first;
 		while (vpn < end) {
 			uint64_t want = end - vpn < buf_entries ? end - vpn : buf_entries;
-			ssize_t got = pread(fd, buf, want * 8, (off_t)(vpn * 8));
-			if (got < 0) {
-				if (errno == EINTR)
-					continue;
-				return -errno;
-			}
-			uint64_t n = (uint64_t)got / 8;
+			int64_t n = read_entries(fd, buf, want, vpn);
+			if (n < 0)
+				return n;
 			if (!n)
 				break; /* the file ended: nothing more in this range */
-			for (uint64_t i = 0; i < n; i++) {
+			for (uint64_t i = 0; i < (uint64_t)n; i++) {
 				uint64_t e = buf[i];
 				if (!(e & PTR_PM_PRESENT))
 					continue;
@@ -184,13 +193,10 @@ int ptr_pagemap_scan(int fd, struct ptr_pagemap_scan *s)
 				if (cut > vpn)
 					want = cut - vpn; /* end at a huge block's boundary */
 			}
-			ssize_t got = pread(fd, s->buf, want * 8, (off_t)(vpn * 8));
-			if (got < 0) {
-				if (errno == EINTR)
-					continue;
-				return -errno;
-			}
-			uint64_t n = (uint64_t)got / 8;
+			int64_t got = read_entries(fd, s->buf, want, vpn);
+			if (got < 0)
+				return (int)got;
+			uint64_t n = (uint64_t)got;
 			if (!n)
 				break; /* the file ended: nothing more in this range */
 			for (uint64_t i = 0; i < n;) {
