@@ -34,7 +34,7 @@ import mmap
 import os
 from array import array
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -44,11 +44,13 @@ from ptreloc import numa
 if TYPE_CHECKING:
     from ptreloc.proc import PageScan, Vma
 
-__all__ = ["BlockNodes", "memory_block_nodes", "zero_frames", "page_nodes", "NodeAnswer"]
+__all__ = ["BlockNodes", "memory_block_nodes", "zero_frames", "page_nodes", "NodeAnswer",
+           "kpageflags", "KPF_THP"]
 
 _MEMORY_DIR = "/sys/devices/system/memory"
 _NODE_DIR = "/sys/devices/system/node"
 _KPF_ZERO_PAGE = 24  # include/uapi/linux/kernel-page-flags.h
+KPF_THP = 22  # a page of a transparent huge page (head or tail)
 _MADV_HUGEPAGE = 14
 _PM_PFN_MASK = (1 << 55) - 1
 _PM_PRESENT = 1 << 63
@@ -125,6 +127,27 @@ def _is_zero_frame(pfn: int) -> bool:
     finally:
         os.close(fd)
     return len(raw) == 8 and bool(int.from_bytes(raw, "little") >> _KPF_ZERO_PAGE & 1)
+
+
+def kpageflags(pfns: Iterable[int]) -> dict[int, int] | None:
+    """Each frame's flags from /proc/kpageflags (KPF_* bits, Documentation/admin-guide/mm/
+    pagemap.rst); None when it cannot be read (not root, or a frame past the last)."""
+    try:
+        fd = os.open("/proc/kpageflags", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        out = {}
+        for pfn in pfns:
+            raw = os.pread(fd, 8, pfn * 8)
+            if len(raw) != 8:
+                return None
+            out[pfn] = int.from_bytes(raw, "little")
+        return out
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 @lru_cache(maxsize=1)

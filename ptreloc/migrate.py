@@ -490,6 +490,10 @@ class MigrationReport:
                 parts.append(
                     f"data_on_target ({self.data.not_migrated} pages still on a source node)"
                 )
+            elif name.startswith("kernel_") and self.kernel_tables.move is not None:
+                detail = next((c["detail"] for c in self.kernel_tables.move["checks"]
+                               if f"kernel_{c['name']}" == name), None)
+                parts.append(f"{name} ({detail})" if detail else name)
             else:
                 parts.append(name)
         return "verification failed: " + "; ".join(parts)

@@ -60,7 +60,6 @@ only node-local tables; with no placed page it is 0.0 with ``pages`` 0.
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
 from array import array
 from bisect import bisect_left
@@ -69,7 +68,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ptreloc import numa, proc
+from ptreloc import frames, numa, proc
 from ptreloc.core import AddressSpace, Arena, Geometry, geometry
 from ptreloc.errors import NotMapped, PtrelocError, UsageError
 from ptreloc.proc import ProcessSnapshot, Vma
@@ -443,26 +442,6 @@ def smaps_pmd_mapped(pid: int) -> dict[int, int]:
     return out
 
 
-def _kpageflags(pfns: Iterable[int]) -> dict[int, int] | None:
-    """Flags of each frame from /proc/kpageflags, None when it cannot be read (unprivileged)."""
-    try:
-        fd = os.open("/proc/kpageflags", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        out = {}
-        for pfn in pfns:
-            raw = os.pread(fd, 8, pfn * 8)
-            if len(raw) != 8:
-                return None
-            out[pfn] = int.from_bytes(raw, "little")
-        return out
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 def thp_blocks(snap: ProcessSnapshot, geo: Geometry, *, detect: bool = True) -> ThpBlocks:
     """The blocks of ``snap`` that Linux maps with huge PMD entries (module doc)."""
     huge = geo.levels[1] if geo.nlevels > 1 else None
@@ -480,7 +459,7 @@ def thp_blocks(snap: ProcessSnapshot, geo: Geometry, *, detect: bool = True) -> 
     method = "smaps"
     starts = [resident[lo] for lo in firsts]
     if snap.frames_visible and any(heads):
-        flags = _kpageflags(heads)
+        flags = frames.kpageflags(heads)
         if flags is not None:  # the head must be a THP's compound head
             method = "kpageflags"
             head_bits = 1 << _KPF_COMPOUND_HEAD | 1 << _KPF_THP

@@ -57,8 +57,10 @@ CHILD = textwrap.dedent(
     size = mib << 20
     base = region(size, 15)                      # MADV_NOHUGEPAGE
     huge = region(huge_mib << 20, 14) if huge_mib else 0   # MADV_HUGEPAGE
+    # memmove, a store only: ctypes' .value setter reads the word first, and a read fault
+    # maps the huge zero page, which the write then splits - base pages, no huge page
     for off in range(0, huge_mib << 20, PAGE):
-        ctypes.c_uint64.from_address(huge + off).value = off
+        ctypes.memmove(huge + off, ctypes.byref(ctypes.c_uint64(off)), 8)
     npages = size // PAGE
     state = {"rounds": 0, "errors": 0, "sleeps": [], "reads": [], "tids": {}}
     r, w = os.pipe()
