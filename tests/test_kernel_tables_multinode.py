@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -75,6 +76,12 @@ def assert_cross_checks(r: kt.KernelTables) -> None:
     assert pm.ok, pm
 
 
+def thp_collapses() -> int:
+    """khugepaged's collapses since boot (/proc/vmstat thp_collapse_alloc)."""
+    m = re.search(r"^thp_collapse_alloc (\d+)$", Path("/proc/vmstat").read_text(), re.M)
+    return int(m.group(1)) if m else 0
+
+
 def migrate_all(pid: int, frm: int, to: int, tries: int = 4) -> None:
     """migratepages until numa_maps shows no page of ``pid`` on ``frm`` (one call can leave
     pages that were briefly pinned)."""
@@ -88,13 +95,18 @@ def migrate_all(pid: int, frm: int, to: int, tries: int = 4) -> None:
 
 def test_sparse_workload_on_node0_then_migrated() -> None:
     with live_workload(pages=SPARSE_PAGES, every=EVERY, threads=0, prefix=bind(0)) as live:
+        collapses = thp_collapses()
         r = kt.walk_process(live.pid)
+        collapses = thp_collapses() - collapses
         levels = r.frames_by_level()
         print(f"\nbound to node 0: {levels}, walk {r.walk_seconds:.2f} s, "
               f"pgd on node {r.tables[0].node}, {r.paging_levels}-level, pti={r.pti}, "
               f"marked {r.pgtable_marked}")
         assert levels["pte"] >= 1000
-        assert r.changed_under_walk == 0 and r.bad_entries == 0
+        # the process is idle, but khugepaged is not (THP "always" in the guest): an entry
+        # that changed under the walk must have a collapse in the window to blame
+        assert r.bad_entries == 0
+        assert r.changed_under_walk == 0 or collapses > 0, (r.changed_under_walk, collapses)
         # every non-root table was allocated under the numactl binding
         assert set(non_root_nodes(r)) == {0}, non_root_nodes(r)
         # what Linux 6.1 marks PG_table: PTE and PMD tables, not PUD/P4D/PGD
