@@ -1300,8 +1300,10 @@ int ptr_test_and_clear_dirty(struct ptr_mm *mm, uint64_t va)
  * @level: 0 or 1
  *
  * Return: 0; -ENOENT (no such table in @src), -EEXIST (@dst's entry is not empty), -EINVAL
- * (other arena, same mm, bad level, PAE's fixed PDPTE level), -ERANGE/-EDOM, allocation errors.
- * Locking: in its own read-side section; takes @dst's parent-table lock for the link.
+ * (other arena, same mm, bad level, PAE's fixed PDPTE level), -ERANGE/-EDOM, -EAGAIN (the
+ * table kept moving under it: 16 relocations in a row), allocation errors.
+ * Locking: in its own read-side section; takes @dst's parent-table lock, then the shared
+ * table's own lock, for the link (a relocation checks sharers and moves under the latter).
  */
 int ptr_share_table(struct ptr_mm *dst, struct ptr_mm *src, uint64_t va, int level)
 {
@@ -1315,32 +1317,55 @@ int ptr_share_table(struct ptr_mm *dst, struct ptr_mm *src, uint64_t va, int lev
 	if (rc)
 		return rc;
 	int tok = PTR_READ_LOCK(a);
-	struct ptr_path p;
-	rc = ptr_path_find(src, va, level, &p);
-	uint32_t shared = p.frame[level];
-	uint32_t parent;
-	if (rc >= 0)
-		rc = descend(dst, NULL, va, level + 1, dst->node, &parent);
-	if (rc >= 0) {
+	for (int tries = 0;; tries++) {
+		struct ptr_path p;
+		rc = ptr_path_find(src, va, level, &p);
+		uint32_t shared = p.frame[level];
+		uint32_t parent;
+		if (rc >= 0)
+			rc = descend(dst, NULL, va, level + 1, dst->node, &parent);
+		if (rc < 0)
+			break;
 		ptr_spinlock_t *lock;
 		rc = lock_table(dst, NULL, level + 1, va, &parent, &lock);
-		if (!rc) {
-			uint64_t expected = 0;
-#if PTR_RELOCATION
-			/* before the link: a relocation that can see it scans both trees */
-			atomic_store(&dst->shared_ever, true);
-			atomic_store(&src->shared_ever, true);
-#endif
-			atomic_fetch_add(&a->frames[shared].sharers, 1);
-			if (!ptr_entry_cas(g, level + 1, fdata(dst, parent),
-					   ptr_index(g, level + 1, va), &expected,
-					   ptr_entry_make_table(g, level + 1,
-								ptr_frame_phys(a, shared)))) {
-				atomic_fetch_sub(&a->frames[shared].sharers, 1);
-				rc = -EEXIST;
-			}
+		if (rc)
+			break;
+		/*
+		 * The shared table's own lock, then its path again: a relocation of @src moves the
+		 * table under this lock (it holds it from its locked sharer check to the repoint), so
+		 * either it saw sharers go up and leaves the table alone, or it has repointed @src
+		 * and the path now leads to the copy - link that one instead.  Without it, @dst
+		 * could link the old copy after the relocation's check and keep it past its free.
+		 * (Frame @shared cannot be freed meanwhile: we are in a read-side section.)
+		 * Order: @dst's parent-table lock, then a table one level down (rule 3).
+		 */
+		ptr_spinlock_t *slock = table_lock(src, level, shared);
+		ptr_lock(slock, NULL);
+		struct ptr_path now;
+		if (ptr_path_find(src, va, level, &now) < 0 || now.frame[level] != shared) {
+			ptr_unlock(slock);
 			ptr_unlock(lock);
+			if (tries < 16)
+				continue; /* moved under us: once per relocation, and they serialize */
+			rc = -EAGAIN;
+			break;
 		}
+		uint64_t expected = 0;
+#if PTR_RELOCATION
+		/* before the link: a relocation that can see it scans both trees */
+		atomic_store(&dst->shared_ever, true);
+		atomic_store(&src->shared_ever, true);
+#endif
+		atomic_fetch_add(&a->frames[shared].sharers, 1);
+		if (!ptr_entry_cas(g, level + 1, fdata(dst, parent), ptr_index(g, level + 1, va),
+				   &expected,
+				   ptr_entry_make_table(g, level + 1, ptr_frame_phys(a, shared)))) {
+			atomic_fetch_sub(&a->frames[shared].sharers, 1);
+			rc = -EEXIST;
+		}
+		ptr_unlock(slock);
+		ptr_unlock(lock);
+		break;
 	}
 	PTR_READ_UNLOCK(a, tok);
 	(void)tok;

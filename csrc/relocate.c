@@ -1050,6 +1050,27 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 		ptr_lock(&a->frames[ls->l1[i]].ptl, NULL);
 	for (size_t i = 0; i < ls->n0; i++)
 		ptr_lock(&a->frames[ls->l0[i]].ptl, NULL);
+	/*
+	 * The sharer check again, now under each table's own lock: the one before the batch ran
+	 * unlocked, and ptr_share_table() may have linked the table into an mm outside the set
+	 * since.  It links under this same lock after checking that @src's path still leads to
+	 * the table, so from here to the repoint no new sharer can appear.  A record skipped here
+	 * gives back its fresh frame (not yet locked, so not in the lock set's fresh list).
+	 */
+	size_t nfresh = 0;
+	for (size_t k = 0; k < n; k++) {
+		struct reloc_rec *r = recs[k];
+		if (r->state != REC_PENDING || r->level > 1)
+			continue;
+		if (atomic_load(&a->frames[r->old].sharers) > r->nlinks) {
+			ptr_frame_free(a, r->fresh);
+			r->fresh = PTR_NO_FRAME;
+			skip(r, PTR_RELOC_R_SHARED);
+			continue;
+		}
+		ls->fresh[nfresh++] = r->fresh;
+	}
+	ls->nfresh = nfresh;
 	for (size_t i = 0; i < ls->nfresh; i++)
 		ptr_lock(&a->frames[ls->fresh[i]].ptl, NULL); /* unlinked: any order is fine */
 

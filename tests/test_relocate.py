@@ -300,6 +300,97 @@ def test_stop_parks_cpus_so_nothing_can_write_the_old_copy():
 # ---- shared tables ------------------------------------------------------------------------------
 
 
+def _check_links_live(arena: Arena, mm: AddressSpace, va: int) -> None:
+    """Every table on ``mm``'s path to ``va`` is live: none it links was freed or is waiting
+    to be (a relocation that moved it under a sharer it did not see leaves it LIMBO/FREE)."""
+    for level, frame in enumerate(mm.walk_path(va)):
+        if frame is not None:
+            assert arena.frame(frame)["state"] == "live", (level, frame, arena.frame(frame))
+
+
+@pytest.mark.parametrize("level", [0, 1])
+def test_a_table_shared_after_the_sharer_check_is_not_moved(level):
+    """The relocation checks sharers before its batches, unlocked; a table shared after that
+    check (here from the chooser, which runs between one record's check and the next) must
+    still not move for its first mm alone - before the locked re-check it moved, and the
+    second mm kept linking the old copy (LIMBO, then freed)."""
+    arena = Arena("x86_64_4l", nodes=2, frames_per_node=64, bind=False)
+    a, b = AddressSpace(arena), AddressSpace(arena)
+    span = arena.geometry.levels[level + 1].entry_span
+    a.map(VA, 4096)
+    a.map(VA + span, 4096)  # a second table of the level: its check comes after the first's
+    seen: list[int] = []
+
+    def share_after_check(t: TableFrame) -> int:
+        if t.level == level:
+            if seen and len(seen) == 1:
+                b.share_table_from(a, seen[0], level)  # the first one, already checked
+            # the page this table maps (it covers one entry of the level above: ``span``)
+            seen.append(VA if t.base_va <= VA < t.base_va + span else VA + span)
+        return 1
+
+    r = relocate(a, 0, share_after_check)
+    assert len(seen) == 2
+    assert r.reasons == {"shared": 1}, r.reasons
+    assert a.translate(seen[0]).phys == b.translate(seen[0]).phys
+    _check_links_live(arena, a, seen[0])
+    _check_links_live(arena, b, seen[0])
+    # and it is still one table for both: a write through b is a's dirty bit
+    cpu = Cpu(arena)
+    cpu.switch_to(b)
+    cpu.access(seen[0], write=True)
+    assert a.translate(seen[0]).dirty
+    cpu.close()
+    assert arena.freed_frame_accesses == 0
+    b.close()
+    a.close()
+    arena.close()
+
+
+@pytest.mark.tsan
+@pytest.mark.parametrize("level", [0, 1])
+def test_a_table_shared_during_its_copy_links_the_new_copy(level):
+    """A share that finds the table while the relocation is copying it must wait for the
+    repoint and link the copy: before, it linked the old frame between the copy and the
+    repoint, and kept it past its free."""
+    import threading
+
+    arena = Arena("x86_64_4l", nodes=2, frames_per_node=64, bind=False)
+    a, b = AddressSpace(arena), AddressSpace(arena)
+    a.map(VA, 4096)
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def share() -> None:
+        try:
+            b.share_table_from(a, VA, level)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+        done.set()
+
+    sharer = threading.Thread(target=share)
+
+    def mid_copy(lvl: int, _index: int) -> None:
+        if lvl == level and not sharer.is_alive() and not done.is_set():
+            sharer.start()
+            done.wait(0.3)  # with the fix it cannot finish: the table's lock is ours
+
+    with mid_copy_hook(arena, mid_copy):
+        r = relocate(a, 0, 1)
+    sharer.join(10)
+    assert not sharer.is_alive() and not errors, errors
+    assert r.complete, r.reasons
+    new = a.walk_path(VA)[level]
+    assert arena.frame(new)["node"] == 1
+    assert b.walk_path(VA)[level] == new  # the copy, not the old frame
+    _check_links_live(arena, b, VA)
+    assert arena.frame(new)["sharers"] == 2
+    assert arena.freed_frame_accesses == 0
+    b.close()
+    a.close()
+    arena.close()
+
+
 @pytest.mark.parametrize("level", [0, 1])
 def test_shared_tables_skip_or_move_with_every_sharer(level):
     arena = Arena("x86_64_4l", nodes=2, frames_per_node=64, bind=False)
