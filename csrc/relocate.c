@@ -196,6 +196,7 @@ struct reloc_rec {
 	uint32_t old, fresh;
 	uint32_t parent;    /* one mm: the parent frame the batch's first rewalk found */
 	uint32_t mm_mask;   /* bit i: mms[i] links this table */
+	uint32_t shoot_mask; /* bit i: mms[i] reaches it through a shared parent (run_batch()) */
 	uint8_t level;
 	uint8_t state;
 	bool leaves;        /* the copy saw a leaf (copy_table()): the merge re-checks it */
@@ -309,13 +310,16 @@ static int reserve_recs(struct reloc_ctx *c, size_t more)
  * Return: 0; 1 when it was already seen through this mm (its subtree too: do not walk it
  * again); -ENOMEM.
  */
-static int note_table(struct reloc_ctx *c, int mi, int level, uint32_t f, uint64_t base)
+static int note_table(struct reloc_ctx *c, int mi, int level, uint32_t f, uint64_t base,
+		      bool under_shared)
 {
 	struct ptr_frame *fr = &c->a->frames[f];
 	if (!(c->from_mask & (1u << fr->node)))
 		return 0;
-	/* a shared table is reached from several mms: one record, several links */
-	struct reloc_rec *r = atomic_load(&fr->sharers) > 1 ? find_rec(c, f) : NULL;
+	/* a shared table is reached from several mms: one record, several links - and so is
+	 * every table below one (linked once, from the shared table, but reached through each
+	 * mm that links it) */
+	struct reloc_rec *r = under_shared || atomic_load(&fr->sharers) > 1 ? find_rec(c, f) : NULL;
 	if (!r) {
 		if (reserve_recs(c, 1))
 			return -ENOMEM;
@@ -372,9 +376,11 @@ next_used_line(const void *t, uint32_t line, uint32_t nlines)
  * Return: 0, -ENOMEM, -ESTALE.
  * Locking: inside the caller's read-side section.
  */
-static int collect_level(struct reloc_ctx *c, int mi, int level, uint32_t table, uint64_t base)
+static int collect_level(struct reloc_ctx *c, int mi, int level, uint32_t table, uint64_t base,
+			 bool under_shared)
 {
 	const struct ptr_geometry *g = c->g;
+	under_shared = under_shared || atomic_load(&c->a->frames[table].sharers) > 1;
 	const void *t = fdata(c, table);
 	uint32_t n = 1u << g->level[level].bits;
 	int shift = g->level[level].shift;
@@ -395,14 +401,15 @@ static int collect_level(struct reloc_ctx *c, int mi, int level, uint32_t table,
 			uint64_t va = base | ((uint64_t)i << shift);
 			if (sign && (va >> (g->va_bits - 1)) & 1)
 				va |= ~0ULL << g->va_bits; /* the upper canonical half */
-			int rc = note_table(c, mi, level - 1, child, va);
+			int rc = note_table(c, mi, level - 1, child, va, under_shared);
 			if (rc < 0)
 				return rc;
 			if (rc > 0)
 				continue; /* seen through this mm already: so is its subtree */
 			if (!ptr_frame_live(c->a, child))
 				return ptr_arena_freed_access(c->a);
-			if (level - 1 > 0 && (rc = collect_level(c, mi, level - 1, child, va)))
+			if (level - 1 > 0 &&
+			    (rc = collect_level(c, mi, level - 1, child, va, under_shared)))
 				return rc;
 		}
 	}
@@ -415,9 +422,9 @@ static int collect_mm(struct reloc_ctx *c, int mi)
 	struct ptr_mm *mm = c->mms[mi];
 	int tok = ptr_read_lock(c->a);
 	uint32_t root = atomic_load(&mm->root);
-	int rc = note_table(c, mi, TOP(c->g), root, 0);
+	int rc = note_table(c, mi, TOP(c->g), root, 0, false);
 	if (!rc)
-		rc = collect_level(c, mi, TOP(c->g), root, 0);
+		rc = collect_level(c, mi, TOP(c->g), root, 0, false);
 	ptr_read_unlock(c->a, tok);
 	return rc < 0 ? rc : 0;
 }
@@ -1062,7 +1069,28 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 		struct reloc_rec *r = recs[k];
 		if (r->state != REC_PENDING || r->level > 1)
 			continue;
-		if (atomic_load(&a->frames[r->old].sharers) > r->nlinks) {
+		bool shared = atomic_load(&a->frames[r->old].sharers) > r->nlinks;
+		r->shoot_mask = 0;
+		if (!shared && r->level == 0 && r->parent != PTR_NO_FRAME &&
+		    atomic_load(&a->frames[r->parent].sharers) > 1) {
+			/*
+			 * Under a shared table (its level-1 lock is ours: no new sharer): every mm
+			 * that links the parent reaches this table through it, its CPUs may cache
+			 * the path - it moves only if all of them are in the set, and each is
+			 * shot down (the repoint is one entry, the parent's, whoever links it).
+			 */
+			int reach = 0;
+			for (int mi = 0; mi < c->nmms; mi++) {
+				uint32_t self, parent;
+				if (!rewalk(c, mi, r, &self, &parent) && self == r->old &&
+				    parent == r->parent) {
+					reach++;
+					r->shoot_mask |= 1u << mi;
+				}
+			}
+			shared = reach < atomic_load(&a->frames[r->parent].sharers);
+		}
+		if (shared) {
 			ptr_frame_free(a, r->fresh);
 			r->fresh = PTR_NO_FRAME;
 			skip(r, PTR_RELOC_R_SHARED);
@@ -1144,6 +1172,9 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 				reload[mi] = true;
 			touched[mi] = moved_any[mi] = true;
 		}
+		for (int mi = 0; mi < c->nmms; mi++)
+			if (r->shoot_mask & (1u << mi))
+				touched[mi] = true; /* reached through the shared parent: shoot down */
 		ls->limbo[ls->nlimbo++] = r->old;
 		r->state = REC_MOVED;
 		uint32_t bytes = ptr_table_bytes(g, r->level);

@@ -331,7 +331,8 @@ def test_a_table_shared_after_the_sharer_check_is_not_moved(level):
 
     r = relocate(a, 0, share_after_check)
     assert len(seen) == 2
-    assert r.reasons == {"shared": 1}, r.reasons
+    # (level 1: the PTE table under the shared PMD table stays as well - b reaches it)
+    assert r.reasons == {"shared": 1 + level}, r.reasons
     assert a.translate(seen[0]).phys == b.translate(seen[0]).phys
     _check_links_live(arena, a, seen[0])
     _check_links_live(arena, b, seen[0])
@@ -391,6 +392,53 @@ def test_a_table_shared_during_its_copy_links_the_new_copy(level):
     arena.close()
 
 
+def test_a_table_under_a_table_shared_outside_the_set_is_not_moved():
+    """b links a's PMD table, so it reaches a's PTE table through it - and b's CPU caches that
+    path.  Relocating a alone must leave the PTE table too (its own sharer count is 1): before,
+    it moved, b was never shot down, and b's next write went to the freed old copy."""
+    arena = Arena("x86_64_4l", nodes=2, frames_per_node=64, bind=False)
+    a, b = AddressSpace(arena), AddressSpace(arena)
+    a.map(VA, 4096)
+    b.share_table_from(a, VA, 1)
+    cpu = Cpu(arena)
+    cpu.switch_to(b)
+    assert cpu.access(VA).ok  # the path through the shared PMD table, cached
+    r = relocate(a, 0, 1)
+    assert r.reasons == {"shared": 2}, r.reasons  # the PMD table and the PTE table under it
+    pte = a.walk_path(VA)[0]
+    assert b.walk_path(VA)[0] == pte and arena.frame(pte)["node"] == 0
+    assert cpu.access(VA, write=True).ok
+    assert a.translate(VA).dirty and arena.freed_frame_accesses == 0
+    cpu.close()
+    b.close()
+    a.close()
+    arena.close()
+
+
+def test_an_mm_that_reaches_a_moved_table_only_through_a_shared_one_is_shot_down():
+    """Both mms relocated together; b has nothing of its own to move (its tables and the
+    shared PMD table are on node 1 already), but it reaches a's PTE table, which moves,
+    through the shared PMD table: b must be shot down too, or its CPU keeps the old copy."""
+    arena = Arena("x86_64_4l", nodes=2, frames_per_node=64, bind=False)
+    a, b = AddressSpace(arena), AddressSpace(arena, node=1)
+    a.map(VA, 4096)
+    relocate(a, 0, lambda t: 1 if t.level == 1 else None)  # only the PMD table to node 1
+    b.share_table_from(a, VA, 1)
+    assert [arena.frame(f)["node"] for f in b.walk_path(VA)] == [0, 1, 1, 1]
+    cpu = Cpu(arena)
+    cpu.switch_to(b)
+    assert cpu.access(VA).ok
+    r = relocate([a, b], [0], 1)
+    assert r.complete and r.shootdowns == 2, (r.reasons, r.shootdowns)
+    assert [arena.frame(f)["node"] for f in b.walk_path(VA)] == [1, 1, 1, 1]
+    assert cpu.access(VA, write=True).ok
+    assert a.translate(VA).dirty and arena.freed_frame_accesses == 0
+    cpu.close()
+    b.close()
+    a.close()
+    arena.close()
+
+
 @pytest.mark.parametrize("level", [0, 1])
 def test_shared_tables_skip_or_move_with_every_sharer(level):
     arena = Arena("x86_64_4l", nodes=2, frames_per_node=64, bind=False)
@@ -401,7 +449,8 @@ def test_shared_tables_skip_or_move_with_every_sharer(level):
 
     alone = relocate(a, 0, 1)  # b links the shared table too: it cannot move for a alone
     assert not alone.complete or alone.not_relocated
-    assert alone.reasons == {"shared": 1} and alone.levels[name].reasons == {"shared": 1}
+    # (level 1: the PTE table under it too - b reaches it through the shared one)
+    assert alone.reasons == {"shared": 1 + level} and alone.levels[name].reasons == {"shared": 1}
     assert a.translate(VA).phys == b.translate(VA).phys == VA
 
     both = relocate([a, b], [0, 1], 1)  # b's own tables on 0, the shared one still on 0
