@@ -13,8 +13,9 @@ block online.  ``drain(node)``:
    ``kernel_move.move_kernel_tables`` (ptrace-injected set_mempolicy + mremap round trips);
 4. verifies: the data left on the node (numa_maps) and the tables left (the walk);
 5. with ``offline=True`` offlines each block of the node for real, right after the moves (the
-   emptied pageblocks draw the next kernel allocations, so no time is lost), and reports the
-   kernel's answer;
+   emptied pageblocks are still of the unmovable type and draw the next kernel allocations -
+   a slab page there pins the block again - so no time is lost), the blocks the walks found
+   the tables in first, most tables first, and reports the kernel's answer;
 6. reports per memory block of the node what still pins it (``ptreloc.census``).
 
 Kernel threads have no user memory or page tables: they are counted, not moved (their own
@@ -30,6 +31,7 @@ import contextlib
 import os
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,8 +163,13 @@ def _status(pid: int) -> dict[str, str]:
     return out
 
 
-def _tables_on(pid: int, node: int) -> dict[str, int]:
+def _tables_on(pid: int, node: int, blocks: Counter[int] | None = None) -> dict[str, int]:
+    """The process's table frames on ``node`` per level; with ``blocks``, also counts them per
+    memory block (the blocks the drain then offlines first)."""
     walk = kt.walk_process(pid)
+    if blocks is not None:
+        per_block = census_mod.block_size_bytes() // census_mod.PAGE_SIZE
+        blocks.update(t.pfn // per_block for t in walk.tables if t.node == node)
     return dict(walk.tables_per_node().get(node, {}))
 
 
@@ -302,6 +309,8 @@ def drain(
     report = DrainReport(node, dry_run, None if ok else why)
     report.self_report = _protect_self(t, dry_run)
     me = os.getpid()
+    held_tables: Counter[int] = Counter()  # memory block -> table frames the walks found there
+    to_move: list[ProcessDrain] = []
     for pid in _pids():
         if pid == me:
             continue
@@ -321,7 +330,7 @@ def drain(
             tables: dict[str, int] | None = None
             if report.walk is None:
                 try:
-                    tables = _tables_on(pid, node)
+                    tables = _tables_on(pid, node, held_tables)
                 except kt.ProcessGone:
                     continue
                 except kt.KernelTablesError as err:
@@ -343,7 +352,11 @@ def drain(
         if dry_run:
             p.action = "would_move"
             continue
-        say(f"pid {pid} ({name}): node {node} -> {p.target}")
+        to_move.append(p)
+    # the processes with the most tables on the node last: their emptied blocks then wait the
+    # least for the offline (above)
+    for p in sorted(to_move, key=lambda p: sum((p.tables_before or {}).values())):
+        say(f"pid {p.pid} ({p.name}): node {node} -> {p.target}")
         _move(p, node, force)
     if not dry_run:
         time.sleep(0.2)  # old tables are freed after an RCU grace period
@@ -351,8 +364,12 @@ def drain(
         # at once: a drained block's now-empty pageblocks are still of the unmovable type, so
         # the next kernel allocations on the node are drawn to them - every second of census
         # in between is a chance for a slab page to pin the block again
+        # and the blocks the tables left first, most tables first: those are the pageblocks
+        # just emptied (a block that held none was as pinnable before the drain as after)
         report.offline = []
-        for blk in census_mod.memory_blocks(node):
+        blocks = sorted(census_mod.memory_blocks(node),
+                        key=lambda b: (-held_tables[b.index], b.index))
+        for blk in blocks:
             if blk.state != "online":
                 report.offline.append({"block": blk.index, "state_before": blk.state,
                                        "ok": blk.state == "offline", "error": None,
