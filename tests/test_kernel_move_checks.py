@@ -35,10 +35,14 @@ def test_a_changed_frame_the_kernel_did_not_count_fails() -> None:
     assert km._pagemap_check(BEFORE, after).ok is False
 
 
+def _collapsed(pages: int) -> tuple[dict[int, int], dict[int, int]]:
+    """The first ``pages`` pages on new frames in huge pages: (after, kpageflags of those)."""
+    after = _moved(range(0x1000, 0x1000 + pages * 0x1000, 0x1000), 1 << 20)
+    return after, {pfn: THP for pfn in after.values() if pfn >= 1 << 20}
+
+
 def test_pages_collapsed_into_huge_pages_are_the_kernels() -> None:
-    vas = range(0x1000, 0x1000 + 512 * 0x1000, 0x1000)
-    after = _moved(vas, 1 << 20)
-    flags = {pfn: THP for pfn in after.values() if pfn >= 1 << 20}
+    after, flags = _collapsed(512)
     c = km._pagemap_check(BEFORE, after, {"thp_collapse_alloc": 1, "pgmigrate_success": 0},
                           flags)
     assert c.ok is True, c.detail
@@ -54,9 +58,7 @@ def test_pages_collapsed_into_huge_pages_are_the_kernels() -> None:
 
 
 def test_one_collapse_excuses_at_most_one_huge_page_of_pages() -> None:
-    vas = range(0x1000, 0x1000 + 513 * 0x1000, 0x1000)
-    after = _moved(vas, 1 << 20)
-    flags = {pfn: THP for pfn in after.values() if pfn >= 1 << 20}
+    after, flags = _collapsed(513)
     c = km._pagemap_check(BEFORE, after, {"thp_collapse_alloc": 1, "pgmigrate_success": 0},
                           flags)
     assert c.ok is False and "1 by nothing the kernel counted" in c.detail

@@ -392,6 +392,17 @@ def test_a_table_shared_during_its_copy_links_the_new_copy(level):
     arena.close()
 
 
+def _b_writes_a_sees_it(arena: Arena, a: AddressSpace, b: AddressSpace, cpu: Cpu) -> None:
+    """``cpu`` (on b) writes VA: the dirty bit is a's (one table for both), no freed frame
+    was read; then everything is closed."""
+    assert cpu.access(VA, write=True).ok
+    assert a.translate(VA).dirty and arena.freed_frame_accesses == 0
+    cpu.close()
+    b.close()
+    a.close()
+    arena.close()
+
+
 def test_a_table_under_a_table_shared_outside_the_set_is_not_moved():
     """b links a's PMD table, so it reaches a's PTE table through it - and b's CPU caches that
     path.  Relocating a alone must leave the PTE table too (its own sharer count is 1): before,
@@ -407,12 +418,7 @@ def test_a_table_under_a_table_shared_outside_the_set_is_not_moved():
     assert r.reasons == {"shared": 2}, r.reasons  # the PMD table and the PTE table under it
     pte = a.walk_path(VA)[0]
     assert b.walk_path(VA)[0] == pte and arena.frame(pte)["node"] == 0
-    assert cpu.access(VA, write=True).ok
-    assert a.translate(VA).dirty and arena.freed_frame_accesses == 0
-    cpu.close()
-    b.close()
-    a.close()
-    arena.close()
+    _b_writes_a_sees_it(arena, a, b, cpu)
 
 
 def test_an_mm_that_reaches_a_moved_table_only_through_a_shared_one_is_shot_down():
@@ -431,12 +437,7 @@ def test_an_mm_that_reaches_a_moved_table_only_through_a_shared_one_is_shot_down
     r = relocate([a, b], [0], 1)
     assert r.complete and r.shootdowns == 2, (r.reasons, r.shootdowns)
     assert [arena.frame(f)["node"] for f in b.walk_path(VA)] == [1, 1, 1, 1]
-    assert cpu.access(VA, write=True).ok
-    assert a.translate(VA).dirty and arena.freed_frame_accesses == 0
-    cpu.close()
-    b.close()
-    a.close()
-    arena.close()
+    _b_writes_a_sees_it(arena, a, b, cpu)
 
 
 @pytest.mark.parametrize("level", [0, 1])
