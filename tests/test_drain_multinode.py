@@ -162,6 +162,29 @@ def _pinned_only_by(census_data: dict, pid: int) -> list[dict]:
 def test_page_tables_alone_keep_a_block_online_until_drain(on_node_0: None,
                                                            capsys: pytest.CaptureFixture[str]
                                                            ) -> None:
+    """The arrangement, the refusal, the drain, the offline (module doc).  Once more if a
+    kernel allocation took the emptied block between the drain and the offline: its
+    pageblocks are still of the unmovable type and draw the node's next slab pages (seen in
+    one CI run); the drain cannot stop that, only be quick (the tables' block first)."""
+    landed = []
+    for attempt in (1, 2):
+        result, after, index = _arranged_drain(capsys)
+        if result["ok"]:
+            break
+        kernel_took_it = after["free_of_pagetables"] and "pagetable" not in after["pinned_by"]
+        if attempt == 2 or not kernel_took_it:
+            pytest.fail(f"memory{index} did not go offline after the drain: {result}, {after}; "
+                        f"earlier: {landed}", pytrace=False)
+        landed.append((index, after["pinned_by"]))
+        for blk in census.memory_blocks(1):  # as it was, for the second arrangement
+            if blk.state != "online":
+                assert drain.online_block(blk.index)["ok"]
+    assert drain.block_state(index) == "offline"
+
+
+def _arranged_drain(capsys: pytest.CaptureFixture[str]) -> tuple[dict, dict, int]:
+    """One arrangement and drain: (the offline result, the block after the drain, its index);
+    everything up to the offline asserted."""
     empty = json.loads(ptreloc("census", "--node", "1", "--json", check=0).stdout)
     clean = [b["block"] for b in empty["per_node"]["1"]["blocks"]
              if b["state"] == "online" and not b["pinned_by"]]
@@ -217,8 +240,7 @@ def test_page_tables_alone_keep_a_block_online_until_drain(on_node_0: None,
         # took 1.2 s before it)
         tried = [r["block"] for r in report["offline"] if r["state_before"] == "online"]
         assert tried[0] == index, tried
-        assert result["ok"], (result, after)
-        assert drain.block_state(index) == "offline"
+    return result, after, index
 
 
 def test_a_process_its_cpuset_binds_to_the_node_is_skipped_with_its_mems_allowed() -> None:
