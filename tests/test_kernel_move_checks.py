@@ -83,3 +83,31 @@ def test_a_page_no_longer_resident_fails_whatever_the_kernel_counted() -> None:
 def test_hidden_frames_and_unreadable_pagemap_decide_nothing() -> None:
     assert km._pagemap_check(None, BEFORE).ok is None
     assert km._pagemap_check(dict.fromkeys(BEFORE, 0), dict.fromkeys(BEFORE, 0)).ok is None
+
+
+class _Walk:
+    """A stand-in for a kernel walk (kernel_tables.KernelTables): only what
+    ``_pagetables_check`` reads - the tables' levels and nodes, and the accounted levels."""
+
+    def __init__(self, nodes: list[int]) -> None:
+        self.tables = [type("T", (), {"level": "pte", "node": n})() for n in nodes]
+
+    def accounted_levels(self) -> tuple[str, ...]:
+        return ("pte", "pmd")
+
+
+def _counters(before1: int, after1: int) -> km.KernelMoveReport:
+    r = km.KernelMoveReport(pid=1, target_node=1)
+    r.node_pagetables_kb_before = {0: 400, 1: before1}
+    r.node_pagetables_kb_after = {0: 0, 1: after1}
+    return r
+
+
+def test_node_counter_must_show_the_tables_the_walk_saw_arrive() -> None:
+    before, after = _Walk([0] * 100), _Walk([1] * 100)  # 400 kB of tables to node 1
+    assert km._pagetables_check(_counters(50, 450), before, after).ok is True
+    assert km._pagetables_check(_counters(50, 260), before, after).ok is True  # other tasks
+    # the walk says they arrived, the node's own counter did not move: not believed
+    assert km._pagetables_check(_counters(50, 60), before, after).ok is False
+    # nothing moved by the walk's count: nothing to hold the counter to
+    assert km._pagetables_check(_counters(50, 50), before, before).ok is None
