@@ -134,18 +134,24 @@ class Asked:
     keep=st.sampled_from([0.0, 0.5, 0.9, 0.97]),
     seed=st.integers(0, 2**32 - 1),
     share=st.sampled_from(["none", "both", "one"]),
+    share_level=st.sampled_from([0, 1]),  # a PTE table, or a PMD table with PTE tables below
     squeeze=st.sampled_from([None, 0, 1, 3]),  # target pool headroom (None: unlimited)
     fail_nth=st.sampled_from([0, 0, 0, 1, 2, 5]),
     bad_target=st.booleans(),
 )
 def test_relocation_matches_the_model(name, nnodes, ops, strategy, batch, keep, seed, share,
-                                      squeeze, fail_nth, bad_target):
+                                      share_level, squeeze, fail_nth, bad_target):
     arena = Arena(name, nodes=nnodes, frames_per_node=512)
     geo = arena.geometry
     mm = AddressSpace(arena, node=0)
     other = None
     cpu = Cpu(arena)
+    other_cpu = None
+    seen_by_other: list[int] = []
     model = RefModel(geo)
+    # a PMD table can be shared where it is not the top level (nor PAE's fixed PDPTEs)
+    if share_level + 1 >= geo.nlevels - (1 if geo.top_preloaded else 0):
+        share_level = 0
     try:
         build_tree(geo, mm, model, ops, nnodes)
         vas = page_vas(geo, model)
@@ -154,7 +160,7 @@ def test_relocation_matches_the_model(name, nnodes, ops, strategy, batch, keep, 
             base_pages = [va for va in vas if model.translate(va)[1] == 0]
             if base_pages:
                 other = AddressSpace(arena, node=nnodes - 1)
-                other.share_table_from(mm, base_pages[0], level=0)
+                other.share_table_from(mm, base_pages[0], level=share_level)
                 if geo.top_preloaded:  # its own PMD tables: a page each, away from the share
                     span = geo.levels[-1].entry_span
                     for i in range(geo.levels[-1].entries):
@@ -173,8 +179,17 @@ def test_relocation_matches_the_model(name, nnodes, ops, strategy, batch, keep, 
         before_other = state(other, shared_vas) if other is not None else {}
         truly_shared = []  # the pages both address spaces reach through the one shared table
         if other is not None:
-            table = mm.walk_path(base_pages[0])[0]
-            truly_shared = [va for va in vas if mm.walk_path(va)[0] == table]
+            table = mm.walk_path(base_pages[0])[share_level]
+            truly_shared = [va for va in vas if mm.walk_path(va)[share_level] == table
+                            and model.translate(va)[1] == 0]
+            # the other address space's CPU reads those already accessed (A set: the read
+            # changes no bit the model holds): TLB entries, and the paths through the shared
+            # table in its paging-structure cache
+            other_cpu = Cpu(arena)
+            other_cpu.switch_to(other)
+            seen_by_other = [va for va in truly_shared if before[va] and before[va][3]]
+            for va in seen_by_other:
+                assert other_cpu.access(va).ok
 
         rng = random.Random(seed)
         full_node = rng.randrange(nnodes)
@@ -246,10 +261,20 @@ def test_relocation_matches_the_model(name, nnodes, ops, strategy, batch, keep, 
                 assert other.walk_path(va)[0] == mm.walk_path(va)[0]
         assert arena.limbo_frames == 0
         assert arena.freed_frame_accesses == 0
+        # a write by the other CPU sets D where mm sees it - not in a copy the relocation left
+        # (it must have been shot down for every table that moved below the shared one)
+        clean = [va for va in seen_by_other if not before[va][4]]  # its TLB entry is clean
+        if other_cpu is not None and clean:
+            va = clean[-1]
+            assert other_cpu.access(va, write=True).ok
+            assert arena.freed_frame_accesses == 0
+            assert mm.translate(va).dirty
         counted = mm.table_counts()
         assert counted == {lv.name: len(model.tables[lv.index]) for lv in geo.levels}
     finally:
         cpu.close()
+        if other_cpu is not None:
+            other_cpu.close()
         if other is not None:
             other.close()
         mm.close()
