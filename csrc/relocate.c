@@ -1174,7 +1174,8 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 		}
 		for (int mi = 0; mi < c->nmms; mi++)
 			if (r->shoot_mask & (1u << mi))
-				touched[mi] = true; /* reached through the shared parent: shoot down */
+				/* reached through the shared parent: shot down (stop: flushed) */
+				touched[mi] = moved_any[mi] = true;
 		ls->limbo[ls->nlimbo++] = r->old;
 		r->state = REC_MOVED;
 		uint32_t bytes = ptr_table_bytes(g, r->level);
