@@ -163,13 +163,13 @@ def _status(pid: int) -> dict[str, str]:
     return out
 
 
-def _tables_on(pid: int, node: int, blocks: Counter[int] | None = None) -> dict[str, int]:
-    """The process's table frames on ``node`` per level; with ``blocks``, also counts them per
-    memory block (the blocks the drain then offlines first)."""
+def _tables_on(pid: int, node: int, blocks: Counter[int] | None = None,
+               block_frames: int = 0) -> dict[str, int]:
+    """The process's table frames on ``node`` per level; with ``blocks`` (and the frames per
+    memory block), also counts them per block - the blocks the drain then offlines first."""
     walk = kt.walk_process(pid)
-    if blocks is not None:
-        per_block = census_mod.block_size_bytes() // census_mod.PAGE_SIZE
-        blocks.update(t.pfn // per_block for t in walk.tables if t.node == node)
+    if blocks is not None and block_frames:
+        blocks.update(t.pfn // block_frames for t in walk.tables if t.node == node)
     return dict(walk.tables_per_node().get(node, {}))
 
 
@@ -310,6 +310,10 @@ def drain(
     report.self_report = _protect_self(t, dry_run)
     me = os.getpid()
     held_tables: Counter[int] = Counter()  # memory block -> table frames the walks found there
+    try:
+        block_frames = census_mod.block_size_bytes() // census_mod.PAGE_SIZE
+    except census_mod.CensusUnavailable:
+        block_frames = 0  # no memory-block layout: the offline order is the blocks' own
     to_move: list[ProcessDrain] = []
     for pid in _pids():
         if pid == me:
@@ -330,7 +334,7 @@ def drain(
             tables: dict[str, int] | None = None
             if report.walk is None:
                 try:
-                    tables = _tables_on(pid, node, held_tables)
+                    tables = _tables_on(pid, node, held_tables, block_frames)
                 except kt.ProcessGone:
                     continue
                 except kt.KernelTablesError as err:
