@@ -116,17 +116,8 @@ def _own_pfn(address: int) -> int:
 
 
 def _is_zero_frame(pfn: int) -> bool:
-    try:
-        fd = os.open("/proc/kpageflags", os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        raw = os.pread(fd, 8, pfn * 8)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return len(raw) == 8 and bool(int.from_bytes(raw, "little") >> _KPF_ZERO_PAGE & 1)
+    flags = kpageflags([pfn])
+    return bool(flags and flags[pfn] >> _KPF_ZERO_PAGE & 1)
 
 
 def kpageflags(pfns: Iterable[int]) -> dict[int, int] | None:

@@ -402,7 +402,6 @@ class Mirror:
 #: /proc/PID/smaps fields that count memory mapped by PMD (huge) entries, in kB
 _SMAPS_PMD_FIELDS = ("AnonHugePages:", "ShmemPmdMapped:", "FilePmdMapped:")
 _KPF_COMPOUND_HEAD = 15  # include/uapi/linux/kernel-page-flags.h
-_KPF_THP = 22
 
 
 @dataclass(frozen=True)
@@ -462,7 +461,7 @@ def thp_blocks(snap: ProcessSnapshot, geo: Geometry, *, detect: bool = True) -> 
         flags = frames.kpageflags(heads)
         if flags is not None:  # the head must be a THP's compound head
             method = "kpageflags"
-            head_bits = 1 << _KPF_COMPOUND_HEAD | 1 << _KPF_THP
+            head_bits = 1 << _KPF_COMPOUND_HEAD | 1 << frames.KPF_THP
             starts = [resident[lo] for lo, pfn in zip(firsts, heads, strict=True)
                       if flags[pfn] & head_bits == head_bits]
             if not starts:
