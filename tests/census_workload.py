@@ -23,7 +23,7 @@ from live_workload import workload_env
 
 from ptreloc.bench import stop_workload
 
-__all__ = ["TableWorkload", "table_workload", "node_filler"]
+__all__ = ["TableWorkload", "fill_floor_mib", "high_watermark_kb", "node_filler", "table_workload"]
 
 _SCRIPT = r"""
 import ctypes, json, mmap, os, sys
@@ -106,12 +106,12 @@ def table_workload(node: int = 1, gib: int = 8, *, hold: bool = False
 
 _FILLER = r"""
 import mmap, re, sys
-node, leave_kb = int(sys.argv[1]), int(sys.argv[2]) << 10
+node, floor_kb = int(sys.argv[1]), int(sys.argv[2])
 path = f"/sys/devices/system/node/node{node}/meminfo"
 def free_kb():
     return int(re.search(r"MemFree:\s+(\d+) kB", open(path).read()).group(1))
 chunks = []
-while free_kb() > leave_kb + 4096:
+while free_kb() > floor_kb + 4096:
     m = mmap.mmap(-1, 4 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     m.madvise(mmap.MADV_NOHUGEPAGE)
     for off in range(0, 4 << 20, 4096):
@@ -122,14 +122,36 @@ sys.stdin.read()
 """
 
 
+def high_watermark_kb(node: int) -> int:
+    """The sum of ``node``'s zone high watermarks (/proc/zoneinfo), in kB."""
+    pages, mine = 0, False
+    with open("/proc/zoneinfo", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("Node "):
+                mine = line.split(",")[0] == f"Node {node}"
+            elif mine and line.split()[:1] == ["high"]:
+                pages += int(line.split()[1])
+    return pages * 4
+
+
+def fill_floor_mib(node: int, leave_mib: int) -> int:
+    """Where :func:`node_filler` stops: ``leave_mib`` free, or the node's high watermark when
+    that is more.  Below the min watermark a user allocation waits for reclaim, and with
+    nothing left to reclaim the OOM killer ends the filler (a CI run: status -9).  The
+    watermarks scale with the node's online memory (THP raises min_free_kbytes to ~48 MB in
+    the guest: min ~25 MiB of a whole 512 MiB node), so after the arrangement's offlines they
+    are mostly below 16 MiB, and above it when few blocks were clean."""
+    return max(leave_mib, -(-high_watermark_kb(node) // 1024))
+
+
 @contextmanager
 def node_filler(node: int = 1, leave_mib: int = 16) -> Iterator[int]:
-    """Anonymous (movable) memory bound to ``node`` until its MemFree is about ``leave_mib``
-    MiB: the node's free pages used up, so what is allocated next there comes from memory
-    onlined afterwards.  Yields the MiB it holds."""
+    """Anonymous (movable) memory bound to ``node`` until its MemFree is about
+    :func:`fill_floor_mib` MiB: the node's free pages used up, so what is allocated next there
+    comes from memory onlined afterwards.  Yields the MiB it holds."""
     proc = subprocess.Popen(
         ["numactl", f"--membind={node}", sys.executable, "-c", _FILLER, str(node),
-         str(leave_mib)],
+         str(fill_floor_mib(node, leave_mib) << 10)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=workload_env(),
     )
     try:

@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from census_workload import node_filler, table_workload
+from census_workload import fill_floor_mib, node_filler, table_workload
 from live_workload import ptreloc, ptreloc_as_nobody
 
 from ptreloc import census, drain, numa
@@ -200,7 +200,11 @@ def _arranged_drain(capsys: pytest.CaptureFixture[str]) -> tuple[dict, dict, int
         taken = drain.offline_block(index)
         assert taken["ok"], ("a block the census found clean did not go offline", taken)
     index = clean[-1]
-    with table_workload(node=1, gib=16, hold=True) as w, contextlib.ExitStack() as filling:
+    # what the filler leaves free is used first (the onlined block's pages go to the tail of
+    # the free lists): 4 MiB of tables and data per GiB of the workload, so a higher floor
+    # (fill_floor_mib) gets a larger workload
+    gib = 16 + -(-(fill_floor_mib(1, 16) - 16) // 4)
+    with table_workload(node=1, gib=gib, hold=True) as w, contextlib.ExitStack() as filling:
         held = filling.enter_context(node_filler(1, leave_mib=16))
         assert drain.online_block(index)["ok"]
         w.go()  # at once: until the tables are there, the block is all node 1 has free
