@@ -148,28 +148,33 @@ static bool huge_block(const uint64_t *e, uint64_t per)
  * huge-page candidates, in one read of a pagemap file.
  * @fd: /proc/PID/pagemap, open for reading
  * @s:  what to read and where to put it (struct ptr_pagemap_scan in pagescan.h): on return
- *      @s->done pages are in @s->vas/@s->nodes, @s->huge_done candidates in @s->huge_index/
- *      @s->huge_pfn, and @s->pos[0] == @s->nranges when every range was read; otherwise the
+ *      @s->done pages are in @s->nodes, @s->huge_done candidates in @s->huge_index/
+ *      @s->huge_pfn, @s->runs runs in @s->run_start/@s->run_first, and @s->pos[0] ==
+ *      @s->nranges when every range was read; otherwise the
  *      output was full and a call with more room (the same @s, its arrays grown, the counts
  *      and @s->pos as they are) goes on exactly where this one stopped.
  *
- * One pass, without keeping the frame numbers (8 bytes a page): a page's node comes from
+ * One pass, without keeping the frame numbers (8 bytes a page) or one address per page (8
+ * more: the pages are written as runs, 16 bytes per run of consecutive pages, and a dense
+ * process has a few hundred): a page's node comes from
  * its frame as it is read (@block_node[pfn >> @block_shift]), and a huge candidate is an aligned block of 2^(huge_shift -
  * page_shift) present entries (with frames, contiguous from an aligned head frame; its head
  * frame goes to @s->huge_pfn).  A present entry with frame 0 is a frame the kernel hides (no
  * CAP_SYS_ADMIN; frame 0 is never a user page): its node is PTR_NODE_UNKNOWN, and
  * @s->framed counts the entries that did show a frame.  Reads end at a huge block's boundary
  * and the output is checked for room one block at a time, so a block is never split between
- * two reads or two calls.
+ * two reads or two calls.  A block is written only with room for as many pages and as many
+ * runs as it has entries.
  *
  * Return: 0; -EINVAL (no buffer, a page, huge or block shift out of range, a huge block
- * larger than the buffer, more written than there is room for); -ENOSPC (not even one block fit: give more room); -errno of pread(2) (-EINTR
+ * larger than the buffer, more written than there is room for, a last run that holds no
+ * page); -ENOSPC (not even one block fit: give more room); -errno of pread(2) (-EINTR
  * is retried).
  */
 int ptr_pagemap_scan(int fd, struct ptr_pagemap_scan *s)
 {
 	const unsigned shift = s->page_shift;
-	if (!s->buf_entries || !shift || shift >= 64 || s->done > s->cap ||
+	if (!s->buf_entries || !shift || shift >= 64 || s->done > s->cap || s->runs > s->run_cap ||
 	    s->huge_done > s->huge_cap || s->block_shift >= 64)
 		return -EINVAL;
 	uint64_t per = 0;
@@ -182,6 +187,14 @@ int ptr_pagemap_scan(int fd, struct ptr_pagemap_scan *s)
 			return -EINVAL;
 	}
 	bool progressed = false;
+	/* the address right after the last run's last page (it grows while pages touch) */
+	uint64_t next_va = 0;
+	if (s->runs) {
+		if (s->runs > s->run_cap || s->run_first[s->runs - 1] >= s->done)
+			return -EINVAL;
+		next_va = s->run_start[s->runs - 1] +
+			  ((s->done - s->run_first[s->runs - 1]) << shift);
+	}
 	while (s->pos[0] < s->nranges) {
 		uint64_t first = s->ranges[2 * s->pos[0]] >> shift;
 		uint64_t end = s->ranges[2 * s->pos[0] + 1] >> shift;
@@ -204,7 +217,7 @@ int ptr_pagemap_scan(int fd, struct ptr_pagemap_scan *s)
 				if (per && j - i > per - (v & (per - 1)))
 					j = i + per - (v & (per - 1)); /* to the next block boundary */
 				bool whole = per && !(v & (per - 1)) && j - i == per;
-				if (s->cap - s->done < j - i ||
+				if (s->cap - s->done < j - i || s->run_cap - s->runs < j - i ||
 				    (whole && s->huge_done == s->huge_cap)) {
 					s->pos[1] = v; /* full: resume at this block */
 					return progressed ? 0 : -ENOSPC;
@@ -221,7 +234,13 @@ int ptr_pagemap_scan(int fd, struct ptr_pagemap_scan *s)
 							   : PTR_NODE_UNKNOWN;
 					s->framed += pfn != 0;
 					s->unknown += node == PTR_NODE_UNKNOWN;
-					s->vas[s->done] = (vpn + x) << shift;
+					uint64_t va = (vpn + x) << shift;
+					if (!s->runs || next_va != va) { /* a new run */
+						s->run_start[s->runs] = va;
+						s->run_first[s->runs] = s->done;
+						s->runs++;
+					}
+					next_va = va + (1ull << shift);
 					s->nodes[s->done] = node;
 					s->done++;
 				}
@@ -239,6 +258,55 @@ int ptr_pagemap_scan(int fd, struct ptr_pagemap_scan *s)
 		s->pos[1] = 0;
 	}
 	return 0;
+}
+
+/**
+ * ptr_runs_expand() - the addresses of some pages of a run list.
+ * @run_start:  @nruns run start addresses, ascending (struct ptr_pagemap_scan's @run_start)
+ * @run_first:  @nruns + 1 page indexes: run r holds pages @run_first[r] .. @run_first[r + 1]
+ *              - 1, the last entry the page count
+ * @nruns:      how many runs
+ * @page_shift: log2 of the page size
+ * @lo:         the first page wanted (an index)
+ * @n:          how many
+ * @out:        out: the @n addresses of pages @lo .. @lo + @n - 1
+ *
+ * What ptreloc.runs.PageRuns hands to the loops that take one address per page, a chunk at
+ * a time.
+ *
+ * Return: 0; -EINVAL (a page shift out of range, pages past the last, indexes that do not
+ * ascend).
+ */
+int ptr_runs_expand(const uint64_t *run_start, const uint64_t *run_first, uint64_t nruns,
+		    unsigned page_shift, uint64_t lo, uint64_t n, uint64_t *out)
+{
+	if (page_shift >= 64 || lo > run_first[nruns] || n > run_first[nruns] - lo)
+		return -EINVAL;
+	if (!n)
+		return 0;
+	/* the run holding page lo: the last r with run_first[r] <= lo */
+	uint64_t a = 0, b = nruns;
+	while (b - a > 1) {
+		uint64_t mid = a + (b - a) / 2;
+		if (run_first[mid] <= lo)
+			a = mid;
+		else
+			b = mid;
+	}
+	if (run_first[a] > lo)
+		return -EINVAL; /* the first run does not start at page 0 */
+	uint64_t k = 0, i = lo;
+	for (uint64_t r = a; r < nruns && k < n; r++) {
+		uint64_t end = run_first[r + 1];
+		if (end < run_first[r])
+			return -EINVAL;
+		uint64_t va = run_start[r] + ((i - run_first[r]) << page_shift);
+		for (; i < end && k < n; i++, k++) {
+			out[k] = va;
+			va += 1ull << page_shift;
+		}
+	}
+	return k == n ? 0 : -EINVAL;
 }
 
 /**

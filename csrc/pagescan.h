@@ -37,9 +37,12 @@
  *               node unknown); @nblocks entries, @block_shift log2 of the frames per block
  * @zero_ranges: @nzero [first, end) frame ranges of the shared zero pages (they read -EFAULT)
  * @huge_shift:  log2 of the huge page size for candidates (0: none)
- * @vas:         out: resident page addresses, ascending; @nodes: out, each one's node status
- *               (node, -EFAULT, or PTR_NODE_UNKNOWN); room for @cap, @done written
- * @huge_index:  out: index into @vas of each candidate block's first page; @huge_pfn: out,
+ * @run_start:   out: the resident pages as runs of consecutive pages, ascending: run r
+ *               starts at address @run_start[r] with page index @run_first[r] (and goes on
+ *               to the next run's index, or @done); room for @run_cap, @runs written
+ * @nodes:       out: each resident page's node status (node, -EFAULT, or
+ *               PTR_NODE_UNKNOWN), by page index; room for @cap, @done written
+ * @huge_index:  out: page index of each candidate block's first page; @huge_pfn: out,
  *               its head frame (0 when hidden); room for @huge_cap, @huge_done written
  * @unknown:     out (added to): pages written with PTR_NODE_UNKNOWN
  * @framed:      out (added to): present entries that showed a frame number
@@ -57,7 +60,10 @@ struct ptr_pagemap_scan {
 	const uint64_t *zero_ranges;
 	uint64_t nzero;
 	unsigned huge_shift;
-	uint64_t *vas;
+	uint64_t *run_start;
+	uint64_t *run_first;
+	uint64_t run_cap;
+	uint64_t runs;
 	int32_t *nodes;
 	uint64_t cap;
 	uint64_t done;
@@ -71,6 +77,8 @@ struct ptr_pagemap_scan {
 };
 
 int ptr_pagemap_scan(int fd, struct ptr_pagemap_scan *s);
+int ptr_runs_expand(const uint64_t *run_start, const uint64_t *run_first, uint64_t nruns,
+		    unsigned page_shift, uint64_t lo, uint64_t n, uint64_t *out);
 uint64_t ptr_pagemap_compact(const uint64_t *entries, uint64_t n, uint64_t first_vpn,
 			     unsigned page_shift, uint64_t *vas, uint64_t *pfns);
 int64_t ptr_pagemap_read(int fd, const uint64_t *ranges, uint64_t nranges, unsigned page_shift,

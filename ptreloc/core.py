@@ -519,7 +519,8 @@ class AddressSpace:
             raise NotMapped("some of the addresses are not mapped")
         return [self._path(frames, i * stride) for i in range(len(vas))]
 
-    def remote_tables(self, vas: array[int], data_nodes: array[int]) -> RemoteTables:
+    def remote_tables(self, vas: array[int], data_nodes: array[int] | memoryview
+                      ) -> RemoteTables:
         """Of the addresses ``vas`` (``array('Q')``) whose data node (``array('i')``, parallel;
         negative = leave out) is known, how many walk a table on another node - in one C call."""
         d = self._core.remote_count(self._h, vas, data_nodes)

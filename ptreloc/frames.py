@@ -33,7 +33,6 @@ import ctypes
 import mmap
 import os
 from array import array
-from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -204,8 +203,7 @@ def page_nodes(pid: int, vmas: Sequence[Vma], scan: PageScan, *,
         ask = [i for i, n in enumerate(nodes) if n == sentinel]
     for vma in vmas:
         if vma.path in SPECIAL_MAPPINGS:
-            lo = bisect_left(resident, vma.start)
-            hi = bisect_left(resident, vma.end)
+            lo, hi = resident.span(vma.start, vma.end)
             ask.extend(range(lo, hi))
     if ask:
         ask = sorted(set(ask))

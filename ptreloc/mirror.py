@@ -66,12 +66,13 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ptreloc import frames, numa, proc
-from ptreloc.core import AddressSpace, Arena, Geometry, geometry
+from ptreloc.core import AddressSpace, Arena, Geometry, RemoteTables, geometry
 from ptreloc.errors import NotMapped, PtrelocError, UsageError
 from ptreloc.proc import ProcessSnapshot, Vma
+from ptreloc.runs import PageRuns
 
 __all__ = [
     "Mirror",
@@ -99,10 +100,16 @@ def special_pages(snap: ProcessSnapshot) -> frozenset[int]:
     out: set[int] = set()
     for vma in snap.vmas:
         if vma.path in SPECIAL_MAPPINGS:
-            lo = bisect_left(snap.resident, vma.start)
-            hi = bisect_left(snap.resident, vma.end)
+            lo, hi = snap.resident.span(vma.start, vma.end)
             out.update(range(lo, hi))
     return frozenset(out)
+
+
+def _add_remote(a: RemoteTables, b: RemoteTables, sign: int = 1) -> RemoteTables:
+    """``a`` + ``b`` (or - with ``sign`` -1), field by field."""
+    return RemoteTables(a.pages + sign * b.pages, a.remote_pages + sign * b.remote_pages,
+                        {k: v + sign * b.by_level.get(k, 0) for k, v in a.by_level.items()},
+                        a.unmapped + sign * b.unmapped)
 
 
 #: progress(done_pages, total_pages) while mapping
@@ -230,7 +237,7 @@ class Mirror:
         i, n = 0, len(resident)
         while i < n:
             va = resident[i]
-            j = bisect_left(resident, ((va >> shift) + 1) << shift, i)
+            j = resident.bisect(((va >> shift) + 1) << shift)
             yield i, j, va
             i = j
 
@@ -253,39 +260,43 @@ class Mirror:
 
     def remote_fraction(self, data_nodes: array[int] | None = None) -> RemoteFraction:
         """remote_table_fraction for the current tables and ``data_nodes`` (default: the
-        mirror's own data nodes): every resident page's walk, in one call into the core."""
+        mirror's own data nodes): every resident page's walk, in calls into the core of a
+        chunk of pages each."""
         nodes = self.data_nodes if data_nodes is None else data_nodes
         if not (isinstance(nodes, array) and nodes.typecode == "i"):
             nodes = array("i", nodes)
         resident = self.snapshot.resident
-        counted = self.mm.remote_tables(resident, nodes)
+        counted = RemoteTables(0, 0, {lv.name: 0 for lv in self.geometry.levels}, 0)
+        view = memoryview(nodes)
+        for lo, hi, vas in resident.chunks():
+            counted = _add_remote(counted, self.mm.remote_tables(vas, view[lo:hi]))
         # the special mappings' pages are left out: counted alone and taken off (no copy of
         # the per-page arrays - they are the largest things a mirror holds)
         special = sorted(special_pages(self.snapshot))
         if special:
             out = self.mm.remote_tables(array("Q", (resident[k] for k in special)),
                                         array("i", (nodes[k] for k in special)))
-            counted = dataclasses.replace(
-                counted, pages=counted.pages - out.pages,
-                remote_pages=counted.remote_pages - out.remote_pages,
-                by_level={k: v - out.by_level.get(k, 0) for k, v in counted.by_level.items()},
-                unmapped=counted.unmapped - out.unmapped)
+            counted = _add_remote(counted, out, -1)
         if counted.unmapped:
             raise PtrelocError(f"mirror lost the translation of {counted.unmapped} pages")
         return RemoteFraction(counted.pages, counted.remote_pages, counted.by_level)
 
-    def expected_phys(self) -> array[int]:
-        """Per resident page, the physical address its mirrored translation must give."""
-        resident = self.snapshot.resident
+    def expected_phys(self, vas: array[int] | None = None) -> array[int]:
+        """Per page of ``vas`` (default: every resident page, one array of them), the physical
+        address its mirrored translation must give."""
+        if vas is None:
+            vas = self.snapshot.resident.expand()
         limit = self.geometry.phys_limit
-        if not resident or resident[-1] < limit:  # ascending: identity for every page
-            return resident
-        return array("Q", (va % limit for va in resident))
+        if not vas or vas[-1] < limit:  # ascending: identity for every page
+            return vas
+        return array("Q", (va % limit for va in vas))
 
     def check_translations(self) -> int:
-        """Resident pages whose mirrored translation is missing or wrong (0 when intact); every
-        page's walk in one call into the core."""
-        bad, _first = self.mm.check_translations(self.snapshot.resident, self.expected_phys())
+        """Resident pages whose mirrored translation is missing or wrong (0 when intact): every
+        page's walk, in calls into the core of a chunk of pages each."""
+        bad = 0
+        for _lo, _hi, vas in self.snapshot.resident.chunks():
+            bad += self.mm.check_translations(vas, self.expected_phys(vas))[0]
         return bad
 
     def frame_real_nodes(self, frames: Iterable[int]) -> dict[int, int]:
@@ -327,7 +338,7 @@ class Mirror:
         for block in broken:
             self.mm.unmap(block, size)
             before.difference_update(range(block, block + size, page))
-        added = array("Q", (va for va in resident if va not in before))
+        added = PageRuns.from_addresses((va for va in resident if va not in before), page)
         added_nodes = array("i", numa.move_pages(snap.pid, added)) if added else array("i")
         old_nodes = dict(zip(snap.resident, self.data_nodes, strict=True))
         for va in gone:
@@ -372,7 +383,7 @@ class Mirror:
         placement = infer_placement(
             sub, self.geometry, root=self.frame_node(self.mm.root_frame)
         )
-        _build(self.mm, added, placement, vmas, add_thp)
+        _build(self.mm, sub.resident, placement, vmas, add_thp)
         self.thp = ThpBlocks(
             tuple(sorted(still_huge | set(add_thp.starts))),
             thp.size or self.thp.size,
@@ -564,8 +575,7 @@ def infer_placement(
     classes = bytearray([anon_class if follow_data else other_class]) * n
     stack: Counter[int] = Counter()
     for vma in snap.vmas:
-        lo = bisect_left(resident, vma.start)
-        hi = bisect_left(resident, vma.end)
+        lo, hi = resident.span(vma.start, vma.end)
         if lo == hi:
             continue
         if vma.path in SPECIAL_MAPPINGS:
@@ -582,7 +592,7 @@ def infer_placement(
     allow = None if allowed is None else bytes(1 if x in allowed else 0 for x in range(nnodes))
     lowest = geo.levels[0]
     shift = lowest.shift + lowest.bits
-    counted = c.span_votes(resident, nodes, classes, shift, nnodes, allow)
+    counted = _span_votes(c, resident, nodes, classes, shift, nnodes, allow)
     anon_votes = Counter({x: v for x, v in enumerate(counted.anon_votes) if v})
     all_votes = Counter({x: v for x, v in enumerate(counted.all_votes) if v})
     basis = "given"
@@ -613,13 +623,39 @@ def infer_placement(
     return TablePlacement(root, basis, tuple(levels), geo)
 
 
+class _Votes(NamedTuple):
+    """ptr_span_votes()'s answer over all the pages (ptreloc._native.pagescan.SpanVotes)."""
+
+    keys: array[int]
+    counts: array[int]
+    all_votes: list[int]
+    anon_votes: list[int]
+
+
+def _span_votes(c: Any, resident: PageRuns, nodes: array[int], classes: bytearray,
+                shift: int, nnodes: int, allow: bytes | None) -> _Votes:
+    """ptr_span_votes() over every page, a chunk of pages at a time (each ends at a span's
+    boundary, so no span's votes are split between two calls)."""
+    keys, counts = array("Q"), array("I")
+    all_votes, anon_votes = [0] * nnodes, [0] * nnodes
+    node_view, class_view = memoryview(nodes), memoryview(classes)
+    for lo, hi, vas in resident.chunks(align_shift=shift):
+        got = c.span_votes(vas, node_view[lo:hi], class_view[lo:hi], shift, nnodes, allow)
+        keys.extend(got.keys)
+        counts.extend(got.counts)
+        all_votes = [a + b for a, b in zip(all_votes, got.all_votes, strict=True)]
+        anon_votes = [a + b for a, b in zip(anon_votes, got.anon_votes, strict=True)]
+    return _Votes(keys, counts, all_votes, anon_votes)
+
+
 def _span_shift(geo: Geometry) -> int:
     lowest = geo.levels[0]
     return lowest.shift + lowest.bits
 
 
-#: pages per ptr_map_pages() call (progress is reported between calls)
-_BUILD_CHUNK = 1 << 20
+#: pages per ptr_map_pages() call (progress is reported between calls; their addresses are
+#: listed for the call, 8 bytes each: ptreloc.runs)
+_BUILD_CHUNK = 1 << 16
 
 
 def _tables_needed(snap: ProcessSnapshot, geo: Geometry) -> int:
@@ -630,7 +666,8 @@ def _tables_needed(snap: ProcessSnapshot, geo: Geometry) -> int:
     resident = snap.resident
     total = 1
     for vma in snap.vmas:
-        pages = bisect_left(resident, vma.end) - bisect_left(resident, vma.start)
+        lo, hi = resident.span(vma.start, vma.end)
+        pages = hi - lo
         if not pages:
             continue
         for lv in geo.levels[:-1]:  # below the root
@@ -641,13 +678,13 @@ def _tables_needed(snap: ProcessSnapshot, geo: Geometry) -> int:
 
 def _build(
     mm: AddressSpace,
-    resident: array[int],
+    resident: PageRuns,
     placement: TablePlacement,
     vmas: list[Vma],
     thp: ThpBlocks,
     progress: ProgressCallback | None = None,
 ) -> int:
-    """Map ``resident`` (ascending page addresses) into ``mm`` with every table where
+    """Map ``resident`` (the pages) into ``mm`` with every table where
     ``placement`` puts it: the upper tables first (top down, each on its node), then every
     page in one call into the core (``ptr_map_pages``: per lowest-level table one walk, one
     lock and plain stores; a table it creates goes to the table's node, a table mapping no
@@ -672,21 +709,15 @@ def _build(
             ro.extend((vma.start, vma.end))
     huge = array("Q", thp.starts)
     total = len(resident)
-    shift = _span_shift(geo)
-    i = 0
-    while i < total:
-        j = min(i + _BUILD_CHUNK, total)
-        if j < total:  # end the chunk at a lowest-level table's boundary (a huge block is one)
-            j = bisect_left(resident, ((resident[j - 1] >> shift) + 1) << shift, j - 1)
-        # the huge blocks of this chunk only (each lies wholly in one chunk: a block is one
-        # lowest-level table's span, and chunks end at such a boundary)
-        h0 = bisect_left(huge, resident[i])
-        h1 = bisect_left(huge, resident[j - 1] + 1)
-        mm.map_pages(resident, keys, nodes, placement.root, ro, huge[h0:h1], i, j)
+    # chunks end at a lowest-level table's boundary (a huge block is one), so each huge block
+    # lies wholly in one chunk: each call gets that chunk's blocks only
+    for _lo, j, vas in resident.chunks(_BUILD_CHUNK, align_shift=_span_shift(geo)):
+        h0 = bisect_left(huge, vas[0])
+        h1 = bisect_left(huge, vas[-1] + 1)
+        mm.map_pages(vas, keys, nodes, placement.root, ro, huge[h0:h1])
         calls += 1
-        i = j
         if progress is not None:
-            progress(i, total)
+            progress(j, total)
     return calls
 
 

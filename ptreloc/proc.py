@@ -19,15 +19,16 @@ import os
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import psutil
 
 from ptreloc import frames as frames_mod
 from ptreloc import numa
 from ptreloc.errors import AccessDenied, NoSuchProcess, PtrelocError, UsageError
+from ptreloc.runs import PageRuns, as_runs
 
 __all__ = [
     "Vma",
@@ -85,10 +86,12 @@ class Vma:
 
 @dataclass
 class ProcessSnapshot:
-    """Where a process's memory is.  ``resident`` and ``nodes`` are parallel arrays: page
-    address, move_pages status (node >= 0, or -errno).  Frame numbers are not kept (8 bytes a
-    page): the scan turns each into its node as it reads it; only the huge-page candidates'
-    head frames stay (``huge_index`` into ``resident``, ``huge_pfn``)."""
+    """Where a process's memory is.  ``resident`` and ``nodes`` are parallel: page address
+    (runs of consecutive pages, ``ptreloc.runs.PageRuns``: a sequence of addresses that keeps
+    16 bytes a run, not 8 a page; an ascending address array given is converted) and
+    move_pages status (node >= 0, or -errno, an ``array('i')``).  Frame numbers are not kept
+    (8 bytes a page): the scan turns each into its node as it reads it; only the huge-page
+    candidates' head frames stay (``huge_index`` into ``resident``, ``huge_pfn``)."""
 
     pid: int
     name: str
@@ -97,7 +100,7 @@ class ProcessSnapshot:
     status: str  # psutil status: "running", "sleeping", "stopped" ...
     threads: int
     vmas: list[Vma]
-    resident: array[int]  # 'Q': addresses of resident pages, ascending
+    resident: PageRuns  # addresses of resident pages, ascending
     nodes: array[int]  # 'i': move_pages query status per resident page
     frames_visible: bool  # pagemap showed frame numbers (CAP_SYS_ADMIN)
     numa_maps: dict[int, int]  # node -> resident pages, the kernel's own count
@@ -119,6 +122,11 @@ class ProcessSnapshot:
     elapsed_s: dict[str, float] = field(default_factory=dict)
     _status_counts: tuple[array[int], dict[int, int]] | None = field(
         default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        given: object = self.resident
+        if not isinstance(given, PageRuns):  # an ascending address array or list
+            self.resident = as_runs(cast("Iterable[int]", given), self.page_size)
 
     def status_counts(self) -> dict[int, int]:
         """How many resident pages have each status of ``nodes`` (node >= 0 or -errno): one
@@ -145,12 +153,8 @@ class ProcessSnapshot:
 
     def pages_in(self, start: int, end: int) -> Iterator[tuple[int, int]]:
         """(address, node status) of the resident pages in ``[start, end)``."""
-        from bisect import bisect_left
-
-        i = bisect_left(self.resident, start)
-        while i < len(self.resident) and self.resident[i] < end:
-            yield self.resident[i], self.nodes[i]
-            i += 1
+        lo, hi = self.resident.span(start, end)
+        yield from zip(self.resident.expand(lo, hi), self.nodes[lo:hi], strict=True)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -308,7 +312,7 @@ class PageScan:
     ``unknown_status`` where the frame does not tell or is hidden: ``frames.page_nodes``
     asks move_pages about those), the huge-page candidates, and whether frames were shown."""
 
-    resident: array[int]
+    resident: PageRuns
     nodes: array[int]
     unknown: int  # pages with unknown_status
     unknown_status: int
@@ -323,8 +327,9 @@ def scan_pagemap(pid: int, vmas: list[Vma], *, chunk_bytes: int = PAGEMAP_READ_B
                  ) -> PageScan:
     """The resident pages of ``vmas`` from /proc/PID/pagemap with each page's node from its
     frame and the huge-page candidates: one call into C (``ptr_pagemap_scan``: pread
-    ``chunk_bytes`` at a time, GIL released) that keeps 12 bytes a page (address and node), not
-    the frame numbers.  The output is sized by /proc/PID/statm and grown if short."""
+    ``chunk_bytes`` at a time, GIL released) that keeps 4 bytes a page (the node), not
+    the frame numbers, and the addresses as runs (``ptreloc.runs.PageRuns``).  The output is
+    sized by /proc/PID/statm and grown if short."""
     from ptreloc._native import core
 
     c = core("relo")
@@ -347,8 +352,9 @@ def scan_pagemap(pid: int, vmas: list[Vma], *, chunk_bytes: int = PAGEMAP_READ_B
         raise proc_error(pid, "pagemap", err) from err
     finally:
         os.close(fd)
-    return PageScan(got.vas, got.nodes, got.unknown, c.node_unknown, got.framed > 0,
-                    blocks is not None, got.huge_index, got.huge_pfn, HUGE_SHIFT)
+    return PageScan(PageRuns(got.run_start, got.run_first, PAGE_SIZE), got.nodes, got.unknown,
+                    c.node_unknown, got.framed > 0, blocks is not None, got.huge_index,
+                    got.huge_pfn, HUGE_SHIFT)
 
 
 def _ranges(vmas: list[Vma]) -> array[int]:

@@ -14,6 +14,7 @@ from ptreloc.core import AddressSpace, Arena, geometries
 from ptreloc.errors import NotMapped
 from ptreloc.mirror import host_geometry, mirror
 from ptreloc.proc import ProcessSnapshot, Vma
+from ptreloc.runs import PageRuns
 
 BLOCK = 2 << 20  # one x86-64 PTE table maps 2 MiB
 BASE = 0x7F00_0000_0000  # 2 MiB aligned, below 47 bits, 512 GiB aligned too
@@ -247,7 +248,8 @@ def test_mirror_in_a_non_x86_format() -> None:
     snap = _snapshot(pages)
     snap.vmas[:] = [Vma(BASE, BASE + 2 * BLOCK, "rw-p", 0, "00:00", 0, "")]
     base = 1 << 30  # arm64 4K 39-bit: below 512 GiB
-    snap.resident[:] = array("Q", (va - BASE + base for va in snap.resident))
+    snap.resident = PageRuns.from_addresses([va - BASE + base for va in snap.resident],
+                                            snap.page_size)
     snap.vmas[:] = [Vma(base, base + 2 * BLOCK, "rw-p", 0, "00:00", 0, "")]
     m = mirror(snap, geometry_name="arm64_4k_39", bind=False)
     try:
@@ -268,7 +270,7 @@ def test_check_translations_sees_a_missing_and_a_wrong_translation() -> None:
         assert m.check_translations() == 1
         m.mm.map(BASE + 2 * 4096, 4096, phys=0x1234_5000)  # back, but somewhere else
         assert m.check_translations() == 1
-        bad, first = m.mm.check_translations(m.snapshot.resident, m.expected_phys())
+        bad, first = m.mm.check_translations(m.snapshot.resident.expand(), m.expected_phys())
         assert (bad, first) == (1, 2)
     finally:
         m.close()

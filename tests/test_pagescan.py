@@ -44,6 +44,7 @@ from ptreloc.core import AddressSpace, Arena, Geometry, geometry
 from ptreloc.errors import AddressError, AlreadyMapped, InvalidNode, UsageError
 from ptreloc.mirror import TablePlacement, infer_placement
 from ptreloc.proc import ProcessSnapshot, Vma
+from ptreloc.runs import PageRuns
 
 C = native_core("relo")
 U64 = (1 << 64) - 1
@@ -338,26 +339,46 @@ def test_pagemap_scan_against_python(tmp_path_factory: pytest.TempPathFactory,
         got = C.pagemap_scan(fd, ranges, case["page_shift"], buf_entries=case["buf"], **kw)
     finally:
         os.close(fd)
-    assert (list(got.vas), list(got.nodes), list(got.huge_index), list(got.huge_pfn),
-            got.framed) == want
+    assert (scan_vas(got, case["page_shift"]), list(got.nodes), list(got.huge_index),
+            list(got.huge_pfn), got.framed) == want
     assert got.unknown == want[1].count(NODE_UNKNOWN)
+    assert_runs_merged(got.run_start, got.run_first, case["page_shift"])
+
+
+def scan_vas(got: Any, page_shift: int) -> list[int]:
+    """The page addresses of a scan's runs."""
+    return list(PageRuns(got.run_start, got.run_first, 1 << page_shift))
+
+
+def assert_runs_merged(starts: Any, firsts: Any, page_shift: int) -> None:
+    """Runs are not empty, ascend, and no run touches the next (two equal page sets then have
+    equal run arrays: what a snapshot's comparison of two scans relies on)."""
+    starts, firsts = list(starts), list(firsts)
+    for r in range(len(starts)):
+        assert firsts[r + 1] > firsts[r]
+        if r + 1 < len(starts):
+            end = starts[r] + ((firsts[r + 1] - firsts[r]) << page_shift)
+            assert end < starts[r + 1], (r, hex(end), hex(starts[r + 1]))
 
 
 @FAST
-@given(case=scan_cases(), room=st.integers(0, 3))
+@given(case=scan_cases(), room=st.integers(0, 3), runs_short=st.booleans())
 def test_pagemap_scan_resumes_when_full(tmp_path_factory: pytest.TempPathFactory,
-                                        case: dict[str, Any], room: int) -> None:
-    """With room for about one huge block more per call (the least that lets it go on), the
-    calls together give what one call with room for all gives: nothing lost or repeated where
-    a call stopped, no block split between calls."""
+                                        case: dict[str, Any], room: int,
+                                        runs_short: bool) -> None:
+    """With room for about one huge block more per call (the least that lets it go on) - of
+    pages, or (``runs_short``) of runs - the calls together give what one call with room for
+    all gives: nothing lost or repeated where a call stopped, no block split between calls,
+    and a run that goes on past a stop is one run."""
     ranges, kw = _scan_args(case)
     per = 1 << case["per_shift"]
     fd = os.open(pagemap_file(tmp_path_factory, case["entries"]), os.O_RDONLY)
     ffi, lib = C.ffi, C.lib
     try:
         whole = C.pagemap_scan(fd, ranges, case["page_shift"], buf_entries=case["buf"], **kw)
-        n = len(whole.vas) + per
-        vas, nodes = ffi.new("uint64_t[]", n + per), ffi.new("int32_t[]", n + per)
+        n = len(whole.nodes) + per
+        starts, firsts = ffi.new("uint64_t[]", n + per), ffi.new("uint64_t[]", n + per)
+        nodes = ffi.new("int32_t[]", n + per)
         heads, head_pfns = ffi.new("uint64_t[]", n), ffi.new("uint64_t[]", n)
         buf = ffi.new("uint64_t[]", case["buf"])
         keep = [ffi.from_buffer("uint64_t[]", ranges) if ranges else ffi.NULL,
@@ -368,11 +389,19 @@ def test_pagemap_scan_resumes_when_full(tmp_path_factory: pytest.TempPathFactory
             "buf": buf, "buf_entries": case["buf"], "block_node": keep[1],
             "nblocks": len(case["block_node"]), "block_shift": case["block_shift"],
             "zero_ranges": keep[2], "nzero": len(case["zero"]), "huge_shift": kw["huge_shift"],
-            "vas": vas, "nodes": nodes, "huge_index": heads, "huge_pfn": head_pfns,
-            "huge_cap": n})
+            "run_start": starts, "run_first": firsts, "nodes": nodes, "huge_index": heads,
+            "huge_pfn": head_pfns, "huge_cap": n})
+        if runs_short:
+            s.cap = n + per
+        else:
+            s.run_cap = n + per
         calls = 0
         while True:
-            s.cap = min(s.cap + room + (per if calls % 2 else 1), n + per)
+            more = room + (per if calls % 2 else 1)
+            if runs_short:
+                s.run_cap = min(s.run_cap + more, n + per)
+            else:
+                s.cap = min(s.cap + more, n + per)
             rc = lib.ptr_pagemap_scan(fd, s)
             calls += 1
             assert rc in (0, -errno.ENOSPC) and calls < 10 * n + 10
@@ -382,7 +411,9 @@ def test_pagemap_scan_resumes_when_full(tmp_path_factory: pytest.TempPathFactory
         os.close(fd)
     assert rc == 0
     done = s.done
-    assert list(vas[0:done]) == list(whole.vas) and list(nodes[0:done]) == list(whole.nodes)
+    got_starts, got_firsts = list(starts[0:s.runs]), [*firsts[0:s.runs], done]
+    assert (got_starts, got_firsts) == (list(whole.run_start), list(whole.run_first))
+    assert list(nodes[0:done]) == list(whole.nodes)
     assert list(heads[0:s.huge_done]) == list(whole.huge_index)
     assert list(head_pfns[0:s.huge_done]) == list(whole.huge_pfn)
     assert (s.unknown, s.framed) == (whole.unknown, whole.framed)
@@ -394,8 +425,8 @@ def test_pagemap_scan_refusals(tmp_path_factory: pytest.TempPathFactory) -> None
                  os.O_RDONLY)
     try:
         ranges = ffi.new("uint64_t[]", [0, 8 << 12])
-        buf, vas, nodes = (ffi.new("uint64_t[]", 8), ffi.new("uint64_t[]", 8),
-                           ffi.new("int32_t[]", 8))
+        buf, starts, firsts, nodes = (ffi.new("uint64_t[]", 8), ffi.new("uint64_t[]", 8),
+                                      ffi.new("uint64_t[]", 8), ffi.new("int32_t[]", 8))
         heads, pfns = ffi.new("uint64_t[]", 8), ffi.new("uint64_t[]", 8)
 
         last: list[Any] = []
@@ -403,8 +434,9 @@ def test_pagemap_scan_refusals(tmp_path_factory: pytest.TempPathFactory) -> None
         def scan(**kw: Any) -> int:
             s = ffi.new("struct ptr_pagemap_scan *", {
                 "ranges": ranges, "nranges": 1, "page_shift": 12, "buf": buf,
-                "buf_entries": 8, "vas": vas, "nodes": nodes, "cap": 8, "huge_index": heads,
-                "huge_pfn": pfns, "huge_cap": 8, **kw})
+                "buf_entries": 8, "run_start": starts, "run_first": firsts, "run_cap": 8,
+                "nodes": nodes, "cap": 8, "huge_index": heads, "huge_pfn": pfns,
+                "huge_cap": 8, **kw})
             last[:] = [s]
             return int(lib.ptr_pagemap_scan(fd, s))
 
@@ -416,7 +448,11 @@ def test_pagemap_scan_refusals(tmp_path_factory: pytest.TempPathFactory) -> None
         assert scan(block_shift=64) == -errno.EINVAL
         assert scan(huge_shift=14, huge_done=9) == -errno.EINVAL
         assert scan(huge_shift=14, cap=3) == -errno.ENOSPC  # not one block of 4 fits
-        assert scan(huge_shift=14, cap=4) == 0 and list(vas[0:4]) == [0, 4096, 8192, 12288]
+        assert scan(huge_shift=14, run_cap=3) == -errno.ENOSPC  # nor room for its runs
+        assert scan(runs=9) == -errno.EINVAL  # more runs than room
+        assert scan(runs=1, done=0) == -errno.EINVAL  # a last run with no page in it
+        assert scan(huge_shift=14, cap=4) == 0
+        assert (last[0].runs, starts[0], firsts[0]) == (1, 0, 0)  # pages 0..3: one run
         assert (last[0].done, last[0].pos[0], last[0].pos[1]) == (4, 0, 4)  # resumes at page 4
         # frames 0..7 on pages 0..7: the first block's head frame is 0 with frames shown after
         # it (not hidden, not a huge page), the second's is 4, aligned and contiguous

@@ -19,6 +19,8 @@ __all__ = ["PagemapScan", "PagescanBindings", "SpanVotes"]
 
 #: first guess at the distinct table spans of a page array (retried with one per page)
 _FIRST_CAP = 1 << 14
+#: first room for runs of resident pages in a pagemap scan (grown when short)
+_FIRST_RUNS = 1 << 12
 
 
 def _need(arr: Buffer, itemsize: int, what: str) -> int:
@@ -48,17 +50,22 @@ class SpanVotes:
 
 
 class PagemapScan:
-    """What ptr_pagemap_scan() found: ``vas`` (resident page addresses, ascending, 'Q'),
-    ``nodes`` (each one's node status, 'i': node, -EFAULT for a zero page, or
-    PTR_NODE_UNKNOWN), ``huge_index``/``huge_pfn`` (each huge-page candidate's first page, as
-    an index into ``vas``, and its head frame, 0 when hidden), ``unknown`` (pages with
-    PTR_NODE_UNKNOWN) and ``framed`` (pages whose entry showed a frame number)."""
+    """What ptr_pagemap_scan() found: the resident pages as runs (``run_start``: each run's
+    first address, 'Q'; ``run_first``: its first page's index, 'Q', one more entry than runs:
+    the page count - what ptreloc.runs.PageRuns holds), ``nodes`` (each page's node status,
+    'i': node, -EFAULT for a zero page, or PTR_NODE_UNKNOWN), ``huge_index``/``huge_pfn``
+    (each huge-page candidate's first page index and its head frame, 0 when hidden),
+    ``unknown`` (pages with PTR_NODE_UNKNOWN) and ``framed`` (pages whose entry showed a frame
+    number)."""
 
-    __slots__ = ("vas", "nodes", "huge_index", "huge_pfn", "unknown", "framed")
+    __slots__ = ("run_start", "run_first", "nodes", "huge_index", "huge_pfn", "unknown",
+                 "framed")
 
-    def __init__(self, vas: array[int], nodes: array[int], huge_index: array[int],
-                 huge_pfn: array[int], unknown: int, framed: int) -> None:
-        self.vas = vas
+    def __init__(self, run_start: array[int], run_first: array[int], nodes: array[int],
+                 huge_index: array[int], huge_pfn: array[int], unknown: int,
+                 framed: int) -> None:
+        self.run_start = run_start
+        self.run_first = run_first
         self.nodes = nodes
         self.huge_index = huge_index
         self.huge_pfn = huge_pfn
@@ -132,30 +139,42 @@ class PagescanBindings(CoreBase):
         cap = max(estimate, 0) + 1024 + per
         # array * n: one memset-like fill (array(typecode, bytes(n)) costs 4-10x more at
         # millions of items: a calloc'd source read page by page, then copied)
-        vas, nodes = array("Q", [0]) * cap, array("i", [0]) * cap
+        nodes = array("i", [0]) * cap
+        # runs: a dense process has a few hundred, the core wants room for a block's worth
+        starts = array("Q", [0]) * (_FIRST_RUNS + per)
+        firsts = array("Q", [0]) * len(starts)
         heads = array("Q", [0]) * (cap // per + 1)
         head_pfns = array("Q", [0]) * len(heads)
         try:
             while True:
-                out = [ffi.from_buffer("uint64_t[]", vas), ffi.from_buffer("int32_t[]", nodes),
+                out = [ffi.from_buffer("uint64_t[]", starts),
+                       ffi.from_buffer("uint64_t[]", firsts),
+                       ffi.from_buffer("int32_t[]", nodes),
                        ffi.from_buffer("uint64_t[]", heads),
                        ffi.from_buffer("uint64_t[]", head_pfns)]
-                s.vas, s.nodes, s.huge_index, s.huge_pfn = out
-                s.cap, s.huge_cap = len(vas), len(heads)
+                s.run_start, s.run_first, s.nodes, s.huge_index, s.huge_pfn = out
+                s.cap, s.run_cap, s.huge_cap = len(nodes), len(starts), len(heads)
                 try:
                     got = self.lib.ptr_pagemap_scan(fd, s)
                 finally:  # exported to the core for the call only: the arrays grow below
-                    s.vas = s.nodes = s.huge_index = s.huge_pfn = ffi.NULL
+                    s.run_start = s.run_first = s.nodes = ffi.NULL
+                    s.huge_index = s.huge_pfn = ffi.NULL
                     for view in out:
                         ffi.release(view)
                 if got < 0 and got != -_errno.ENOSPC:
                     raise OSError(-got, os.strerror(-got))
                 if s.pos[0] >= s.nranges:
                     break
-                grow = len(vas) // 2 + 1024 + per  # full: grow by half and go on
-                vas.extend(array("Q", [0]) * grow)
-                nodes.extend(array("i", [0]) * grow)
-                more = len(vas) // per + 1 - len(heads)
+                # full: grow what was short by half and go on (room for a block's pages
+                # and as many runs is what the core checks)
+                short_runs = len(starts) - s.runs < s.buf_entries + per
+                if not short_runs or len(nodes) - s.done < s.buf_entries + per:
+                    nodes.extend(array("i", [0]) * (len(nodes) // 2 + 1024 + per))
+                if short_runs:
+                    grow = len(starts) // 2 + s.buf_entries + per
+                    starts.extend(array("Q", [0]) * grow)
+                    firsts.extend(array("Q", [0]) * grow)
+                more = len(nodes) // per + 1 - len(heads)
                 if more > 0:
                     heads.extend(array("Q", [0]) * more)
                     head_pfns.extend(array("Q", [0]) * more)
@@ -163,11 +182,28 @@ class PagescanBindings(CoreBase):
             for view in inputs:
                 if view != ffi.NULL:
                     ffi.release(view)
-        del vas[s.done:]
+        del starts[s.runs:]
+        del firsts[s.runs:]
+        firsts.append(s.done)
         del nodes[s.done:]
         del heads[s.huge_done:]
         del head_pfns[s.huge_done:]
-        return PagemapScan(vas, nodes, heads, head_pfns, int(s.unknown), int(s.framed))
+        return PagemapScan(starts, firsts, nodes, heads, head_pfns, int(s.unknown),
+                           int(s.framed))
+
+    def runs_expand(self, run_start: array[int], run_first: array[int], page_shift: int,
+                    lo: int, out: array[int]) -> None:
+        """ptr_runs_expand(): the addresses of pages ``lo .. lo + len(out) - 1`` of the runs
+        into ``out`` ('Q')."""
+        nruns = _need(run_start, 8, "run starts")
+        if _need(run_first, 8, "run indexes") != nruns + 1:
+            raise UsageError("run indexes must be one more than the runs")
+        n = _need(out, 8, "addresses")
+        ffi = self.ffi
+        self._check(self.lib.ptr_runs_expand(
+            ffi.from_buffer("uint64_t[]", run_start), ffi.from_buffer("uint64_t[]", run_first),
+            nruns, page_shift, lo, n, ffi.from_buffer("uint64_t[]", out)),
+            f"listing pages {lo}..{lo + n}")
 
     def new_pos(self) -> Any:
         """A fresh resume position for :meth:`pagemap_read`: {0, 0}."""
