@@ -311,11 +311,14 @@ int ptr_runs_expand(const uint64_t *run_start, const uint64_t *run_first, uint64
 
 /**
  * ptr_span_votes() - placement votes: per lowest-level table span, the voting pages per node.
- * @vas:        @n page addresses, ascending
- * @nodes:      the data node of each (negative: not known, does not vote)
- * @classes:    the vote class of each (PTR_VOTE_*)
- * @n:          how many pages
- * @span_shift: log2 of the VA span one lowest-level table maps (21 on x86-64)
+ * @run_start:  @nruns runs of consecutive pages, ascending (ptr_pagemap_scan()'s runs): run r
+ *              starts at address @run_start[r] ...
+ * @run_first:  ... with page index @run_first[r]; @nruns + 1 entries, the last the page count
+ * @nruns:      how many runs
+ * @page_shift: log2 of the page size
+ * @nodes:      the data node of each page, by index (negative: not known, does not vote)
+ * @classes:    the vote class of each page (PTR_VOTE_*)
+ * @span_shift: log2 of the VA span one lowest-level table maps (21 on x86-64), >= @page_shift
  * @allowed:    @nnodes flags: a page on node x votes only when @allowed[x] (NULL: all do)
  * @nnodes:     nodes 0..@nnodes-1 can vote; a page on a higher node does not
  * @keys:       out: span keys (va >> @span_shift) that got at least one ANON vote, ascending
@@ -324,37 +327,62 @@ int ptr_runs_expand(const uint64_t *run_start, const uint64_t *run_first, uint64
  * @all_votes:  out: @nnodes voting pages per node (classes OTHER and ANON)
  * @anon_votes: out: @nnodes ANON pages per node
  *
- * Return: the number of keys; -EINVAL (@nnodes 0); -ENOSPC (more spans than @cap: size it
- * by the pages' distinct spans, at most @n).
+ * The pages are taken a stretch at a time: the pages of one run in one span with the same
+ * node and class are one addition, not one per page (a dense process's pages come in stretches
+ * of hundreds), and no page's address is ever made.
+ *
+ * Return: the number of keys; -EINVAL (@nnodes 0, a shift out of range, run indexes that do
+ * not ascend); -ENOSPC (more spans than @cap: size it by the pages' distinct spans, at most
+ * the page count).
  */
-int64_t ptr_span_votes(const uint64_t *vas, const int32_t *nodes, const uint8_t *classes,
-		       uint64_t n, unsigned span_shift, const uint8_t *allowed, uint32_t nnodes,
+int64_t ptr_span_votes(const uint64_t *run_start, const uint64_t *run_first, uint64_t nruns,
+		       unsigned page_shift, const int32_t *nodes, const uint8_t *classes,
+		       unsigned span_shift, const uint8_t *allowed, uint32_t nnodes,
 		       uint64_t *keys, uint32_t *counts, uint64_t cap, uint64_t *all_votes,
 		       uint64_t *anon_votes)
 {
-	if (!nnodes)
+	if (!nnodes || page_shift >= 64 || span_shift >= 64 || span_shift < page_shift)
 		return -EINVAL;
 	memset(all_votes, 0, nnodes * sizeof(*all_votes));
 	memset(anon_votes, 0, nnodes * sizeof(*anon_votes));
+	const uint64_t per_span = 1ull << (span_shift - page_shift);
 	int64_t nkeys = 0;
-	for (uint64_t i = 0; i < n; i++) {
-		int32_t node = nodes[i];
-		if (node < 0 || (uint32_t)node >= nnodes || classes[i] == PTR_VOTE_NONE ||
-		    (allowed && !allowed[node]))
-			continue;
-		all_votes[node]++;
-		if (classes[i] != PTR_VOTE_ANON)
-			continue;
-		anon_votes[node]++;
-		uint64_t key = vas[i] >> span_shift;
-		if (!nkeys || keys[nkeys - 1] != key) {
-			if ((uint64_t)nkeys == cap)
-				return -ENOSPC;
-			keys[nkeys] = key;
-			memset(counts + (uint64_t)nkeys * nnodes, 0, nnodes * sizeof(*counts));
-			nkeys++;
+	for (uint64_t r = 0; r < nruns; r++) {
+		uint64_t i = run_first[r], end = run_first[r + 1];
+		if (end < i)
+			return -EINVAL;
+		uint64_t vpn = run_start[r] >> page_shift;
+		while (i < end) {
+			uint64_t key = vpn >> (span_shift - page_shift);
+			uint64_t left = per_span - (vpn & (per_span - 1)); /* pages to the span's end */
+			uint64_t seg_end = end - i < left ? end : i + left;
+			vpn += seg_end - i;
+			while (i < seg_end) {
+				int32_t node = nodes[i];
+				uint8_t cls = classes[i];
+				uint64_t j = i + 1;
+				while (j < seg_end && nodes[j] == node && classes[j] == cls)
+					j++;
+				uint64_t n = j - i;
+				i = j;
+				if (node < 0 || (uint32_t)node >= nnodes || cls == PTR_VOTE_NONE ||
+				    (allowed && !allowed[node]))
+					continue;
+				all_votes[node] += n;
+				if (cls != PTR_VOTE_ANON)
+					continue;
+				anon_votes[node] += n;
+				if (!nkeys || keys[nkeys - 1] != key) {
+					if ((uint64_t)nkeys == cap)
+						return -ENOSPC;
+					keys[nkeys] = key;
+					memset(counts + (uint64_t)nkeys * nnodes, 0,
+					       nnodes * sizeof(*counts));
+					nkeys++;
+				}
+				counts[(uint64_t)(nkeys - 1) * nnodes + node] += (uint32_t)n;
+			}
 		}
-		counts[(uint64_t)(nkeys - 1) * nnodes + node]++;
 	}
 	return nkeys;
 }

@@ -84,8 +84,9 @@ uint64_t ptr_pagemap_compact(const uint64_t *entries, uint64_t n, uint64_t first
 int64_t ptr_pagemap_read(int fd, const uint64_t *ranges, uint64_t nranges, unsigned page_shift,
 			 uint64_t *buf, uint64_t buf_entries, uint64_t *vas, uint64_t *pfns,
 			 uint64_t cap, uint64_t pos[2]);
-int64_t ptr_span_votes(const uint64_t *vas, const int32_t *nodes, const uint8_t *classes,
-		       uint64_t n, unsigned span_shift, const uint8_t *allowed, uint32_t nnodes,
+int64_t ptr_span_votes(const uint64_t *run_start, const uint64_t *run_first, uint64_t nruns,
+		       unsigned page_shift, const int32_t *nodes, const uint8_t *classes,
+		       unsigned span_shift, const uint8_t *allowed, uint32_t nnodes,
 		       uint64_t *keys, uint32_t *counts, uint64_t cap, uint64_t *all_votes,
 		       uint64_t *anon_votes);
 int ptr_span_tops(const uint32_t *counts, uint64_t n, uint32_t nnodes, int16_t *tops);

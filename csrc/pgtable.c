@@ -851,22 +851,59 @@ static inline int set_leaf_locked(struct ptr_mm *mm, uint32_t table, int level, 
 	return 0;
 }
 
+/* the run holding page @i of @set (the last r with run_first[r] <= i), by binary search */
+static uint64_t page_run(const struct ptr_page_set *set, uint64_t i)
+{
+	uint64_t a = 0, b = set->nruns;
+	while (b - a > 1) {
+		uint64_t mid = a + (b - a) / 2;
+		if (set->run_first[mid] <= i)
+			a = mid;
+		else
+			b = mid;
+	}
+	return a;
+}
+
+/* is [b, b + block) wholly among pages lo..hi-1 of @set: inside one run, within the range */
+static bool block_among(const struct ptr_page_set *set, uint64_t b, uint64_t block,
+			unsigned page_shift)
+{
+	uint64_t a = 0, z = set->nruns; /* the last run starting at or below b */
+	while (z - a > 1) {
+		uint64_t mid = a + (z - a) / 2;
+		if (set->run_start[mid] <= b)
+			a = mid;
+		else
+			z = mid;
+	}
+	if (!set->nruns || set->run_start[a] > b)
+		return false;
+	uint64_t first = set->run_first[a] + ((b - set->run_start[a]) >> page_shift);
+	uint64_t pages = block >> page_shift;
+	return first >= set->lo && first + pages <= set->hi &&
+	       first + pages <= set->run_first[a + 1];
+}
+
 /**
  * ptr_map_pages() - map a set of base pages (and huge blocks) in one call: how a live
  * process's resident pages are mirrored.
  * @mm:  the address space
- * @set: the pages, the node of each lowest-level table, read-only ranges, huge blocks (struct
- *       ptr_page_set); @set->leaves is set to the leaves installed
+ * @set: the pages (runs of consecutive pages, and which of them), the node of each
+ *       lowest-level table, read-only ranges, huge blocks (struct ptr_page_set);
+ *       @set->leaves is set to the leaves installed
  *
  * Per lowest-level table the path is walked once (tables missing on the way are allocated on
  * that table's node; place upper tables first with ptr_ensure_table() to put them elsewhere)
- * and its lock taken once for all its pages.  Unlike ptr_map() a failure does not roll back:
- * the leaves installed before it stay (the mirror that called it is thrown away).
- * Return: 0; -EINVAL (unsorted or unaligned pages, a huge block not wholly in @vas or at a level
- * without leaves, a format of one level); -ERANGE/-EDOM (address); -ENODEV (no such node);
- * -EEXIST (a page or block already mapped, or a table or leaf in the way); -ENOSPC/-ENOMEM.
- * Locking: in its own read-side section; takes each touched table's lock once.  Call with no
- * table lock held.
+ * and its lock taken once for the pages of a run in it, which are consecutive entries (one
+ * store each, no address read).  Unlike ptr_map() a failure does not roll back: the leaves
+ * installed before it stay (the mirror that called it is thrown away).
+ * Return: 0; -EINVAL (runs that overlap, do not ascend or are unaligned, a page range past
+ * the runs, a huge block not wholly among the pages or at a level without leaves, a format of
+ * one level); -ERANGE/-EDOM (address); -ENODEV (no such node); -EEXIST (a page or block
+ * already mapped, or a table or leaf in the way); -ENOSPC/-ENOMEM.
+ * Locking: in its own read-side section; takes each touched table's lock once per run in it.
+ * Call with no table lock held.
  */
 int ptr_map_pages(struct ptr_mm *mm, struct ptr_page_set *set)
 {
@@ -876,6 +913,7 @@ int ptr_map_pages(struct ptr_mm *mm, struct ptr_page_set *set)
 	if (g->nlevels < 2 || (set->nhuge && !g->level[1].leaf_ok))
 		return -EINVAL;
 	const uint64_t page = ptr_level_size(g, 0), block = ptr_level_size(g, 1);
+	const unsigned page_shift = (unsigned)__builtin_ctzll(page);
 	const unsigned span_shift = (unsigned)__builtin_ctzll(block);
 	const uint64_t per_block = block / page, limit = g->phys_limit;
 	int def = set->default_node < 0 ? __atomic_load_n(&mm->node, __ATOMIC_RELAXED)
@@ -885,89 +923,117 @@ int ptr_map_pages(struct ptr_mm *mm, struct ptr_page_set *set)
 	for (uint64_t k = 0; k < set->nspans; k++)
 		if (set->span_nodes[k] < 0 || set->span_nodes[k] >= a->nnodes)
 			return -ENODEV;
-	for (uint64_t i = 0; i < set->n; i++) {
-		if ((set->vas[i] & (page - 1)) || (i && set->vas[i] <= set->vas[i - 1]))
+	/* runs: aligned, each holding pages, ascending and apart, none past the top */
+	const uint64_t nruns = set->nruns;
+	if (set->lo > set->hi || set->hi > set->run_first[nruns])
+		return -EINVAL;
+	for (uint64_t r = 0; r < nruns; r++) {
+		uint64_t start = set->run_start[r], n = set->run_first[r + 1] - set->run_first[r];
+		if ((start & (page - 1)) || set->run_first[r + 1] <= set->run_first[r] ||
+		    n > (UINT64_MAX - start) >> page_shift)
+			return -EINVAL;
+		if (r + 1 < nruns && set->run_start[r + 1] <= start + ((n - 1) << page_shift))
 			return -EINVAL;
 	}
-	if (set->n) {
-		int rc = check_range(g, set->vas[0], set->vas[set->n - 1] + page);
+	if (set->lo < set->hi) {
+		uint64_t r0 = page_run(set, set->lo), r1 = page_run(set, set->hi - 1);
+		uint64_t first = set->run_start[r0] + ((set->lo - set->run_first[r0]) << page_shift);
+		uint64_t last = set->run_start[r1] + ((set->hi - 1 - set->run_first[r1]) << page_shift);
+		int rc = check_range(g, first, last + page);
 		if (rc)
 			return rc;
 	}
-	/* every huge block aligned, ascending, and wholly among the pages (a binary search) */
+	/* every huge block aligned, ascending, and wholly among the pages */
 	for (uint64_t h = 0; h < set->nhuge; h++) {
-		uint64_t b = set->huge[h], lo = 0, hi = set->n;
-		if ((b & (block - 1)) || (h && b <= set->huge[h - 1]))
-			return -EINVAL;
-		while (lo < hi) {
-			uint64_t mid = lo + (hi - lo) / 2;
-			if (set->vas[mid] < b)
-				lo = mid + 1;
-			else
-				hi = mid;
-		}
-		if (lo + per_block > set->n || set->vas[lo] != b ||
-		    set->vas[lo + per_block - 1] != b + block - page)
+		uint64_t b = set->huge[h];
+		if ((b & (block - 1)) || (h && b <= set->huge[h - 1]) ||
+		    !block_among(set, b, block, page_shift))
 			return -EINVAL;
 	}
 	const uint64_t leaf_rw = ptr_entry_make_leaf(g, 0, 0, true);
 	const uint64_t leaf_ro = ptr_entry_make_leaf(g, 0, 0, false);
 	const bool pow2 = limit && !(limit & (limit - 1));
+	const bool wide = g->level[0].entry_size == 8;
 	const unsigned pte_shift = g->level[0].shift;
 	const uint64_t pte_mask = (1ull << g->level[0].bits) - 1;
+	const uint64_t *ro = set->ro, *huge = set->huge, *keys = set->span_keys;
+	const uint64_t nro = set->nro, nhuge = set->nhuge, nspans = set->nspans, hi_page = set->hi;
 	int rc = 0, tok = PTR_READ_LOCK(a);
-	uint64_t i = 0, si = 0, ri = 0, hi = 0, leaves = 0;
-	while (i < set->n && !rc) {
-		uint64_t va = set->vas[i], span = va >> span_shift;
-		while (si < set->nspans && set->span_keys[si] < span)
-			si++;
-		int node = si < set->nspans && set->span_keys[si] == span ? set->span_nodes[si] : def;
-		while (hi < set->nhuge && set->huge[hi] < va)
-			hi++;
-		uint32_t table;
-		ptr_spinlock_t *lock;
-		if (hi < set->nhuge && set->huge[hi] == va) {
-			/* one huge leaf: the block must be aligned and wholly resident */
-			if ((va & (block - 1)) || i + per_block > set->n ||
-			    set->vas[i + per_block - 1] != va + block - page) {
-				rc = -EINVAL;
-				break;
+	uint64_t si = 0, ri = 0, hi = 0, leaves = 0;
+	uint64_t i = set->lo, r = set->lo < set->hi ? page_run(set, set->lo) : nruns;
+	for (; r < nruns && i < hi_page && !rc; r++) {
+		uint64_t rend = set->run_first[r + 1] < hi_page ? set->run_first[r + 1] : hi_page;
+		uint64_t va = set->run_start[r] + ((i - set->run_first[r]) << page_shift);
+		while (i < rend) {
+			uint64_t span = va >> span_shift;
+			while (si < nspans && keys[si] < span)
+				si++;
+			int node = si < nspans && keys[si] == span ? set->span_nodes[si] : def;
+			while (hi < nhuge && huge[hi] < va)
+				hi++;
+			uint32_t table;
+			ptr_spinlock_t *lock;
+			if (hi < nhuge && huge[hi] == va) {
+				/* one huge leaf: wholly among the pages (checked above) */
+				while (ri < nro && ro[2 * ri + 1] <= va)
+					ri++;
+				bool w = !(ri < nro && ro[2 * ri] < va + block);
+				rc = descend_lock(mm, va, 1, node, &table, &lock);
+				if (rc)
+					break;
+				rc = set_leaf_locked(mm, table, 1, va,
+						     ptr_entry_make_leaf(g, 1, va % limit, w));
+				ptr_unlock(lock);
+				leaves += !rc;
+				i += per_block;
+				va += block;
+				if (rc)
+					break;
+				continue;
 			}
-			while (ri < set->nro && set->ro[2 * ri + 1] <= va)
-				ri++;
-			bool w = !(ri < set->nro && set->ro[2 * ri] < va + block);
-			rc = descend_lock(mm, va, 1, node, &table, &lock);
+			rc = descend_lock(mm, va, 0, node, &table, &lock);
 			if (rc)
 				break;
-			rc = set_leaf_locked(mm, table, 1, va, ptr_entry_make_leaf(g, 1, va % limit, w));
-			ptr_unlock(lock);
-			leaves += !rc;
-			i += per_block;
-			continue;
-		}
-		rc = descend_lock(mm, va, 0, node, &table, &lock);
-		if (rc)
-			break;
-		uint64_t tend = ptr_level_addr_end(g, 1, va, UINT64_MAX);
-		void *t = fdata(mm, table);
-		for (; i < set->n && set->vas[i] < tend; i++) {
-			uint64_t v = set->vas[i];
-			while (ri < set->nro && set->ro[2 * ri + 1] <= v)
-				ri++;
-			bool w = !(ri < set->nro && set->ro[2 * ri] <= v);
-			uint64_t phys = pow2 ? v & (limit - 1) : v % limit; /* no divide per page */
-			/* a leaf is its flags | phys (ptr_entry_make_leaf()): the flags made once.
-			 * Every writer of an empty entry holds this table's lock (faults install
-			 * under it; the walker sets A/D only in present entries): check-then-store. */
-			uint32_t idx = (uint32_t)((v >> pte_shift) & pte_mask);
-			if (ptr_entry_load(g, 0, t, idx)) {
-				rc = -EEXIST;
-				break;
+			/* the run's pages in this table: consecutive entries (the table end wraps
+			 * to 0 at the top: 0 - va is then the distance to it) */
+			uint64_t tend = ptr_level_addr_end(g, 1, va, UINT64_MAX);
+			uint64_t n = (tend - va) >> page_shift;
+			if (n > rend - i)
+				n = rend - i;
+			void *t = fdata(mm, table);
+			uint32_t idx = (uint32_t)((va >> pte_shift) & pte_mask);
+			for (uint64_t k = 0; k < n; k++, idx++, va += page) {
+				while (ri < nro && ro[2 * ri + 1] <= va)
+					ri++;
+				bool w = !(ri < nro && ro[2 * ri] <= va);
+				uint64_t e = (w ? leaf_rw : leaf_ro) |
+					     (pow2 ? va & (limit - 1) : va % limit); /* no divide */
+				/* a leaf is its flags | phys (ptr_entry_make_leaf()): the flags made
+				 * once.  Every writer of an empty entry holds this table's lock (faults
+				 * install under it; the walker sets A/D only in present entries):
+				 * check-then-store, relaxed under the lock, the store released. */
+				if (wide) {
+					_Atomic uint64_t *slot = (_Atomic uint64_t *)t + idx;
+					if (atomic_load_explicit(slot, memory_order_relaxed)) {
+						rc = -EEXIST;
+						break;
+					}
+					atomic_store_explicit(slot, e, memory_order_release);
+				} else {
+					_Atomic uint32_t *slot = (_Atomic uint32_t *)t + idx;
+					if (atomic_load_explicit(slot, memory_order_relaxed)) {
+						rc = -EEXIST;
+						break;
+					}
+					atomic_store_explicit(slot, (uint32_t)e, memory_order_release);
+				}
+				leaves++;
 			}
-			ptr_entry_store(g, 0, t, idx, (w ? leaf_rw : leaf_ro) | phys);
-			leaves++;
+			ptr_unlock(lock);
+			i += n;
+			if (rc)
+				break;
 		}
-		ptr_unlock(lock);
 	}
 	PTR_READ_UNLOCK(a, tok);
 	(void)tok;

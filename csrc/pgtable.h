@@ -83,8 +83,12 @@ int64_t ptr_unmap(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t *dir
 
 /**
  * struct ptr_page_set - the pages ptr_map_pages() maps, and where their tables go.
- * @vas:          base pages, ascending; each is mapped to phys = va % the format's phys_limit
- * @n:            how many
+ * @run_start:    base pages as runs of consecutive pages, ascending and apart: run r starts
+ *                at address @run_start[r] ...
+ * @run_first:    ... with page index @run_first[r]; @nruns + 1 entries, the last the count
+ * @nruns:        how many runs
+ * @lo, @hi:      the pages mapped: indexes @lo .. @hi - 1; each is mapped to phys = va % the
+ *                format's phys_limit
  * @span_keys:    lowest-level table spans (va >> log2(level-1 entry size)), ascending ...
  * @span_nodes:   ... and the node of the table created for each
  * @nspans:       how many
@@ -92,13 +96,16 @@ int64_t ptr_unmap(struct ptr_mm *mm, uint64_t start, uint64_t end, uint64_t *dir
  * @ro:           [start, end) pairs, ascending and disjoint: pages in them map read-only
  * @nro:          how many pairs
  * @huge:         starts of blocks mapped by one leaf at level 1 instead, ascending; every
- *                page of such a block is in @vas
+ *                page of such a block is among the pages mapped
  * @nhuge:        how many
  * @leaves:       out: leaves installed (a huge leaf counts one)
  */
 struct ptr_page_set {
-	const uint64_t *vas;
-	uint64_t n;
+	const uint64_t *run_start;
+	const uint64_t *run_first;
+	uint64_t nruns;
+	uint64_t lo;
+	uint64_t hi;
 	const uint64_t *span_keys;
 	const int16_t *span_nodes;
 	uint64_t nspans;

@@ -29,12 +29,14 @@ from typing import Any
 
 from ptreloc import _native
 from ptreloc.errors import (
+    AddressError,
     InvalidNode,
     NotMapped,
     PtrelocError,
     RelocationUnsupported,
     UsageError,
 )
+from ptreloc.runs import PageRuns
 
 __all__ = [
     "DEFAULT_FRAMES_PER_NODE",
@@ -429,18 +431,23 @@ class AddressSpace:
         self._core.map(self._h, start, start + length, start if phys is None else phys, level,
                        writable, node)
 
-    def map_pages(self, vas: array[int], span_keys: array[int], span_nodes: array[int],
-                  default_node: int, read_only: array[int], huge: array[int],
-                  start: int = 0, stop: int | None = None) -> int:
-        """Map every page of ``vas`` (array('Q'), ascending; identity translations modulo the
-        physical limit) in one call: the lowest-level table over span key k
-        (``va >> log2(level-1 entry size)``) is created on ``span_nodes`` at k's index in
-        ``span_keys`` (ascending), else on ``default_node``; pages inside the [start, end)
-        pairs of ``read_only`` map read-only; each block starting at an address of ``huge``
-        is one leaf at level 1.  Only ``vas[start:stop]`` when given (no copy).  Returns the
-        leaves installed.  Unlike :meth:`map`, a failure does not roll back (csrc/pgtable.c
-        ptr_map_pages())."""
-        return self._core.map_pages(self._h, vas, span_keys, span_nodes,
+    def map_pages(self, pages: PageRuns | array[int], span_keys: array[int],
+                  span_nodes: array[int], default_node: int, read_only: array[int],
+                  huge: array[int], start: int = 0, stop: int | None = None) -> int:
+        """Map every page of ``pages`` (``ptreloc.runs.PageRuns``, or ascending addresses in an
+        array('Q'); identity translations modulo the physical limit) in one call: the
+        lowest-level table over span key k (``va >> log2(level-1 entry size)``) is created on
+        ``span_nodes`` at k's index in ``span_keys`` (ascending), else on ``default_node``;
+        pages inside the [start, end) pairs of ``read_only`` map read-only; each block
+        starting at an address of ``huge`` is one leaf at level 1.  Only pages
+        ``start .. stop - 1`` when given.  Returns the leaves installed.  Unlike :meth:`map`,
+        a failure does not roll back (csrc/pgtable.c ptr_map_pages())."""
+        if not isinstance(pages, PageRuns):
+            try:
+                pages = PageRuns.from_addresses(pages, self.geometry.page_size)
+            except UsageError as err:
+                raise AddressError(f"mapping {len(pages)} pages: {err}") from err
+        return self._core.map_pages(self._h, pages.starts, pages.first, span_keys, span_nodes,
                                     self.arena._node(default_node), read_only, huge,
                                     start, stop)
 

@@ -66,7 +66,7 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from ptreloc import frames, numa, proc
 from ptreloc.core import AddressSpace, Arena, Geometry, RemoteTables, geometry
@@ -592,7 +592,8 @@ def infer_placement(
     allow = None if allowed is None else bytes(1 if x in allowed else 0 for x in range(nnodes))
     lowest = geo.levels[0]
     shift = lowest.shift + lowest.bits
-    counted = _span_votes(c, resident, nodes, classes, shift, nnodes, allow)
+    counted = c.span_votes(resident.starts, resident.first, resident.page_shift, nodes, classes,
+                           shift, nnodes, allow)
     anon_votes = Counter({x: v for x, v in enumerate(counted.anon_votes) if v})
     all_votes = Counter({x: v for x, v in enumerate(counted.all_votes) if v})
     basis = "given"
@@ -623,39 +624,13 @@ def infer_placement(
     return TablePlacement(root, basis, tuple(levels), geo)
 
 
-class _Votes(NamedTuple):
-    """ptr_span_votes()'s answer over all the pages (ptreloc._native.pagescan.SpanVotes)."""
-
-    keys: array[int]
-    counts: array[int]
-    all_votes: list[int]
-    anon_votes: list[int]
-
-
-def _span_votes(c: Any, resident: PageRuns, nodes: array[int], classes: bytearray,
-                shift: int, nnodes: int, allow: bytes | None) -> _Votes:
-    """ptr_span_votes() over every page, a chunk of pages at a time (each ends at a span's
-    boundary, so no span's votes are split between two calls)."""
-    keys, counts = array("Q"), array("I")
-    all_votes, anon_votes = [0] * nnodes, [0] * nnodes
-    node_view, class_view = memoryview(nodes), memoryview(classes)
-    for lo, hi, vas in resident.chunks(align_shift=shift):
-        got = c.span_votes(vas, node_view[lo:hi], class_view[lo:hi], shift, nnodes, allow)
-        keys.extend(got.keys)
-        counts.extend(got.counts)
-        all_votes = [a + b for a, b in zip(all_votes, got.all_votes, strict=True)]
-        anon_votes = [a + b for a, b in zip(anon_votes, got.anon_votes, strict=True)]
-    return _Votes(keys, counts, all_votes, anon_votes)
-
-
 def _span_shift(geo: Geometry) -> int:
     lowest = geo.levels[0]
     return lowest.shift + lowest.bits
 
 
-#: pages per ptr_map_pages() call (progress is reported between calls; their addresses are
-#: listed for the call, 8 bytes each: ptreloc.runs)
-_BUILD_CHUNK = 1 << 16
+#: pages per ptr_map_pages() call (progress is reported between calls)
+_BUILD_CHUNK = 1 << 20
 
 
 def _tables_needed(snap: ProcessSnapshot, geo: Geometry) -> int:
@@ -711,13 +686,19 @@ def _build(
     total = len(resident)
     # chunks end at a lowest-level table's boundary (a huge block is one), so each huge block
     # lies wholly in one chunk: each call gets that chunk's blocks only
-    for _lo, j, vas in resident.chunks(_BUILD_CHUNK, align_shift=_span_shift(geo)):
-        h0 = bisect_left(huge, vas[0])
-        h1 = bisect_left(huge, vas[-1] + 1)
-        mm.map_pages(vas, keys, nodes, placement.root, ro, huge[h0:h1])
+    shift = _span_shift(geo)
+    i = 0
+    while i < total:
+        j = min(i + _BUILD_CHUNK, total)
+        if j < total:  # end the chunk at a lowest-level table's boundary
+            j = max(j, resident.bisect(((resident[j - 1] >> shift) + 1) << shift))
+        h0 = bisect_left(huge, resident[i])
+        h1 = bisect_left(huge, resident[j - 1] + 1)
+        mm.map_pages(resident, keys, nodes, placement.root, ro, huge[h0:h1], i, j)
         calls += 1
+        i = j
         if progress is not None:
-            progress(j, total)
+            progress(i, total)
     return calls
 
 

@@ -86,6 +86,10 @@ class PageRuns(Sequence[int]):
         return int(self.first[-1])
 
     @property
+    def page_shift(self) -> int:
+        return self._shift
+
+    @property
     def runs(self) -> int:
         return len(self.starts)
 

@@ -132,20 +132,44 @@ def ref_span_votes(vas: list[int], nodes: list[int], classes: list[int], shift: 
 
 span_pages = st.lists(st.integers(0, 1 << 24), max_size=60).map(
     lambda xs: sorted({x << 12 for x in xs}))
+#: pages in stretches: runs of up to 600 consecutive pages (crossing 2 MiB spans), as a dense
+#: process has them
+run_pages = st.lists(st.tuples(st.integers(0, 1 << 14), st.integers(1, 600)), max_size=5).map(
+    lambda rs: sorted({(x << 9) + k << 12 for x, n in rs for k in range(n)}))
+
+
+def stretches(data: st.DataObject, values: st.SearchStrategy[int], n: int) -> list[int]:
+    """``n`` values in stretches of equal ones (what ptr_span_votes() adds at once)."""
+    out: list[int] = []
+    while len(out) < n:
+        out.extend([data.draw(values)] * data.draw(st.integers(1, 300)))
+    return out[:n]
+
+
+def runs_of(vas: list[int]) -> tuple[array[int], array[int]]:
+    got = PageRuns.from_addresses(vas, 4096)
+    return got.starts, got.first
 
 
 @FAST
-@given(vas=span_pages, shift=st.sampled_from([12, 13, 16, 21, 30]),
+@given(vas=span_pages | run_pages, shift=st.sampled_from([12, 13, 16, 21, 30]),
        nnodes=st.integers(1, 5), data=st.data())
 def test_span_votes_against_python(vas: list[int], shift: int, nnodes: int,
                                    data: st.DataObject) -> None:
+    """Per page in Python against per stretch in C: pages in runs across span boundaries,
+    nodes and classes now changing every page, now in stretches."""
     n = len(vas)
-    nodes = data.draw(st.lists(st.integers(-20, 7) | st.just(NODE_UNKNOWN), min_size=n,
-                               max_size=n))
-    classes = data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
+    node_values = st.integers(-20, 7) | st.just(NODE_UNKNOWN)
+    if data.draw(st.booleans()):
+        nodes = stretches(data, node_values, n)
+        classes = stretches(data, st.integers(0, 2), n)
+    else:
+        nodes = data.draw(st.lists(node_values, min_size=n, max_size=n))
+        classes = data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n))
     allowed = data.draw(st.none() | st.binary(min_size=nnodes, max_size=nnodes).map(
         lambda b: bytes(x & 1 for x in b)))
-    got = C.span_votes(array("Q", vas), array("i", nodes), bytes(classes), shift, nnodes,
+    starts, firsts = runs_of(vas)
+    got = C.span_votes(starts, firsts, 12, array("i", nodes), bytes(classes), shift, nnodes,
                        allowed)
     keys, rows, all_votes, anon_votes = ref_span_votes(vas, nodes, classes, shift, nnodes,
                                                        allowed)
@@ -161,8 +185,8 @@ def test_span_votes_against_python(vas: list[int], shift: int, nnodes: int,
         counts = ffi.new("uint32_t[]", max(cap, 1) * nnodes)
         totals = ffi.new("uint64_t[]", 2 * nnodes)
         rc = lib.ptr_span_votes(
-            ffi.new("uint64_t[]", vas), ffi.new("int32_t[]", nodes),
-            ffi.new("uint8_t[]", classes), n, shift,
+            ffi.new("uint64_t[]", list(starts)), ffi.new("uint64_t[]", list(firsts)),
+            len(starts), 12, ffi.new("int32_t[]", nodes), ffi.new("uint8_t[]", classes), shift,
             ffi.NULL if allowed is None else ffi.new("uint8_t[]", list(allowed)), nnodes,
             out_keys, counts, cap, totals, totals + nnodes)
         assert rc == want
@@ -170,18 +194,26 @@ def test_span_votes_against_python(vas: list[int], shift: int, nnodes: int,
 
 def test_span_votes_edges() -> None:
     ffi, lib = C.ffi, C.lib
-    one = ffi.new("uint64_t[]", 1)
-    rc = lib.ptr_span_votes(one, ffi.new("int32_t[]", 1), ffi.new("uint8_t[]", [2]), 1, 12,
-                            ffi.NULL, 0, one, ffi.new("uint32_t[]", 1), 1, one, one)
-    assert rc == -errno.EINVAL
+    one, runs = ffi.new("uint64_t[]", 1), ffi.new("uint64_t[]", [0, 1])
+    node, cls = ffi.new("int32_t[]", 1), ffi.new("uint8_t[]", [2])
+    out = (one, ffi.new("uint32_t[]", 1), 1, one, one)
+    for page_shift, shift, nnodes in ((12, 12, 0), (12, 11, 1), (64, 64, 1), (12, 64, 1)):
+        rc = lib.ptr_span_votes(one, runs, 1, page_shift, node, cls, shift, ffi.NULL, nnodes,
+                                *out)
+        assert rc == -errno.EINVAL, (page_shift, shift, nnodes)
+    down = ffi.new("uint64_t[]", [1, 0])  # a run whose end is before its start
+    assert lib.ptr_span_votes(one, down, 1, 12, node, cls, 21, ffi.NULL, 1, *out) == -errno.EINVAL
+    single = runs_of([0])
     with pytest.raises(UsageError):
-        C.span_votes(array("Q", [0]), array("i", [0]), b"\x02", 12, 0)
+        C.span_votes(*single, 12, array("i", [0]), b"\x02", 12, 0)
     with pytest.raises(UsageError):
-        C.span_votes(array("Q", [0]), array("i", [0]), b"\x02", 12, 2, b"\x01")
+        C.span_votes(*single, 12, array("i", [0]), b"\x02", 12, 2, b"\x01")
+    with pytest.raises(UsageError):  # a node per page, not fewer
+        C.span_votes(*runs_of([0, 4096]), 12, array("i", [0]), b"\x02\x02", 12, 1)
     # more spans than the binding's first guess (1 << 14): it must retry with one per page
     n = (1 << 14) + 300
     vas = array("Q", range(0, n << 12, 1 << 12))
-    got = C.span_votes(vas, array("i", bytes(4 * n)), b"\x02" * n, 12, 1)
+    got = C.span_votes(*runs_of(list(vas)), 12, array("i", bytes(4 * n)), b"\x02" * n, 12, 1)
     assert list(got.keys) == list(range(n)) and list(got.counts) == [1] * n
     assert got.all_votes == got.anon_votes == [n]
     assert list(C.span_keys(vas, 12)) == list(range(n))
@@ -602,10 +634,21 @@ def read_only(ps: PageSet, start: int, end: int) -> bool:
     return any(lo < end and start < hi for lo, hi in zip(ps.ro[::2], ps.ro[1::2], strict=True))
 
 
-def map_with_pages(mm: AddressSpace, ps: PageSet) -> int:
+def map_with_pages(mm: AddressSpace, ps: PageSet, cut: int | None = None) -> int:
+    """ptr_map_pages() of the set: one call with its addresses, or (``cut``) two calls over
+    the runs, pages 0..cut-1 and cut.., as the mirror's build goes chunk by chunk."""
     keys = array("Q", sorted(ps.span_nodes))
-    return mm.map_pages(array("Q", ps.vas), keys, array("h", (ps.span_nodes[k] for k in keys)),
-                        ps.default_node, array("Q", ps.ro), array("Q", ps.huge))
+    nodes = array("h", (ps.span_nodes[k] for k in keys))
+    if cut is None:
+        return mm.map_pages(array("Q", ps.vas), keys, nodes, ps.default_node,
+                            array("Q", ps.ro), array("Q", ps.huge))
+    runs = PageRuns.from_addresses(ps.vas, mm.geometry.page_size)
+    leaves = 0
+    for lo, hi in ((0, cut), (cut, len(ps.vas))):  # each call its own huge blocks, as _build
+        huge = array("Q", (b for b in ps.huge if lo < hi and ps.vas[lo] <= b <= ps.vas[hi - 1]))
+        leaves += mm.map_pages(runs, keys, nodes, ps.default_node, array("Q", ps.ro), huge,
+                               lo, hi)
+    return leaves
 
 
 def map_the_old_way(mm: AddressSpace, ps: PageSet) -> None:
@@ -675,8 +718,12 @@ def test_map_pages_against_a_reference_and_the_old_way(arena: Arena, data: st.Da
     ps = data.draw(page_sets(geo))
     mm_node = data.draw(st.integers(0, NNODES - 1))
     new, old = AddressSpace(arena, node=mm_node), AddressSpace(arena, node=mm_node)
+    # one call, or two split at a lowest-level table's boundary (a huge block is never split)
+    shift = block_of(geo).bit_length() - 1
+    cuts = [i for i in range(len(ps.vas)) if i and ps.vas[i] >> shift != ps.vas[i - 1] >> shift]
+    cut = data.draw(st.none() | st.sampled_from([0, *cuts, len(ps.vas)]))
     try:
-        leaves = map_with_pages(new, ps)
+        leaves = map_with_pages(new, ps, cut)
         map_the_old_way(old, ps)
         per = block_of(geo) // geo.page_size
         assert leaves == len(ps.vas) - len(ps.huge) * (per - 1)

@@ -209,12 +209,17 @@ class PagescanBindings(CoreBase):
         """A fresh resume position for :meth:`pagemap_read`: {0, 0}."""
         return self.ffi.new("uint64_t[2]")
 
-    def span_votes(self, vas: array[int], nodes: array[int], classes: bytes | bytearray,
-                   span_shift: int, nnodes: int, allowed: bytes | None = None) -> SpanVotes:
-        """ptr_span_votes(): the placement rule's votes per lowest-level table span."""
-        n = _need(vas, 8, "addresses")
+    def span_votes(self, run_start: array[int], run_first: array[int], page_shift: int,
+                   nodes: array[int], classes: bytes | bytearray, span_shift: int, nnodes: int,
+                   allowed: bytes | None = None) -> SpanVotes:
+        """ptr_span_votes(): the placement rule's votes per lowest-level table span, over the
+        pages of runs (``run_start``/``run_first``: ptreloc.runs.PageRuns's arrays)."""
+        nruns = _need(run_start, 8, "run starts")
+        if _need(run_first, 8, "run indexes") != nruns + 1:
+            raise UsageError("run indexes must be one more than the runs")
+        n = run_first[-1]
         if _need(nodes, 4, "nodes") != n or len(classes) != n:
-            raise UsageError("nodes and classes must be as long as the addresses")
+            raise UsageError("nodes and classes must be one per page of the runs")
         if nnodes < 1 or (allowed is not None and len(allowed) != nnodes):
             raise UsageError("nnodes must be >= 1 and allowed (when given) nnodes long")
         ffi = self.ffi
@@ -224,8 +229,9 @@ class PagescanBindings(CoreBase):
             keys = array("Q", [0]) * cap
             counts = array("I", [0]) * (cap * nnodes)
             got = self.lib.ptr_span_votes(
-                ffi.from_buffer("uint64_t[]", vas), ffi.from_buffer("int32_t[]", nodes),
-                ffi.from_buffer("uint8_t[]", classes), n, span_shift,
+                ffi.from_buffer("uint64_t[]", run_start), ffi.from_buffer("uint64_t[]", run_first),
+                nruns, page_shift, ffi.from_buffer("int32_t[]", nodes),
+                ffi.from_buffer("uint8_t[]", classes), span_shift,
                 ffi.NULL if allowed is None else ffi.from_buffer("uint8_t[]", allowed), nnodes,
                 ffi.from_buffer("uint64_t[]", keys), ffi.from_buffer("uint32_t[]", counts), cap,
                 totals, totals + nnodes)
@@ -335,12 +341,17 @@ class PagescanBindings(CoreBase):
         del out[got:]
         return out
 
-    def map_pages(self, mm: Handle, vas: array[int], span_keys: array[int],
-                  span_nodes: array[int], default_node: int, ro: array[int],
-                  huge: array[int], start: int = 0, stop: int | None = None) -> int:
-        """ptr_map_pages() (csrc/pgtable.c) of ``vas[start:stop]`` (no copy); returns the
-        leaves installed."""
-        total = _need(vas, 8, "addresses")
+    def map_pages(self, mm: Handle, run_start: array[int], run_first: array[int],
+                  span_keys: array[int], span_nodes: array[int], default_node: int,
+                  ro: array[int], huge: array[int], start: int = 0,
+                  stop: int | None = None) -> int:
+        """ptr_map_pages() (csrc/pgtable.c) of pages ``start .. stop - 1`` of the runs
+        (``run_start``/``run_first``: ptreloc.runs.PageRuns's arrays); returns the leaves
+        installed."""
+        nruns = _need(run_start, 8, "run starts")
+        if _need(run_first, 8, "run indexes") != nruns + 1:
+            raise UsageError("run indexes must be one more than the runs")
+        total = run_first[-1]
         stop = total if stop is None else stop
         if not 0 <= start <= stop <= total:
             raise UsageError(f"pages {start}..{stop} are not within the {total} given")
@@ -349,14 +360,15 @@ class PagescanBindings(CoreBase):
         if _need(span_nodes, 2, "span nodes") != nspans or len(ro) % 2:
             raise UsageError("span nodes must match the keys; read-only ranges come in pairs")
         ffi = self.ffi
-        keep = [ffi.from_buffer("uint64_t[]", vas) + start,
+        keep = [ffi.from_buffer("uint64_t[]", run_start), ffi.from_buffer("uint64_t[]", run_first),
                 ffi.from_buffer("uint64_t[]", span_keys),
                 ffi.from_buffer("int16_t[]", span_nodes), ffi.from_buffer("uint64_t[]", ro),
                 ffi.from_buffer("uint64_t[]", huge)]
         s = ffi.new("struct ptr_page_set *", {
-            "vas": keep[0], "n": n, "span_keys": keep[1], "span_nodes": keep[2],
-            "nspans": nspans, "default_node": default_node, "ro": keep[3], "nro": len(ro) // 2,
-            "huge": keep[4], "nhuge": _need(huge, 8, "huge starts")})
+            "run_start": keep[0], "run_first": keep[1], "nruns": nruns, "lo": start,
+            "hi": stop, "span_keys": keep[2], "span_nodes": keep[3], "nspans": nspans,
+            "default_node": default_node, "ro": keep[4], "nro": len(ro) // 2,
+            "huge": keep[5], "nhuge": _need(huge, 8, "huge starts")})
         what = f"mapping {n} pages"
         self._check(self.lib.ptr_map_pages(mm, s), what, {
             _errno.EEXIST: AlreadyMapped(f"{what}: a page or a huge block is already mapped"),
