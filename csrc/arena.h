@@ -111,6 +111,7 @@ int ptr_arena_create(const char *geometry, int nnodes, const int *bind_nodes,
 		     uint32_t frames_per_node, struct ptr_arena **out);
 int ptr_arena_destroy(struct ptr_arena *a);
 int ptr_arena_set_capacity(struct ptr_arena *a, int node, uint32_t frames);
+int ptr_arena_prefault(struct ptr_arena *a, int node, uint32_t frames);
 void ptr_arena_fail_nth_alloc(struct ptr_arena *a, uint64_t k);
 
 int ptr_frame_alloc(struct ptr_arena *a, int node, int level, uint32_t *out);

@@ -851,6 +851,63 @@ static inline int set_leaf_locked(struct ptr_mm *mm, uint32_t table, int level, 
 	return 0;
 }
 
+/*
+ * fill_leaves() - the @n consecutive leaves of table data @t from entry @idx on, for the pages
+ * @va, @va + @page, ...: each flags | phys (phys = va & @mask when @mask, else va % @limit),
+ * read-only where [@ro[2k], @ro[2k + 1]) holds the page (@ri: the first pair that may, moved
+ * on).  Refused with -EEXIST, nothing written, if any of the entries is not empty.
+ *
+ * Every writer of an empty entry holds the table's lock (faults install under it; the walker
+ * sets A/D only in present entries), as the caller does: relaxed loads see every entry, and the
+ * stores need no order among themselves - the caller's unlock publishes them, and a walker
+ * that reads one early reads a complete entry (each store is one atomic store).  The pages go
+ * in stretches of one writability, a check pass then a store pass over each.
+ */
+static int fill_leaves(void *t, bool wide, uint32_t idx, uint64_t va, uint64_t n, uint64_t page,
+		       const uint64_t *ro, uint64_t nro, uint64_t *ri, uint64_t leaf_rw,
+		       uint64_t leaf_ro, uint64_t mask, uint64_t limit)
+{
+	for (uint64_t k = 0; k < n; k++) {
+		bool used = wide ? atomic_load_explicit((_Atomic uint64_t *)t + idx + k,
+							memory_order_relaxed) != 0
+				 : atomic_load_explicit((_Atomic uint32_t *)t + idx + k,
+							memory_order_relaxed) != 0;
+		if (used)
+			return -EEXIST;
+	}
+	uint64_t k = 0;
+	while (k < n) {
+		uint64_t v = va + k * page;
+		while (*ri < nro && ro[2 * *ri + 1] <= v)
+			(*ri)++;
+		/* the stretch [k, m) of one writability: to the next read-only edge */
+		bool w;
+		uint64_t edge;
+		if (*ri < nro && ro[2 * *ri] <= v) {
+			w = false;
+			edge = ro[2 * *ri + 1];
+		} else {
+			w = true;
+			edge = *ri < nro ? ro[2 * *ri] : UINT64_MAX;
+		}
+		uint64_t m = edge - v >= (n - k) * page ? n : k + (edge - v + page - 1) / page;
+		uint64_t flags = w ? leaf_rw : leaf_ro;
+		if (wide) {
+			_Atomic uint64_t *slot = (_Atomic uint64_t *)t + idx;
+			for (; k < m; k++, v += page)
+				atomic_store_explicit(slot + k, flags | (mask ? v & mask : v % limit),
+						      memory_order_relaxed);
+		} else {
+			_Atomic uint32_t *slot = (_Atomic uint32_t *)t + idx;
+			for (; k < m; k++, v += page)
+				atomic_store_explicit(slot + k,
+						      (uint32_t)(flags | (mask ? v & mask : v % limit)),
+						      memory_order_relaxed);
+		}
+	}
+	return 0;
+}
+
 /* the run holding page @i of @set (the last r with run_first[r] <= i), by binary search */
 static uint64_t page_run(const struct ptr_page_set *set, uint64_t i)
 {
@@ -1002,33 +1059,11 @@ int ptr_map_pages(struct ptr_mm *mm, struct ptr_page_set *set)
 				n = rend - i;
 			void *t = fdata(mm, table);
 			uint32_t idx = (uint32_t)((va >> pte_shift) & pte_mask);
-			for (uint64_t k = 0; k < n; k++, idx++, va += page) {
-				while (ri < nro && ro[2 * ri + 1] <= va)
-					ri++;
-				bool w = !(ri < nro && ro[2 * ri] <= va);
-				uint64_t e = (w ? leaf_rw : leaf_ro) |
-					     (pow2 ? va & (limit - 1) : va % limit); /* no divide */
-				/* a leaf is its flags | phys (ptr_entry_make_leaf()): the flags made
-				 * once.  Every writer of an empty entry holds this table's lock (faults
-				 * install under it; the walker sets A/D only in present entries):
-				 * check-then-store, relaxed under the lock, the store released. */
-				if (wide) {
-					_Atomic uint64_t *slot = (_Atomic uint64_t *)t + idx;
-					if (atomic_load_explicit(slot, memory_order_relaxed)) {
-						rc = -EEXIST;
-						break;
-					}
-					atomic_store_explicit(slot, e, memory_order_release);
-				} else {
-					_Atomic uint32_t *slot = (_Atomic uint32_t *)t + idx;
-					if (atomic_load_explicit(slot, memory_order_relaxed)) {
-						rc = -EEXIST;
-						break;
-					}
-					atomic_store_explicit(slot, (uint32_t)e, memory_order_release);
-				}
-				leaves++;
-			}
+			rc = fill_leaves(t, wide, idx, va, n, page, ro, nro, &ri, leaf_rw, leaf_ro,
+					 pow2 ? limit - 1 : 0, limit);
+			leaves += rc >= 0 ? n : 0;
+			rc = rc < 0 ? rc : 0;
+			va += n << page_shift;
 			ptr_unlock(lock);
 			i += n;
 			if (rc)

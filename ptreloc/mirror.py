@@ -98,9 +98,8 @@ SPECIAL_MAPPINGS = frozenset({"[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]",
 def special_pages(snap: ProcessSnapshot) -> frozenset[int]:
     """Indexes (into ``snap.resident``) of the pages in kernel special mappings."""
     out: set[int] = set()
-    for vma in snap.vmas:
+    for vma, (lo, hi) in zip(snap.vmas, snap.vma_pages(), strict=True):
         if vma.path in SPECIAL_MAPPINGS:
-            lo, hi = snap.resident.span(vma.start, vma.end)
             out.update(range(lo, hi))
     return frozenset(out)
 
@@ -574,8 +573,7 @@ def infer_placement(
     anon_class, other_class = int(c.lib.PTR_VOTE_ANON), int(c.lib.PTR_VOTE_OTHER)
     classes = bytearray([anon_class if follow_data else other_class]) * n
     stack: Counter[int] = Counter()
-    for vma in snap.vmas:
-        lo, hi = resident.span(vma.start, vma.end)
+    for vma, (lo, hi) in zip(snap.vmas, snap.vma_pages(), strict=True):
         if lo == hi:
             continue
         if vma.path in SPECIAL_MAPPINGS:
@@ -638,10 +636,8 @@ def _tables_needed(snap: ProcessSnapshot, geo: Geometry) -> int:
     and level, the table spans the VMA touches, but never more than its resident pages - no
     pass over the pages (a dense VMA's count is exact; VMAs that share a span count it
     twice)."""
-    resident = snap.resident
     total = 1
-    for vma in snap.vmas:
-        lo, hi = resident.span(vma.start, vma.end)
+    for vma, (lo, hi) in zip(snap.vmas, snap.vma_pages(), strict=True):
         pages = hi - lo
         if not pages:
             continue
@@ -649,6 +645,25 @@ def _tables_needed(snap: ProcessSnapshot, geo: Geometry) -> int:
             span = lv.shift + lv.bits
             total += min(pages, ((vma.end - 1) >> span) - (vma.start >> span) + 1)
     return total
+
+
+def _prefault(arena: Arena, placement: TablePlacement, thp: ThpBlocks) -> None:
+    """Fault in, per node, the frames of the tables the placement puts there (csrc/arena.c
+    ptr_arena_prefault(): one call instead of a page fault at each table's first store; a
+    block mapped by a huge leaf has no lowest-level table).  Tables the placement does not
+    list (no voting page) fault in as they are made."""
+    per_node: Counter[int] = Counter()
+    for level in placement.levels[1:]:
+        per_node.update(level.values())
+    lowest = placement.levels[0] if placement.levels else {}
+    per_node.update(lowest.values())
+    if thp.starts:
+        shift = thp.size.bit_length() - 1
+        per_node.subtract(lowest[b >> shift] for b in thp.starts if b >> shift in lowest)
+    per_node[placement.root] += 1  # the root, allocated with the address space, comes first
+    for node, count in per_node.items():
+        if count > 0:
+            arena.prefault(node, count)
 
 
 def _build(
@@ -741,6 +756,7 @@ def mirror(
     mm = AddressSpace(arena, node=placement.root)
     thp = thp_blocks(snap, geo, detect=detect_thp)
     try:
+        _prefault(arena, placement, thp)
         runs = _build(mm, snap.resident, placement, snap.vmas, thp, progress)
     except BaseException:
         mm.close()

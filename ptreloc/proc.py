@@ -122,11 +122,25 @@ class ProcessSnapshot:
     elapsed_s: dict[str, float] = field(default_factory=dict)
     _status_counts: tuple[array[int], dict[int, int]] | None = field(
         default=None, init=False, repr=False, compare=False)
+    _vma_pages: tuple[list[Vma], PageRuns, list[tuple[int, int]]] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         given: object = self.resident
         if not isinstance(given, PageRuns):  # an ascending address array or list
             self.resident = as_runs(cast("Iterable[int]", given), self.page_size)
+
+    def vma_pages(self) -> list[tuple[int, int]]:
+        """Per VMA of ``vmas``, (first index, end index) of its pages in ``resident``: one
+        merge walk over the VMAs and the runs, kept while ``vmas`` and ``resident`` are the
+        same objects (the placement rule, the arena's sizing and the special pages each ask)."""
+        cached = self._vma_pages
+        if cached is None or cached[0] is not self.vmas or cached[1] is not self.resident:
+            bounds = self.resident.bisect_many(x for v in self.vmas for x in (v.start, v.end))
+            cached = (self.vmas, self.resident, list(zip(bounds[::2], bounds[1::2],
+                                                         strict=True)))
+            self._vma_pages = cached
+        return cached[2]
 
     def status_counts(self) -> dict[int, int]:
         """How many resident pages have each status of ``nodes`` (node >= 0 or -errno): one

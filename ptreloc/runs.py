@@ -152,6 +152,31 @@ class PageRuns(Sequence[int]):
         inside = -(-(va - self.starts[r]) >> self._shift)  # pages of run r below va
         return int(lo + min(inside, hi - lo))
 
+    def bisect_many(self, addresses: Iterable[int]) -> list[int]:
+        """:meth:`bisect` of each of ``addresses``: one merge walk over the runs, O(addresses +
+        runs), not a binary search each, while they ascend (one that does not is searched
+        for on its own)."""
+        out: list[int] = []
+        starts, first, shift = self.starts, self.first, self._shift
+        nruns = len(starts)
+        r = 0
+        last = -1
+        for va in addresses:
+            if va < last:  # not ascending after all: this one on its own
+                out.append(self.bisect(va))
+                continue
+            last = va
+            # the first run that ends above va (pages of the runs before it are all below)
+            while r < nruns and starts[r] + ((first[r + 1] - first[r]) << shift) <= va:
+                r += 1
+            if r == nruns:
+                out.append(int(first[-1]))
+            elif va <= starts[r]:
+                out.append(int(first[r]))
+            else:
+                out.append(int(first[r] + (-(-(va - starts[r]) >> shift))))
+        return out
+
     def span(self, start: int, end: int) -> tuple[int, int]:
         """(first index, end index) of the pages in ``[start, end)``."""
         return self.bisect(start), self.bisect(end)

@@ -564,3 +564,36 @@ def test_flush_races_a_remote_shootdown_safely():
     cpu.close()
     mm.close()
     arena.close()
+
+
+def _resident(address: int) -> bool:
+    """Is our own page at ``address`` present (its /proc/self/pagemap entry)?"""
+    import os
+
+    fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    try:
+        entry = int.from_bytes(os.pread(fd, 8, address // 4096 * 8), "little")
+    finally:
+        os.close(fd)
+    return bool(entry >> 63)
+
+
+def test_prefault_makes_the_pools_next_frames_resident_and_only_those():
+    """What the mirror's build asks before it creates its tables: the next frames of a pool
+    are present after one call, the ones after them still are not (a build that did not
+    prefault would fault each in at its first store); a pool that is not there is refused."""
+    arena = Arena("x86_64_4l", 2, frames_per_node=64, bind=False)
+    try:
+        first = 64  # pool n holds frames n * frames_per_node ..
+        assert not any(_resident(arena.frame_address(first + k)) for k in range(64))
+        if not arena.prefault(1, 8):
+            pytest.fail("madvise(MADV_POPULATE_WRITE) failed: this kernel is older than 5.14?",
+                        pytrace=False)
+        assert all(_resident(arena.frame_address(first + k)) for k in range(8))
+        assert not any(_resident(arena.frame_address(first + k)) for k in range(8, 64))
+        assert arena.prefault(0, 1000)  # more than the pool has: all of it
+        assert all(_resident(arena.frame_address(k)) for k in range(64))
+        with pytest.raises(InvalidNode):
+            arena.prefault(2, 1)
+    finally:
+        arena.close()

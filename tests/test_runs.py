@@ -63,6 +63,11 @@ def test_page_runs_answer_as_the_address_list(pages: list[int], data: st.DataObj
         seen.extend(vas)
     assert seen == pages
     assert PageRuns.from_addresses(pages, PAGE) == runs and as_runs(runs, PAGE) is runs
+    # many at once (a merge walk while they ascend), as a snapshot's pages per VMA
+    probes = data.draw(st.lists(st.integers(0, (pages[-1] if pages else PAGE) + 3 * PAGE),
+                                max_size=12))
+    for order in (sorted(probes), probes):
+        assert runs.bisect_many(order) == [bisect_left(pages, va) for va in order]
 
 
 def test_page_runs_refuse_what_is_not_a_page_list() -> None:

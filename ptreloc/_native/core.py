@@ -179,6 +179,10 @@ class CoreBindings(CoreBase):
         self._check(self.lib.ptr_mm_set_node(mm, node), f"setting the table node to {node}",
                     node=node)
 
+    def prefault(self, arena: Handle, node: int, frames: int) -> int:
+        """ptr_arena_prefault(): 0 or the -errno of madvise (best effort: only speed)."""
+        return int(self.lib.ptr_arena_prefault(arena, node, max(0, min(frames, 2**32 - 1))))
+
     def set_capacity(self, arena: Handle, node: int, frames: int) -> None:
         if not isinstance(frames, int) or frames < 0:
             raise UsageError(f"capacity must be a non-negative integer, got {frames!r}")
