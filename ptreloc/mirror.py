@@ -104,6 +104,14 @@ def special_pages(snap: ProcessSnapshot) -> frozenset[int]:
     return frozenset(out)
 
 
+def _frame_nodes(pid: int, vmas: list[Vma], scan: proc.PageScan) -> array[int] | None:
+    """The node of every page of ``scan`` from its frame (``frames.page_nodes``), or None when
+    the scan saw no frames (then only move_pages can tell)."""
+    if not (scan.frames_visible and scan.blocks_known):
+        return None
+    return frames.page_nodes(pid, vmas, scan).nodes
+
+
 def _add_remote(a: RemoteTables, b: RemoteTables, sign: int = 1) -> RemoteTables:
     """``a`` + ``b`` (or - with ``sign`` -1), field by field."""
     return RemoteTables(a.pages + sign * b.pages, a.remote_pages + sign * b.remote_pages,
@@ -196,6 +204,9 @@ class Mirror:
     # last known data node of pages that went away (refresh): a page is briefly not present
     # while the kernel migrates it, and must come back with its old node so the move is seen
     _gone_nodes: dict[int, int] = field(default_factory=dict, repr=False)
+    # where every page of ``snapshot.resident`` is now, from the frames the last refresh's
+    # pagemap scan read (None: frames hidden, or no refresh yet) - what a watch compares with
+    _current_nodes: array[int] | None = field(default=None, repr=False)
 
     # ---- paging arithmetic -------------------------------------------------------------
     @property
@@ -320,8 +331,10 @@ class Mirror:
         vmas = proc.read_maps(snap.pid)
         scan = proc.scan_pagemap(snap.pid, vmas)
         resident = scan.resident
+        self._current_nodes = None
         if resident == snap.resident:
             self.snapshot = dataclasses.replace(snap, vmas=vmas)
+            self._current_nodes = _frame_nodes(snap.pid, vmas, scan)
             return 0, 0
         now = set(resident)
         before = set(snap.resident)
@@ -392,7 +405,19 @@ class Mirror:
         self.snapshot = fresh
         self.data_nodes = nodes
         self._frame_nodes.clear()
+        self._current_nodes = _frame_nodes(snap.pid, vmas, scan)
         return len(added) - sum(1 for va in added if va in old_nodes), len(gone)
+
+    def current_nodes(self) -> array[int]:
+        """Where each page of ``snapshot.resident`` is now ('i': node or -errno): from the
+        frames the last :meth:`refresh` read when it saw the same pages and could see frames
+        (``frames.page_nodes``: move_pages only for what a frame does not tell), else a
+        move_pages(2) query of every page."""
+        resident = self.snapshot.resident
+        if self._current_nodes is not None and len(self._current_nodes) == len(resident):
+            return self._current_nodes
+        return array("i", numa.move_pages(self.snapshot.pid, resident)) if resident \
+            else array("i")
 
     def update_data_nodes(self, nodes: Iterable[int]) -> None:
         self.data_nodes = array("i", nodes)

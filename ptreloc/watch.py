@@ -244,7 +244,7 @@ class Watcher:
                 raise NoSuchProcess(f"pid {pid} exited", pid=pid)
             added, removed = m.refresh()
             snap = m.snapshot
-            now = array("i", numa.move_pages(pid, snap.resident)) if snap.resident else array("i")
+            now = m.current_nodes()
             new_cpu = threads_node(pid)
         except (NoSuchProcess, psutil.NoSuchProcess):
             self.exited = True

@@ -39,6 +39,9 @@ if libc.syscall(238, 2, ctypes.byref(mask), 64) != 0:  # set_mempolicy(MPOL_BIND
     sys.exit(f"set_mempolicy: errno {ctypes.get_errno()}")
 for off in range(0, span, 2 << 20):
     region[off] = 1
+if hold:  # the tables are made: what the kernel allocates for it next comes from its CPU's node
+    if libc.syscall(238, 0, None, 0) != 0:  # set_mempolicy(MPOL_DEFAULT)
+        sys.exit(f"set_mempolicy: errno {ctypes.get_errno()}")
 print(json.dumps({"pid": os.getpid(), "tables": span >> 21}), flush=True)
 sys.stdin.read()
 """
@@ -85,7 +88,11 @@ def table_workload(node: int = 1, gib: int = 8, *, hold: bool = False
                    ) -> Iterator[TableWorkload]:
     """Run the workload until the block ends: ``gib`` GiB sparse -> ``gib * 512`` PTE tables
     (and as many data pages) on ``node``.  With ``hold`` it is started (its interpreter's own
-    memory on node 0) and waits for ``go()`` to allocate them."""
+    memory on node 0) and waits for ``go()`` to allocate them, and then drops its node binding
+    (MPOL_DEFAULT): a process still bound to ``node`` allocates there again after any drain -
+    its slab pages (under the task's policy) land in the emptied block's unmovable pageblocks
+    and pin it again, which the drain can only warn about (``policy_warning``); the block test
+    wants the process the drain can clear the block of."""
     proc = subprocess.Popen(
         ["numactl", "--cpunodebind=0", "--membind=0", sys.executable, "-c", _SCRIPT,
          str(node), str(gib), "hold" if hold else "run"],

@@ -156,6 +156,41 @@ def test_mirror_refresh_follows_pages_faulted_in_later() -> None:
         assert m.remote_fraction().fraction == 0.0
 
 
+def test_a_refresh_tells_where_the_pages_are_from_the_frames_it_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root the refresh's pagemap scan shows frame numbers, so a watch's look needs no
+    move_pages query of every page: current_nodes() answers from the frames (move_pages only
+    for [vdso] and the like), the same answer as the query, whether the pages changed or not."""
+    from ptreloc import numa, proc
+    from ptreloc.mirror import mirror
+
+    if os.geteuid() != 0:
+        pytest.skip("frame numbers are shown to root only")
+    asked: list[int] = []
+    query = numa.move_pages
+
+    def counting(pid: int, addresses: object, *args: object, **kw: object) -> list[int]:
+        asked.append(len(addresses))  # type: ignore[arg-type]
+        return query(pid, addresses, *args, **kw)  # type: ignore[arg-type]
+
+    with (
+        live_workload(mib=2, threads=1, extra=["--grow-mib", "4"]) as w,
+        mirror(proc.snapshot(w.pid)) as m,
+    ):
+        for grow in (False, True):
+            if grow:
+                _grow(w)
+            monkeypatch.setattr(numa, "move_pages", counting)
+            m.refresh()
+            asked.clear()
+            now = m.current_nodes()
+            monkeypatch.setattr(numa, "move_pages", query)
+            pages = len(m.snapshot.resident)
+            assert len(now) == pages and sum(asked) < 64, (grow, asked)
+            want = query(w.pid, m.snapshot.resident)
+            assert sum(1 for a, b in zip(now, want, strict=True) if a != b) <= 2
+
+
 def test_watch_mirrors_pages_that_became_resident_after_it_started() -> None:
     with live_workload(mib=2, threads=1, extra=["--grow-mib", "4"]) as w:
         watcher = _watch(w.pid, "--interval", "0.1", "--timeout", "60")
