@@ -284,15 +284,7 @@ int ptr_runs_expand(const uint64_t *run_start, const uint64_t *run_first, uint64
 		return -EINVAL;
 	if (!n)
 		return 0;
-	/* the run holding page lo: the last r with run_first[r] <= lo */
-	uint64_t a = 0, b = nruns;
-	while (b - a > 1) {
-		uint64_t mid = a + (b - a) / 2;
-		if (run_first[mid] <= lo)
-			a = mid;
-		else
-			b = mid;
-	}
+	uint64_t a = ptr_last_at_or_below(run_first, nruns, lo); /* the run holding page lo */
 	if (run_first[a] > lo)
 		return -EINVAL; /* the first run does not start at page 0 */
 	uint64_t k = 0, i = lo;

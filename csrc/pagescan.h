@@ -23,6 +23,24 @@
 /** The status ptr_pagemap_scan() gives a page whose node its frame does not tell. */
 #define PTR_NODE_UNKNOWN INT32_MIN
 
+/**
+ * ptr_last_at_or_below() - the last index r < @n with @v[r] <= @x (0 when there is none) of
+ * an ascending array: which run of a page run list holds a page index (@v = run_first) or an
+ * address (@v = run_start).  A binary search.
+ */
+static inline uint64_t ptr_last_at_or_below(const uint64_t *v, uint64_t n, uint64_t x)
+{
+	uint64_t a = 0, b = n;
+	while (b - a > 1) {
+		uint64_t mid = a + (b - a) / 2;
+		if (v[mid] <= x)
+			a = mid;
+		else
+			b = mid;
+	}
+	return a;
+}
+
 /* Vote classes of a page for ptr_span_votes(). */
 #define PTR_VOTE_NONE 0  /* does not vote (kernel special mapping) */
 #define PTR_VOTE_OTHER 1 /* votes for the process as a whole only (a file page) */

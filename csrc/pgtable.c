@@ -908,32 +908,17 @@ static int fill_leaves(void *t, bool wide, uint32_t idx, uint64_t va, uint64_t n
 	return 0;
 }
 
-/* the run holding page @i of @set (the last r with run_first[r] <= i), by binary search */
-static uint64_t page_run(const struct ptr_page_set *set, uint64_t i)
+/* the run holding page @i of @set */
+static inline uint64_t page_run(const struct ptr_page_set *set, uint64_t i)
 {
-	uint64_t a = 0, b = set->nruns;
-	while (b - a > 1) {
-		uint64_t mid = a + (b - a) / 2;
-		if (set->run_first[mid] <= i)
-			a = mid;
-		else
-			b = mid;
-	}
-	return a;
+	return ptr_last_at_or_below(set->run_first, set->nruns, i);
 }
 
 /* is [b, b + block) wholly among pages lo..hi-1 of @set: inside one run, within the range */
 static bool block_among(const struct ptr_page_set *set, uint64_t b, uint64_t block,
 			unsigned page_shift)
 {
-	uint64_t a = 0, z = set->nruns; /* the last run starting at or below b */
-	while (z - a > 1) {
-		uint64_t mid = a + (z - a) / 2;
-		if (set->run_start[mid] <= b)
-			a = mid;
-		else
-			z = mid;
-	}
+	uint64_t a = ptr_last_at_or_below(set->run_start, set->nruns, b);
 	if (!set->nruns || set->run_start[a] > b)
 		return false;
 	uint64_t first = set->run_first[a] + ((b - set->run_start[a]) >> page_shift);
