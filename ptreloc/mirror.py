@@ -60,6 +60,7 @@ only node-local tables; with no placed page it is 0.0 with ``pages`` 0.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import platform
 from array import array
 from bisect import bisect_left
@@ -125,7 +126,9 @@ ProgressCallback = Callable[[int, int], None]
 _LA57_VA = 1 << 47  # user addresses at or above this need 5-level paging
 
 
+@functools.cache
 def _cpu_flags() -> frozenset[str]:
+    """/proc/cpuinfo's flags (read once: they do not change while we run)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             for line in fh:

@@ -348,7 +348,7 @@ def scan_pagemap(pid: int, vmas: list[Vma], *, chunk_bytes: int = PAGEMAP_READ_B
 
     c = core("relo")
     ranges = _ranges(vmas)
-    blocks = frames_mod.memory_block_nodes()
+    blocks = frames_mod.recent_block_nodes()
     zero = array("Q", [x for rng in frames_mod.zero_frames() for x in rng])
     shift = PAGE_SIZE.bit_length() - 1
     try:

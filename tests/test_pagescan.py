@@ -983,7 +983,7 @@ def test_page_nodes_asks_move_pages_about_frames_no_block_tells(
     assert real is not None
     # every other block listed by no node (or by two): those frames' pages go to move_pages
     blind = array("h", (-1 if b % 2 else n for b, n in enumerate(real.nodes)))
-    monkeypatch.setattr(frames, "memory_block_nodes",
+    monkeypatch.setattr(frames, "recent_block_nodes",
                         lambda: frames.BlockNodes(real.block_shift, blind))
     scan = proc.scan_pagemap(pid, vmas)
     assert scan.resident == resident and scan.unknown > 0
@@ -1178,3 +1178,27 @@ def test_infer_placement_matches_the_python_rule(real_snapshot: ProcessSnapshot,
                                follow_data=follow_data)
     assert (got.root, got.root_basis, got.levels) == (want.root, want.root_basis, want.levels)
     assert got.geometry == geo
+
+
+def test_the_block_table_is_reused_for_a_second_then_read_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """recent_block_nodes(): one sysfs read per BLOCK_NODES_TTL_S, not one per snapshot (a
+    named stand-in for the clock and the read: the real ones cannot be made to wait)."""
+    reads: list[float] = []
+    clock = [1000.0]
+
+    def read() -> frames.BlockNodes:
+        reads.append(clock[0])
+        return frames.BlockNodes(15, array("h", [len(reads)]))
+
+    monkeypatch.setattr(frames, "memory_block_nodes", read)
+    monkeypatch.setattr(frames.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(frames, "_recent", None)
+    first = frames.recent_block_nodes()
+    clock[0] += frames.BLOCK_NODES_TTL_S / 2
+    assert frames.recent_block_nodes() is first and len(reads) == 1
+    clock[0] += frames.BLOCK_NODES_TTL_S
+    again = frames.recent_block_nodes()
+    assert again is not first and list(again.nodes) == [2] and len(reads) == 2
+    clock[0] -= 10 * frames.BLOCK_NODES_TTL_S  # a clock that went back: read again
+    assert list(frames.recent_block_nodes().nodes) == [3]
