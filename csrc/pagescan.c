@@ -275,23 +275,23 @@ int ptr_pagemap_scan(int fd, struct ptr_pagemap_scan *s)
  * a time.
  *
  * Return: 0; -EINVAL (a page shift out of range, pages past the last, indexes that do not
- * ascend).
+ * ascend or do not start at 0).
  */
 int ptr_runs_expand(const uint64_t *run_start, const uint64_t *run_first, uint64_t nruns,
 		    unsigned page_shift, uint64_t lo, uint64_t n, uint64_t *out)
 {
-	if (page_shift >= 64 || lo > run_first[nruns] || n > run_first[nruns] - lo)
+	if (page_shift >= 64 || lo > run_first[nruns] || n > run_first[nruns] - lo ||
+	    run_first[0] != 0)
 		return -EINVAL;
+	for (uint64_t r = 0; r < nruns; r++) /* the search below needs them ascending */
+		if (run_first[r + 1] < run_first[r])
+			return -EINVAL;
 	if (!n)
 		return 0;
 	uint64_t a = ptr_last_at_or_below(run_first, nruns, lo); /* the run holding page lo */
-	if (run_first[a] > lo)
-		return -EINVAL; /* the first run does not start at page 0 */
 	uint64_t k = 0, i = lo;
 	for (uint64_t r = a; r < nruns && k < n; r++) {
 		uint64_t end = run_first[r + 1];
-		if (end < run_first[r])
-			return -EINVAL;
 		uint64_t va = run_start[r] + ((i - run_first[r]) << page_shift);
 		for (; i < end && k < n; i++, k++) {
 			out[k] = va;

@@ -939,9 +939,10 @@ static bool block_among(const struct ptr_page_set *set, uint64_t b, uint64_t blo
  * that table's node; place upper tables first with ptr_ensure_table() to put them elsewhere)
  * and its lock taken once for the pages of a run in it, which are consecutive entries (one
  * store each, no address read).  Unlike ptr_map() a failure does not roll back: the leaves
- * installed before it stay (the mirror that called it is thrown away).
- * Return: 0; -EINVAL (runs that overlap, do not ascend or are unaligned, a page range past
- * the runs, a huge block not wholly among the pages or at a level without leaves, a format of
+ * installed before it stay (the mirror that called it is thrown away); a run's stretch in a
+ * table that meets a mapped entry is refused whole, before any of it is written.
+ * Return: 0; -EINVAL (runs that overlap, do not ascend, are unaligned or do not start at
+ * page 0, a page range past the runs, a huge block not wholly among the pages or at a level without leaves, a format of
  * one level); -ERANGE/-EDOM (address); -ENODEV (no such node); -EEXIST (a page or block
  * already mapped, or a table or leaf in the way); -ENOSPC/-ENOMEM.
  * Locking: in its own read-side section; takes each touched table's lock once per run in it.
@@ -967,8 +968,8 @@ int ptr_map_pages(struct ptr_mm *mm, struct ptr_page_set *set)
 			return -ENODEV;
 	/* runs: aligned, each holding pages, ascending and apart, none past the top */
 	const uint64_t nruns = set->nruns;
-	if (set->lo > set->hi || set->hi > set->run_first[nruns])
-		return -EINVAL;
+	if (set->lo > set->hi || set->hi > set->run_first[nruns] || set->run_first[0] != 0)
+		return -EINVAL; /* the first run starts at page 0 (none: the count is 0) */
 	for (uint64_t r = 0; r < nruns; r++) {
 		uint64_t start = set->run_start[r], n = set->run_first[r + 1] - set->run_first[r];
 		if ((start & (page - 1)) || set->run_first[r + 1] <= set->run_first[r] ||
@@ -1036,8 +1037,10 @@ int ptr_map_pages(struct ptr_mm *mm, struct ptr_page_set *set)
 			rc = descend_lock(mm, va, 0, node, &table, &lock);
 			if (rc)
 				break;
-			/* the run's pages in this table: consecutive entries (the table end wraps
-			 * to 0 at the top: 0 - va is then the distance to it) */
+			/* the run's pages in this table: consecutive entries.  At the top of the
+			 * address space ptr_level_addr_end() clamps to UINT64_MAX, one byte short
+			 * of the end, so n would miss the last page - which never gets here: a run
+			 * holding it is refused above (n > (UINT64_MAX - start) >> page_shift). */
 			uint64_t tend = ptr_level_addr_end(g, 1, va, UINT64_MAX);
 			uint64_t n = (tend - va) >> page_shift;
 			if (n > rend - i)

@@ -49,6 +49,8 @@ class PageRuns(Sequence[int]):
     def __init__(self, starts: array[int], first: array[int], page_size: int) -> None:
         if starts.typecode != "Q" or first.typecode != "Q" or len(first) != len(starts) + 1:
             raise UsageError("page runs are array('Q') starts and one more array('Q') index")
+        if first[0] != 0:
+            raise UsageError(f"the first run starts at page {first[0]}, not 0")
         if page_size <= 0 or page_size & (page_size - 1):
             raise UsageError(f"page size {page_size} is not a power of two")
         self.starts = starts

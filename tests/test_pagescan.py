@@ -816,6 +816,27 @@ def test_map_pages_refusals(arena: Arena) -> None:
         mm.close()
 
 
+def test_map_pages_refuses_runs_that_do_not_start_at_page_0(arena: Arena) -> None:
+    """Found by a review: with the first run's index above 0 the build counted back from it
+    and mapped pages in no run (four below the run), and with no run at all it read a run
+    start that is not there (ASan).  Both are refused, nothing mapped."""
+    page, block = small(arena)
+    base = 8 * block
+    mm = AddressSpace(arena)
+    ffi, lib = C.ffi, C.lib
+    try:
+        for starts, firsts in (([base], [4, 8]), ([], [5])):
+            keep = [ffi.new("uint64_t[]", starts or [0]), ffi.new("uint64_t[]", firsts)]
+            s = ffi.new("struct ptr_page_set *", {
+                "run_start": keep[0], "run_first": keep[1], "nruns": len(starts),
+                "lo": 0, "hi": firsts[-1], "default_node": 0})
+            assert lib.ptr_map_pages(mm._h, s) == -errno.EINVAL, (starts, firsts)
+            assert s.leaves == 0
+        assert all(mm.translate(base + k * page) is None for k in range(-4, 8))
+    finally:
+        mm.close()
+
+
 @pytest.mark.parametrize("where", ["no page of the block", "a later page of its span"])
 def test_map_pages_refuses_a_huge_block_not_wholly_among_the_pages(where: str) -> None:
     """BUG: ptr_map_pages() checks a huge block only when its start is the first page of a

@@ -77,6 +77,8 @@ def test_page_runs_refuse_what_is_not_a_page_list() -> None:
     with pytest.raises(UsageError):
         PageRuns(array("Q", [0]), array("Q", [0]), PAGE)  # one index short
     with pytest.raises(UsageError):
+        PageRuns(array("Q", [0]), array("Q", [4, 8]), PAGE)  # the first run past page 0
+    with pytest.raises(UsageError):
         PageRuns.empty(3000)
     runs = PageRuns.from_addresses([0, PAGE], PAGE)
     with pytest.raises(UsageError):
@@ -101,3 +103,8 @@ def test_runs_expand_refusals() -> None:
     assert lib.ptr_runs_expand(three, down, 3, 12, 1, 3, out) == -errno.EINVAL
     late = ffi.new("uint64_t[]", [2, 5, 6])  # the first run starts past page 0
     assert lib.ptr_runs_expand(starts, late, 2, 12, 0, 1, out) == -errno.EINVAL
+    # indexes out of order before the run asked about (found by a review: the binary search
+    # ran over them and the call listed made-up addresses)
+    four = ffi.new("uint64_t[]", [0x1000, 0x20000, 0x40000])
+    jumbled = ffi.new("uint64_t[]", [0, 10, 5, 20])
+    assert lib.ptr_runs_expand(four, jumbled, 3, 12, 12, 8, out) == -errno.EINVAL
