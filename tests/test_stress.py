@@ -204,6 +204,14 @@ def test_ipi_delay_is_checked(bad):
 def test_pool_scenarios_are_clean_for_sound_protocols(scenario, protocol):
     r = run_stress(1.5, protocol=protocol, seed=3, scenario=scenario)
     assert r.clean, r.to_json()
+    if r.pool is not None and r.pool["operations"] <= 5:
+        # ~150 operations in 1.5 s here, also beside two busy processes; one CI run got 1
+        # (compact, stop: the relocator's thread off the CPU for most of the run). Whether
+        # the scenario ran at all is what this asks, so once more for longer - every run must
+        # be clean
+        first = r.pool
+        r = run_stress(4.0, protocol=protocol, seed=4, scenario=scenario)
+        assert r.clean, (first, r.to_json())
     assert r.scenario == scenario and r.pool is not None
     assert r.pool["operations"] > 5 and r.pool["failures"] == 0 and r.pool["frames_moved"] > 0
     assert r.accesses > 10_000 and r.counters["dirty_cleans"] > 0
