@@ -202,24 +202,8 @@ def pageblock_order(path: str = PAGETYPEINFO) -> int:
 
 
 def pagetables_margin_pages(node: int, zoneinfo: str = ZONEINFO) -> int:
-    """How far the node's ``PageTables:`` may lag the truth: a node counter is folded from
-    per-cpu deltas only when one exceeds the node's vmstat threshold (the largest "vm stats
-    threshold" of its zones), so up to ``threshold`` pages per online CPU are in flight."""
-    try:
-        text = Path(zoneinfo).read_text()
-    except OSError:
-        return 0
-    threshold = 0
-    current: int | None = None
-    for line in text.splitlines():
-        head = re.match(r"^Node (\d+), zone", line)
-        if head:
-            current = int(head.group(1))
-            continue
-        m = re.match(r"^\s+vm stats threshold:\s*(\d+)", line)
-        if m and current == node:
-            threshold = max(threshold, int(m.group(1)))
-    return threshold * (os.cpu_count() or 1)
+    """How far the node's ``PageTables:`` may lag the truth (``numa.vmstat_lag_pages``)."""
+    return numa.vmstat_lag_pages(node, zoneinfo)
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from ptreloc.errors import (
 )
 
 __all__ = [
+    "vmstat_lag_pages",
     # policy modes and flags (linux/mempolicy.h)
     "MPOL_DEFAULT",
     "MPOL_PREFERRED",
@@ -858,6 +859,35 @@ def node_meminfo_kb(
         if fields and fields[0].isdigit():
             values[key.strip()] = int(fields[0])
     return values
+
+
+_ZONEINFO = pathlib.Path("/proc/zoneinfo")
+
+
+def vmstat_lag_pages(node: int, zoneinfo: str | os.PathLike[str] = _ZONEINFO) -> int:
+    """How many pages a node counter of ``/sys/devices/system/node/nodeN/meminfo`` (e.g.
+    ``PageTables:``) may differ from the truth, either way.  Each CPU keeps a signed delta per
+    node counter and folds it into the node's total only when it passes the node's vmstat
+    threshold (mm/vmstat.c ``__mod_node_page_state``; the largest "vm stats threshold" of the
+    node's zones in /proc/zoneinfo) or when vmstat_update next runs on that CPU (about once a
+    second, and not at all on a CPU left idle), so up to that threshold per CPU is unfolded.
+    0 when zoneinfo cannot be read.  (Root can fold every delta at once by writing to
+    /proc/sys/vm/stat_refresh; this module reads only.)"""
+    try:
+        text = pathlib.Path(zoneinfo).read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return 0
+    threshold = 0
+    current: int | None = None
+    for line in text.splitlines():
+        head = re.match(r"^Node (\d+), zone", line)
+        if head:
+            current = int(head.group(1))
+            continue
+        m = re.match(r"^\s+vm stats threshold:\s*(\d+)", line)
+        if m and current == node:
+            threshold = max(threshold, int(m.group(1)))
+    return threshold * (os.cpu_count() or 1)
 
 
 def node_page_tables_kb(

@@ -550,3 +550,57 @@ def test_elf_load_segments_agree_with_pyelftools(tmp_path: Path) -> None:
         (tmp_path / "bad").write_bytes(bad)
         with pytest.raises(kt.KernelTablesUnavailable, match="not a readable ELF core"):
             kt.Kcore(str(tmp_path / "bad"))
+
+
+# --------------------------------------------------------------------------------------------
+# node PageTables cross-check: the counter's per-cpu lag
+# --------------------------------------------------------------------------------------------
+
+
+def _tables_on(node: int, count: int) -> kt.KernelTables:
+    frames = [kt.TableFrame("pte", i << 21, (i + 1) << 21, 0x1000 + i, node, True, 0, 0,
+                            array("H"), array("Q")) for i in range(count)]
+    return kt.KernelTables(
+        pid=1, tgid=1, paging_levels=4, la57_source="test", page_offset_base=0, pgd_pfn=0,
+        pti=False, tables=frames, changed_under_walk=0, bad_entries=0, walk_seconds=0.0,
+        pgtable_marked={"pte": (count, count)},
+        node_map=kt.NodeMap([(0, 1 << 20, node)], 1 << 27))
+
+
+def _zoneinfo(tmp_path: Path, node: int, threshold: int) -> str:
+    path = tmp_path / "zoneinfo"
+    path.write_text(f"Node {node}, zone   Normal\n  pages free     100\n"
+                    f"  pagesets\n    cpu: 0\n  vm stats threshold: {threshold}\n"
+                    f"Node {node + 1}, zone   Normal\n  vm stats threshold: 999\n")
+    return str(path)
+
+
+def test_node_pagetables_check_allows_the_unfolded_per_cpu_deltas(tmp_path: Path) -> None:
+    # a guest CI run: 78 tables found on node 1, its PageTables said 300 kB (75) right after
+    # they were made; each CPU folds its delta only past the node's vmstat threshold
+    (tmp_path / "node1").mkdir()
+    (tmp_path / "node1" / "meminfo").write_text("Node 1 PageTables:        300 kB\n")
+    r = _tables_on(1, 78)
+    cpus = os.cpu_count() or 1
+    # threshold 0 (no zoneinfo line for the node): the old strict check, which fails
+    strict = r.check_node_pagetables(str(tmp_path), _zoneinfo(tmp_path, 0, 3))
+    assert [(c.node, c.found_bytes, c.lag_bytes, c.ok) for c in strict] == [
+        (1, 78 * 4096, 999 * cpus * 4096, True)]  # the other node's threshold applies to it
+    tight = r.check_node_pagetables(str(tmp_path), _zoneinfo(tmp_path, 1, 0))
+    assert not tight[0].ok and tight[0].lag_bytes == 0
+    lag = -(-3 // cpus)  # the smallest threshold that covers 3 pages on this many CPUs
+    ok = r.check_node_pagetables(str(tmp_path), _zoneinfo(tmp_path, 1, lag))
+    assert ok[0].ok and ok[0].lag_bytes == lag * cpus * 4096
+    # more tables than the counter and its lag together: still a failure
+    over = _tables_on(1, 75 + lag * cpus + 1).check_node_pagetables(
+        str(tmp_path), _zoneinfo(tmp_path, 1, lag))
+    assert not over[0].ok
+
+
+def test_vmstat_lag_is_read_from_the_real_zoneinfo() -> None:
+    from ptreloc import numa
+
+    text = Path("/proc/zoneinfo").read_text()
+    assert "vm stats threshold" in text
+    assert numa.vmstat_lag_pages(0) >= os.cpu_count()  # type: ignore[operator]
+    assert numa.vmstat_lag_pages(0, "/nonexistent") == 0
