@@ -538,6 +538,31 @@ int64_t ptr_pair_histogram(const int32_t *before, const int32_t *after, uint64_t
 }
 
 /**
+ * ptr_nodes_carry() - one look of a watch against the last: each page's node now, where a page
+ * the kernel cannot place now keeps the node it had, and how many pages changed node.
+ * @last: @n node statuses (node >= 0, or -errno) of the last look
+ * @now:  @n node statuses of this look, parallel to @last
+ * @n:    how many
+ * @out:  out: @n statuses: @now[i], or @last[i] where @now[i] < 0 and @last[i] >= 0 (a page
+ *        mid-migration, -EBUSY/-ENOENT for a moment, is not taken as gone: when it lands on
+ *        its new node at a later look, that is a move); may be @now itself
+ *
+ * Return: how many pages have a node in both and the nodes differ (a page that vanished or
+ * appeared is not a move).
+ */
+int64_t ptr_nodes_carry(const int32_t *last, const int32_t *now, uint64_t n, int32_t *out)
+{
+	int64_t moved = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		int32_t a = last[i], b = now[i];
+		int32_t v = (b >= 0 || a < 0) ? b : a;
+		moved += (a >= 0) & (v >= 0) & (a != v);
+		out[i] = v;
+	}
+	return moved;
+}
+
+/**
  * ptr_select_pairs() - the indexes of the pages whose before and after nodes are both in a set.
  * @before: @n node statuses (node >= 0, or -errno)
  * @after:  @n node statuses parallel to @before

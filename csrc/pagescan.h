@@ -116,6 +116,7 @@ int64_t ptr_status_histogram(const int32_t *status, uint64_t n, int32_t lo, int3
 			     uint64_t *hist);
 int64_t ptr_pair_histogram(const int32_t *before, const int32_t *after, uint64_t n,
 			   uint32_t nbins, uint64_t *hist);
+int64_t ptr_nodes_carry(const int32_t *last, const int32_t *now, uint64_t n, int32_t *out);
 int64_t ptr_select_pairs(const int32_t *before, const int32_t *after, uint64_t n,
 			 const uint8_t *member, uint32_t nbins, uint64_t *index, uint64_t cap);
 

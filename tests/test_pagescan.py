@@ -1223,3 +1223,34 @@ def test_the_block_table_is_reused_for_a_second_then_read_again(
     assert again is not first and list(again.nodes) == [2] and len(reads) == 2
     clock[0] -= 10 * frames.BLOCK_NODES_TTL_S  # a clock that went back: read again
     assert list(frames.recent_block_nodes().nodes) == [3]
+
+
+# ---- watch: one look against the last ---------------------------------------------------------
+
+statuses = st.one_of(st.integers(0, 3), st.sampled_from([-errno.ENOENT, -errno.EBUSY,
+                                                         -errno.EFAULT, -(1 << 31)]))
+
+
+@FAST
+@given(pairs=st.lists(st.tuples(statuses, statuses), max_size=300))
+def test_nodes_carry_against_python(pairs: list[tuple[int, int]]) -> None:
+    last = array("i", [a for a, _ in pairs])
+    now = array("i", [b for _, b in pairs])
+    # the watch's two Python passes, as they were
+    ref = [b if b >= 0 or a < 0 else a for a, b in zip(last, now, strict=True)]
+    ref_moved = sum(1 for a, b in zip(last, ref, strict=True) if a >= 0 and b >= 0 and a != b)
+    got, moved = C.nodes_carry(last, now)
+    assert list(got) == ref and moved == ref_moved
+    assert list(now) == [b for _, b in pairs]  # the look is not changed in place
+
+
+def test_nodes_carry_cases_and_refusals() -> None:
+    # moved 0 -> 1; unplaceable now keeps 2; gone before, placed now: not a move; both gone
+    got, moved = C.nodes_carry(array("i", [0, 2, -errno.ENOENT, -errno.EFAULT, 1]),
+                               array("i", [1, -errno.EBUSY, 3, -errno.ENOENT, 1]))
+    assert list(got) == [1, 2, 3, -errno.ENOENT, 1] and moved == 1
+    assert C.nodes_carry(array("i"), array("i")) == (array("i"), 0)
+    with pytest.raises(UsageError, match="as long as each other"):
+        C.nodes_carry(array("i", [0]), array("i", [0, 1]))
+    with pytest.raises(UsageError, match="4-byte"):
+        C.nodes_carry(array("q", [0]), array("i", [0]))

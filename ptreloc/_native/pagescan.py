@@ -317,6 +317,19 @@ class PagescanBindings(CoreBase):
             ffi.from_buffer("uint64_t[]", hist)), "counting node pairs")
         return hist, int(outside)
 
+    def nodes_carry(self, last: array[int], now: array[int]) -> tuple[array[int], int]:
+        """ptr_nodes_carry(): (this look's nodes, with a page the kernel cannot place now
+        keeping its last node, as a new array('i'); how many pages changed node)."""
+        n = _need(last, 4, "last statuses")
+        if _need(now, 4, "statuses now") != n:
+            raise UsageError("the last and this look's statuses must be as long as each other")
+        out = array("i", bytes(4 * n))
+        ffi = self.ffi
+        moved = self.lib.ptr_nodes_carry(ffi.from_buffer("int32_t[]", last),
+                                         ffi.from_buffer("int32_t[]", now), n,
+                                         ffi.from_buffer("int32_t[]", out))
+        return out, int(moved)
+
     def select_pairs(self, before: array[int], after: array[int],
                      member: bytes | bytearray) -> array[int]:
         """ptr_select_pairs(): the indexes (array('Q'), ascending) of the pages whose
