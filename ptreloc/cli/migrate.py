@@ -224,7 +224,8 @@ def _print(data: dict[str, Any]) -> None:
     d = data["data"]
     out.print(
         data_table(
-            "data pages per node (move_pages query of the snapshot's pages)",
+            "data pages per node (a page's node from its frame where frame numbers are "
+            "visible, else a move_pages query)",
             {"before": d["before"], "after": d["after"]},
             data["page_size"],
         )

@@ -74,6 +74,15 @@ def tables_table(
     return table
 
 
+def _data_source(d: dict[str, Any]) -> str:
+    """Where the per-page nodes came from, for the data table's title."""
+    if d["node_source"] == "frames":
+        asked = d["asked_move_pages"]
+        return ("each page's node from its frame" +
+                (f", move_pages for {_count(asked, 'page')}" if asked else ""))
+    return "move_pages query of every page"
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -160,7 +169,7 @@ def command(pid: int, as_json: bool) -> None:
     )
     out.print(
         data_table(
-            "data (move_pages query; numa_maps is the kernel's own count)",
+            f"data ({_data_source(data['data'])}; numa_maps is the kernel's own count)",
             {"data": data["data"]["pages"], "numa_maps": data["data"]["numa_maps_pages"]},
             data["page_size"],
         )
