@@ -7,8 +7,9 @@ Run, never imported by the runtime package.  Two extension modules come out of t
   relocation on the fault path can be measured the way the 2008 RFC measured it.
 
 Every ``csrc/*.c`` file is compiled; every ``csrc/*.cdef`` file is concatenated, in name order,
-into the cffi declarations.  A hash of all C sources and declarations is compiled into the
-extension (``ptr_build_id()``) so ``ptreloc._native`` can refuse a stale build with a clear message.
+into the cffi declarations.  A hash of all C sources and declarations and of this script
+(its compiler flags) is compiled into the extension (``ptr_build_id()``) so ``ptreloc._native``
+can refuse a stale build with a clear message.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ CDEFS = sorted(HERE.glob("*.cdef"))
 HEADERS = sorted(HERE.glob("*.h"))
 
 def source_hash() -> str:
-    """Hash of everything that goes into the extension; must match ptreloc._native's copy."""
+    """Hash of everything that goes into the extension - the C, the declarations and this
+    script, whose compiler flags are part of the build (a core built before a flag changed is
+    stale too); must match ptreloc._native's copy."""
     h = hashlib.sha256()
-    for path in sorted(SOURCES + CDEFS + HEADERS, key=lambda p: p.name):
+    for path in sorted([*SOURCES, *CDEFS, *HEADERS, HERE / "build.py"], key=lambda p: p.name):
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]

@@ -868,15 +868,21 @@ def vmstat_lag_pages(node: int, zoneinfo: str | os.PathLike[str] = _ZONEINFO) ->
     """How many pages a node counter of ``/sys/devices/system/node/nodeN/meminfo`` (e.g.
     ``PageTables:``) may differ from the truth, either way.  Each CPU keeps a signed delta per
     node counter and folds it into the node's total only when it passes the node's vmstat
-    threshold (mm/vmstat.c ``__mod_node_page_state``; the largest "vm stats threshold" of the
-    node's zones in /proc/zoneinfo) or when vmstat_update next runs on that CPU (about once a
-    second, and not at all on a CPU left idle), so up to that threshold per CPU is unfolded.
-    0 when zoneinfo cannot be read.  (Root can fold every delta at once by writing to
-    /proc/sys/vm/stat_refresh; this module reads only.)"""
+    threshold (mm/vmstat.c ``__mod_node_page_state``) or when vmstat_update (about once a
+    second) or the idle tick's quiet_vmstat() next folds that CPU's deltas, so up to that
+    threshold per online CPU is unfolded.  The node's threshold is the largest *normal*
+    threshold of its zones (``refresh_zone_stat_thresholds``: 2 x fls(CPUs) x (1 + fls(managed
+    pages >> (27 - PAGE_SHIFT))), at most 125); /proc/zoneinfo prints the zones' current "vm
+    stats threshold", which kswapd lowers under memory pressure (set_pgdat_percpu_threshold)
+    while the node's stays, so the larger of the two is taken.  0 when zoneinfo cannot be
+    read.  (Root can fold every delta at once by writing to /proc/sys/vm/stat_refresh; this
+    reads only.)"""
     try:
         text = pathlib.Path(zoneinfo).read_text(encoding="ascii", errors="replace")
     except OSError:
         return 0
+    cpus = os.cpu_count() or 1
+    shift = 27 - (PAGE_SIZE.bit_length() - 1)
     threshold = 0
     current: int | None = None
     for line in text.splitlines():
@@ -884,10 +890,18 @@ def vmstat_lag_pages(node: int, zoneinfo: str | os.PathLike[str] = _ZONEINFO) ->
         if head:
             current = int(head.group(1))
             continue
+        if current != node:
+            continue
         m = re.match(r"^\s+vm stats threshold:\s*(\d+)", line)
-        if m and current == node:
+        if m:
             threshold = max(threshold, int(m.group(1)))
-    return threshold * (os.cpu_count() or 1)
+            continue
+        m = re.match(r"^\s+managed\s+(\d+)", line)
+        if m and int(m.group(1)):
+            mem = int(m.group(1)) >> shift
+            threshold = max(threshold,
+                            min(125, 2 * cpus.bit_length() * (1 + mem.bit_length())))
+    return threshold * cpus
 
 
 def node_page_tables_kb(

@@ -4,6 +4,7 @@ and the single checks (pid, batch) every layer shares."""
 from __future__ import annotations
 
 import os
+import pathlib
 
 import pytest
 
@@ -189,3 +190,30 @@ def test_a_failed_kernel_call_carries_errno_and_call() -> None:
     with pytest.raises(SyscallError) as raw:
         numa.backend("syscall").migrate_pages(0, [missing + 4096], [0])
     assert raw.value.call == "migrate_pages" and raw.value.errno
+
+
+def test_a_core_built_with_other_compiler_flags_is_stale(
+        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The build id covers csrc/build.py (its compiler flags) as well as the C: a core built
+    before a flag changed is refused as stale, like one built before a source changed."""
+    import importlib.util
+    import shutil
+
+    from ptreloc._native import _loader
+
+    src = _loader._SRC
+    spec = importlib.util.spec_from_file_location("ptreloc_build_script", src / "build.py")
+    assert spec is not None and spec.loader is not None
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    here = _loader._source_hash()
+    assert here == build.source_hash()  # the two copies agree
+    # the core in use was built from exactly this (it would not have loaded otherwise)
+    core = _loader.load_core("_core")
+    assert core.ffi.string(core.lib.ptr_build_id()).decode() == here
+    copy = tmp_path / "csrc"
+    shutil.copytree(src, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "build.py").write_text((copy / "build.py").read_text().replace(
+        '"-falign-loops=32"', '"-falign-loops=16"'))
+    monkeypatch.setattr(_loader, "_SRC", copy)
+    assert _loader._source_hash() != here

@@ -582,10 +582,11 @@ def test_node_pagetables_check_allows_the_unfolded_per_cpu_deltas(tmp_path: Path
     (tmp_path / "node1" / "meminfo").write_text("Node 1 PageTables:        300 kB\n")
     r = _tables_on(1, 78)
     cpus = os.cpu_count() or 1
-    # threshold 0 (no zoneinfo line for the node): the old strict check, which fails
-    strict = r.check_node_pagetables(str(tmp_path), _zoneinfo(tmp_path, 0, 3))
-    assert [(c.node, c.found_bytes, c.lag_bytes, c.ok) for c in strict] == [
-        (1, 78 * 4096, 999 * cpus * 4096, True)]  # the other node's threshold applies to it
+    # node 1's own zone line (999) is the one read, not node 0's (3)
+    own = r.check_node_pagetables(str(tmp_path), _zoneinfo(tmp_path, 0, 3))
+    assert [(c.node, c.found_bytes, c.lag_bytes, c.ok) for c in own] == [
+        (1, 78 * 4096, 999 * cpus * 4096, True)]
+    # no lag (threshold 0): the old strict check, which fails
     tight = r.check_node_pagetables(str(tmp_path), _zoneinfo(tmp_path, 1, 0))
     assert not tight[0].ok and tight[0].lag_bytes == 0
     lag = -(-3 // cpus)  # the smallest threshold that covers 3 pages on this many CPUs
@@ -595,6 +596,23 @@ def test_node_pagetables_check_allows_the_unfolded_per_cpu_deltas(tmp_path: Path
     over = _tables_on(1, 75 + lag * cpus + 1).check_node_pagetables(
         str(tmp_path), _zoneinfo(tmp_path, 1, lag))
     assert not over[0].ok
+
+
+def test_vmstat_lag_takes_the_normal_threshold_when_kswapd_lowered_the_zones(
+        tmp_path: Path) -> None:
+    # under memory pressure kswapd lowers the zones' printed thresholds (here to 2) but not
+    # the node's, which stays the largest normal one: 2 x fls(CPUs) x (1 + fls(managed >> 15))
+    from ptreloc import numa
+
+    path = tmp_path / "zoneinfo"
+    path.write_text("Node 0, zone   Normal\n  pages free     100\n        present  5505024\n"
+                    "        managed  2457600\n  pagesets\n    cpu: 0\n"
+                    "  vm stats threshold: 2\n"
+                    "Node 0, zone  Movable\n        managed  0\n")
+    cpus = os.cpu_count() or 1
+    normal = min(125, 2 * cpus.bit_length() * (1 + (2457600 >> 15).bit_length()))
+    assert numa.vmstat_lag_pages(0, path) == max(2, normal) * cpus
+    assert numa.vmstat_lag_pages(1, path) == 0  # no zone of node 1
 
 
 def test_vmstat_lag_is_read_from_the_real_zoneinfo() -> None:

@@ -21,7 +21,8 @@ def _source_hash() -> str | None:
     if not (_SRC / "build.py").is_file():
         return None
     files = sorted(
-        [*_SRC.glob("*.c"), *_SRC.glob("*.cdef"), *_SRC.glob("*.h")], key=lambda p: p.name
+        [*_SRC.glob("*.c"), *_SRC.glob("*.cdef"), *_SRC.glob("*.h"), _SRC / "build.py"],
+        key=lambda p: p.name,
     )
     h = hashlib.sha256()
     for path in files:
