@@ -45,7 +45,10 @@ struct ptr_stress_config {
 	int *cancel;            /* read with __atomic_load_n (Python writes it via cffi) */
 	uint32_t ipi_delay_us;  /* rewalk/naive: wait this long between a batch's repoints and its
 				 * shootdown, like an IPI reaching a preempted vCPU late */
-	int scenario;           /* PTR_STRESS_RELOCATE (0), _EVACUATE (1), _COMPACT (2) */
+	int scenario;           /* PTR_STRESS_RELOCATE (0), _EVACUATE (1), _COMPACT (2), _SHARE (3) */
+	int share_flush_one;    /* _SHARE, wrong on purpose: the reclaimer flushes only the mm it
+				 * called the consumer on - shows what that loses, whatever the
+				 * protocol (the test that the sharer shootdown is needed) */
 };
 
 /** Stress scenarios: what the relocator thread does with the tables (stress.c). */
@@ -53,6 +56,8 @@ enum ptr_stress_scenario {
 	PTR_STRESS_RELOCATE = 0, /* relocate every table node 0 <-> 1 */
 	PTR_STRESS_EVACUATE = 1, /* evacuate pool 0, then pool 1, ... (ptr_evacuate()) */
 	PTR_STRESS_COMPACT = 2,  /* fragment pool 0 (tables spread over it), then ptr_compact() */
+	PTR_STRESS_SHARE = 3,    /* a second mm shares each chunk's level-1 table (hugetlb-style);
+				  * half the CPUs run it; both mms relocated together */
 };
 
 /** struct ptr_stress_result - counters and the verdict (lost_*, mismatches, freed, leaked). */

@@ -4,8 +4,14 @@
  * K emulated CPUs read and write random pages of a demand-faulted address space; a relocator
  * moves all of its tables back and forth between two nodes (scenario "evacuate": empties one
  * pool after the other with ptr_evacuate(); "compact": spreads the tables over pool 0 and packs
- * them low with ptr_compact() - the same engine, locks and merge); a reclaimer consumes A/D bits like
- * writeback (test_and_clear_dirty), aging (test_and_clear_young + flush) and eviction (unmap).
+ * them low with ptr_compact() - the same engine, locks and merge; "share": a second address space
+ * links each chunk's level-1 table (the lowest-level one in 2- and 3-level formats), hugetlb-style, half the CPUs run in it, and every relocation
+ * moves both together, so a shared table moves once with both parents repointed); a reclaimer
+ * consumes A/D bits like writeback (test_and_clear_dirty), aging (test_and_clear_young + flush)
+ * and eviction (unmap).  With sharing the reclaimer shoots down the second mm too after each
+ * consumer, as page_mkclean() reaches every mm that maps the page: a consumer that flushed only
+ * the mm it was called on would leave the other mm's CPUs writing through dirty-known TLB
+ * entries, and lose D bits that no relocation is to blame for.
  *
  * The shadow record decides at the end, soundly, whether an A/D bit was lost:
  *   - the reclaimer bumps the page's clean generation AFTER its consumer returned (which
@@ -35,6 +41,7 @@ struct stress {
 	const struct ptr_stress_config *cfg;
 	struct ptr_arena *a;
 	struct ptr_mm *mm;
+	struct ptr_mm *mm2; /* PTR_STRESS_SHARE: shares each chunk's level-1 table with @mm */
 	const struct ptr_geometry *g;
 	uint64_t page;
 	uint64_t npages;
@@ -116,7 +123,8 @@ static void *cpu_thread(void *p)
 	atomic_fetch_add(&s->started, 1);
 	if (ca->rc)
 		return NULL;
-	ptr_cpu_switch_to(cpu, s->mm);
+	/* sharing: the odd CPUs run the second address space, through the shared tables */
+	ptr_cpu_switch_to(cpu, s->mm2 && (ca->idx & 1) ? s->mm2 : s->mm);
 	atomic_fetch_add(&s->participants, 1);
 	uint64_t x = s->cfg->seed * 0x9e3779b97f4a7c15ULL + (uint64_t)ca->idx * 7919 + 17;
 	while (!stopping(s)) {
@@ -362,10 +370,15 @@ static void *relocator_thread(void *p)
 			ra->evac_left += er.left;
 		} else {
 			struct ptr_reloc_report rep;
+			struct ptr_mm *mms[2] = { s->mm, s->mm2 };
+			int nmms = s->mm2 ? 2 : 1;
 			/* new tables go to the target from now on, like a process whose memory moved */
-			ptr_mm_set_node(s->mm, to);
-			int rc = ptr_relocate(s->mm, 1u << cur, to, NULL, NULL, cfg->strategy,
-					      cfg->batch, &rep);
+			for (int i = 0; i < nmms; i++)
+				ptr_mm_set_node(mms[i], to);
+			/* with sharing both mms at once: a shared table moves once, every sharer's
+			 * parent entry repointed (one of them alone would skip it as shared) */
+			int rc = ptr_relocate_mms(mms, nmms, 1u << cur, to, NULL, NULL, cfg->strategy,
+						  cfg->batch, &rep);
 			if (account(ra, rc, &rep))
 				break;
 		}
@@ -395,6 +408,8 @@ static void *reclaimer_thread(void *p)
 	struct reclaim_arg *ra = p;
 	struct stress *s = ra->s;
 	uint64_t x = s->cfg->seed * 0xbf58476d1ce4e5b9ULL + 99;
+	/* sharing: every consumer is followed by a shootdown of the other mm too */
+	const bool flush2 = s->mm2 && !s->cfg->share_flush_one;
 	atomic_fetch_add(&s->participants, 1);
 	while (!stopping(s)) {
 		park_point(s);
@@ -410,6 +425,8 @@ static void *reclaimer_thread(void *p)
 			int64_t n = ptr_unmap(s->mm, va, va + s->page, &dirty);
 			if (must_dirty && (n <= 0 || !dirty))
 				ra->lost_dirty++;
+			if (n > 0 && flush2)
+				ptr_shootdown(s->mm2, false); /* its CPUs may cache the page too */
 			if (n > 0) {
 				atomic_fetch_add(&s->clean_gen[pg], 1);
 				atomic_fetch_add(&s->young_gen[pg], 1);
@@ -421,6 +438,8 @@ static void *reclaimer_thread(void *p)
 			int rc = ptr_test_and_clear_dirty(s->mm, va);
 			if (must_dirty && rc != 1)
 				ra->lost_dirty++;
+			if (rc == 1 && flush2)
+				ptr_shootdown(s->mm2, false); /* before the clean counts as done */
 			if (rc >= 0) {
 				atomic_fetch_add(&s->clean_gen[pg], 1);
 				ra->dirty_cleans++;
@@ -431,8 +450,11 @@ static void *reclaimer_thread(void *p)
 			int rc = ptr_test_and_clear_young(s->mm, va);
 			if (must_young && rc != 1)
 				ra->lost_accessed++;
-			if (rc == 1)
+			if (rc == 1) {
 				ptr_shootdown(s->mm, false);
+				if (flush2)
+					ptr_shootdown(s->mm2, false);
+			}
 			if (rc >= 0) {
 				atomic_fetch_add(&s->young_gen[pg], 1);
 				ra->young_cleans++;
@@ -492,6 +514,23 @@ static int setup(struct stress *s)
 	for (uint32_t i = 0; i < cfg->chunks && !rc; i++)
 		rc = ptr_add_region(s->mm, s->chunk_va[i], s->chunk_va[i] + chunk_bytes,
 				    s->chunk_phys[i], true, 0);
+	if (rc || cfg->scenario != PTR_STRESS_SHARE)
+		return rc;
+	/* the second address space: the same regions (a fault in it maps the same frames),
+	 * each chunk's level-1 table made in @mm and linked into it; the tables below are
+	 * demand-faulted through the shared one by the CPUs of either */
+	/* level 1 (a PMD table, as hugetlb shares) where it is neither the root nor PAE's fixed
+	 * PDPT level: 4 and 5 levels; else the lowest-level table */
+	int level = g->nlevels >= 4 ? 1 : 0;
+	rc = ptr_mm_create(s->a, 0, &s->mm2);
+	for (uint32_t i = 0; i < cfg->chunks && !rc; i++) {
+		uint64_t va = s->chunk_va[i];
+		rc = ptr_add_region(s->mm2, va, va + chunk_bytes, s->chunk_phys[i], true, 0);
+		if (!rc)
+			rc = ptr_ensure_table(s->mm, va, level, 0);
+		if (!rc)
+			rc = ptr_share_table(s->mm2, s->mm, va, level);
+	}
 	return rc;
 }
 
@@ -506,6 +545,14 @@ static void verdict(struct stress *s)
 			out->translation_mismatches++; /* a walk that met a freed frame, or worse */
 		if (mapped && tr.phys != page_phys(s, p))
 			out->translation_mismatches++;
+		if (s->mm2) {
+			/* the shared tables hold the one leaf both mms reach: the same answer */
+			struct ptr_translation t2;
+			int rc2 = ptr_translate(s->mm2, page_va(s, p), &t2);
+			if (rc2 != rc || (mapped && (t2.phys != tr.phys || t2.dirty != tr.dirty ||
+						      t2.young != tr.young)))
+				out->translation_mismatches++;
+		}
 		uint64_t cg = atomic_load(&s->clean_gen[p]), wg = atomic_load(&s->write_gen[p]);
 		uint64_t yg = atomic_load(&s->young_gen[p]), ag = atomic_load(&s->access_gen[p]);
 		if (wg == cg + 1) {
@@ -549,7 +596,7 @@ int ptr_stress_run(const struct ptr_stress_config *cfg, struct ptr_stress_result
 	    cfg->batch < 1 || cfg->strategy < 0 || cfg->strategy > 2 || cfg->write_pct < 0 ||
 	    cfg->write_pct > 100 || cfg->unmap_pct < 0 || cfg->unmap_pct > 100 ||
 	    cfg->frames_per_node < 16 || cfg->scenario < PTR_STRESS_RELOCATE ||
-	    cfg->scenario > PTR_STRESS_COMPACT)
+	    cfg->scenario > PTR_STRESS_SHARE)
 		return -EINVAL;
 	memset(out, 0, sizeof(*out));
 	if (!PTR_RELOCATION)
@@ -660,7 +707,12 @@ int ptr_stress_run(const struct ptr_stress_config *cfg, struct ptr_stress_result
 		out->tables += counts[l];
 
 cleanup:
-	if (s.mm) {
+	if (s.mm2) {
+		/* first: the shared tables stay with @mm until their last sharer goes */
+		if (ptr_mm_destroy(s.mm2) == 0)
+			s.mm2 = NULL;
+	}
+	if (s.mm && !s.mm2) {
 		if (ptr_mm_destroy(s.mm) == 0)
 			s.mm = NULL;
 	}
@@ -669,7 +721,7 @@ cleanup:
 		for (int n = 0; n < s.a->nnodes; n++)
 			if (ptr_arena_pool_info(s.a, n, &pi) == 0)
 				out->leaked_frames += pi.in_use;
-		if (!s.mm && out->leaked_frames == 0)
+		if (!s.mm && !s.mm2 && out->leaked_frames == 0)
 			ptr_arena_destroy(s.a); /* a leaking arena stays mapped: no use-after-free */
 	}
 	free(cpus);

@@ -38,8 +38,11 @@ PROTOCOLS: tuple[str, ...] = _native.RELOC_STRATEGIES
 #: What the relocator does: ``relocate`` moves every table node 0 <-> 1; ``evacuate`` empties
 #: pool 0, then pool 1, ... with :meth:`Arena.evacuate`'s engine (every table frame off the
 #: node, faults swept up by further passes); ``compact`` spreads the tables over pool 0 (one
-#: per 2 MiB run of frames and more), then packs them low with :meth:`Arena.compact`'s engine.
-#: All three use the same protocol, locks, merge and checks.
+#: per 2 MiB run of frames and more), then packs them low with :meth:`Arena.compact`'s engine;
+#: ``share`` gives a second address space a link to each chunk's level-1 table (the
+#: lowest-level one in 2- and 3-level formats), hugetlb-style, runs the odd CPUs in it, and
+#: relocates both address spaces together (a shared table moves once, both parent entries
+#: repointed).  All four use the same protocol, locks, merge and checks.
 SCENARIOS: tuple[str, ...] = _native_stress.SCENARIOS
 
 #: the result counters that describe the evacuate/compact scenarios (``StressResult.pool``)
@@ -169,12 +172,16 @@ def run_stress(
     nodes: str = DEFAULTS["nodes"],
     ipi_delay_us: int = DEFAULTS["ipi_delay_us"],
     scenario: str = DEFAULTS["scenario"],
+    share_flush_one: bool = False,
     progress: Callable[[float], None] | None = None,
 ) -> StressResult:
     """Run the torture test for ``seconds``.  ``progress`` (optional) is called about ten
     times a second with the elapsed seconds.  ``nodes`` places the two pools (see
     :data:`NODE_MODES`; the result's ``nodes`` says which were virtual).  Ctrl-C stops the
-    run early (KeyboardInterrupt propagates after the C threads have stopped)."""
+    run early (KeyboardInterrupt propagates after the C threads have stopped).
+    ``share_flush_one`` (scenario ``share``) is wrong on purpose: the reclaimer then shoots down
+    only the address space it called the consumer on, not the one sharing the tables - the
+    stress sees what that loses whatever the protocol (so its sharer shootdown is needed)."""
     # every parameter is checked by the binding (ptreloc._native.stress.StressRun)
     binds, node_info = stress_nodes(nodes)
     run = _native.StressRun(
@@ -182,6 +189,7 @@ def run_stress(
         batch=batch, seed=seed, bind_nodes=binds, frames_per_node=frames_per_node,
         chunks=chunks, pages_per_chunk=pages_per_chunk, write_pct=write_pct,
         unmap_pct=unmap_pct, ipi_delay_us=ipi_delay_us, scenario=scenario,
+        share_flush_one=share_flush_one,
     )
     worker = threading.Thread(target=run.run, name="ptreloc-stress", daemon=True)
     worker.start()

@@ -13,8 +13,9 @@ from ptreloc.errors import RelocationUnsupported, UsageError
 __all__ = ["StressRun", "MAX_SECONDS", "MAX_STRESS_CPUS", "SCENARIOS"]
 
 #: What the relocator thread does (csrc/harness.h, PTR_STRESS_<NAME>): move every table between
-#: the nodes, evacuate one pool after the other, or fragment pool 0 and compact it.
-SCENARIOS: tuple[str, ...] = ("relocate", "evacuate", "compact")
+#: the nodes, evacuate one pool after the other, fragment pool 0 and compact it, or move the
+#: tables of two address spaces that share each chunk's level-1 table (hugetlb-style).
+SCENARIOS: tuple[str, ...] = ("relocate", "evacuate", "compact", "share")
 
 #: the C core keeps the deadline in nanoseconds of a uint64: bound runs far below that
 MAX_SECONDS = 7 * 24 * 3600.0
@@ -30,7 +31,8 @@ class StressRun:
     def __init__(self, c: Core, *, geometry: str, cpus: int, seconds: float, strategy: str,
                  batch: int, seed: int, bind_nodes: tuple[int, int], frames_per_node: int,
                  chunks: int, pages_per_chunk: int, write_pct: int, unmap_pct: int,
-                 ipi_delay_us: int = 0, scenario: str = "relocate") -> None:
+                 ipi_delay_us: int = 0, scenario: str = "relocate",
+                 share_flush_one: bool = False) -> None:
         if not c.relocation_supported:
             raise RelocationUnsupported("the stress needs the relocation core (build='relo')")
         if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
@@ -73,6 +75,9 @@ class StressRun:
         cfg.cancel = self.cancel
         cfg.ipi_delay_us = ipi_delay_us
         cfg.scenario = int(getattr(c.lib, f"PTR_STRESS_{scenario.upper()}"))
+        # scenario "share", wrong on purpose: the reclaimer flushes only the mm it called the
+        # consumer on (csrc/harness.h) - for the test that shows the sharer shootdown is needed
+        cfg.share_flush_one = int(bool(share_flush_one))
         self._cfg = cfg
         self._out = ffi.new("struct ptr_stress_result *")
         self.rc: int | None = None

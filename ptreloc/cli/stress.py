@@ -67,7 +67,8 @@ Examples:
   ptreloc stress --seconds 2 --protocol naive --json   # exits 1: naive loses dirty bits
   ptreloc stress --geometry x86_pae --batch 1 --seed 7
   ptreloc stress --scenario evacuate --seconds 3 --json
-  ptreloc stress --scenario compact --protocol stop""")
+  ptreloc stress --scenario compact --protocol stop
+  ptreloc stress --scenario share --cpus 4""")
 @click.option("--seconds", type=click.FloatRange(0, MAX_SECONDS, min_open=True), default=5.0,
               show_default=True, help="How long to run (at most a week).")
 @click.option("--cpus", type=click.IntRange(1, 62), default=DEFAULTS["cpus"], show_default=True,
@@ -96,9 +97,11 @@ Examples:
 @click.option("--scenario", type=click.Choice(SCENARIOS), default=DEFAULTS["scenario"],
               show_default=True,
               help="relocate (every table node 0 <-> 1), evacuate (empty pool 0, then pool 1, "
-                   "...: every table frame off the node) or compact (spread the tables over "
+                   "...: every table frame off the node), compact (spread the tables over "
                    "pool 0, then pack them low; JSON `pool` has the largest free run and the "
-                   "free 2 MiB-aligned runs of frames before/after).  Same protocol and checks.")
+                   "free 2 MiB-aligned runs of frames before/after) or share (a second address "
+                   "space shares each chunk's level-1 table, hugetlb-style, and runs the odd "
+                   "CPUs; both are relocated together).  Same protocol and checks.")
 @json_option
 @guarded
 def command(seconds: float, cpus: int, protocol: str, geometry: str, batch: int, seed: int,
