@@ -87,9 +87,11 @@ def test_unknown_node_mode():
 
 
 @pytest.mark.multinode
-def test_rewalk_between_real_nodes_is_clean():
+@pytest.mark.parametrize("scenario", ["relocate", "share"])
+def test_rewalk_between_real_nodes_is_clean(scenario):
     assert have_real_0_and_1()
-    r = run_stress(1.5, protocol="rewalk", seed=1)  # the default node mode: auto
+    # the default node mode: auto; "share": two address spaces sharing tables, both moved
+    r = run_stress(1.5, protocol="rewalk", seed=1, scenario=scenario)
     assert r.virtual_nodes == []
     assert_real(r.nodes)
     assert r.clean, r.to_json()
