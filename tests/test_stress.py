@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from ptreloc.cli import main
 from ptreloc.core import AddressSpace, Arena, Cpu, geometries
 from ptreloc.errors import UnknownGeometry, UsageError
-from ptreloc.stress import run_stress
+from ptreloc.stress import StressResult, run_stress
 
 GEOMETRIES = sorted(geometries())
 SCRIPT = pathlib.Path(sys.executable).parent / "ptreloc"
@@ -23,11 +23,21 @@ VERDICT = ("lost_dirty", "lost_accessed", "freed_frame_accesses", "leaked_frames
            "translation_mismatches")
 
 
+def why(r: StressResult) -> dict[str, object]:
+    """What an unclean run found, short enough for pytest to print whole (the full JSON is
+    cut at its first lines): every verdict field, and what the access errors were."""
+    d = r.to_json()
+    c = d["counters"]
+    return {**{k: d[k] for k in (*VERDICT, "access_errors", "relocations", "accesses")},
+            **{k: c.get(k) for k in ("access_errors_fault", "access_errors_errno",
+                                     "access_error_last_errno", "audits", "unmaps")}}
+
+
 @pytest.mark.parametrize("protocol", ["rewalk", "stop"])
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_sound_protocols_lose_nothing(geometry, protocol):
     r = run_stress(1.0, cpus=2, protocol=protocol, geometry=geometry, seed=3)
-    assert r.clean, r.to_json()
+    assert r.clean, why(r)
     assert r.relocations > 20 and r.accesses > 10_000
     # the run did exercise what it checks: cleans happened, bits were consumed, faults ran
     assert r.counters["dirty_cleans"] > 0 and r.counters["found_dirty"] > 0
@@ -134,7 +144,7 @@ def test_short_stress_for_tsan(protocol):
     assert r.relocations > 0 and r.accesses > 0
     assert r.freed_frame_accesses == 0 and r.leaked_frames == 0
     if protocol != "naive":
-        assert r.clean, r.to_json()
+        assert r.clean, why(r)
 
 
 def _losses(r) -> str:
@@ -203,7 +213,7 @@ def test_ipi_delay_is_checked(bad):
 @pytest.mark.parametrize("scenario", ["evacuate", "compact"])
 def test_pool_scenarios_are_clean_for_sound_protocols(scenario, protocol):
     r = run_stress(1.5, protocol=protocol, seed=3, scenario=scenario)
-    assert r.clean, r.to_json()
+    assert r.clean, why(r)
     if r.pool is not None and r.pool["operations"] <= 5:
         # ~150 operations in 1.5 s here, also beside two busy processes; one CI run got 1
         # (compact, stop: the relocator's thread off the CPU for most of the run). Whether
@@ -211,7 +221,7 @@ def test_pool_scenarios_are_clean_for_sound_protocols(scenario, protocol):
         # be clean
         first = r.pool
         r = run_stress(4.0, protocol=protocol, seed=4, scenario=scenario)
-        assert r.clean, (first, r.to_json())
+        assert r.clean, (first, why(r))
     assert r.scenario == scenario and r.pool is not None
     assert r.pool["operations"] > 5 and r.pool["failures"] == 0 and r.pool["frames_moved"] > 0
     assert r.accesses > 10_000 and r.counters["dirty_cleans"] > 0
@@ -271,7 +281,7 @@ def test_short_pool_stress_for_tsan(scenario, protocol):
     assert r.relocations > 0 and r.accesses > 0 and r.pool["operations"] > 0
     assert r.freed_frame_accesses == 0 and r.leaked_frames == 0
     if protocol != "naive":
-        assert r.clean, r.to_json()
+        assert r.clean, why(r)
 
 
 # ---- shared tables: a second address space links each chunk's level-1 table -------------------
@@ -289,7 +299,7 @@ def _min_frames_per_relocation(geometry: str, chunks: int = 4) -> int:
 @pytest.mark.parametrize("geometry", GEOMETRIES)
 def test_sharing_scenario_is_clean_for_sound_protocols(geometry, protocol):
     r = run_stress(1.0, cpus=2, protocol=protocol, geometry=geometry, seed=3, scenario="share")
-    assert r.clean, r.to_json()
+    assert r.clean, why(r)
     assert r.scenario == "share" and r.pool is None
     assert r.relocations > 20 and r.accesses > 10_000
     assert r.counters["dirty_cleans"] > 0 and r.counters["unmaps"] > 0
@@ -345,4 +355,4 @@ def test_short_share_stress_for_tsan(protocol):
     assert r.relocations > 0 and r.accesses > 0
     assert r.freed_frame_accesses == 0 and r.leaked_frames == 0
     if protocol != "naive":
-        assert r.clean, r.to_json()
+        assert r.clean, why(r)
