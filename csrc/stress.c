@@ -5,8 +5,9 @@
  * moves all of its tables back and forth between two nodes (scenario "evacuate": empties one
  * pool after the other with ptr_evacuate(); "compact": spreads the tables over pool 0 and packs
  * them low with ptr_compact() - the same engine, locks and merge; "share": a second address space
- * links each chunk's level-1 table (the lowest-level one in 2- and 3-level formats), hugetlb-style, half the CPUs run in it, and every relocation
- * moves both together, so a shared table moves once with both parents repointed); a reclaimer
+ * links each chunk's level-1 table (the lowest-level one in 2- and 3-level formats),
+ * hugetlb-style, half the CPUs run in it, and every relocation moves both together, so a shared
+ * table moves once with both parents repointed); a reclaimer
  * consumes A/D bits like writeback (test_and_clear_dirty), aging (test_and_clear_young + flush)
  * and eviction (unmap).  With sharing the reclaimer shoots down the second mm too after each
  * consumer, as page_mkclean() reaches every mm that maps the page: a consumer that flushed only
@@ -517,10 +518,10 @@ static int setup(struct stress *s)
 	if (rc || cfg->scenario != PTR_STRESS_SHARE)
 		return rc;
 	/* the second address space: the same regions (a fault in it maps the same frames),
-	 * each chunk's level-1 table made in @mm and linked into it; the tables below are
-	 * demand-faulted through the shared one by the CPUs of either */
-	/* level 1 (a PMD table, as hugetlb shares) where it is neither the root nor PAE's fixed
-	 * PDPT level: 4 and 5 levels; else the lowest-level table */
+	 * each chunk's shared table made in @mm and linked into it; the tables below are
+	 * demand-faulted through the shared one by the CPUs of either.  The shared level is 1
+	 * (a PMD table, as hugetlb shares) where that is neither the root nor PAE's fixed PDPT
+	 * level - 4 and 5 levels -, else the lowest-level table. */
 	int level = g->nlevels >= 4 ? 1 : 0;
 	rc = ptr_mm_create(s->a, 0, &s->mm2);
 	for (uint32_t i = 0; i < cfg->chunks && !rc; i++) {
