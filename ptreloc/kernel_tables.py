@@ -87,7 +87,7 @@ from itertools import compress
 from pathlib import Path
 
 from ptreloc import btf as btf_mod
-from ptreloc.errors import NoSuchProcess, PtrelocError
+from ptreloc.errors import InvalidNode, NoSuchProcess, PtrelocError
 
 __all__ = [
     "LEVELS_4",
@@ -125,7 +125,6 @@ KCORE = "/proc/kcore"
 KALLSYMS = "/proc/kallsyms"
 KPAGEFLAGS = "/proc/kpageflags"
 NODE_DIR = "/sys/devices/system/node"
-ZONEINFO = "/proc/zoneinfo"
 MEMORY_DIR = "/sys/devices/system/memory"
 LOCKDOWN = "/sys/kernel/security/lockdown"
 
@@ -867,11 +866,12 @@ class KernelTables:
         return tuple(lv for lv, (marked, _) in self.pgtable_marked.items() if marked)
 
     def check_node_pagetables(self, node_dir: str = NODE_DIR,
-                              zoneinfo: str = ZONEINFO) -> list[NodeTablesCheck]:
+                              zoneinfo: str | None = None) -> list[NodeTablesCheck]:
         """Per node: found <= that node's PageTables (which counts every process) + the
         counter's per-cpu lag (``numa.vmstat_lag_pages``): tables made in the last second
         may not be folded into it yet (a guest run found 78 tables on a node whose counter
-        said 75, right after they were made)."""
+        said 75, right after they were made).  ``zoneinfo``: another /proc/zoneinfo to read
+        the thresholds from (tests)."""
         from ptreloc import numa
 
         levels = self.accounted_levels()
@@ -881,13 +881,14 @@ class KernelTables:
                 found[t.node] = found.get(t.node, 0) + PAGE_SIZE
         out = []
         for node in sorted({r[2] for r in self.node_map.ranges}):
-            path = os.path.join(node_dir, f"node{node}", "meminfo")
             try:
-                m = re.search(r"PageTables:\s+(\d+) kB", Path(path).read_text())
-            except OSError:
-                m = None
-            node_bytes = int(m.group(1)) * 1024 if m else 0
-            margin = numa.vmstat_lag_pages(node, zoneinfo) * PAGE_SIZE
+                kb = numa.node_page_tables_kb(node, node_dir)[0]
+            except InvalidNode:  # no meminfo for the node: nothing counted there
+                kb = None
+            node_bytes = (kb or 0) * 1024
+            lag = (numa.vmstat_lag_pages(node) if zoneinfo is None
+                   else numa.vmstat_lag_pages(node, zoneinfo))
+            margin = lag * PAGE_SIZE
             have = found.get(node, 0)
             out.append(NodeTablesCheck(node, have, node_bytes, levels,
                                        have <= node_bytes + margin, margin))

@@ -34,7 +34,6 @@ from ptreloc.errors import (
 )
 
 __all__ = [
-    "vmstat_lag_pages",
     # policy modes and flags (linux/mempolicy.h)
     "MPOL_DEFAULT",
     "MPOL_PREFERRED",
@@ -79,6 +78,7 @@ __all__ = [
     "read_numa_maps",
     "node_meminfo_kb",
     "node_page_tables_kb",
+    "vmstat_lag_pages",
     "buffer_address",
 ]
 
