@@ -57,7 +57,7 @@ test-vm: $(if $(SKIP_BUILD),,build) ## run the multi-node suite inside a $(NODES
 # ThreadSanitizer runs the tests marked `tsan` (@pytest.mark.tsan: the threaded core tests and
 # the relocation stress; registered in pyproject.toml) wherever they are in tests/ - mark a
 # test to add it, there is no list to keep here.  TSAN_SELECT narrows or widens the selection.
-SANITIZE_TESTS ?= tests/test_core.py tests/test_core_model.py tests/test_relocate.py tests/test_relocate_property.py tests/test_relocate_list.py tests/test_mirror.py tests/test_mirror_span.py tests/test_migrate.py tests/test_stress.py tests/test_kernel_tables.py tests/test_inject.py tests/test_lock_order.py tests/test_pool.py tests/test_pagescan.py tests/test_runs.py tests/test_proc.py tests/test_thp.py
+SANITIZE_TESTS ?= tests/test_core.py tests/test_core_model.py tests/test_relocate.py tests/test_relocate_property.py tests/test_relocate_list.py tests/test_relocate_vec.py tests/test_mirror.py tests/test_mirror_span.py tests/test_migrate.py tests/test_stress.py tests/test_kernel_tables.py tests/test_inject.py tests/test_lock_order.py tests/test_pool.py tests/test_pagescan.py tests/test_runs.py tests/test_proc.py tests/test_thp.py
 TSAN_SELECT ?= tsan and not multinode
 test-sanitize: build ## core tests under AddressSanitizer+UBSan, and the tests marked tsan under ThreadSanitizer
 	PY=$(abspath $(PY)) scripts/test-sanitize asan -m 'not multinode' $(addprefix $(CURDIR)/,$(SANITIZE_TESTS))

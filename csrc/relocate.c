@@ -74,24 +74,134 @@
 
 #define TOP(g) ((g)->nlevels - 1)
 
-typedef uint64_t v8u64 __attribute__((vector_size(64), may_alias, aligned(8)));
 typedef uint64_t u64_word __attribute__((may_alias));
 
 /*
- * The copy and the re-check are built for AVX-512, AVX2 and the baseline (SSE2) and the
- * loader picks one (GCC function multiversioning, an ifunc): 64-byte vectors are what makes
- * the copy memcpy's equal on a table in cache (measured: 30 ns a 4 KiB table with 64-byte
- * vectors, 60 with 32-byte, 116 with 16-byte; glibc's memcpy 32).
+ * The copy, the re-check's digest and the collection's line scan are built for AVX-512, AVX2
+ * and the baseline (SSE2), each with vectors of its own width (relocate_vec.h, included once
+ * per width below), and the loader picks one (an ifunc, resolved once when the core is
+ * loaded): vectors as wide as the machine's are what makes the copy memcpy's equal on a table
+ * in cache (measured on an AVX-512 machine: 30 ns a 4 KiB table with 64-byte vectors, 60 with
+ * 32-byte, 116 with 16-byte; glibc's memcpy 32).
  */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define PTR_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define VEC_SFX avx512
+#define VEC_BYTES 64
+#define VEC_TARGET __attribute__((target("avx512f")))
+#include "relocate_vec.h"
+#define VEC_SFX avx2
+#define VEC_BYTES 32
+#define VEC_TARGET __attribute__((target("avx2")))
+#include "relocate_vec.h"
+#define VEC_SFX base
+#define VEC_BYTES 16
+#define VEC_TARGET
+#include "relocate_vec.h"
+
+/* the widest vectors this CPU runs, bytes; the resolvers run while the core is loaded,
+ * before constructors: cpu_init first */
+static int vec_supported_width(void)
+{
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512f"))
+		return 64;
+	return __builtin_cpu_supports("avx2") ? 32 : 16;
+}
+
+#define VEC_RESOLVER(name)                                                                 \
+	static __typeof__(name##_base) *name##_resolve(void)                               \
+	{                                                                                  \
+		int w = vec_supported_width();                                             \
+		return w == 64 ? name##_avx512 : w == 32 ? name##_avx2 : name##_base;      \
+	}
+VEC_RESOLVER(copy_words)
+VEC_RESOLVER(table_digest)
+VEC_RESOLVER(next_used_line)
+static __typeof__(copy_words_base) copy_words __attribute__((ifunc("copy_words_resolve")));
+static __typeof__(table_digest_base) table_digest __attribute__((ifunc("table_digest_resolve")));
+static __typeof__(next_used_line_base) next_used_line
+	__attribute__((ifunc("next_used_line_resolve")));
 #else
-#define PTR_VECTOR_CLONES
+#define VEC_SFX base
+#define VEC_BYTES 16
+#define VEC_TARGET
+#include "relocate_vec.h"
+#define copy_words copy_words_base
+#define table_digest table_digest_base
+#define next_used_line next_used_line_base
+static int vec_supported_width(void)
+{
+	return 16;
+}
 #endif
 
-#define HSUM(v, op) ({ v8u64 v_ = (v); \
-	v_[0] op v_[1] op v_[2] op v_[3] op v_[4] op v_[5] op v_[6] op v_[7]; })
+/**
+ * ptr_reloc_vec_width() - the width of the vectors of the kernels the loader picked for the
+ * relocation's copy, re-check and line scan: 64 (AVX-512), 32 (AVX2) or 16 (the baseline).
+ *
+ * Return: the width in bytes.
+ * Locking: none.
+ */
+int ptr_reloc_vec_width(void)
+{
+	return vec_supported_width();
+}
 
+/**
+ * ptr_reloc_vec_run() - TEST ENTRY: run one of the vector kernels, of one width, on the
+ * caller's buffers - so that every width this CPU can run is checked against the model, not
+ * only the one the loader picked.
+ * @width:  16, 32, 64, or 0 for the loader's pick (what relocations run)
+ * @op:     0 copy_words(@from, @to, @i, @nw, @flip, @any), *@result its digest;
+ *          1 table_digest(@from, @nw, @flip), *@result the digest (@i must be 0);
+ *          2 next_used_line(@from, @i, @nw) over lines of 64 bytes, *@result the line
+ * @from:   the table (8-byte aligned)
+ * @to:     op 0: where to copy, @nw words; otherwise unused
+ * @i:      op 0: the first word (a multiple of 16); op 2: the first line
+ * @nw:     words (ops 0, 1) or lines (op 2)
+ * @flip:   the digest's flip word
+ * @any:    op 0: OR-ed with every word copied
+ * @result: the kernel's return value
+ *
+ * Return: 0; -EOPNOTSUPP when this CPU (or this build) has no kernels of @width; -EINVAL
+ * for another @width or @op, a NULL buffer, or @i past @nw (op 0: not a multiple of 16).
+ * Locking: none; the kernels touch only the buffers.
+ */
+int ptr_reloc_vec_run(int width, int op, const void *from, void *to, uint32_t i, uint32_t nw,
+		      uint64_t flip, uint64_t *any, uint64_t *result)
+{
+	if (width != 0 && width != 16 && width != 32 && width != 64)
+		return -EINVAL;
+	if (op < 0 || op > 2 || !from || !result || i > nw || (op == 0 && (!to || !any || i % 16))
+	    || (op == 1 && i))
+		return -EINVAL;
+	if (width > vec_supported_width())
+		return -EOPNOTSUPP;
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+	if (width == 64) {
+		*result = op == 0 ? copy_words_avx512(from, to, i, nw, flip, any)
+			: op == 1 ? table_digest_avx512(from, nw, flip)
+			: next_used_line_avx512(from, i, nw);
+		return 0;
+	}
+	if (width == 32) {
+		*result = op == 0 ? copy_words_avx2(from, to, i, nw, flip, any)
+			: op == 1 ? table_digest_avx2(from, nw, flip)
+			: next_used_line_avx2(from, i, nw);
+		return 0;
+	}
+#endif
+	if (width == 16) {
+		*result = op == 0 ? copy_words_base(from, to, i, nw, flip, any)
+			: op == 1 ? table_digest_base(from, nw, flip)
+			: next_used_line_base(from, i, nw);
+		return 0;
+	}
+	*result = op == 0 ? copy_words(from, to, i, nw, flip, any)
+		: op == 1 ? table_digest(from, nw, flip)
+		: next_used_line(from, i, nw);
+	return 0;
+}
 
 static const char *const reason_names[PTR_RELOC_NREASONS] = {
 	[PTR_RELOC_R_TARGET_FULL] = "target_full", [PTR_RELOC_R_ALLOC_FAILED] = "alloc_failed",
@@ -332,32 +442,6 @@ static int note_table(struct reloc_ctx *c, int mi, int level, uint32_t f, uint64
 	r->mm_mask |= 1u << mi;
 	r->nlinks++;
 	return 0;
-}
-
-/*
- * next_used_line() - the first 64-byte line at or after @line of the @nlines lines of table
- * @t that holds a non-zero entry; @nlines when there is none.  Vector loads, four lines OR-ed
- * per test.  The loads race with the fault path publishing entries (collection holds no table
- * lock), harmlessly: a non-zero entry found is re-read with an acquire load before it is used,
- * and an entry published after the scan passed it is one the collection could have missed
- * anyway (a table populated after the collection is created on the mm's node, not moved).
- * Not instrumented by ThreadSanitizer for that reason, as copy_words().
- */
-static PTR_VECTOR_CLONES __attribute__((noinline, no_sanitize_thread)) uint32_t
-next_used_line(const void *t, uint32_t line, uint32_t nlines)
-{
-	const volatile v8u64 *s = t;
-	for (; line + 4 <= nlines; line += 4) {
-		v8u64 x = s[line] | s[line + 1] | s[line + 2] | s[line + 3];
-		if (HSUM(x, |))
-			break;
-	}
-	for (; line < nlines; line++) {
-		v8u64 x = s[line];
-		if (HSUM(x, |))
-			return line;
-	}
-	return nlines;
 }
 
 /*
@@ -744,50 +828,6 @@ static inline uint64_t digest_flip(const struct ptr_geometry *g, int level)
 }
 
 /*
- * copy_words() - copy words [@i, @nw) of table @from into @to (@i a multiple of 16), 128
- * bytes an iteration; Return: the digest of what was STORED.
- *
- * The source loads race by design with CPUs' A/D CAS on the same entries (the brief's
- * "plain/vectorised loads followed by a re-check"): what a CPU wrote after a load - or, were
- * a load ever torn, any part of an entry - differs from the final old entry by bits that a
- * change can only set in d(), so the merge's re-check sees a different digest and compares
- * the table entry by entry (THE COPY AND ITS DIGEST).  The loads are volatile so that the
- * compiler cannot load an entry twice: the value stored and the value summed are one register,
- * which is what makes the digest the digest of the new copy.  The stores go to an unlinked
- * frame nobody reads before repoint_link()'s seq_cst CAS publishes it (a walker's acquire
- * load of the parent entry pairs with it).  ThreadSanitizer is told not to instrument this one
- * function (it would report the intended race); everything else - the re-check's reads of the
- * old copy, the merge, the CPUs - stays instrumented.
- */
-static PTR_VECTOR_CLONES __attribute__((noinline, no_sanitize_thread)) uint64_t
-copy_words(const void *from, void *to, uint32_t i, uint32_t nw, uint64_t flip, uint64_t *any)
-{
-	const volatile v8u64 *s = from;
-	v8u64 *d = to;
-	v8u64 f = { flip, flip, flip, flip, flip, flip, flip, flip }, a0 = { 0 }, a1 = { 0 };
-	v8u64 o = { 0 };
-	for (; i + 16 <= nw; i += 16) {
-		v8u64 x0 = s[i / 8], x1 = s[i / 8 + 1];
-		d[i / 8] = x0;
-		d[i / 8 + 1] = x1;
-		a0 += x0 ^ f;
-		a1 += x1 ^ f;
-		o |= x0 | x1;
-	}
-	uint64_t sum = HSUM(a0 + a1, +), or = HSUM(o, |);
-	const volatile u64_word *sw = from;
-	u64_word *dw = to;
-	for (; i < nw; i++) { /* tables below 128 bytes: PAE's 32-byte top */
-		uint64_t x = sw[i];
-		dw[i] = x;
-		sum += x ^ flip;
-		or |= x;
-	}
-	*any |= or;
-	return sum;
-}
-
-/*
  * Copy the level-@level table @from into @to.  Return: the digest of the new copy; *@leaves:
  * whether the table may hold a leaf.  When it holds none, nothing can change in the old copy
  * (CPUs write leaves only, and no leaf can appear under our locks: a leaf at level >= 2 needs
@@ -819,27 +859,6 @@ static uint64_t copy_table(struct reloc_ctx *c, int level, uint32_t from, uint32
 		*leaves = false;
 	else
 		*leaves = g->arch != PTR_ARCH_X86 || (any & huge);
-	return sum;
-}
-
-/*
- * table_digest() - the digest of the old copy @t after the shootdown, as copy_words() computed
- * it: plain vectorisable loads of a table nobody writes any more (THE COPY AND ITS DIGEST).
- */
-static PTR_VECTOR_CLONES __attribute__((noinline)) uint64_t
-table_digest(const void *t, uint32_t nw, uint64_t flip)
-{
-	const v8u64 *s = t;
-	v8u64 f = { flip, flip, flip, flip, flip, flip, flip, flip }, a0 = { 0 }, a1 = { 0 };
-	uint32_t i = 0;
-	for (; i + 16 <= nw; i += 16) {
-		a0 += s[i / 8] ^ f;
-		a1 += s[i / 8 + 1] ^ f;
-	}
-	uint64_t sum = HSUM(a0 + a1, +);
-	const u64_word *w = t;
-	for (; i < nw; i++)
-		sum += w[i] ^ flip;
 	return sum;
 }
 

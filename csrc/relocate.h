@@ -87,6 +87,11 @@ void ptr_reloc_set_test_hook(ptr_reloc_hook_fn fn, void *priv);
 /* ptr_reloc_set_copy_hook(): the middle of every table copy (entries below @index copied). */
 typedef void (*ptr_reloc_copy_hook_fn)(void *priv, int level, uint32_t index);
 void ptr_reloc_set_copy_hook(ptr_reloc_copy_hook_fn fn, void *priv);
+
+/* the vector kernels: the width the loader picked, and (tests) one kernel of one width */
+int ptr_reloc_vec_width(void);
+int ptr_reloc_vec_run(int width, int op, const void *from, void *to, uint32_t i, uint32_t nw,
+		      uint64_t flip, uint64_t *any, uint64_t *result);
 const char *ptr_reloc_reason_name(int reason);
 
 #endif /* PTRELOC_RELOCATE_H */

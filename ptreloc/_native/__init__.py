@@ -62,6 +62,7 @@ from ptreloc._native.relocate import (
     DEFAULT_BATCH,
     MAX_BATCH,
     RELOC_STRATEGIES,
+    VECTOR_WIDTHS,
     LevelReport,
     RelocationReport,
     check_batch,
@@ -72,6 +73,10 @@ from ptreloc._native.relocate import (
     set_relocation_test_hook,
     strategy_code,
     take_hook_error,
+    vector_copy,
+    vector_digest,
+    vector_next_used_line,
+    vector_width,
 )
 from ptreloc._native.relocate_pool import PoolReport, PoolRuns, compact, evacuate, pool_runs
 from ptreloc._native.stress import MAX_SECONDS, MAX_STRESS_CPUS, StressRun
@@ -103,6 +108,11 @@ __all__ = [
     "set_relocation_copy_hook",
     "set_relocation_test_hook",
     "take_hook_error",
+    "VECTOR_WIDTHS",
+    "vector_width",
+    "vector_copy",
+    "vector_digest",
+    "vector_next_used_line",
     "PoolRuns",
     "PoolReport",
     "pool_runs",

@@ -16,7 +16,7 @@ from typing import Any
 
 from ptreloc._native._base import Handle
 from ptreloc._native.core import Core
-from ptreloc.errors import InvalidNode, RelocationUnsupported, UsageError
+from ptreloc.errors import CoreError, InvalidNode, RelocationUnsupported, UsageError
 
 #: Relocation strategies by name; each one's number is the core's PTR_RELOC_<NAME>.
 RELOC_STRATEGIES: tuple[str, ...] = ("rewalk", "stop", "naive")
@@ -289,3 +289,57 @@ def take_hook_error(c: Core) -> None:
             err = entry[0].error
             entry[0].error = None
             raise err
+
+
+# ---- the vector kernels ------------------------------------------------------------------------
+
+#: widths (bytes) the core builds its copy, re-check and line-scan kernels for
+VECTOR_WIDTHS: tuple[int, ...] = (16, 32, 64)
+_VEC_COPY, _VEC_DIGEST, _VEC_LINE = 0, 1, 2
+
+
+def vector_width(c: Core) -> int:
+    """The vector width, bytes, of the kernels the loader picked for this CPU (64 with
+    AVX-512, 32 with AVX2, 16 otherwise) - what every relocation's copy runs with."""
+    return int(c.lib.ptr_reloc_vec_width())
+
+
+def _vec_run(c: Core, width: int, op: int, words: Sequence[int], to: Any, i: int, n: int,
+             flip: int, any_: Any) -> int | None:
+    ffi = c.ffi
+    src = ffi.new("uint64_t[]", list(words) or [0])
+    out = ffi.new("uint64_t *")
+    rc = int(c.lib.ptr_reloc_vec_run(width, op, src, to, i, n, flip & (2**64 - 1), any_, out))
+    if rc == -_errno.EOPNOTSUPP:
+        return None
+    if rc:
+        raise CoreError(f"ptr_reloc_vec_run: {_errno.errorcode.get(-rc, rc)}", errno=-rc)
+    return int(out[0])
+
+
+def vector_copy(c: Core, width: int, words: Sequence[int], dest: Sequence[int], start: int,
+                flip: int) -> tuple[list[int], int, int] | None:
+    """TEST ENTRY: the copy kernel of ``width`` (0: the loader's pick) copying ``words[start:]``
+    over a copy of ``dest``: (the destination after it, the digest, the OR of what it copied);
+    None when this CPU has no kernels of that width."""
+    ffi = c.ffi
+    to = ffi.new("uint64_t[]", list(dest) or [0])
+    any_ = ffi.new("uint64_t *")
+    digest = _vec_run(c, width, _VEC_COPY, words, to, start, len(words), flip, any_)
+    if digest is None:
+        return None
+    return [int(x) for x in ffi.unpack(to, len(dest))], digest, int(any_[0])
+
+
+def vector_digest(c: Core, width: int, words: Sequence[int], flip: int) -> int | None:
+    """TEST ENTRY: the re-check's digest kernel of ``width`` (0: the loader's pick) over
+    ``words``; None when this CPU has no kernels of that width."""
+    return _vec_run(c, width, _VEC_DIGEST, words, c.ffi.NULL, 0, len(words), flip, c.ffi.NULL)
+
+
+def vector_next_used_line(c: Core, width: int, words: Sequence[int], line: int) -> int | None:
+    """TEST ENTRY: the collection's line-scan kernel of ``width`` (0: the loader's pick): the
+    first 64-byte line at or after ``line`` of ``words`` (a whole number of lines) holding a
+    non-zero word, or the number of lines; None when this CPU has no kernels of that width."""
+    return _vec_run(c, width, _VEC_LINE, words, c.ffi.NULL, line, len(words) // 8, 0,
+                    c.ffi.NULL)

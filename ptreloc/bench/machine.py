@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ptreloc import numa
 
-__all__ = ["binds", "numa_vm_script", "pin_to_node", "real_nodes"]
+__all__ = ["binds", "cpu_model", "numa_vm_script", "pin_to_node", "real_nodes"]
 
 
 def real_nodes() -> list[int]:
@@ -22,6 +22,19 @@ def binds() -> tuple[tuple[int, int], bool]:
     if len(real) >= 2:
         return (real[0], real[1]), True
     return (real[0] if real else -1, -1), False
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("" where it has none): the relocate figures
+    depend on it (the copy's vector width, the cost of locked operations)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return ""
 
 
 def pin_to_node(node: int) -> set[int] | None:

@@ -110,6 +110,10 @@ def measure(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
         "memcpy_growth_exponent": round_finite(memcpy_slope),
         "strategy": "rewalk",
         "batch": DEFAULT_BATCH,
+        # the copy's and the re-check's vectors (csrc/relocate_vec.h): 64 AVX-512, 32 AVX2,
+        # 16 the baseline - figures from machines with different widths are not comparable
+        "vector_bytes": _native.vector_width(c),
+        "cpu_model": machine.cpu_model(),
         "poisoning": "headline figures without freed-frame poisoning (comparable to a "
                      "production kernel, which poisons freed pages only in debug "
                      "configurations); 'poisoned' with it (ptreloc's default)",
