@@ -79,8 +79,8 @@ typedef uint64_t u64_word __attribute__((may_alias));
 /*
  * The copy, the re-check's digest and the collection's line scan are built for AVX-512, AVX2
  * and the baseline (SSE2), each with vectors of its own width (relocate_vec.h, included once
- * per width below), and the loader picks one (an ifunc, resolved once when the core is
- * loaded): vectors as wide as the machine's are what makes the copy memcpy's equal on a table
+ * per width below), and a constructor picks one when the core is loaded: vectors as wide
+ * as the machine's are what makes the copy memcpy's equal on a table
  * in cache (measured on an AVX-512 machine: 30 ns a 4 KiB table with 64-byte vectors, 60 with
  * 32-byte, 116 with 16-byte; glibc's memcpy 32).
  */
@@ -98,29 +98,53 @@ typedef uint64_t u64_word __attribute__((may_alias));
 #define VEC_TARGET
 #include "relocate_vec.h"
 
-/* the widest vectors this CPU runs, bytes; the resolvers run while the core is loaded,
- * before constructors: cpu_init first */
-static int vec_supported_width(void)
+/*
+ * The widest vectors this CPU runs, bytes: set once by a constructor (dlopen runs it before
+ * any call into the core) and read by a switch at each kernel call.  Not an ifunc: a resolver
+ * runs while the core's relocations are processed, before they are complete, and the
+ * sanitizer builds instrument it with calls that need them (the ASan build segfaulted at load
+ * in the TCG guest).  The branch costs nothing beside a 4 KiB copy.
+ */
+static int vec_width = 16;
+
+static __attribute__((constructor)) void vec_init(void)
 {
 	__builtin_cpu_init();
-	if (__builtin_cpu_supports("avx512f"))
-		return 64;
-	return __builtin_cpu_supports("avx2") ? 32 : 16;
+	vec_width = __builtin_cpu_supports("avx512f") ? 64 : __builtin_cpu_supports("avx2") ? 32 : 16;
 }
 
-#define VEC_RESOLVER(name)                                                                 \
-	static __typeof__(name##_base) *name##_resolve(void)                               \
-	{                                                                                  \
-		int w = vec_supported_width();                                             \
-		return w == 64 ? name##_avx512 : w == 32 ? name##_avx2 : name##_base;      \
+static inline int vec_supported_width(void)
+{
+	return vec_width;
+}
+
+static inline uint64_t copy_words(const void *from, void *to, uint32_t i, uint32_t nw,
+				  uint64_t flip, uint64_t *any)
+{
+	switch (vec_width) {
+	case 64: return copy_words_avx512(from, to, i, nw, flip, any);
+	case 32: return copy_words_avx2(from, to, i, nw, flip, any);
+	default: return copy_words_base(from, to, i, nw, flip, any);
 	}
-VEC_RESOLVER(copy_words)
-VEC_RESOLVER(table_digest)
-VEC_RESOLVER(next_used_line)
-static __typeof__(copy_words_base) copy_words __attribute__((ifunc("copy_words_resolve")));
-static __typeof__(table_digest_base) table_digest __attribute__((ifunc("table_digest_resolve")));
-static __typeof__(next_used_line_base) next_used_line
-	__attribute__((ifunc("next_used_line_resolve")));
+}
+
+static inline uint64_t table_digest(const void *t, uint32_t nw, uint64_t flip)
+{
+	switch (vec_width) {
+	case 64: return table_digest_avx512(t, nw, flip);
+	case 32: return table_digest_avx2(t, nw, flip);
+	default: return table_digest_base(t, nw, flip);
+	}
+}
+
+static inline uint32_t next_used_line(const void *t, uint32_t line, uint32_t nlines)
+{
+	switch (vec_width) {
+	case 64: return next_used_line_avx512(t, line, nlines);
+	case 32: return next_used_line_avx2(t, line, nlines);
+	default: return next_used_line_base(t, line, nlines);
+	}
+}
 #else
 #define VEC_SFX base
 #define VEC_BYTES 16
@@ -129,7 +153,7 @@ static __typeof__(next_used_line_base) next_used_line
 #define copy_words copy_words_base
 #define table_digest table_digest_base
 #define next_used_line next_used_line_base
-static int vec_supported_width(void)
+static inline int vec_supported_width(void)
 {
 	return 16;
 }
