@@ -115,9 +115,8 @@ int ptr_arena_create(const char *geometry, int nnodes, const int *bind_nodes,
  */
 int ptr_arena_destroy(struct ptr_arena *a)
 {
-	for (int i = 0; i < PTR_MAX_CPUS; i++)
-		if (a->cpus[i])
-			return -EBUSY;
+	if (a->cpus_mask)
+		return -EBUSY;
 	for (int n = 0; n < a->nnodes; n++)
 		if (atomic_load(&a->pool[n].in_use))
 			return -EBUSY;
@@ -235,6 +234,24 @@ int ptr_frame_alloc(struct ptr_arena *a, int node, int level, uint32_t *out)
 /* A free slot of pool @p taken off its free list (the lowest one with PTR_ALLOC_LOWEST in
  * @flags) or, with none free, the next never-used one; PTR_NO_FRAME when the pool has none.
  * The caller holds @p->lock and has checked the capacity. */
+/*
+ * pool_add() - @v += @d (mod 2^32: a negated @d subtracts) for a counter of pool @p, with @p's
+ * lock held.  Every writer of in_use, live[] and limbo holds that lock, so a plain load and
+ * store do it; each counter stays _Atomic for the readers that load it without the lock
+ * (ptr_arena_pool_info(), capacity checks).  A relocation of four tables made fifteen locked
+ * read-modify-writes on these counters, each a full barrier on x86 that waits for the copy's
+ * stores to drain; now only the pool lock's own.  A call without the lock (a lost update
+ * waiting to happen, too rare to catch by racing) is counted in unlocked_writes - one relaxed
+ * load of a line the lock holder owns - for the tests to find.
+ */
+static inline void pool_add(struct ptr_pool *p, _Atomic uint32_t *v, uint32_t d)
+{
+	if (unlikely(!atomic_load_explicit(&p->lock.locked, memory_order_relaxed)))
+		atomic_fetch_add_explicit(&p->unlocked_writes, 1, memory_order_relaxed);
+	atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + d,
+			      memory_order_relaxed);
+}
+
 static uint32_t pool_take(struct ptr_arena *a, struct ptr_pool *p, unsigned int flags)
 {
 	uint32_t f;
@@ -295,17 +312,19 @@ int ptr_frame_alloc_flags(struct ptr_arena *a, int node, int level, unsigned int
 		ptr_unlock(&p->lock);
 		return -ENOSPC;
 	}
-	atomic_fetch_add(&p->in_use, 1);
+	pool_add(p, &p->in_use, 1);
+	pool_add(p, &p->live[level], 1);
 	ptr_unlock(&p->lock);
 
 	struct ptr_frame *fr = &a->frames[f];
 	if (!(flags & PTR_ALLOC_NOZERO))
 		fill_table(a, f, ptr_table_bytes(a->geo, level), 0);
 	fr->level = (uint8_t)level;
-	atomic_store(&fr->sharers, 1);
-	atomic_store(&fr->base_va, 0);
+	/* relaxed: published with the release store of the state (and, for a reader of the
+	 * table, by the entry store that links it) */
+	atomic_store_explicit(&fr->sharers, 1, memory_order_relaxed);
+	atomic_store_explicit(&fr->base_va, 0, memory_order_relaxed);
 	atomic_store_explicit(&fr->state, PTR_FRAME_LIVE, memory_order_release);
-	atomic_fetch_add(&p->live[level], 1);
 	*out = f;
 	return 0;
 }
@@ -372,11 +391,15 @@ int ptr_frame_alloc_batch(struct ptr_arena *a, int node, const uint8_t *levels, 
 		}
 		out[k] = f;
 	}
-	if (k)
-		atomic_fetch_add(&p->in_use, k);
+	pool_add(p, &p->in_use, k);
+	uint32_t per_level[PTR_MAX_LEVELS] = { 0 };
+	for (uint32_t i = 0; i < k; i++)
+		per_level[levels[i]]++;
+	for (int l = 0; l < a->geo->nlevels; l++)
+		if (per_level[l])
+			pool_add(p, &p->live[l], per_level[l]);
 	ptr_unlock(&p->lock);
 
-	uint32_t per_level[PTR_MAX_LEVELS] = { 0 };
 	for (uint32_t i = 0; i < k; i++) {
 		struct ptr_frame *fr = &a->frames[out[i]];
 		if (!(flags & PTR_ALLOC_NOZERO))
@@ -387,11 +410,7 @@ int ptr_frame_alloc_batch(struct ptr_arena *a, int node, const uint8_t *levels, 
 		atomic_store_explicit(&fr->sharers, 1, memory_order_relaxed);
 		atomic_store_explicit(&fr->base_va, 0, memory_order_relaxed);
 		atomic_store_explicit(&fr->state, PTR_FRAME_LIVE, memory_order_release);
-		per_level[levels[i]]++;
 	}
-	for (int l = 0; l < a->geo->nlevels; l++)
-		if (per_level[l])
-			atomic_fetch_add(&p->live[l], per_level[l]);
 	*got = k;
 	return k == n ? 0 : fail;
 }
@@ -431,14 +450,6 @@ void ptr_frame_free_batch(struct ptr_arena *a, uint32_t *f, uint32_t n)
 			limbo[fr->node]++;
 		f[kept++] = f[i]; /* compacted in place: the frames this call really frees */
 	}
-	for (int nd = 0; nd < a->nnodes; nd++) {
-		struct ptr_pool *p = &a->pool[nd];
-		for (int l = 0; l < a->geo->nlevels; l++)
-			if (live[nd][l])
-				atomic_fetch_sub(&p->live[l], live[nd][l]);
-		if (limbo[nd])
-			atomic_fetch_sub(&p->limbo, limbo[nd]);
-	}
 	for (uint32_t end = kept; end > 0;) {
 		/* the run [start, end) of one pool, pushed last frame first */
 		int nd = a->frames[f[end - 1]].node;
@@ -451,7 +462,14 @@ void ptr_frame_free_batch(struct ptr_arena *a, uint32_t *f, uint32_t n)
 			a->frames[f[i]].next_free = p->free_head;
 			p->free_head = f[i];
 		}
-		atomic_fetch_sub(&p->in_use, end - start);
+		pool_add(p, &p->in_use, -(end - start));
+		/* the pool's level and limbo counts, at its first run */
+		for (int l = 0; l < a->geo->nlevels; l++) {
+			pool_add(p, &p->live[l], -live[nd][l]);
+			live[nd][l] = 0;
+		}
+		pool_add(p, &p->limbo, -limbo[nd]);
+		limbo[nd] = 0;
 		ptr_unlock(&p->lock);
 		end = start;
 	}
@@ -481,14 +499,11 @@ void ptr_frame_free(struct ptr_arena *a, uint32_t f)
 		fill_table(a, f, ptr_table_bytes(a->geo, fr->level),
 			   0x0101010101010101ULL * PTR_POISON_BYTE);
 	atomic_store_explicit(&fr->state, PTR_FRAME_FREE, memory_order_release);
-	if (state == PTR_FRAME_LIVE)
-		atomic_fetch_sub(&p->live[fr->level], 1);
-	else
-		atomic_fetch_sub(&p->limbo, 1);
 	ptr_lock(&p->lock, NULL);
+	pool_add(p, state == PTR_FRAME_LIVE ? &p->live[fr->level] : &p->limbo, -1u);
 	fr->next_free = p->free_head;
 	p->free_head = f;
-	atomic_fetch_sub(&p->in_use, 1);
+	pool_add(p, &p->in_use, -1u);
 	ptr_unlock(&p->lock);
 }
 
@@ -500,15 +515,19 @@ void ptr_frame_free(struct ptr_arena *a, uint32_t f)
  * @f: the frame
  *
  * Return: nothing (a frame that is not LIVE is left alone).
- * Locking: none; a CAS on the state.  The caller holds the lock that covered the unlink.
+ * Locking: a CAS on the state, then the pool lock for the counters (innermost).  The caller
+ * holds the lock that covered the unlink.
  */
 void ptr_frame_limbo(struct ptr_arena *a, uint32_t f)
 {
 	struct ptr_frame *fr = &a->frames[f];
 	uint8_t live = PTR_FRAME_LIVE;
 	if (atomic_compare_exchange_strong(&fr->state, &live, PTR_FRAME_LIMBO)) {
-		atomic_fetch_sub(&a->pool[fr->node].live[fr->level], 1);
-		atomic_fetch_add(&a->pool[fr->node].limbo, 1);
+		struct ptr_pool *p = &a->pool[fr->node];
+		ptr_lock(&p->lock, NULL);
+		pool_add(p, &p->live[fr->level], -1u);
+		pool_add(p, &p->limbo, 1);
+		ptr_unlock(&p->lock);
 	}
 }
 
@@ -520,7 +539,8 @@ void ptr_frame_limbo(struct ptr_arena *a, uint32_t f)
  * @n: how many
  *
  * Return: nothing (a frame that is not LIVE is left alone).
- * Locking: as ptr_frame_limbo().
+ * Locking: the pool lock of each pool with a frame here, once (innermost).  The caller holds
+ * the locks that covered the unlinks.
  */
 void ptr_frame_limbo_batch(struct ptr_arena *a, const uint32_t *f, uint32_t n)
 {
@@ -539,10 +559,12 @@ void ptr_frame_limbo_batch(struct ptr_arena *a, const uint32_t *f, uint32_t n)
 	for (int nd = 0; nd < a->nnodes; nd++) {
 		if (!limbo[nd])
 			continue;
+		struct ptr_pool *p = &a->pool[nd];
+		ptr_lock(&p->lock, NULL); /* the counters' writers hold it (pool_add()) */
 		for (int l = 0; l < a->geo->nlevels; l++)
-			if (live[nd][l])
-				atomic_fetch_sub(&a->pool[nd].live[l], live[nd][l]);
-		atomic_fetch_add(&a->pool[nd].limbo, limbo[nd]);
+			pool_add(p, &p->live[l], -live[nd][l]);
+		pool_add(p, &p->limbo, limbo[nd]);
+		ptr_unlock(&p->lock);
 	}
 }
 #endif
@@ -570,6 +592,7 @@ int ptr_arena_pool_info(struct ptr_arena *a, int node, struct ptr_pool_info *out
 	out->limbo = atomic_load(&p->limbo);
 	for (int l = 0; l < PTR_MAX_LEVELS; l++)
 		out->live[l] = atomic_load(&p->live[l]);
+	out->unlocked_writes = atomic_load(&p->unlocked_writes);
 	return 0;
 }
 

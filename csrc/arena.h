@@ -68,7 +68,9 @@ struct ptr_pool {
 	_Atomic uint32_t in_use;
 	_Atomic uint32_t live[PTR_MAX_LEVELS];
 	_Atomic uint32_t limbo;
-	ptr_spinlock_t lock;    /* protects free_head, bump */
+	ptr_spinlock_t lock;    /* protects free_head, bump; and every WRITE of in_use, live[],
+				 * limbo (pool_add(): no locked RMW), which readers load unlocked */
+	_Atomic uint32_t unlocked_writes; /* pool_add() without the lock held: a bug, stays 0 */
 	uint32_t free_head;
 	uint32_t bump;          /* slots [first, first+bump) have been handed out at least once */
 };
@@ -99,6 +101,10 @@ struct ptr_arena {
 	bool no_poison;
 	/* emulated CPUs (cpu.c) */
 	ptr_spinlock_t cpus_lock;
+	/* bit i = cpus[i] is set (both under cpus_lock): the shootdown and the grace period visit
+	 * the CPUs that exist, not 64 slots - 8 cache lines and ~600 instructions each, most of
+	 * the two at 1 MiB mapped with none or a few CPUs (callgrind) */
+	uint64_t cpus_mask;
 	struct ptr_cpu *cpus[PTR_MAX_CPUS];
 #if PTR_RELOCATION
 	/* software read-side sections (SRCU-like two-phase counters) */
@@ -106,6 +112,13 @@ struct ptr_arena {
 	_Atomic int64_t rd_count[2];
 #endif
 };
+
+_Static_assert(PTR_MAX_CPUS <= 64, "cpus_mask holds a bit per CPU slot");
+
+/* Every CPU of arena @a, ascending slot, @i its slot (an int lvalue); under cpus_lock. */
+#define ptr_for_each_cpu(a, i)                                                              \
+	for (uint64_t cpus_left_ = (a)->cpus_mask;                                          \
+	     cpus_left_ && ((i) = __builtin_ctzll(cpus_left_), 1); cpus_left_ &= cpus_left_ - 1)
 
 int ptr_arena_create(const char *geometry, int nnodes, const int *bind_nodes,
 		     uint32_t frames_per_node, struct ptr_arena **out);
@@ -177,6 +190,7 @@ struct ptr_pool_info {
 	uint32_t in_use;
 	uint32_t limbo;
 	uint32_t live[PTR_MAX_LEVELS];
+	uint32_t unlocked_writes;
 };
 int ptr_arena_pool_info(struct ptr_arena *a, int node, struct ptr_pool_info *out);
 uint64_t ptr_arena_freed_frame_accesses(struct ptr_arena *a);

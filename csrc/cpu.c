@@ -177,9 +177,9 @@ void ptr_synchronize(struct ptr_arena *a)
 	pthread_mutex_lock(&sync_mutex);
 	atomic_thread_fence(memory_order_seq_cst); /* the caller's unlinks before our checks */
 	ptr_lock(&a->cpus_lock, NULL);
-	for (int i = 0; i < PTR_MAX_CPUS; i++)
-		if (a->cpus[i])
-			wait_quiescent(a->cpus[i]);
+	int i;
+	ptr_for_each_cpu(a, i)
+		wait_quiescent(a->cpus[i]);
 	ptr_unlock(&a->cpus_lock);
 	/* Software readers: flip the epoch, wait for the old side to drain. */
 	int old = (int)(atomic_fetch_add(&a->rd_epoch, 1) & 1);
@@ -216,6 +216,7 @@ int ptr_cpu_create(struct ptr_arena *a, struct ptr_cpu **out)
 		if (!a->cpus[i]) {
 			c->slot = i;
 			a->cpus[i] = c;
+			a->cpus_mask |= 1ULL << i;
 			ptr_unlock(&a->cpus_lock);
 			*out = c;
 			return 0;
@@ -240,6 +241,7 @@ int ptr_cpu_destroy(struct ptr_cpu *c)
 	ptr_cpu_switch_to(c, NULL);
 	ptr_lock(&a->cpus_lock, NULL);
 	a->cpus[c->slot] = NULL;
+	a->cpus_mask &= ~(1ULL << c->slot);
 	ptr_unlock(&a->cpus_lock);
 	free(c);
 	return 0;
@@ -715,10 +717,9 @@ void ptr_shootdown(struct ptr_mm *mm, bool reload_root)
 		atomic_fetch_add(&mm->reload_gen, 1);
 	uint64_t gen = atomic_fetch_add(&mm->tlb_gen, 1) + 1;
 	ptr_lock(&a->cpus_lock, NULL);
-	for (int i = 0; i < PTR_MAX_CPUS; i++) {
+	int i;
+	ptr_for_each_cpu(a, i) {
 		struct ptr_cpu *c = a->cpus[i];
-		if (!c)
-			continue;
 		while (atomic_load(&c->mm) == mm && atomic_load(&c->seen_gen) < gen) {
 			/* Between accesses: service it ourselves, like an IPI to an idle core. */
 			if (ptr_trylock(&c->busy)) {

@@ -188,8 +188,9 @@ static bool mm_running(struct ptr_mm *mm)
 	struct ptr_arena *a = mm->arena;
 	bool running = false;
 	ptr_lock(&a->cpus_lock, NULL);
-	for (int i = 0; i < PTR_MAX_CPUS && !running; i++)
-		running = a->cpus[i] && atomic_load(&a->cpus[i]->mm) == mm;
+	int i;
+	ptr_for_each_cpu(a, i)
+		running = running || atomic_load(&a->cpus[i]->mm) == mm;
 	ptr_unlock(&a->cpus_lock);
 	return running;
 }

@@ -535,6 +535,41 @@ def test_relocation_support_adds_no_atomics_to_the_access_path():
     assert _atomic_rmws(relo, hot) == _atomic_rmws(norelo, hot)
 
 
+def test_shootdown_reaches_cpus_in_every_slot():
+    """The shootdown visits the CPUs that exist (the arena's CPU mask), not all 64 slots: CPUs
+    left in high slots after the lower ones were destroyed, and one reusing a freed slot, are
+    each shot down - a CPU it missed would keep walking the old copy, which is freed here."""
+    arena = Arena("x86_64_4l", nodes=2, frames_per_node=256)
+    mm = AddressSpace(arena, node=0)
+    page = arena.geometry.page_size
+    mm.map(VA, page)
+    every = [Cpu(arena) for _ in range(64)]
+    with pytest.raises(UsageError, match="at most 64 CPUs"):
+        Cpu(arena)
+    kept = {5, 40, 63}
+    for slot, c in enumerate(every):
+        if slot not in kept:
+            c.close()
+    cpus = [every[s] for s in sorted(kept)] + [Cpu(arena)]  # the new one takes slot 0
+    try:
+        for c in cpus:
+            c.switch_to(mm)
+            assert c.access(VA).ok  # caches the path to the PTE table
+        old, _ = mm.repoint_table(VA, 0, node=1)
+        before = [c.stats["shootdowns"] for c in cpus]
+        mm.shootdown()
+        assert [c.stats["shootdowns"] for c in cpus] == [n + 1 for n in before]
+        arena.free_frame_unsafely(old)  # safe only if every CPU dropped its cached path
+        for c in cpus:
+            assert c.access(VA, write=True).ok
+        assert arena.freed_frame_accesses == 0
+    finally:
+        for c in cpus:
+            c.close()
+        mm.close()
+    arena.close()
+
+
 @pytest.mark.tsan
 def test_flush_races_a_remote_shootdown_safely():
     """A shooter services an idle CPU remotely (it flushes the TLB for it) while the CPU's own

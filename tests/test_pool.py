@@ -164,3 +164,65 @@ def test_pool_operation_bad_input():
         norelo.compact(0)
     stranger.close()
     mm.close()
+
+
+def test_pool_counters_add_up_after_concurrent_allocation_and_relocation():
+    """A pool's counters (in_use, live per level, limbo) are written only under the pool lock,
+    with a plain load and store (arena.c, pool_add()): CPUs faulting tables in on C threads while
+    relocations move them between the pools and address spaces come and go, then no counter
+    was written without the lock (a lost update is too rare to provoke by racing; pool_add()
+    counts the writes that would risk one) and every count is what the frames say - in_use =
+    the slots not free (a scan of the frame states), live per level = the tables the address
+    spaces link, nothing left in limbo."""
+    import threading
+
+    from ptreloc.core import run_cpus
+    from ptreloc.relocate import relocate
+
+    arena = Arena("x86_64_4l", nodes=2, frames_per_node=8192)
+    span = 1 << 30  # 1 GiB each: ~512 PTE tables faulted in per address space
+    spaces = [AddressSpace(arena, node=0) for _ in range(3)]
+    for i, mm in enumerate(spaces):
+        mm.add_region(i * span, span)
+    errors: list[BaseException] = []
+    moved = [0]
+    stop = threading.Event()
+
+    def relocator() -> None:
+        try:
+            k = 0
+            while not stop.is_set():
+                moved[0] += relocate(spaces[0], k % 2, 1 - k % 2, batch=7).relocated
+                k += 1
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    t = threading.Thread(target=relocator, daemon=True)
+    t.start()
+    try:
+        for i, mm in enumerate(spaces):
+            run_cpus(mm, 3, 3000, i * span, span, write_pct=30, seed=i + 1)
+        churn = AddressSpace(arena, node=1)  # tables allocated and freed meanwhile
+        churn.add_region(3 * span, span)
+        run_cpus(churn, 2, 2000, 3 * span, span, seed=9)
+        churn.close()
+    finally:
+        stop.set()
+        t.join(60)
+    assert not t.is_alive() and not errors, errors
+    assert moved[0] > 1000, moved  # the relocations ran beside the faults
+    levels = arena.geometry.levels
+    linked = {n: {lv.name: 0 for lv in levels} for n in (0, 1)}
+    for mm in spaces:
+        for n, per_level in mm.tables().items():
+            for name, count in per_level.items():
+                linked[n][name] += count
+    for n in (0, 1):
+        info = arena.pool(n)
+        assert info["limbo"] == 0 and info["unlocked_writes"] == 0, info
+        assert info["in_use"] == arena.pool_runs(n).used == sum(info["live"]), info
+        assert {lv.name: info["live"][lv.index] for lv in levels} == linked[n], (n, info)
+    for mm in spaces:
+        mm.close()
+    assert arena.frames_in_use == 0
+    arena.close()

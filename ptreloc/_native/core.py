@@ -66,6 +66,7 @@ class PoolInfo(TypedDict):
     in_use: int
     limbo: int
     live: list[int]
+    unlocked_writes: int  # counter writes without the pool lock (a bug: stays 0)
 
 
 class FrameInfo(TypedDict):
@@ -209,6 +210,7 @@ class CoreBindings(CoreBase):
             "in_use": info.in_use,
             "limbo": info.limbo,
             "live": [info.live[i] for i in range(self.max_levels)],
+            "unlocked_writes": info.unlocked_writes,
         }
 
     def freed_frame_accesses(self, arena: Handle) -> int:
