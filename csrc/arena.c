@@ -115,7 +115,7 @@ int ptr_arena_create(const char *geometry, int nnodes, const int *bind_nodes,
  */
 int ptr_arena_destroy(struct ptr_arena *a)
 {
-	if (a->cpus_mask)
+	if (atomic_load(&a->cpus_mask))
 		return -EBUSY;
 	for (int n = 0; n < a->nnodes; n++)
 		if (atomic_load(&a->pool[n].in_use))
@@ -199,12 +199,17 @@ void ptr_arena_set_poison(struct ptr_arena *a, bool on)
  * @a: the arena
  * @k: 1 = the next allocation; 0 disarms
  *
+ * Allocations are counted only while the knob is armed (from 0 at arming): unarmed, an
+ * allocation pays one relaxed load for it, not a locked add on a line every allocating thread
+ * shares (the fault path's and each relocation batch's).
  * Return: nothing.
- * Locking: none; atomics (allocations claim the failure with a CAS, so exactly one fails).
+ * Locking: none; atomics (allocations claim the failure with a CAS, so exactly one fails).  An
+ * allocation racing with the arming may count or not.
  */
 void ptr_arena_fail_nth_alloc(struct ptr_arena *a, uint64_t k)
 {
-	atomic_store(&a->fail_alloc_at, k ? atomic_load(&a->alloc_calls) + k : 0);
+	atomic_store(&a->alloc_calls, 0);
+	atomic_store(&a->fail_alloc_at, k);
 }
 
 static void fill_table(struct ptr_arena *a, uint32_t f, uint32_t bytes, uint64_t pattern)
@@ -296,9 +301,9 @@ int ptr_frame_alloc_flags(struct ptr_arena *a, int node, int level, unsigned int
 	if (node < 0 || node >= a->nnodes || level < 0 || level >= a->geo->nlevels)
 		return -ENODEV;
 	struct ptr_pool *p = &a->pool[node];
-	uint64_t n = atomic_fetch_add(&a->alloc_calls, 1) + 1;
-	uint64_t at = atomic_load(&a->fail_alloc_at);
-	if (unlikely(at) && n == at && atomic_compare_exchange_strong(&a->fail_alloc_at, &at, 0))
+	uint64_t at = atomic_load_explicit(&a->fail_alloc_at, memory_order_relaxed);
+	if (unlikely(at) && atomic_fetch_add(&a->alloc_calls, 1) + 1 == at &&
+	    atomic_compare_exchange_strong(&a->fail_alloc_at, &at, 0))
 		return -ENOMEM;
 
 	uint32_t f;
@@ -365,8 +370,8 @@ int ptr_frame_alloc_batch(struct ptr_arena *a, int node, const uint8_t *levels, 
 	/* the injected failure: the k-th call of the n this batch stands for */
 	uint32_t want = n;
 	int fail = 0;
-	uint64_t n0 = atomic_fetch_add(&a->alloc_calls, n);
-	uint64_t at = atomic_load(&a->fail_alloc_at);
+	uint64_t at = atomic_load_explicit(&a->fail_alloc_at, memory_order_relaxed);
+	uint64_t n0 = unlikely(at) ? atomic_fetch_add(&a->alloc_calls, n) : 0;
 	if (unlikely(at) && at > n0 && at <= n0 + n &&
 	    atomic_compare_exchange_strong(&a->fail_alloc_at, &at, 0)) {
 		want = (uint32_t)(at - n0 - 1);

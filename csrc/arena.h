@@ -82,6 +82,7 @@ struct ptr_pool {
  *                        crash.  Must stay 0 under a correct protocol.
  * @fail_alloc_at:        fault injection: when > 0, the allocation that brings @alloc_calls to
  *                        this value fails with -ENOMEM (then the knob disarms itself).
+ * @alloc_calls:          allocations since the knob was armed (counted only while it is)
  * @no_poison:            ptr_arena_set_poison(a, false) was called: freed frames are not
  *                        filled with PTR_POISON_BYTE (benchmarks only; OFF by default).
  */
@@ -101,10 +102,14 @@ struct ptr_arena {
 	bool no_poison;
 	/* emulated CPUs (cpu.c) */
 	ptr_spinlock_t cpus_lock;
-	/* bit i = cpus[i] is set (both under cpus_lock): the shootdown and the grace period visit
-	 * the CPUs that exist, not 64 slots - 8 cache lines and ~600 instructions each, most of
-	 * the two at 1 MiB mapped with none or a few CPUs (callgrind) */
-	uint64_t cpus_mask;
+	/* bit i = cpus[i] is set (both written under cpus_lock): the shootdown and the grace
+	 * period visit the CPUs that exist, not 64 slots - 8 cache lines and ~600 instructions
+	 * each, most of the two at 1 MiB mapped with none or a few CPUs (callgrind) */
+	_Atomic uint64_t cpus_mask;
+	/* bumped (under cpus_lock, after the mask) at every CPU create and destroy: a relocation
+	 * reads it and the mask without the lock to learn that no CPU existed while a batch ran
+	 * (relocate.c, no_cpu_since()) */
+	_Atomic uint64_t cpus_gen;
 	struct ptr_cpu *cpus[PTR_MAX_CPUS];
 #if PTR_RELOCATION
 	/* software read-side sections (SRCU-like two-phase counters) */
@@ -117,7 +122,8 @@ _Static_assert(PTR_MAX_CPUS <= 64, "cpus_mask holds a bit per CPU slot");
 
 /* Every CPU of arena @a, ascending slot, @i its slot (an int lvalue); under cpus_lock. */
 #define ptr_for_each_cpu(a, i)                                                              \
-	for (uint64_t cpus_left_ = (a)->cpus_mask;                                          \
+	for (uint64_t cpus_left_ = atomic_load_explicit(&(a)->cpus_mask,                    \
+							memory_order_relaxed);              \
 	     cpus_left_ && ((i) = __builtin_ctzll(cpus_left_), 1); cpus_left_ &= cpus_left_ - 1)
 
 int ptr_arena_create(const char *geometry, int nnodes, const int *bind_nodes,

@@ -216,7 +216,8 @@ int ptr_cpu_create(struct ptr_arena *a, struct ptr_cpu **out)
 		if (!a->cpus[i]) {
 			c->slot = i;
 			a->cpus[i] = c;
-			a->cpus_mask |= 1ULL << i;
+			atomic_fetch_or_explicit(&a->cpus_mask, 1ULL << i, memory_order_relaxed);
+			atomic_fetch_add(&a->cpus_gen, 1);
 			ptr_unlock(&a->cpus_lock);
 			*out = c;
 			return 0;
@@ -241,7 +242,8 @@ int ptr_cpu_destroy(struct ptr_cpu *c)
 	ptr_cpu_switch_to(c, NULL);
 	ptr_lock(&a->cpus_lock, NULL);
 	a->cpus[c->slot] = NULL;
-	a->cpus_mask &= ~(1ULL << c->slot);
+	atomic_fetch_and_explicit(&a->cpus_mask, ~(1ULL << c->slot), memory_order_relaxed);
+	atomic_fetch_add(&a->cpus_gen, 1);
 	ptr_unlock(&a->cpus_lock);
 	free(c);
 	return 0;

@@ -50,6 +50,7 @@ struct ptr_reloc_report {
 	uint32_t reason[PTR_RELOC_NREASONS];
 	uint64_t bytes_copied;
 	uint32_t batches, shootdowns, root_reloads, root_switches;
+	uint32_t merges_skipped; /* batches with no CPU in the arena: no old copy to re-read */
 	uint64_t ad_merged, ad_lost;
 	uint64_t ns_collect, ns_alloc, ns_copy, ns_shootdown, ns_merge, ns_grace, ns_free;
 	uint64_t ns_stopped, ns_total;

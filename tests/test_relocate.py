@@ -297,6 +297,34 @@ def test_stop_parks_cpus_so_nothing_can_write_the_old_copy():
     arena.close()
 
 
+@pytest.mark.parametrize("strategy", ["rewalk", "naive"])
+def test_the_merge_is_skipped_only_while_no_cpu_exists(strategy):
+    """NO CPU, NO MERGE (relocate.c): only a CPU's walk writes A/D bits without the table's
+    lock, so a batch during which the arena had no CPU skips re-reading its old copies; one
+    CPU anywhere in the arena - even idle, running another address space - brings it back, and
+    so does a test hook playing the stale CPU by hand.  (That the merge then keeps what CPUs
+    write is the stress tests' and the stale-window tests' job.)"""
+    arena = Arena("x86_64_4l", nodes=2, frames_per_node=256, bind=False)
+    mm = AddressSpace(arena)
+    mm.map(VA, 64 << 21)  # 64 PTE tables: batches of 8
+    r = relocate(mm, 0, 1, strategy=strategy, batch=8)
+    assert r.complete and r.batches > 1 and r.merges_skipped == r.batches
+    other = AddressSpace(arena)
+    cpu = Cpu(arena)
+    cpu.switch_to(other)
+    r = relocate(mm, 1, 0, strategy=strategy, batch=8)
+    assert r.complete and r.merges_skipped == 0
+    cpu.close()
+    r = relocate(mm, 0, 1, strategy=strategy, batch=8)
+    assert r.merges_skipped == r.batches
+    with stale_window_hook(arena, lambda batch: None):
+        r = relocate(mm, 1, 0, strategy=strategy, batch=8)
+    assert r.complete and r.merges_skipped == 0
+    other.close()
+    mm.close()
+    arena.close()
+
+
 # ---- shared tables ------------------------------------------------------------------------------
 
 

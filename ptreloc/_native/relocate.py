@@ -79,6 +79,7 @@ class RelocationReport:
     shootdowns: int
     root_reloads: int
     root_switches: int
+    merges_skipped: int  # batches with no CPU in the arena: nothing could write the old copies
     ad_merged: int  # rewalk: leaf entries whose A/D bits had to come from the old copy
     ad_lost: int  # naive: leaf entries whose A/D bits stale CPUs wrote into a dropped copy
     timings_s: dict[str, float]
@@ -142,7 +143,8 @@ def _report(c: Core, rep: Any, rc: int, strategy: str, batch: int, from_nodes: l
         reasons=reasons(rep.reason), bytes_copied=int(rep.bytes_copied),
         batches=int(rep.batches), shootdowns=int(rep.shootdowns),
         root_reloads=int(rep.root_reloads), root_switches=int(rep.root_switches),
-        ad_merged=int(rep.ad_merged), ad_lost=int(rep.ad_lost),
+        merges_skipped=int(rep.merges_skipped), ad_merged=int(rep.ad_merged),
+        ad_lost=int(rep.ad_lost),
         timings_s={k: getattr(rep, f"ns_{k}") / 1e9 for k in _timing_names(c)},
         levels=levels,
     )

@@ -8,7 +8,12 @@ under a stable key of its own, ``at_<size>`` - ``relocate.at_1mib.ratio_vs_memcp
 The headline rounds relocate without phase clocks (``PTR_RELOC_F_UNTIMED``), timed from the
 outside exactly as the memcpy beside them: a clock read costs 20-70 ns in a VM and a relocation
 reads it at 8 phase boundaries, a third of a 1 MiB relocation.  Interleaved rounds with the
-clocks on give the per-phase breakdown (``phase_ns``) and ``ratio_vs_memcpy_phase_timed``."""
+clocks on give the per-phase breakdown (``phase_ns``) and ``ratio_vs_memcpy_phase_timed``.
+
+Each size's ratio is the median of its rounds' paired ratios, with a bootstrap 95 % interval of
+that median (``ci95``: the goals' verdicts use it).  Small sizes get more rounds - a 1 MiB round
+is a few microseconds, and seven of them (the large sizes' count) gave medians from 1.9 to 3.6
+in three runs of the same build; see :func:`rounds_for`."""
 
 from __future__ import annotations
 
@@ -18,9 +23,19 @@ from typing import Any
 from ptreloc import _native
 from ptreloc.bench import machine
 from ptreloc.bench.plan import DEFAULT_BATCH, GEOMETRY, GIB, MIB, Plan, Progress
-from ptreloc.bench.stats import loglog_slope, paired_ratios, round_finite
+from ptreloc.bench.stats import bootstrap_ci, loglog_slope, paired_ratios, round_finite
 
-__all__ = ["measure", "size_key"]
+__all__ = ["measure", "rounds_for", "size_key"]
+
+#: Sizes at or above this get the plan's round count; smaller ones proportionally more, up to
+#: 30 times as many (1 MiB and 16 MiB: 210 and 112 rounds in a full run, 256 MiB and up: 7).
+_FULL_ROUNDS_AT = 256 * MIB
+
+
+def rounds_for(size: int, rounds: int) -> int:
+    """Paired rounds for one mapped size: ``rounds`` at 256 MiB and above, more below (a
+    round there costs microseconds and its noise is the machine's, not the code's)."""
+    return max(rounds, min(30 * rounds, rounds * _FULL_ROUNDS_AT // max(size, 1)))
 
 
 def size_key(mapped_bytes: int) -> str:
@@ -30,15 +45,26 @@ def size_key(mapped_bytes: int) -> str:
     return f"at_{mapped_bytes // MIB}mib"
 
 
+def _ratios(rows: list[dict[str, Any]]) -> list[float]:
+    return paired_ratios([x["reloc_ns"] for x in rows], [x["memcpy_ns"] for x in rows])
+
+
 def _ratio(rows: list[dict[str, Any]]) -> float:
-    return round_finite(statistics.median(
-        paired_ratios([x["reloc_ns"] for x in rows], [x["memcpy_ns"] for x in rows])))
+    return round_finite(statistics.median(_ratios(rows)))
 
 
-def _reloc_size(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _ci95(rows: list[dict[str, Any]], seed: int) -> list[float]:
+    """Bootstrap 95 % interval of the median paired ratio."""
+    lo, hi = bootstrap_ci(_ratios(rows), seed=seed, stat=statistics.median)
+    return [round_finite(lo), round_finite(hi)]
+
+
+def _reloc_size(rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
     frames = rows[0]["frames"]
     return {
         "ratio_vs_memcpy": _ratio(rows),
+        "ci95": _ci95(rows, seed),
+        "rounds": len(rows),
         "reloc_ns": statistics.median(x["reloc_ns"] for x in rows),
         "memcpy_ns": statistics.median(x["memcpy_ns"] for x in rows),
         "ns_per_frame": round_finite(statistics.median(x["reloc_ns"] for x in rows) / frames, 1),
@@ -63,14 +89,15 @@ def measure(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
     c = _native.core("relo")
     sizes: list[dict[str, Any]] = []
     for size in p.reloc_sizes:
-        progress(f"relocate: {size // MIB} MiB mapped, {p.reloc_rounds} rounds x poison off/on")
+        rounds = rounds_for(size, p.reloc_rounds)
+        progress(f"relocate: {size // MIB} MiB mapped, {rounds} rounds x poison off/on")
         r = _native.BenchReloc(c, GEOMETRY, size, binds, "rewalk", DEFAULT_BATCH)
         rows: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
         timed: list[dict[str, Any]] = []
         try:
             r.round(False)  # warm-up: both pools faulted in
             r.round(True)
-            for i in range(3 * p.reloc_rounds):
+            for i in range(3 * rounds):
                 # untimed poison off / untimed poison on / phase-timed poison off, in turn
                 # (which of the two untimed goes first flips every cycle); memcpy-first
                 # flips every cycle too: each setting sees the same mix of pool directions
@@ -88,7 +115,7 @@ def measure(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
                 rows[poison].append(r.round(memcpy_first))
         finally:
             r.close()
-        off, on = _reloc_size(rows[False]), _reloc_size(rows[True])
+        off, on = _reloc_size(rows[False], seed), _reloc_size(rows[True], seed)
         sizes.append({"mapped_bytes": size, "frames": rows[False][0]["frames"],
                       "table_bytes": rows[False][0]["bytes"], **off, **_phases(timed),
                       "poisoned": on})
@@ -98,12 +125,13 @@ def measure(p: Plan, seed: int, progress: Progress) -> dict[str, Any]:
     memcpy_slope = loglog_slope([s["frames"] for s in sizes], [s["memcpy_ns"] for s in sizes])
     largest = sizes[-1]
     by_size = {size_key(s["mapped_bytes"]): {
-        "ratio_vs_memcpy": s["ratio_vs_memcpy"],
+        "ratio_vs_memcpy": s["ratio_vs_memcpy"], "ci95": s["ci95"], "rounds": s["rounds"],
         "ratio_vs_memcpy_poisoned": s["poisoned"]["ratio_vs_memcpy"],
         "ratio_vs_memcpy_phase_timed": s["ratio_vs_memcpy_phase_timed"],
         "mapped_bytes": s["mapped_bytes"], "frames": s["frames"]} for s in sizes}
     return {
         "ratio_vs_memcpy": largest["ratio_vs_memcpy"],
+        "ci95": largest["ci95"],
         "ratio_vs_memcpy_poisoned": largest["poisoned"]["ratio_vs_memcpy"],
         "ratio_at_bytes": largest["mapped_bytes"],
         "growth_exponent": round_finite(slope),
