@@ -757,7 +757,8 @@ static size_t sort_unique(uint32_t *v, size_t n)
  * r->base_va and its parent (PTR_NO_FRAME for the root, whose "parent entry" is mm->root).
  * The path walker stops at r->level without reading the table's own entries (a cache miss on
  * a frame the copy reads anyway).  A FREE frame on the way is counted like any walker's
- * freed-frame access (it cannot happen under our locks and read-side section).
+ * freed-frame access (it cannot happen: under our locks, and only relocations - serialized,
+ * this one running - free linked tables).
  * Return: 0; -ENOENT when the table is no longer reachable there (it "vanished").
  */
 static int rewalk(struct reloc_ctx *c, int mi, const struct reloc_rec *r, uint32_t *self,
@@ -1078,7 +1079,13 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 	uint32_t reload = 0, touched = 0; /* bit mi: mms[mi] (nmms <= 32) */
 	struct cpus_snap cpus = cpus_snapshot(a); /* NO CPU, NO MERGE (above) */
 
-	int tok = ptr_read_lock(a);
+	/*
+	 * No read-side section around the batch's lockless reads (rewalks, copies, re-checks):
+	 * a section keeps a table from being freed under its reader, and the only code that
+	 * frees a linked table is a relocation's free_old_copies() - relocations serialize on
+	 * reloc_mutex, and this is the one running (unmap never frees a table, LOCKING RULE 7).
+	 * It cost three locked RMWs a batch.
+	 */
 	struct ptr_mm *sorted[32];
 	memcpy(sorted, c->mms, sizeof(*sorted) * (size_t)c->nmms);
 	if (c->nmms > 1)
@@ -1126,7 +1133,6 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 		}
 		for (int i = c->nmms; i-- > 0;)
 			ptr_unlock(&sorted[i]->page_table_lock);
-		ptr_read_unlock(a, tok);
 		return -EOVERFLOW;
 	}
 	ls->n1 = sort_unique(ls->l1, ls->n1);
@@ -1321,7 +1327,6 @@ static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t 
 		ptr_unlock(&a->frames[ls->l1[i]].ptl);
 	for (int i = c->nmms; i-- > 0;)
 		ptr_unlock(&sorted[i]->page_table_lock);
-	ptr_read_unlock(a, tok);
 	out->batches++;
 	return 0;
 }
@@ -1366,12 +1371,21 @@ static void zero_report(struct ptr_reloc_report *out)
 	memset((char *)out + i * sizeof(*w), 0, sizeof(*out) % sizeof(*w));
 }
 
+/*
+ * set_mode() - relocation mode in or out (step 1 and the end of step 5), under each mm's
+ * page_table_lock.  A plain load and store, not a locked add: set_mode() is the only writer of
+ * mm->relocating and relocations serialize on reloc_mutex; the fault path's acquire load after
+ * taking a table lock is ordered by that lock, as before.
+ */
 static void set_mode(struct reloc_ctx *c, int delta)
 {
 	for (int mi = 0; mi < c->nmms; mi++) {
 		struct ptr_mm *mm = c->mms[mi];
 		ptr_lock(&mm->page_table_lock, NULL);
-		atomic_fetch_add(&mm->relocating, delta);
+		atomic_store_explicit(&mm->relocating,
+				      atomic_load_explicit(&mm->relocating, memory_order_relaxed) +
+					      delta,
+				      memory_order_release);
 		ptr_unlock(&mm->page_table_lock);
 	}
 }
