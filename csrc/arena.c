@@ -236,9 +236,6 @@ int ptr_frame_alloc(struct ptr_arena *a, int node, int level, uint32_t *out)
 	return ptr_frame_alloc_flags(a, node, level, 0, out);
 }
 
-/* A free slot of pool @p taken off its free list (the lowest one with PTR_ALLOC_LOWEST in
- * @flags) or, with none free, the next never-used one; PTR_NO_FRAME when the pool has none.
- * The caller holds @p->lock and has checked the capacity. */
 /*
  * pool_add() - @v += @d (mod 2^32: a negated @d subtracts) for a counter of pool @p, with @p's
  * lock held.  Every writer of in_use, live[] and limbo holds that lock, so a plain load and
@@ -257,6 +254,9 @@ static inline void pool_add(struct ptr_pool *p, _Atomic uint32_t *v, uint32_t d)
 			      memory_order_relaxed);
 }
 
+/* A free slot of pool @p taken off its free list (the lowest one with PTR_ALLOC_LOWEST in
+ * @flags) or, with none free, the next never-used one; PTR_NO_FRAME when the pool has none.
+ * The caller holds @p->lock and has checked the capacity. */
 static uint32_t pool_take(struct ptr_arena *a, struct ptr_pool *p, unsigned int flags)
 {
 	uint32_t f;

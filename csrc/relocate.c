@@ -1069,7 +1069,7 @@ static void skip(struct reloc_rec *r, int reason)
  * Return: 0 (records end MOVED, or SKIPPED "vanished"); -EOVERFLOW when the lock set is too
  * small (a bug; nothing was copied or repointed, the batch's fresh frames are freed and its
  * records left PENDING, so the caller aborts them).
- * Locking: takes and releases everything itself (read side, page_table_locks, split locks).
+ * Locking: takes and releases everything itself (page_table_locks, split locks; no read side).
  */
 static int run_batch(struct reloc_ctx *c, struct reloc_rec *const *recs, size_t n, int strategy,
 		     struct lockset *ls, struct ptr_reloc_report *out, uint32_t *moved_any)
