@@ -31,8 +31,9 @@
  *   - tramp_batch: every VMA of a table mremap'd away, then every one back (a failed move back
  *     is retried after restoring the saved memory policy), then a getpid marker the tracer stops
  *     at; a tracer that dies mid-batch leaves the thread to finish the batch by itself;
- *   - restore: re-register rseq, restore the memory policy and the signal mask from the data
- *     page, load every register from the saved image and jump to the saved rip.  The image is
+ *   - restore: open the gate the parked threads wait on (see Parking), re-register rseq,
+ *     restore the memory policy and the signal mask from the data page, load every register
+ *     from the saved image and jump to the saved rip.  The image is
  *     the thread's registers *with the kernel's no-handler restart already applied* (rip - 2,
  *     rax = orig_rax or __NR_restart_syscall), which is what resuming the interrupted syscall
  *     means when there is no kernel stop left to do it for us.
@@ -51,12 +52,30 @@
  * that (a signal-delivery stop we did not expect) is suppressed and re-sent with tgkill() after
  * detaching (its siginfo is lost).  Synchronous faults raised by our own code are dropped.
  *
+ * Parking (the other threads).  While VMAs are away a thread must not run the process's own code:
+ * its text, stack and data may be among them.  The ptrace stop keeps them still only while
+ * ptreloc lives - if it is SIGKILLed, exit_ptrace() releases every thread at once.  So before
+ * the first batch every other thread is sent, from its stop, into its own copy of the park code
+ * (PARK_CODE, one PARK_STRIDE slot each, its data PARK_D further on) and stepped to a futex wait
+ * on a gate word in the data page: on the way it blocks every signal (saving its own mask - the
+ * one a ppoll()/sigsuspend() had replaced is back by then) and unregisters its rseq (the kernel
+ * writes that area on every return to user mode).  A parked thread touches only the scratch
+ * mapping.  The tracer brings each back (ptr_inject_unpark(), or the detach) by interrupting
+ * the wait, running its unpark code (rseq again) to a getpid marker, and setting its registers
+ * and mask back at one more get_signal() stop, as for the injected thread.  If the tracer dies,
+ * the injected thread, which always ends in `restore`, opens the gate first: each parked thread
+ * then re-registers rseq, restores its mask and its registers (restart applied) by itself.  At
+ * every step a parked thread's registers lead there too, so a kill anywhere in parking,
+ * moving or unparking leaves every thread whole (tests: ptr_inject_test_kill_tracer_at()).
+ * A signal dequeued at a thread's first stop is re-sent with tgkill() once it blocks it.
+ *
  * rseq.  After every context switch the kernel writes the thread's rseq area on its way back to
  * user mode (rseq_handle_notify_resume); if that area's VMA were away the write would fail and the
  * kernel would kill the process with SIGSEGV.  So the injected thread's rseq registration is
  * undone for the duration (PTRACE_GET_RSEQ_CONFIGURATION gives its address, length and
  * signature) and made again before resuming.  A thread whose rip is inside an active rseq
  * critical section is not used (EAGAIN): our own returns to user mode would clear its rseq_cs.
+ * The same holds for a thread to be parked: a thread inside one fails the attach with EAGAIN.
  *
  * Known residual risk: if ptreloc is SIGKILLed during one of the three bootstrap calls that run
  * at the process's own `syscall` instruction (mmap, mprotect at attach; munmap at detach, each a
@@ -136,6 +155,35 @@ const char *ptr_inject_step_name(int step)
 	return step_names[step];
 }
 
+/*
+ * Test hook (not a fake: a real SIGKILL of the tracer, at a chosen point instead of a timed
+ * one).  tests/test_inject.py uses it to kill ptreloc exactly where a kill is most dangerous.
+ */
+static int test_kill_at; /* enum ptr_inj_test_kill */
+
+/**
+ * ptr_inject_test_kill_tracer_at() - SIGKILL the calling process at a chosen point (tests only).
+ * @where: PTR_INJ_KILL_NONE, or where to die: PTR_INJ_KILL_ALL_AWAY (in a batch, once every VMA
+ *   is away: at the first move back), PTR_INJ_KILL_PARKING (after the first other thread is
+ *   parked), PTR_INJ_KILL_UNPARKING (after the first parked thread was sent to unpark).
+ *
+ * Return: 0, or -EINVAL for an unknown @where.
+ * Locking: none; process-global, set before the session that should die.
+ */
+int ptr_inject_test_kill_tracer_at(int where)
+{
+	if (where < PTR_INJ_KILL_NONE || where > PTR_INJ_KILL_UNPARKING)
+		return -EINVAL;
+	test_kill_at = where;
+	return 0;
+}
+
+static void test_kill_point(int where)
+{
+	if (test_kill_at == where)
+		kill(getpid(), SIGKILL);
+}
+
 static int fail(struct ptr_inj_err *err, int step, int tid, int rc)
 {
 	if (err && err->step == PTR_INJ_STEP_NONE) {
@@ -189,6 +237,9 @@ struct rseq_config {
 #define NR_SET_MEMPOLICY 238
 #define NR_GET_MEMPOLICY 239
 #define NR_RSEQ 334
+#define NR_FUTEX 202
+#define FUTEX_WAIT_PRIVATE 128
+#define FUTEX_WAKE_PRIVATE 129
 #define ERESTARTSYS 512
 #define ERESTARTNOINTR 513
 #define ERESTARTNOHAND 514
@@ -196,9 +247,18 @@ struct rseq_config {
 #define USER_CS_64 0x33
 #define MAXNODE (PTR_INJ_MASK_WORDS * 64 + 1)
 
-/* scratch mapping: [code page][data page][batch pages] */
+/*
+ * scratch mapping: [code page][data page][batch pages][park code][park data].  Thread slot k
+ * (its index in struct ptr_inject's threads) has a copy of the park code at PARK_CODE + k *
+ * PARK_STRIDE and its data PARK_D bytes further on, which the copy reaches rip-relative.
+ * The park regions are MAP_NORESERVE address space: only the slots written are ever backed.
+ */
 #define SCRATCH_BATCH_PAGES 64
-#define SCRATCH_LEN ((2 + SCRATCH_BATCH_PAGES) * PAGE)
+#define PARK_STRIDE 512
+#define PARK_MAX 1024
+#define PARK_D (PARK_MAX * PARK_STRIDE)          /* 0x80000 */
+#define PARK_CODE ((2 + SCRATCH_BATCH_PAGES) * PAGE)
+#define SCRATCH_LEN (PARK_CODE + 2 * PARK_D)
 #define SCRATCH_HINT 0x200000000000UL /* 32 TiB: below the 47-bit mmap area, above brk */
 /* data page layout (offsets from its start) */
 #define D_IMAGE 0x000      /* r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi fl sp ip */
@@ -213,13 +273,25 @@ struct rseq_config {
 #define D_SIGMASK 0x130
 #define D_ALLMASK 0x138
 #define D_POL_MASK 0x140   /* 128 bytes */
+#define D_GATE 0x1c0       /* u32: 0 while threads are to stay parked; the restore opens it */
 #define D_USER 0x400       /* free for the caller */
 #define D_USER_LEN 0xc00
 #define ENTRY_BYTES 48     /* struct ptr_inj_move */
+/* park data slot layout (offsets from the slot's start) */
+#define P_IMAGE 0x00       /* as D_IMAGE: 17 registers, then rip */
+#define P_RIP 0x88
+#define P_RSEQ_PTR 0x90
+#define P_RSEQ_LEN 0x98    /* u32 length, then u32 signature */
+#define P_RSEQ_SIG 0x9c
+#define P_SIGMASK 0xa0     /* the thread's own mask, saved by the park code */
+#define P_ALLMASK 0xa8
+#define P_GATE 0xb0        /* the gate's address */
+#define P_SLOT_BYTES 0xb8
 
 #define S_(x) #x
 #define S(x) S_(x)
 #define DREF(off) "ptr_tramp_start+4096+" S(off) "(%rip)"
+#define PREF(off) "ptr_park_start+" S(PARK_D) "+" S(off) "(%rip)"
 
 /*
  * The trampoline, assembled into our own read-only data and copied into the process's code
@@ -292,6 +364,13 @@ __asm__(
 	"ptr_tramp_batch_end:\n"
 	"	jmp ptr_tramp_restore\n"
 	"ptr_tramp_restore:\n"
+	/* release the parked threads first: every VMA is back when the thread gets here */
+	"	movl $1, " DREF(D_GATE) "\n"
+	"	mov $" S(NR_FUTEX) ", %eax\n"
+	"	lea " DREF(D_GATE) ", %rdi\n"
+	"	mov $" S(FUTEX_WAKE_PRIVATE) ", %esi\n"
+	"	mov $0x7fffffff, %edx\n"
+	"	syscall\n"
 	"	mov " DREF(D_RSEQ_PTR) ", %rdi\n"
 	"	test %rdi, %rdi\n"
 	"	jz 7f\n"
@@ -324,10 +403,75 @@ __asm__(
 	"	jmp *" DREF(D_RIP) "\n"
 	".globl ptr_tramp_end\n.hidden ptr_tramp_end\n"
 	"ptr_tramp_end:\n"
+	/*
+	 * The park code: one copy per other thread, its data PARK_D bytes on (see SCRATCH_LEN).
+	 * park: block every signal (saving the thread's own mask: restore_saved_sigmask() has
+	 * run by then), take rseq away, and wait on the gate.  unpark: rseq back, a getpid the
+	 * tracer stops at, then the mask and every register from the slot, and the jump back.
+	 */
+	".balign 16\n"
+	".globl ptr_park_start\n.hidden ptr_park_start\n"
+	"ptr_park_start:\n"
+	"	mov $" S(NR_RT_SIGPROCMASK) ", %eax\n"
+	"	mov $2, %edi\n" /* SIG_SETMASK */
+	"	lea " PREF(P_ALLMASK) ", %rsi\n"
+	"	lea " PREF(P_SIGMASK) ", %rdx\n"
+	"	mov $8, %r10d\n"
+	"	syscall\n"
+	"	mov " PREF(P_RSEQ_PTR) ", %rdi\n"
+	"	test %rdi, %rdi\n"
+	"	jz 1f\n"
+	"	mov " PREF(P_RSEQ_LEN) ", %esi\n"
+	"	mov $1, %edx\n" /* RSEQ_FLAG_UNREGISTER */
+	"	mov " PREF(P_RSEQ_SIG) ", %r10d\n"
+	"	mov $" S(NR_RSEQ) ", %eax\n"
+	"	syscall\n"
+	"1:	mov " PREF(P_GATE) ", %rdi\n"
+	"	cmpl $0, (%rdi)\n"
+	"	jne 2f\n"
+	"	mov $" S(NR_FUTEX) ", %eax\n"
+	"	mov $" S(FUTEX_WAIT_PRIVATE) ", %esi\n"
+	"	xor %edx, %edx\n"
+	"	xor %r10d, %r10d\n"
+	"	syscall\n"
+	".globl ptr_park_waited\n.hidden ptr_park_waited\n"
+	"ptr_park_waited:\n"
+	"	jmp 1b\n"
+	".globl ptr_park_unpark\n.hidden ptr_park_unpark\n"
+	"ptr_park_unpark:\n"
+	"2:	mov " PREF(P_RSEQ_PTR) ", %rdi\n"
+	"	test %rdi, %rdi\n"
+	"	jz 3f\n"
+	"	mov " PREF(P_RSEQ_LEN) ", %esi\n"
+	"	xor %edx, %edx\n"
+	"	mov " PREF(P_RSEQ_SIG) ", %r10d\n"
+	"	mov $" S(NR_RSEQ) ", %eax\n"
+	"	syscall\n"
+	"3:	mov $" S(NR_GETPID) ", %eax\n"
+	"	syscall\n"
+	".globl ptr_park_marker\n.hidden ptr_park_marker\n"
+	"ptr_park_marker:\n"
+	"	mov $" S(NR_RT_SIGPROCMASK) ", %eax\n"
+	"	mov $2, %edi\n"
+	"	lea " PREF(P_SIGMASK) ", %rsi\n"
+	"	xor %edx, %edx\n"
+	"	mov $8, %r10d\n"
+	"	syscall\n"
+	"	lea " PREF(P_IMAGE) ", %rsp\n"
+	"	pop %r15\n	pop %r14\n	pop %r13\n	pop %r12\n	pop %rbp\n	pop %rbx\n"
+	"	pop %r11\n	pop %r10\n	pop %r9\n	pop %r8\n	pop %rax\n	pop %rcx\n"
+	"	pop %rdx\n	pop %rsi\n	pop %rdi\n"
+	"	popfq\n"
+	"	mov (%rsp), %rsp\n"
+	"	jmp *" PREF(P_RIP) "\n"
+	".globl ptr_park_end\n.hidden ptr_park_end\n"
+	"ptr_park_end:\n"
 	".popsection\n");
 
 extern const unsigned char ptr_tramp_start[], ptr_tramp_batch[], ptr_tramp_batch_end[],
 	ptr_tramp_end[];
+extern const unsigned char ptr_park_start[], ptr_park_waited[], ptr_park_unpark[],
+	ptr_park_marker[], ptr_park_end[];
 
 struct thread {
 	int tid;
@@ -335,6 +479,11 @@ struct thread {
 	int event_stop;  /* first stop was PTRACE_EVENT_STOP (else a signal-delivery stop) */
 	int pending_sig; /* signal-delivery stop: the signal, handed back at detach */
 	int still_traced; /* PTRACE_DETACH found it running (exiting): reap_dead() waits for it */
+	int parked;       /* running in its park code (futex wait on the gate) */
+	int has_regs;     /* saved/norm below are set (every live thread but the injected one) */
+	struct user_regs_struct saved; /* exactly as stopped */
+	struct user_regs_struct norm;  /* with the no-handler restart applied */
+	struct rseq_config rseq;       /* rseq_abi_pointer 0: none registered */
 };
 
 struct ptr_inject {
@@ -353,8 +502,11 @@ struct ptr_inject {
 	int pol_saved, pol_mode;
 	uint64_t pol_mask[PTR_INJ_MASK_WORDS];
 	int mask_blocked;
-	int held[64];
+	int held[64];     /* signals we suppressed, re-sent with tgkill() to held_tid[] */
+	int held_tid[64];
 	int nheld;
+	int parked;       /* threads parked now */
+	int keep_scratch; /* released parked threads may still run in it: never unmapped */
 	int dropped;
 	int gone;                    /* the process exited */
 };
@@ -378,7 +530,23 @@ static int waitpid_eintr(int tid, int *status, int flags)
 }
 
 /*
- * Wait for the injected thread's next event.  Not a blocking waitpid(tid): when the process is
+ * Has this tracee exited?  Reaps an exit only: a stop it reports stays queued for whoever
+ * waits for that thread next (a parked thread runs, and its stop belongs to the unpark).
+ */
+static int reap_exit(int tid)
+{
+	siginfo_t si;
+	int rc;
+
+	memset(&si, 0, sizeof(si));
+	do
+		rc = waitid(P_PID, tid, &si, WEXITED | WNOHANG | __WALL);
+	while (rc < 0 && errno == EINTR);
+	return rc < 0 || si.si_pid == tid;
+}
+
+/*
+ * Wait for a tracee's next event.  Not a blocking waitpid(tid): when the process is
  * killed, the leader's exit is reported only after every other thread is reaped - by us, their
  * tracer - so a blocking wait for the leader would never return.  Spin briefly (stops normally
  * come within microseconds), then poll, reaping the other threads' exits meanwhile.
@@ -403,12 +571,10 @@ static int wait_tracee(struct ptr_inject *inj, int tid, int *st)
 			last = monotonic_ms();
 			for (int i = 0; i < inj->nthreads; i++) {
 				struct thread *t = &inj->threads[i];
-				int ost;
 
 				if (t->gone || t->tid == tid)
 					continue;
-				rc = waitpid_eintr(t->tid, &ost, WNOHANG);
-				if (rc < 0 || (rc > 0 && (WIFEXITED(ost) || WIFSIGNALED(ost))))
+				if (reap_exit(t->tid))
 					t->gone = 1;
 			}
 		}
@@ -571,17 +737,19 @@ static void hold_signal(struct ptr_inject *inj, int tid, int sig)
 		inj->dropped++; /* raised by our own code (a seccomp SIGSYS, a fault) */
 		return;
 	}
-	if (inj->nheld < (int)(sizeof(inj->held) / sizeof(inj->held[0])))
+	if (inj->nheld < (int)(sizeof(inj->held) / sizeof(inj->held[0]))) {
+		inj->held_tid[inj->nheld] = tid;
 		inj->held[inj->nheld++] = sig;
+	}
 }
 
 /*
  * Resume the injected thread with PTRACE_SYSCALL until its next syscall stop.  Event stops
  * (group stop, a late interrupt) are resumed through; signal-delivery stops are held.
  */
-static int next_syscall_stop(struct ptr_inject *inj, struct ptr_inj_err *err)
+static int next_stop_of(struct ptr_inject *inj, struct thread *t, struct ptr_inj_err *err)
 {
-	int tid = inj->inj->tid;
+	int tid = t->tid;
 
 	for (int guard = 0; guard < 1000; guard++) {
 		int st;
@@ -592,7 +760,7 @@ static int next_syscall_stop(struct ptr_inject *inj, struct ptr_inj_err *err)
 			return fail(err, PTR_INJ_STEP_WAIT, tid, errno == ECHILD ? -ESRCH : -errno);
 		if (WIFEXITED(st) || WIFSIGNALED(st)) {
 			inj->gone = 1;
-			inj->inj->gone = 1;
+			t->gone = 1;
 			return fail(err, PTR_INJ_STEP_WAIT, tid, -ESRCH);
 		}
 		if (!WIFSTOPPED(st))
@@ -604,6 +772,11 @@ static int next_syscall_stop(struct ptr_inject *inj, struct ptr_inj_err *err)
 		hold_signal(inj, tid, WSTOPSIG(st));
 	}
 	return fail(err, PTR_INJ_STEP_PROTOCOL, tid, -EPROTO);
+}
+
+static int next_syscall_stop(struct ptr_inject *inj, struct ptr_inj_err *err)
+{
+	return next_stop_of(inj, inj->inj, err);
 }
 
 /* one system call at @ip; the thread is left at the call's syscall-exit stop */
@@ -741,29 +914,34 @@ static int find_site(struct ptr_inject *inj, struct ptr_inj_err *err)
 	return fail(err, PTR_INJ_STEP_FIND_SYSCALL, inj->pid, -ENOEXEC);
 }
 
-static void normalize(struct ptr_inject *inj)
+static void normalize_regs(const struct user_regs_struct *saved, struct user_regs_struct *norm)
 {
-	inj->norm = inj->saved;
-	if ((long)inj->saved.orig_rax < 0)
+	*norm = *saved;
+	if ((long)saved->orig_rax < 0)
 		return;
-	switch (-(long)inj->saved.rax) {
+	switch (-(long)saved->rax) {
 	case ERESTARTSYS:
 	case ERESTARTNOINTR:
 	case ERESTARTNOHAND:
-		inj->norm.rax = inj->saved.orig_rax;
-		inj->norm.rip -= 2;
+		norm->rax = saved->orig_rax;
+		norm->rip -= 2;
 		break;
 	case ERESTART_RESTARTBLOCK:
-		inj->norm.rax = NR_RESTART_SYSCALL;
-		inj->norm.rip -= 2;
+		norm->rax = NR_RESTART_SYSCALL;
+		norm->rip -= 2;
 		break;
 	}
 }
 
-/* is the thread's rip inside its active rseq critical section? */
-static int check_rseq(struct ptr_inject *inj, struct ptr_inj_err *err)
+static void normalize(struct ptr_inject *inj)
 {
-	int tid = inj->inj->tid;
+	normalize_regs(&inj->saved, &inj->norm);
+}
+
+/* is the thread's rip inside its active rseq critical section?  @cfg: its rseq registration */
+static int rseq_of(struct ptr_inject *inj, int tid, uint64_t rip, struct rseq_config *out,
+		   struct ptr_inj_err *err)
+{
 	struct rseq_config cfg;
 	uint64_t cs_ptr, cs[4];
 
@@ -776,8 +954,7 @@ static int check_rseq(struct ptr_inject *inj, struct ptr_inj_err *err)
 	}
 	if (!cfg.rseq_abi_pointer)
 		return 0;
-	inj->rseq = cfg;
-	inj->rseq_registered = 1;
+	*out = cfg;
 	/* struct rseq: u32 cpu_id_start, u32 cpu_id, u64 rseq_cs */
 	if (mem_rw(inj, 0, cfg.rseq_abi_pointer + 8, &cs_ptr, 8, err))
 		return -EFAULT;
@@ -786,8 +963,43 @@ static int check_rseq(struct ptr_inject *inj, struct ptr_inj_err *err)
 	/* struct rseq_cs: u32 version, u32 flags, u64 start_ip, u64 post_commit_offset, ... */
 	if (mem_rw(inj, 0, cs_ptr, cs, sizeof(cs), NULL))
 		return 0; /* a stale pointer the kernel will clear */
-	if (inj->saved.rip >= cs[1] && inj->saved.rip < cs[1] + cs[2])
+	if (rip >= cs[1] && rip < cs[1] + cs[2])
 		return fail(err, PTR_INJ_STEP_RSEQ_CS, tid, -EAGAIN);
+	return 0;
+}
+
+static int check_rseq(struct ptr_inject *inj, struct ptr_inj_err *err)
+{
+	int rc = rseq_of(inj, inj->inj->tid, inj->saved.rip, &inj->rseq, err);
+
+	inj->rseq_registered = !rc && inj->rseq.rseq_abi_pointer;
+	return rc;
+}
+
+/*
+ * Every other thread's registers and rseq registration, for parking it: refused like the
+ * injected thread's (a 32-bit thread, a thread inside an rseq critical section) before
+ * anything in the process has changed.
+ */
+static int other_threads(struct ptr_inject *inj, struct ptr_inj_err *err)
+{
+	int rc;
+
+	for (int i = 0; i < inj->nthreads; i++) {
+		struct thread *t = &inj->threads[i];
+
+		if (t->gone || t == inj->inj)
+			continue;
+		if ((rc = regs_get(t->tid, &t->saved, err)))
+			return rc;
+		if (t->saved.cs != USER_CS_64)
+			return fail(err, PTR_INJ_STEP_ARCH, t->tid, -ENOEXEC);
+		normalize_regs(&t->saved, &t->norm);
+		memset(&t->rseq, 0, sizeof(t->rseq));
+		if ((rc = rseq_of(inj, t->tid, t->saved.rip, &t->rseq, err)))
+			return rc;
+		t->has_regs = 1;
+	}
 	return 0;
 }
 
@@ -808,6 +1020,36 @@ static int read_sigblk(int pid, int tid, uint64_t *mask)
 		}
 	fclose(f);
 	return found ? 0 : -ENOENT;
+}
+
+/* a copy of the park code for every thread slot that may be parked, made executable */
+static int install_park_code(struct ptr_inject *inj, struct ptr_inj_err *err)
+{
+	size_t len = ptr_park_end - ptr_park_start;
+	int slots = inj->nthreads < PARK_MAX ? inj->nthreads : PARK_MAX;
+	uint64_t bytes = ((uint64_t)slots * PARK_STRIDE + PAGE - 1) & ~(PAGE - 1);
+	int64_t a[6] = { 0 }, r;
+	unsigned char *code;
+	int rc;
+
+	if (len > PARK_STRIDE)
+		return fail(err, PTR_INJ_STEP_ARGS, 0, -E2BIG);
+	if (inj->nthreads < 2)
+		return 0;
+	code = malloc(bytes);
+	if (!code)
+		return fail(err, PTR_INJ_STEP_NOMEM, 0, -ENOMEM);
+	memset(code, 0xcc, bytes);
+	for (int k = 0; k < slots; k++)
+		memcpy(code + (size_t)k * PARK_STRIDE, ptr_park_start, len);
+	rc = mem_rw(inj, 1, inj->scratch + PARK_CODE, code, bytes, err);
+	free(code);
+	if (rc)
+		return rc;
+	a[0] = inj->scratch + PARK_CODE;
+	a[1] = bytes;
+	a[2] = PROT_READ | PROT_EXEC;
+	return call_ok(inj, NR_MPROTECT, a, &r, err);
 }
 
 /* put the code page and the data page in place (the thread is at a syscall-exit stop) */
@@ -840,7 +1082,7 @@ static int install_trampoline(struct ptr_inject *inj, struct ptr_inj_err *err)
 	if ((rc = call_ok(inj, NR_MPROTECT, a, &r, err)))
 		return rc;
 	inj->trampoline = 1;
-	return 0;
+	return install_park_code(inj, err);
 }
 
 static int block_signals(struct ptr_inject *inj, struct ptr_inj_err *err)
@@ -969,7 +1211,8 @@ int ptr_inject_attach(int pid, int tid, struct ptr_inject **out, struct ptr_inj_
 		goto undo;
 	}
 	normalize(inj);
-	if ((rc = check_rseq(inj, err)) || (rc = find_site(inj, err)))
+	if ((rc = check_rseq(inj, err)) || (rc = other_threads(inj, err)) ||
+	    (rc = find_site(inj, err)))
 		goto undo;
 	/* a hint (not MAP_FIXED) far from the usual layout: the trampoline's own tables then
 	 * share no upper-level table with the VMAs that are moved, and are freed with it */
@@ -1018,6 +1261,7 @@ int ptr_inject_info(const struct ptr_inject *inj, struct ptr_inj_info *out)
 	out->batch_max = SCRATCH_BATCH_PAGES * PAGE / ENTRY_BYTES;
 	out->rseq_registered = inj->rseq_registered;
 	out->held_signals = inj->nheld;
+	out->parked = inj->parked;
 	out->dropped_signals = inj->dropped;
 	return 0;
 }
@@ -1180,6 +1424,269 @@ int ptr_inject_restore_policy(struct ptr_inject *inj, struct ptr_inj_err *err)
 	return call_ok(inj, NR_SET_MEMPOLICY, a, NULL, err);
 }
 
+/* ---- parking the other threads (see "Parking" in the file comment) ---- */
+
+static void add_held(struct ptr_inject *inj, int tid, int sig)
+{
+	if (inj->nheld < (int)(sizeof(inj->held) / sizeof(inj->held[0]))) {
+		inj->held_tid[inj->nheld] = tid;
+		inj->held[inj->nheld++] = sig;
+	}
+}
+
+/* re-send now the signals held for @tid (it blocks every signal: they stay pending) */
+static void resend_held(struct ptr_inject *inj, int tid)
+{
+	int kept = 0;
+
+	for (int i = 0; i < inj->nheld; i++) {
+		if (inj->held_tid[i] == tid &&
+		    (syscall(SYS_tgkill, inj->pid, tid, inj->held[i]) == 0 || errno == ESRCH))
+			continue;
+		inj->held_tid[kept] = inj->held_tid[i];
+		inj->held[kept++] = inj->held[i];
+	}
+	inj->nheld = kept;
+}
+
+static uint64_t park_code(const struct ptr_inject *inj, const struct thread *t)
+{
+	return inj->scratch + PARK_CODE + (uint64_t)(t - inj->threads) * PARK_STRIDE;
+}
+
+/*
+ * Send one stopped thread into its park code and let it run to its futex wait.  From the
+ * moment its registers point there, a tracer that dies leaves it to park and, once the
+ * injected thread opens the gate, to put itself back (tests: PTR_INJ_KILL_PARKING).
+ */
+static int park_one(struct ptr_inject *inj, struct thread *t, struct ptr_inj_err *err)
+{
+	uint64_t code = park_code(inj, t), waited = code + (ptr_park_waited - ptr_park_start);
+	const struct user_regs_struct *n = &t->norm;
+	uint64_t slot[P_SLOT_BYTES / 8] = { n->r15, n->r14, n->r13, n->r12, n->rbp, n->rbx,
+		n->r11, n->r10, n->r9, n->r8, n->rax, n->rcx, n->rdx, n->rsi, n->rdi, n->eflags,
+		n->rsp, n->rip };
+	struct user_regs_struct r;
+	int rc, entering = 1;
+
+	slot[P_RSEQ_PTR / 8] = t->rseq.rseq_abi_pointer;
+	slot[P_RSEQ_LEN / 8] = (uint64_t)t->rseq.signature << 32 | t->rseq.rseq_abi_size;
+	slot[P_ALLMASK / 8] = ~0ULL;
+	slot[P_GATE / 8] = inj->scratch + PAGE + D_GATE;
+	if ((rc = mem_rw(inj, 1, code + PARK_D, slot, sizeof(slot), err)))
+		return rc;
+	r = t->norm;
+	r.rip = code;
+	r.orig_rax = -1;
+	if ((rc = regs_set(t->tid, &r, err)))
+		return rc;
+	if (t->pending_sig) { /* resuming suppresses it: re-sent once the thread blocks it */
+		add_held(inj, t->tid, t->pending_sig);
+		t->pending_sig = 0;
+	}
+	for (int guard = 0; guard < 64; guard++) {
+		if ((rc = next_stop_of(inj, t, err)))
+			return rc;
+		if (entering) {
+			if ((rc = regs_get(t->tid, &r, err)))
+				return rc;
+			if ((long)r.orig_rax == NR_FUTEX && r.rip == waited) {
+				resend_held(inj, t->tid);
+				if (ptrace(PTRACE_CONT, t->tid, 0, 0) < 0)
+					return fail(err, PTR_INJ_STEP_RESUME, t->tid, -errno);
+				t->parked = 1;
+				inj->parked++;
+				return 0;
+			}
+		}
+		entering = !entering;
+	}
+	return fail(err, PTR_INJ_STEP_PROTOCOL, t->tid, -EPROTO);
+}
+
+/* the next stop of a thread we resumed or interrupted: an event or syscall stop */
+static int stop_of(struct ptr_inject *inj, struct thread *t, int *st, struct ptr_inj_err *err)
+{
+	for (int guard = 0; guard < 100; guard++) {
+		if (wait_tracee(inj, t->tid, st) < 0)
+			return fail(err, PTR_INJ_STEP_WAIT, t->tid, errno == ECHILD ? -ESRCH : -errno);
+		if (WIFEXITED(*st) || WIFSIGNALED(*st)) {
+			t->gone = 1;
+			inj->gone = 1; /* every signal is blocked: only a SIGKILL ends a thread here */
+			return fail(err, PTR_INJ_STEP_WAIT, t->tid, -ESRCH);
+		}
+		if (!WIFSTOPPED(*st))
+			continue;
+		if (*st >> 16 == PTRACE_EVENT_STOP || WSTOPSIG(*st) == (SIGTRAP | 0x80))
+			return 0;
+		add_held(inj, t->tid, WSTOPSIG(*st)); /* a SIGSTOP: suppressed, re-sent at detach */
+		if (ptrace(PTRACE_CONT, t->tid, 0, 0) < 0)
+			return fail(err, PTR_INJ_STEP_RESUME, t->tid, -errno);
+	}
+	return fail(err, PTR_INJ_STEP_PROTOCOL, t->tid, -EPROTO);
+}
+
+/*
+ * Bring a parked thread back to its ptrace stop, exactly as it was: interrupt its wait, run
+ * its unpark code to the getpid marker (rseq registered again), then through one more
+ * get_signal() stop where its registers and signal mask are set back (as restore_thread()
+ * does for the injected thread).  A tracer that dies at any step leaves it to finish by
+ * itself (tests: PTR_INJ_KILL_UNPARKING).
+ */
+static int unpark_one(struct ptr_inject *inj, struct thread *t, struct ptr_inj_err *err)
+{
+	uint64_t code = park_code(inj, t), marker = code + (ptr_park_marker - ptr_park_start);
+	uint64_t mask;
+	struct user_regs_struct r;
+	int rc, st, entering = 1;
+
+	if (ptrace(PTRACE_INTERRUPT, t->tid, 0, 0) < 0)
+		return fail(err, PTR_INJ_STEP_INTERRUPT, t->tid, -errno);
+	if ((rc = stop_of(inj, t, &st, err)))
+		return rc;
+	r = t->norm;
+	r.rip = code + (ptr_park_unpark - ptr_park_start);
+	r.orig_rax = -1;
+	if ((rc = regs_set(t->tid, &r, err)))
+		return rc;
+	test_kill_point(PTR_INJ_KILL_UNPARKING);
+	for (int guard = 0;; guard++) {
+		if (guard == 64)
+			return fail(err, PTR_INJ_STEP_PROTOCOL, t->tid, -EPROTO);
+		if ((rc = next_stop_of(inj, t, err)))
+			return rc;
+		if (entering) {
+			if ((rc = regs_get(t->tid, &r, err)))
+				return rc;
+			if ((long)r.orig_rax == NR_GETPID && r.rip == marker) {
+				if ((rc = next_stop_of(inj, t, err))) /* its exit */
+					return rc;
+				break;
+			}
+		}
+		entering = !entering;
+	}
+	if ((rc = mem_rw(inj, 0, code + PARK_D + P_SIGMASK, &mask, sizeof(mask), err)))
+		return rc;
+	if (ptrace(PTRACE_INTERRUPT, t->tid, 0, 0) < 0)
+		return fail(err, PTR_INJ_STEP_INTERRUPT, t->tid, -errno);
+	for (int guard = 0;; guard++) {
+		if (guard == 8)
+			return fail(err, PTR_INJ_STEP_PROTOCOL, t->tid, -EPROTO);
+		if (ptrace(PTRACE_CONT, t->tid, 0, 0) < 0)
+			return fail(err, PTR_INJ_STEP_RESUME, t->tid, -errno);
+		if ((rc = stop_of(inj, t, &st, err)))
+			return rc;
+		if (st >> 16 == PTRACE_EVENT_STOP)
+			break;
+	}
+	if ((rc = regs_set(t->tid, &t->saved, err)))
+		return rc;
+	if (ptrace(PTRACE_SETSIGMASK, t->tid, sizeof(mask), &mask) < 0)
+		return fail(err, PTR_INJ_STEP_SETREGS, t->tid, -errno);
+	t->parked = 0;
+	inj->parked--;
+	return 0;
+}
+
+/**
+ * ptr_inject_park() - park every thread but the injected one in the trampoline.
+ * @inj: the session.
+ * @err: the failed step on failure.
+ *
+ * Each other thread blocks its signals, gives up its rseq registration and waits on a futex in
+ * the scratch mapping, touching nothing else, until ptr_inject_unpark() (or the detach) brings
+ * it back - or, should ptreloc die, until the injected thread, having finished its batch, opens
+ * the gate.  ptr_inject_move_batch() parks by itself; parking twice is a no-op.
+ *
+ * Return: 0; -E2BIG (more than PARK_MAX threads), -ESRCH (the process exited), other -errno.
+ * Locking: the tracer thread only.
+ */
+int ptr_inject_park(struct ptr_inject *inj, struct ptr_inj_err *err)
+{
+	int rc;
+
+	if (err)
+		memset(err, 0, sizeof(*err));
+	if (!inj || !inj->trampoline)
+		return fail(err, PTR_INJ_STEP_ARGS, 0, -EINVAL);
+	if (inj->gone)
+		return fail(err, PTR_INJ_STEP_WAIT, inj->pid, -ESRCH);
+	for (int i = PARK_MAX; i < inj->nthreads; i++)
+		if (!inj->threads[i].gone && &inj->threads[i] != inj->inj)
+			return fail(err, PTR_INJ_STEP_ARGS, inj->threads[i].tid, -E2BIG);
+	for (int i = 0; i < inj->nthreads; i++) {
+		struct thread *t = &inj->threads[i];
+
+		if (t->gone || t == inj->inj || t->parked || !t->has_regs)
+			continue;
+		if ((rc = park_one(inj, t, err)))
+			return rc;
+		test_kill_point(PTR_INJ_KILL_PARKING);
+	}
+	return 0;
+}
+
+/**
+ * ptr_inject_unpark() - bring every parked thread back to its ptrace stop, exactly as it was.
+ * @inj: the session.
+ * @err: the first failed step.
+ *
+ * Best effort: goes on after a failure and reports the first; a thread it could not bring back
+ * stays parked, and the detach releases it through the gate.
+ *
+ * Return: 0, -ESRCH (the process exited), or the first other -errno.
+ * Locking: the tracer thread only.
+ */
+int ptr_inject_unpark(struct ptr_inject *inj, struct ptr_inj_err *err)
+{
+	int first = 0;
+
+	if (err)
+		memset(err, 0, sizeof(*err));
+	if (!inj)
+		return fail(err, PTR_INJ_STEP_ARGS, 0, -EINVAL);
+	for (int i = 0; i < inj->nthreads && !inj->gone; i++) {
+		struct thread *t = &inj->threads[i];
+		int rc;
+
+		if (!t->parked || t->gone)
+			continue;
+		rc = unpark_one(inj, t, first ? NULL : err);
+		if (rc && !first)
+			first = rc;
+	}
+	if (inj->gone && !first)
+		first = fail(err, PTR_INJ_STEP_WAIT, inj->pid, -ESRCH);
+	return first;
+}
+
+/*
+ * A parked thread the unpark could not bring back: open the gate and wake it, so it puts
+ * itself back (its PTRACE_DETACH then finds it running, and reap_dead() detaches it).
+ */
+static void release_parked(struct ptr_inject *inj)
+{
+	uint32_t one = 1;
+	int64_t a[6] = { 0 }, r;
+
+	if (!inj->parked || inj->gone)
+		return;
+	if (mem_rw(inj, 1, inj->scratch + PAGE + D_GATE, &one, sizeof(one), NULL))
+		return;
+	a[0] = inj->scratch + PAGE + D_GATE;
+	a[1] = FUTEX_WAKE_PRIVATE;
+	a[2] = 0x7fffffff;
+	(void)call_ok(inj, NR_FUTEX, a, &r, NULL);
+	for (int i = 0; i < inj->nthreads; i++)
+		if (inj->threads[i].parked) {
+			inj->threads[i].parked = 0;
+			inj->threads[i].still_traced = 1;
+		}
+	inj->parked = 0;
+	inj->keep_scratch = 1;
+}
+
 /**
  * ptr_inject_move_batch() - mremap every VMA of @moves away and back, in the process.
  * @inj: the session.
@@ -1188,8 +1695,10 @@ int ptr_inject_restore_policy(struct ptr_inject *inj, struct ptr_inj_err *err)
  * @err: the failed step on failure.
  *
  * All VMAs go away first and then all come back, so an upper-level table whose whole range
- * was vacated is freed and allocated afresh.  The batch runs in the trampoline: a tracer that
- * dies mid-batch leaves the thread to finish it and restore itself.  A move back that fails is
+ * was vacated is freed and allocated afresh.  Every other thread is parked first (and stays
+ * parked until ptr_inject_unpark() or the detach).  The batch runs in the trampoline: a tracer
+ * that dies mid-batch leaves the thread to finish it, open the gate and restore itself, and the
+ * parked threads to restore themselves after it.  A move back that fails is
  * retried once after restoring the saved policy; the entries say what happened.
  *
  * Return: 0 when the batch ran (each entry's results still need checking); -ESRCH when the
@@ -1203,6 +1712,7 @@ int ptr_inject_move_batch(struct ptr_inject *inj, struct ptr_inj_move *moves, ui
 	uint64_t marker = inj->scratch + (ptr_tramp_batch_end - ptr_tramp_start);
 	struct user_regs_struct r;
 	int tid, rc, entering = 1;
+	uint64_t mremaps = 0;
 
 	if (err)
 		memset(err, 0, sizeof(*err));
@@ -1215,6 +1725,8 @@ int ptr_inject_move_batch(struct ptr_inject *inj, struct ptr_inj_move *moves, ui
 		moves[i].away = moves[i].back = moves[i].back_retry = 1;
 	if (n == 0)
 		return 0;
+	if ((rc = ptr_inject_park(inj, err)))
+		return rc;
 	if ((rc = mem_rw(inj, 1, table, moves, n * sizeof(*moves), err)))
 		return rc;
 	r = inj->norm;
@@ -1230,6 +1742,8 @@ int ptr_inject_move_batch(struct ptr_inject *inj, struct ptr_inj_move *moves, ui
 		if (entering) {
 			if ((rc = regs_get(tid, &r, err)))
 				return rc;
+			if ((long)r.orig_rax == NR_MREMAP && ++mremaps == n + 1)
+				test_kill_point(PTR_INJ_KILL_ALL_AWAY);
 			if ((long)r.orig_rax == NR_GETPID && r.rip == marker) {
 				if ((rc = next_syscall_stop(inj, err)))
 					return rc;
@@ -1347,6 +1861,10 @@ static int detach_all(struct ptr_inject *inj, int leave_stopped, struct ptr_inj_
 #define KEEP(x) do { rc = (x); if (rc && !first) first = rc; } while (0)
 	if (inj->inj && !inj->gone && inj->memfd >= 0) {
 		if (inj->trampoline) {
+			if (inj->parked) {
+				KEEP(ptr_inject_unpark(inj, first ? NULL : err));
+				release_parked(inj);
+			}
 			if (inj->rseq_registered && !leave_stopped) {
 				a[0] = inj->rseq.rseq_abi_pointer;
 				a[1] = inj->rseq.rseq_abi_size;
@@ -1364,7 +1882,7 @@ static int detach_all(struct ptr_inject *inj, int leave_stopped, struct ptr_inj_
 			}
 			inj->trampoline = 0; /* the munmap runs at the process's own instruction */
 		}
-		if (inj->scratch && !inj->gone) {
+		if (inj->scratch && !inj->gone && !inj->keep_scratch) {
 			memset(a, 0, sizeof(a));
 			a[0] = inj->scratch;
 			a[1] = SCRATCH_LEN;
@@ -1393,9 +1911,9 @@ static int detach_all(struct ptr_inject *inj, int leave_stopped, struct ptr_inj_
 	reap_dead(inj, alive);
 	if (inj->inj && !inj->gone)
 		for (int i = 0; i < inj->nheld; i++)
-			if (syscall(SYS_tgkill, inj->pid, inj->inj->tid, inj->held[i]) < 0 &&
+			if (syscall(SYS_tgkill, inj->pid, inj->held_tid[i], inj->held[i]) < 0 &&
 			    errno != ESRCH)
-				KEEP(fail(first ? NULL : err, PTR_INJ_STEP_KILL, inj->inj->tid, -errno));
+				KEEP(fail(first ? NULL : err, PTR_INJ_STEP_KILL, inj->held_tid[i], -errno));
 #undef KEEP
 	if (inj->memfd >= 0)
 		close(inj->memfd);
@@ -1510,5 +2028,19 @@ int ptr_inject_move_batch(struct ptr_inject *inj, struct ptr_inj_move *moves, ui
  */
 int ptr_inject_detach(struct ptr_inject *inj, int leave_stopped, struct ptr_inj_err *err)
 { return -ENOSYS; }
+/**
+ * ptr_inject_park() - not x86-64: there is no injector (ptr_inject_supported() is 0).
+ *
+ * Return: -ENOSYS.
+ * Locking: none.
+ */
+int ptr_inject_park(struct ptr_inject *inj, struct ptr_inj_err *err) { return -ENOSYS; }
+/**
+ * ptr_inject_unpark() - not x86-64: there is no injector (ptr_inject_supported() is 0).
+ *
+ * Return: -ENOSYS.
+ * Locking: none.
+ */
+int ptr_inject_unpark(struct ptr_inject *inj, struct ptr_inj_err *err) { return -ENOSYS; }
 
 #endif

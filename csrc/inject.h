@@ -66,6 +66,7 @@ struct ptr_inj_info {
 	int rseq_registered;    /* rseq was registered (and is unregistered while stopped) */
 	int held_signals;       /* signals dequeued in our windows, re-queued at detach */
 	int dropped_signals;    /* synchronous signals our own code raised, dropped */
+	int parked;             /* other threads parked in the trampoline now */
 };
 
 /* one VMA's round trip: out and back; results are the mremap(2) return values */
@@ -95,9 +96,20 @@ int ptr_inject_restore_policy(struct ptr_inject *inj, struct ptr_inj_err *err);
 int ptr_inject_move_batch(struct ptr_inject *inj, struct ptr_inj_move *moves, uint64_t n,
 			  struct ptr_inj_err *err);
 int ptr_inject_detach(struct ptr_inject *inj, int leave_stopped, struct ptr_inj_err *err);
+int ptr_inject_park(struct ptr_inject *inj, struct ptr_inj_err *err);
+int ptr_inject_unpark(struct ptr_inject *inj, struct ptr_inj_err *err);
 const char *ptr_inject_step_name(int step);
 int ptr_kcmp_same_vm(int pid1, int pid2, struct ptr_inj_err *err);
 int ptr_inject_supported(void);
+
+/* tests only: where ptr_inject_test_kill_tracer_at() makes the tracer SIGKILL itself */
+enum ptr_inj_test_kill {
+	PTR_INJ_KILL_NONE = 0,
+	PTR_INJ_KILL_ALL_AWAY,      /* in a batch: every VMA is away (the first move back) */
+	PTR_INJ_KILL_PARKING,       /* the first other thread is parked, the rest are not */
+	PTR_INJ_KILL_UNPARKING      /* the first parked thread was sent to unpark */
+};
+int ptr_inject_test_kill_tracer_at(int where);
 
 #define PTR_INJ_MASK_WORDS 16   /* nodemask words the policy calls use (1024 nodes) */
 

@@ -38,10 +38,12 @@ The process is stopped for the whole move (``pause_ms``); SIGINT/SIGTERM to us a
 it is, then honoured (``MoveInterrupted``).  A VMA that cannot be moved back is retried; if it
 still fails the process is left SIGSTOPped and ``MoveBackFailed`` says where its memory is.
 
-Known gap: if ptreloc itself is SIGKILLed (or crashes) *during* the mremap batch of a
-multi-threaded process, the kernel releases the other threads while VMAs are away and one of
-them may fault (docs/PROTOCOL.md says what would close it).  Outside that window (``move_ms``)
-a kill leaves every thread correct.
+If ptreloc itself is SIGKILLed (or crashes) at any point, every thread is left correct: the
+other threads of a multi-threaded process are parked in the trampoline for the whole move (the
+injector's ``move_batch()`` parks them; the detach brings them back), so the kernel releasing
+them while VMAs are away finds them waiting on a gate the injected thread opens once every VMA
+is back (docs/PROTOCOL.md).  Left open: the three bootstrap calls at the process's own
+``syscall`` instruction (microseconds), and a failed move back (the process stays stopped).
 """
 
 from __future__ import annotations

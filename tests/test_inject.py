@@ -66,6 +66,8 @@ CHILD = textwrap.dedent(
     r, w = os.pipe()
     def sleeper():
         state["tids"]["sleep"] = threading.get_native_id()
+        import signal   # a mask of its own: the injector must give it back exactly
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGWINCH})
         while True:
             t0 = time.monotonic(); time.sleep(%(sleep)s)
             state["sleeps"].append([t0, time.monotonic() - t0])
@@ -167,6 +169,101 @@ def assert_workload_healthy(c: Child, paused_at: float, pause_s: float) -> None:
     rounds = st["rounds"]
     st = wait_for(lambda: (s := c.status())["rounds"] > rounds + 1 and s)
     assert st["errors"] == 0
+
+
+def thread_masks(pid: int) -> dict[int, str]:
+    """Every thread's blocked-signal mask (SigBlk in /proc/PID/task/TID/status)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+            if line.startswith("SigBlk:"):
+                out[int(tid)] = line.split()[1]
+    return out
+
+
+def rseq_registrations(pid: int) -> dict[int, tuple[int, int, int]]:
+    """Every thread's rseq registration (address, length, signature), read with
+    PTRACE_GET_RSEQ_CONFIGURATION from a short ptrace session of our own; (0, 0, 0): none."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    out = {}
+    for tid in map(int, os.listdir(f"/proc/{pid}/task")):
+        assert libc.ptrace(0x4206, tid, None, None) == 0, ctypes.get_errno()  # PTRACE_SEIZE
+        try:
+            assert libc.ptrace(0x4207, tid, None, None) == 0  # PTRACE_INTERRUPT
+            os.waitpid(tid, 0x40000000)  # __WALL
+            cfg = (ctypes.c_uint64 * 3)()
+            if libc.ptrace(0x420F, tid, ctypes.c_void_p(24), cfg) < 0:  # GET_RSEQ_CONFIG
+                pytest.skip("no PTRACE_GET_RSEQ_CONFIGURATION (kernel < 5.13)")
+            out[tid] = (cfg[0], cfg[1] & 0xFFFFFFFF, cfg[1] >> 32)
+        finally:
+            libc.ptrace(17, tid, None, None)  # PTRACE_DETACH
+    return out
+
+
+def syscall_of(pid: int, tid: int) -> list[str]:
+    """/proc/PID/task/TID/syscall: the call a blocked thread is in, and its arguments."""
+    return Path(f"/proc/{pid}/task/{tid}/syscall").read_text().split()
+
+
+def test_parked_threads_wait_in_the_trampoline_and_come_back_exactly() -> None:
+    with child() as c:
+        time.sleep(0.3)
+        masks, rseqs = thread_masks(c.pid), rseq_registrations(c.pid)
+        assert masks[c.tids["sleep"]] != masks[c.pid]   # the sleeper has a mask of its own
+        paused_at = time.monotonic()
+        with _native.Injector(c.pid) as inj:
+            info = inj.info()
+            others = [t for t in masks if t != info["tid"]]
+            inj.park()
+            inj.park()   # a no-op
+            assert inj.info()["parked"] == len(others)
+            scratch = range(info["scratch"], info["scratch"] + info["scratch_len"])
+            for t in others:
+                # blocked in futex(2) on the gate in the scratch mapping, every signal blocked,
+                # rseq unregistered (the kernel resets cpu_id to -1 when it unregisters)
+                call = syscall_of(c.pid, t)
+                assert call[0] == "202" and int(call[1], 16) in scratch, call
+                assert int(call[-1], 16) in scratch  # its pc: the park code
+                assert int(thread_masks(c.pid)[t], 16) | (1 << 8) | (1 << 18) == 2**64 - 1
+                addr = rseqs[t][0]
+                if addr:
+                    cpu_id = int.from_bytes(inj.read(addr + 4, 4), "little")
+                    assert cpu_id == 0xFFFFFFFF, (t, cpu_id)
+            inj.unpark()
+            assert inj.info()["parked"] == 0
+            for t in others:  # back in their ptrace stops, the mask exactly as it was
+                assert Path(f"/proc/{c.pid}/task/{t}/stat").read_text().rsplit(")", 1)[1][1] == "t"
+                assert thread_masks(c.pid)[t] == masks[t]
+            moves = inj.move_batch([])   # an empty batch parks nobody
+            assert moves == [] and inj.info()["parked"] == 0
+        pause = time.monotonic() - paused_at
+        assert_workload_healthy(c, paused_at, pause)
+        assert thread_masks(c.pid) == masks
+        assert rseq_registrations(c.pid) == rseqs
+
+
+@pytest.mark.parametrize("where", ["all-away", "parking", "unparking"])
+def test_threads_put_themselves_back_exactly_when_the_injector_dies(where: str) -> None:
+    """The kill cases of the test below, checked for what the park code restores by itself:
+    each thread's signal mask and rseq registration, and the move itself (every VMA back)."""
+    with child(mib=8) as c:
+        time.sleep(0.3)
+        masks, rseqs = thread_masks(c.pid), rseq_registrations(c.pid)
+        maps_before = Path(f"/proc/{c.pid}/maps").read_text()
+        paused_at = time.monotonic()
+        inj = subprocess.Popen([sys.executable, "-c", _KILLED_INJECTOR, str(c.pid), where],
+                               stdout=subprocess.PIPE, text=True)
+        assert inj.wait(timeout=60) == -signal.SIGKILL
+        pause = time.monotonic() - paused_at
+        wait_for(lambda: all(Path(f"/proc/{c.pid}/task/{t}/stat").read_text()
+                             .rsplit(")", 1)[1][1] in "SR"
+                             for t in os.listdir(f"/proc/{c.pid}/task")))
+        assert_workload_healthy(c, paused_at, pause)
+        assert thread_masks(c.pid) == masks
+        assert rseq_registrations(c.pid) == rseqs
+        maps_after = Path(f"/proc/{c.pid}/maps").read_text()
+        assert all(ln in maps_after for ln in maps_before.splitlines() if "[" not in ln)
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,6 +374,10 @@ _KILLED_INJECTOR = textwrap.dedent(
         inj.bind_policy(km.MPOL_BIND, [0])
         print("attached", flush=True)
         time.sleep(60)
+    elif not where[0].isdigit():   # the core kills us at a chosen point of the session
+        _native.test_kill_tracer_at(where)
+        km.move_kernel_tables(pid, 0, walk=False)
+        print("finished", flush=True)
     else:   # mid-batch: SIGKILL ourselves a moment after the batch starts
         def hook(stage, info):
             if stage == "moving":
@@ -287,16 +388,8 @@ _KILLED_INJECTOR = textwrap.dedent(
 ) % {"root": str(ROOT)}
 
 
-_MID_BATCH = pytest.mark.xfail(
-    reason="known gap: a SIGKILL of ptreloc during the mremap batch lets the kernel release the "
-    "other threads while VMAs are away (the injected thread finishes the batch, the others may "
-    "run into an absent mapping); see docs/PROTOCOL.md", strict=False)
-
-
-@pytest.mark.parametrize("where", ["between-calls",
-                                   pytest.param("0", marks=_MID_BATCH),
-                                   pytest.param("0.002", marks=_MID_BATCH),
-                                   pytest.param("0.01", marks=_MID_BATCH)])
+@pytest.mark.parametrize("where", ["between-calls", "all-away", "parking", "unparking",
+                                   "0", "0.002", "0.01"])
 def test_injector_killed_mid_way_leaves_process_running(where: str) -> None:
     with child(mib=8) as c:
         maps_before = Path(f"/proc/{c.pid}/maps").read_text()

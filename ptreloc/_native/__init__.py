@@ -50,7 +50,13 @@ from ptreloc._native.core import (
     TranslationInfo,
     core,
 )
-from ptreloc._native.inject import INJECT_MASK_WORDS, INJECT_NR, Injector, kcmp_same_vm
+from ptreloc._native.inject import (
+    INJECT_MASK_WORDS,
+    INJECT_NR,
+    Injector,
+    kcmp_same_vm,
+    test_kill_tracer_at,
+)
 from ptreloc._native.mirror import RemoteCount
 from ptreloc._native.numa_abi import (
     BITS_PER_LONG,
@@ -133,6 +139,7 @@ __all__ = [
     "INJECT_MASK_WORDS",
     "Injector",
     "kcmp_same_vm",
+    "test_kill_tracer_at",
     "BITS_PER_LONG",
     "SyscallBackend",
     "LibnumaBackend",

@@ -19,7 +19,7 @@ from ptreloc._native._base import U64
 from ptreloc._native.core import Core, core
 from ptreloc.errors import AccessDenied, InvalidNode, NoSuchProcess, SyscallError, UsageError
 
-__all__ = ["INJECT_NR", "INJECT_MASK_WORDS", "Injector", "kcmp_same_vm"]
+__all__ = ["INJECT_NR", "INJECT_MASK_WORDS", "Injector", "kcmp_same_vm", "test_kill_tracer_at"]
 
 #: x86-64 system call numbers the injector's callers use (arch/x86/entry/syscalls/syscall_64.tbl;
 #: the kernel's numbers, which no header of ours defines)
@@ -106,7 +106,7 @@ class Injector:
         return {k: int(getattr(out, k)) for k in (
             "pid", "tid", "nthreads", "in_syscall", "orig_rax", "rax", "rip", "site", "scratch",
             "scratch_len", "user_area", "user_area_len", "batch_max", "rseq_registered",
-            "held_signals", "dropped_signals")}
+            "held_signals", "dropped_signals", "parked")}
 
     # ---- calls ---------------------------------------------------------------------------
     def syscall(self, nr: int, *args: int) -> int:
@@ -168,6 +168,18 @@ class Injector:
                     "moving the VMAs")
         return [(int(arr[i].away), int(arr[i].back), int(arr[i].back_retry)) for i in range(n)]
 
+    def park(self) -> None:
+        """Park every other thread in the trampoline (``move_batch()`` does it by itself):
+        each blocks its signals, gives up rseq and waits on a futex there, so a ptreloc killed
+        from here on leaves no thread running into a VMA that is away."""
+        self._check(self._c.lib.ptr_inject_park(self._handle(), self._err),
+                    "parking the other threads")
+
+    def unpark(self) -> None:
+        """Bring the parked threads back to their stops, exactly as they were."""
+        self._check(self._c.lib.ptr_inject_unpark(self._handle(), self._err),
+                    "bringing the other threads back")
+
     def detach(self, *, leave_stopped: bool = False) -> None:
         """Restore the thread exactly and let every thread go (``leave_stopped``: SIGSTOP the
         process first, so it stays stopped)."""
@@ -203,3 +215,20 @@ def kcmp_same_vm(pid1: int, pid2: int) -> bool:
     if rc < 0:
         _inject_raise(c, rc, err, f"comparing with process {pid2}", pid1)
     return bool(rc)
+
+
+#: where ``test_kill_tracer_at()`` makes this process SIGKILL itself (csrc/inject.h)
+_KILL_POINTS = {"none": "PTR_INJ_KILL_NONE", "all-away": "PTR_INJ_KILL_ALL_AWAY",
+                "parking": "PTR_INJ_KILL_PARKING", "unparking": "PTR_INJ_KILL_UNPARKING"}
+
+
+def test_kill_tracer_at(where: str, *, build: str = "relo") -> None:
+    """Tests only: from now on, SIGKILL this process at ``where`` of an injection session
+    ("all-away": in a batch once every VMA is away; "parking"/"unparking": one other thread
+    parked / sent back; "none": never) - a real kill of the tracer at a chosen point."""
+    if where not in _KILL_POINTS:
+        raise UsageError(f"unknown kill point {where!r}; one of {', '.join(_KILL_POINTS)}")
+    c = core(build)
+    rc = c.lib.ptr_inject_test_kill_tracer_at(int(getattr(c.lib, _KILL_POINTS[where])))
+    if rc:
+        raise UsageError(f"the core refused kill point {where!r}")
