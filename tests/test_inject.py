@@ -243,6 +243,75 @@ def test_parked_threads_wait_in_the_trampoline_and_come_back_exactly() -> None:
         assert rseq_registrations(c.pid) == rseqs
 
 
+#: A thread in ppoll(2) with a temporary signal mask (SIGUSR2) over its own (SIGUSR1): while it
+#: waits, SigBlk shows the temporary one; its own comes back only when the call returns, so the
+#: injector must save and restore the thread's *own* mask, not what SigBlk shows.  On "poke" the
+#: call returns and the thread reports its mask; prints every mask seen so far.
+PPOLL_CHILD = textwrap.dedent(
+    r"""
+    import ctypes, json, os, signal, sys, threading, time
+    libc = ctypes.CDLL(None, use_errno=True)
+    class PollFd(ctypes.Structure):
+        _fields_ = [("fd", ctypes.c_int), ("events", ctypes.c_short), ("revents", ctypes.c_short)]
+    r, w = os.pipe()
+    out = {"masks": [], "tid": 0}
+    def poller():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        tmp = (ctypes.c_uint64 * 16)()
+        tmp[0] = 1 << (signal.SIGUSR2 - 1)
+        fds = PollFd(r, 1, 0)
+        out["tid"] = threading.get_native_id()
+        while True:
+            libc.ppoll(ctypes.byref(fds), 1, None, ctypes.byref(tmp))
+            os.read(r, 100)
+            out["masks"].append(sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, set())))
+    threading.Thread(target=poller, daemon=True).start()
+    while not out["tid"]:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    print(json.dumps({"pid": os.getpid(), "tid": out["tid"]}), flush=True)
+    for line in sys.stdin:
+        os.write(w, b"x")
+        time.sleep(0.3)
+        print(json.dumps(out["masks"]), flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["injected", "parked", "all-away", "unparking"])
+def test_a_thread_in_ppoll_gets_its_own_mask_back(how: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", PPOLL_CHILD], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=workload_env())
+    try:
+        assert proc.stdin and proc.stdout
+        info = json.loads(proc.stdout.readline())
+
+        def poke() -> list[int]:
+            proc.stdin.write("poke\n")
+            proc.stdin.flush()
+            return json.loads(proc.stdout.readline())[-1]
+        usr1 = [int(signal.SIGUSR1)]
+        assert poke() == usr1
+        if info["tid"] != info["pid"]:
+            during = thread_masks(info["pid"])[info["tid"]]
+            assert int(during, 16) == 1 << (signal.SIGUSR2 - 1)   # SigBlk: the temporary one
+        if how == "injected":
+            with _native.Injector(info["pid"], info["tid"]) as inj:
+                inj.syscall(_native.INJECT_NR["getpid"])
+        elif how == "parked":
+            with _native.Injector(info["pid"], info["pid"]) as inj:
+                inj.park()
+                inj.unpark()
+        else:
+            k = subprocess.run([sys.executable, "-c", _KILLED_INJECTOR, str(info["pid"]), how],
+                               timeout=60)
+            assert k.returncode == -signal.SIGKILL
+        assert poke() == usr1 and proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+
+
 @pytest.mark.parametrize("where", ["all-away", "parking", "unparking"])
 def test_threads_put_themselves_back_exactly_when_the_injector_dies(where: str) -> None:
     """The kill cases of the test below, checked for what the park code restores by itself:
