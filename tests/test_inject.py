@@ -264,7 +264,8 @@ PPOLL_CHILD = textwrap.dedent(
         while True:
             libc.ppoll(ctypes.byref(fds), 1, None, ctypes.byref(tmp))
             os.read(r, 100)
-            out["masks"].append(sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, set())))
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+            out["masks"].append(sorted(int(s) for s in mask))
     threading.Thread(target=poller, daemon=True).start()
     while not out["tid"]:
         time.sleep(0.01)
