@@ -841,6 +841,38 @@ static int call_ok(struct ptr_inject *inj, long nr, const int64_t *a, int64_t *r
 	return 0;
 }
 
+/*
+ * /proc/PID/mem gives EIO, not ESRCH, once a killed process's mm is gone (exit_mm()) - for our
+ * own mapped scratch that is the only cause.  Is it gone?  A task without an mm shows vsize 0
+ * (field 23 of /proc/PID/task/TID/stat), and a zombie is past that.
+ */
+static int process_dying(struct ptr_inject *inj)
+{
+	char path[64], buf[1024];
+	int tid = inj->inj ? inj->inj->tid : inj->pid, fd, n;
+	unsigned long long vsize = 1;
+	char *p;
+
+	if (thread_is_zombie(inj->pid, tid))
+		return 1;
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", inj->pid, tid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 1;
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	/* after ") ": field 3 (state) ... field 23 (vsize) */
+	for (int field = 3; p && field <= 23; field++)
+		p = strchr(p + 1, ' ');
+	if (p && sscanf(p + 1, "%llu", &vsize) != 1)
+		vsize = 1;
+	return vsize == 0;
+}
+
 static int mem_rw(struct ptr_inject *inj, int write, uint64_t addr, void *buf, uint64_t len,
 		  struct ptr_inj_err *err)
 {
@@ -852,8 +884,15 @@ static int mem_rw(struct ptr_inject *inj, int write, uint64_t addr, void *buf, u
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
-			return fail(err, PTR_INJ_STEP_MEM, inj->pid, n < 0 ? -errno : -EIO);
+		if (n <= 0) {
+			int rc = n < 0 ? -errno : -EIO;
+
+			if (rc == -EIO && process_dying(inj)) {
+				inj->gone = 1;
+				rc = -ESRCH;
+			}
+			return fail(err, PTR_INJ_STEP_MEM, inj->pid, rc);
+		}
 		done += n;
 	}
 	return 0;

@@ -418,6 +418,29 @@ def test_process_exiting_mid_way() -> None:
         km.move_kernel_tables(2**22 + 1, 0, walk=False)
 
 
+@pytest.mark.parametrize("then", ["unpark", "detach", "batch"])
+def test_process_killed_while_its_threads_are_parked(then: str) -> None:
+    """Parked threads run (a futex wait), they are not in ptrace stops: a SIGKILL of the process
+    takes them down without a stop for us to see.  The next call says the process exited, and
+    every thread is reaped (a traced zombie left unreaped would hang the parent's wait)."""
+    with child() as c:
+        inj = _native.Injector(c.pid)
+        inj.park()
+        assert inj.info()["parked"] >= 3
+        os.kill(c.pid, signal.SIGKILL)
+        time.sleep(0.2)
+        with contextlib.suppress(NoSuchProcess):
+            if then == "unpark":
+                with pytest.raises(NoSuchProcess):
+                    inj.unpark()
+            elif then == "batch":
+                with pytest.raises(NoSuchProcess):
+                    for _ in range(3):
+                        inj.move_batch([(c.base, 4096, c.base + (1 << 40))])
+            inj.detach()
+        assert c.proc.wait(timeout=20) in (-signal.SIGKILL, 0)
+
+
 @pytest.mark.parametrize("round_", range(3))
 def test_detach_right_after_sigkill_reaps_every_thread(round_: int) -> None:
     """SIGKILL, then detach at once: every thread is running to its exit, not in a ptrace-stop,
