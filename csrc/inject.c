@@ -589,23 +589,32 @@ static struct thread *find_thread(struct ptr_inject *inj, int tid)
 	return NULL;
 }
 
-static int thread_is_zombie(int pid, int tid)
+/* /proc/PID/task/TID/stat into @buf; Return: its text after the comm's ")", or NULL (gone) */
+static const char *task_stat(int pid, int tid, char *buf, size_t len)
 {
-	char path[64], buf[512];
+	char path[64];
 	int fd, n;
-	char *p;
+	const char *p;
 
 	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", pid, tid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return 1;
-	n = read(fd, buf, sizeof(buf) - 1);
+		return NULL;
+	n = read(fd, buf, len - 1);
 	close(fd);
 	if (n <= 0)
-		return 1;
+		return NULL;
 	buf[n] = 0;
 	p = strrchr(buf, ')');
-	return !p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X';
+	return p && p[1] == ' ' ? p : NULL;
+}
+
+static int thread_is_zombie(int pid, int tid)
+{
+	char buf[1024];
+	const char *p = task_stat(pid, tid, buf, sizeof(buf));
+
+	return !p || p[2] == 'Z' || p[2] == 'X';
 }
 
 /* seize and interrupt every thread not seen yet; returns how many were new */
@@ -848,24 +857,14 @@ static int call_ok(struct ptr_inject *inj, long nr, const int64_t *a, int64_t *r
  */
 static int process_dying(struct ptr_inject *inj)
 {
-	char path[64], buf[1024];
-	int tid = inj->inj ? inj->inj->tid : inj->pid, fd, n;
+	char buf[1024];
+	int tid = inj->inj ? inj->inj->tid : inj->pid;
 	unsigned long long vsize = 1;
-	char *p;
+	const char *p = task_stat(inj->pid, tid, buf, sizeof(buf));
 
-	if (thread_is_zombie(inj->pid, tid))
+	if (!p || p[2] == 'Z' || p[2] == 'X')
 		return 1;
-	snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", inj->pid, tid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 1;
-	buf[n] = 0;
-	p = strrchr(buf, ')');
-	/* after ") ": field 3 (state) ... field 23 (vsize) */
+	/* p is the ")" before " state": field 3 (state) ... field 23 (vsize) */
 	for (int field = 3; p && field <= 23; field++)
 		p = strchr(p + 1, ' ');
 	if (p && sscanf(p + 1, "%llu", &vsize) != 1)
@@ -1488,6 +1487,27 @@ static void resend_held(struct ptr_inject *inj, int tid)
 	inj->nheld = kept;
 }
 
+/* step @t with PTRACE_SYSCALL to the entry stop of system call @nr whose `syscall` ends at @rip */
+static int step_to_call(struct ptr_inject *inj, struct thread *t, long nr, uint64_t rip,
+			struct ptr_inj_err *err)
+{
+	struct user_regs_struct r;
+	int rc, entering = 1;
+
+	for (int guard = 0; guard < 64; guard++) {
+		if ((rc = next_stop_of(inj, t, err)))
+			return rc;
+		if (entering) {
+			if ((rc = regs_get(t->tid, &r, err)))
+				return rc;
+			if ((long)r.orig_rax == nr && r.rip == rip)
+				return 0;
+		}
+		entering = !entering;
+	}
+	return fail(err, PTR_INJ_STEP_PROTOCOL, t->tid, -EPROTO);
+}
+
 static uint64_t park_code(const struct ptr_inject *inj, const struct thread *t)
 {
 	return inj->scratch + PARK_CODE + (uint64_t)(t - inj->threads) * PARK_STRIDE;
@@ -1506,7 +1526,7 @@ static int park_one(struct ptr_inject *inj, struct thread *t, struct ptr_inj_err
 		n->r11, n->r10, n->r9, n->r8, n->rax, n->rcx, n->rdx, n->rsi, n->rdi, n->eflags,
 		n->rsp, n->rip };
 	struct user_regs_struct r;
-	int rc, entering = 1;
+	int rc;
 
 	slot[P_RSEQ_PTR / 8] = t->rseq.rseq_abi_pointer;
 	slot[P_RSEQ_LEN / 8] = (uint64_t)t->rseq.signature << 32 | t->rseq.rseq_abi_size;
@@ -1523,24 +1543,14 @@ static int park_one(struct ptr_inject *inj, struct thread *t, struct ptr_inj_err
 		add_held(inj, t->tid, t->pending_sig);
 		t->pending_sig = 0;
 	}
-	for (int guard = 0; guard < 64; guard++) {
-		if ((rc = next_stop_of(inj, t, err)))
-			return rc;
-		if (entering) {
-			if ((rc = regs_get(t->tid, &r, err)))
-				return rc;
-			if ((long)r.orig_rax == NR_FUTEX && r.rip == waited) {
-				resend_held(inj, t->tid);
-				if (ptrace(PTRACE_CONT, t->tid, 0, 0) < 0)
-					return fail(err, PTR_INJ_STEP_RESUME, t->tid, -errno);
-				t->parked = 1;
-				inj->parked++;
-				return 0;
-			}
-		}
-		entering = !entering;
-	}
-	return fail(err, PTR_INJ_STEP_PROTOCOL, t->tid, -EPROTO);
+	if ((rc = step_to_call(inj, t, NR_FUTEX, waited, err)))
+		return rc;
+	resend_held(inj, t->tid);
+	if (ptrace(PTRACE_CONT, t->tid, 0, 0) < 0)
+		return fail(err, PTR_INJ_STEP_RESUME, t->tid, -errno);
+	t->parked = 1;
+	inj->parked++;
+	return 0;
 }
 
 /* the next stop of a thread we resumed or interrupted: an event or syscall stop */
@@ -1577,7 +1587,7 @@ static int unpark_one(struct ptr_inject *inj, struct thread *t, struct ptr_inj_e
 	uint64_t code = park_code(inj, t), marker = code + (ptr_park_marker - ptr_park_start);
 	uint64_t mask;
 	struct user_regs_struct r;
-	int rc, st, entering = 1;
+	int rc, st;
 
 	if (ptrace(PTRACE_INTERRUPT, t->tid, 0, 0) < 0)
 		return fail(err, PTR_INJ_STEP_INTERRUPT, t->tid, -errno);
@@ -1589,22 +1599,9 @@ static int unpark_one(struct ptr_inject *inj, struct thread *t, struct ptr_inj_e
 	if ((rc = regs_set(t->tid, &r, err)))
 		return rc;
 	test_kill_point(PTR_INJ_KILL_UNPARKING);
-	for (int guard = 0;; guard++) {
-		if (guard == 64)
-			return fail(err, PTR_INJ_STEP_PROTOCOL, t->tid, -EPROTO);
-		if ((rc = next_stop_of(inj, t, err)))
-			return rc;
-		if (entering) {
-			if ((rc = regs_get(t->tid, &r, err)))
-				return rc;
-			if ((long)r.orig_rax == NR_GETPID && r.rip == marker) {
-				if ((rc = next_stop_of(inj, t, err))) /* its exit */
-					return rc;
-				break;
-			}
-		}
-		entering = !entering;
-	}
+	if ((rc = step_to_call(inj, t, NR_GETPID, marker, err)) ||
+	    (rc = next_stop_of(inj, t, err))) /* the marker's exit */
+		return rc;
 	if ((rc = mem_rw(inj, 0, code + PARK_D + P_SIGMASK, &mask, sizeof(mask), err)))
 		return rc;
 	if (ptrace(PTRACE_INTERRUPT, t->tid, 0, 0) < 0)
