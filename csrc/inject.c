@@ -735,6 +735,15 @@ static int regs_set(int tid, const struct user_regs_struct *r, struct ptr_inj_er
 	return 0;
 }
 
+/* a signal we suppressed, re-sent with tgkill() to @tid later (resend_held(), the detach) */
+static void add_held(struct ptr_inject *inj, int tid, int sig)
+{
+	if (inj->nheld < (int)(sizeof(inj->held) / sizeof(inj->held[0]))) {
+		inj->held_tid[inj->nheld] = tid;
+		inj->held[inj->nheld++] = sig;
+	}
+}
+
 static void hold_signal(struct ptr_inject *inj, int tid, int sig)
 {
 	siginfo_t si;
@@ -746,34 +755,44 @@ static void hold_signal(struct ptr_inject *inj, int tid, int sig)
 		inj->dropped++; /* raised by our own code (a seccomp SIGSYS, a fault) */
 		return;
 	}
-	if (inj->nheld < (int)(sizeof(inj->held) / sizeof(inj->held[0]))) {
-		inj->held_tid[inj->nheld] = tid;
-		inj->held[inj->nheld++] = sig;
-	}
+	add_held(inj, tid, sig);
 }
 
 /*
  * Resume the injected thread with PTRACE_SYSCALL until its next syscall stop.  Event stops
  * (group stop, a late interrupt) are resumed through; signal-delivery stops are held.
  */
+/*
+ * The next stop of tracee @t into *@st.  Return: 0; -ESRCH when it exited instead - the process
+ * is going (our tracees exit only with it: every signal we leave them is blocked or a kill).
+ */
+static int wait_stop(struct ptr_inject *inj, struct thread *t, int *st, struct ptr_inj_err *err)
+{
+	for (;;) {
+		if (wait_tracee(inj, t->tid, st) < 0)
+			return fail(err, PTR_INJ_STEP_WAIT, t->tid,
+				    errno == ECHILD ? -ESRCH : -errno);
+		if (WIFEXITED(*st) || WIFSIGNALED(*st)) {
+			inj->gone = 1;
+			t->gone = 1;
+			return fail(err, PTR_INJ_STEP_WAIT, t->tid, -ESRCH);
+		}
+		if (WIFSTOPPED(*st))
+			return 0;
+	}
+}
+
 static int next_stop_of(struct ptr_inject *inj, struct thread *t, struct ptr_inj_err *err)
 {
 	int tid = t->tid;
 
 	for (int guard = 0; guard < 1000; guard++) {
-		int st;
+		int st, rc;
 
 		if (ptrace(PTRACE_SYSCALL, tid, 0, 0) < 0)
 			return fail(err, PTR_INJ_STEP_RESUME, tid, -errno);
-		if (wait_tracee(inj, tid, &st) < 0)
-			return fail(err, PTR_INJ_STEP_WAIT, tid, errno == ECHILD ? -ESRCH : -errno);
-		if (WIFEXITED(st) || WIFSIGNALED(st)) {
-			inj->gone = 1;
-			t->gone = 1;
-			return fail(err, PTR_INJ_STEP_WAIT, tid, -ESRCH);
-		}
-		if (!WIFSTOPPED(st))
-			continue;
+		if ((rc = wait_stop(inj, t, &st, err)))
+			return rc;
 		if (WSTOPSIG(st) == (SIGTRAP | 0x80))
 			return 0;
 		if (st >> 16)
@@ -1060,6 +1079,15 @@ static int read_sigblk(int pid, int tid, uint64_t *mask)
 	return found ? 0 : -ENOENT;
 }
 
+/* the image `restore` and the park code pop (D_IMAGE, P_IMAGE): 17 registers, then rip */
+static void regs_image(const struct user_regs_struct *n, uint64_t img[18])
+{
+	const uint64_t v[18] = { n->r15, n->r14, n->r13, n->r12, n->rbp, n->rbx, n->r11, n->r10,
+				 n->r9, n->r8, n->rax, n->rcx, n->rdx, n->rsi, n->rdi, n->eflags,
+				 n->rsp, n->rip };
+	memcpy(img, v, sizeof(v));
+}
+
 /* a copy of the park code for every thread slot that may be parked, made executable */
 static int install_park_code(struct ptr_inject *inj, struct ptr_inj_err *err)
 {
@@ -1106,10 +1134,7 @@ static int install_trampoline(struct ptr_inject *inj, struct ptr_inj_err *err)
 	memcpy(code, ptr_tramp_start, len);
 	if ((rc = mem_rw(inj, 1, inj->scratch, code, PAGE, err)))
 		return rc;
-	uint64_t v[18] = { n->r15, n->r14, n->r13, n->r12, n->rbp, n->rbx, n->r11, n->r10, n->r9,
-			   n->r8,  n->rax, n->rcx, n->rdx, n->rsi, n->rdi, n->eflags, n->rsp,
-			   n->rip };
-	memcpy(img, v, sizeof(img));
+	regs_image(n, img);
 	if ((rc = mem_rw(inj, 1, inj->scratch + PAGE + D_IMAGE, img, sizeof(img), err)))
 		return rc;
 	if ((rc = put_u64(inj, D_ALLMASK, ~0ULL, err)))
@@ -1462,15 +1487,40 @@ int ptr_inject_restore_policy(struct ptr_inject *inj, struct ptr_inj_err *err)
 	return call_ok(inj, NR_SET_MEMPOLICY, a, NULL, err);
 }
 
-/* ---- parking the other threads (see "Parking" in the file comment) ---- */
-
-static void add_held(struct ptr_inject *inj, int tid, int sig)
+/*
+ * From a syscall-exit stop, take @t through one more get_signal() stop (PTRACE_INTERRUPT, then
+ * PTRACE_CONT: the interrupt traps before the thread returns to user mode) and set @exact
+ * there, so a detach - ours, or the kernel's if ptreloc dies - restarts its interrupted call
+ * through arch_do_signal_or_restart().  *@deliver: a signal get_signal() dequeued instead (one
+ * that became pending while the thread blocked it), for the detach to deliver with its siginfo.
+ */
+static int through_get_signal(struct ptr_inject *inj, struct thread *t,
+			      const struct user_regs_struct *exact, int *deliver,
+			      struct ptr_inj_err *err)
 {
-	if (inj->nheld < (int)(sizeof(inj->held) / sizeof(inj->held[0]))) {
-		inj->held_tid[inj->nheld] = tid;
-		inj->held[inj->nheld++] = sig;
+	int tid = t->tid, st, rc;
+
+	*deliver = 0;
+	if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) < 0)
+		return fail(err, PTR_INJ_STEP_INTERRUPT, tid, -errno);
+	if (ptrace(PTRACE_CONT, tid, 0, 0) < 0)
+		return fail(err, PTR_INJ_STEP_RESUME, tid, -errno);
+	for (int guard = 0; guard < 100; guard++) {
+		if ((rc = wait_stop(inj, t, &st, err)))
+			return rc;
+		if (st >> 16 == PTRACE_EVENT_STOP)
+			return regs_set(tid, exact, err);
+		if (!(st >> 16) && WSTOPSIG(st) != (SIGTRAP | 0x80)) {
+			*deliver = WSTOPSIG(st);
+			return regs_set(tid, exact, err);
+		}
+		if (ptrace(PTRACE_CONT, tid, 0, 0) < 0)
+			return fail(err, PTR_INJ_STEP_RESUME, tid, -errno);
 	}
+	return fail(err, PTR_INJ_STEP_PROTOCOL, tid, -EPROTO);
 }
+
+/* ---- parking the other threads (see "Parking" in the file comment) ---- */
 
 /* re-send now the signals held for @tid (it blocks every signal: they stay pending) */
 static void resend_held(struct ptr_inject *inj, int tid)
@@ -1521,13 +1571,11 @@ static uint64_t park_code(const struct ptr_inject *inj, const struct thread *t)
 static int park_one(struct ptr_inject *inj, struct thread *t, struct ptr_inj_err *err)
 {
 	uint64_t code = park_code(inj, t), waited = code + (ptr_park_waited - ptr_park_start);
-	const struct user_regs_struct *n = &t->norm;
-	uint64_t slot[P_SLOT_BYTES / 8] = { n->r15, n->r14, n->r13, n->r12, n->rbp, n->rbx,
-		n->r11, n->r10, n->r9, n->r8, n->rax, n->rcx, n->rdx, n->rsi, n->rdi, n->eflags,
-		n->rsp, n->rip };
+	uint64_t slot[P_SLOT_BYTES / 8] = { 0 };
 	struct user_regs_struct r;
 	int rc;
 
+	regs_image(&t->norm, slot + P_IMAGE / 8);
 	slot[P_RSEQ_PTR / 8] = t->rseq.rseq_abi_pointer;
 	slot[P_RSEQ_LEN / 8] = (uint64_t)t->rseq.signature << 32 | t->rseq.rseq_abi_size;
 	slot[P_ALLMASK / 8] = ~0ULL;
@@ -1557,15 +1605,10 @@ static int park_one(struct ptr_inject *inj, struct thread *t, struct ptr_inj_err
 static int stop_of(struct ptr_inject *inj, struct thread *t, int *st, struct ptr_inj_err *err)
 {
 	for (int guard = 0; guard < 100; guard++) {
-		if (wait_tracee(inj, t->tid, st) < 0)
-			return fail(err, PTR_INJ_STEP_WAIT, t->tid, errno == ECHILD ? -ESRCH : -errno);
-		if (WIFEXITED(*st) || WIFSIGNALED(*st)) {
-			t->gone = 1;
-			inj->gone = 1; /* every signal is blocked: only a SIGKILL ends a thread here */
-			return fail(err, PTR_INJ_STEP_WAIT, t->tid, -ESRCH);
-		}
-		if (!WIFSTOPPED(*st))
-			continue;
+		int rc = wait_stop(inj, t, st, err);
+
+		if (rc)
+			return rc;
 		if (*st >> 16 == PTRACE_EVENT_STOP || WSTOPSIG(*st) == (SIGTRAP | 0x80))
 			return 0;
 		add_held(inj, t->tid, WSTOPSIG(*st)); /* a SIGSTOP: suppressed, re-sent at detach */
@@ -1604,19 +1647,7 @@ static int unpark_one(struct ptr_inject *inj, struct thread *t, struct ptr_inj_e
 		return rc;
 	if ((rc = mem_rw(inj, 0, code + PARK_D + P_SIGMASK, &mask, sizeof(mask), err)))
 		return rc;
-	if (ptrace(PTRACE_INTERRUPT, t->tid, 0, 0) < 0)
-		return fail(err, PTR_INJ_STEP_INTERRUPT, t->tid, -errno);
-	for (int guard = 0;; guard++) {
-		if (guard == 8)
-			return fail(err, PTR_INJ_STEP_PROTOCOL, t->tid, -EPROTO);
-		if (ptrace(PTRACE_CONT, t->tid, 0, 0) < 0)
-			return fail(err, PTR_INJ_STEP_RESUME, t->tid, -errno);
-		if ((rc = stop_of(inj, t, &st, err)))
-			return rc;
-		if (st >> 16 == PTRACE_EVENT_STOP)
-			break;
-	}
-	if ((rc = regs_set(t->tid, &t->saved, err)))
+	if ((rc = through_get_signal(inj, t, &t->saved, &t->pending_sig, err)))
 		return rc;
 	if (ptrace(PTRACE_SETSIGMASK, t->tid, sizeof(mask), &mask) < 0)
 		return fail(err, PTR_INJ_STEP_SETREGS, t->tid, -errno);
@@ -1794,9 +1825,8 @@ int ptr_inject_move_batch(struct ptr_inject *inj, struct ptr_inj_move *moves, ui
 /* take the injected thread back to exactly where it was, through a get_signal() stop */
 static int restore_thread(struct ptr_inject *inj, int *deliver, struct ptr_inj_err *err)
 {
-	int tid = inj->inj->tid, rc, st;
+	int tid = inj->inj->tid, rc;
 
-	*deliver = 0;
 	/*
 	 * First the registers with the restart already applied: should ptreloc die from here to
 	 * the next stop, the thread resumes from this syscall-exit stop (where the kernel applies
@@ -1806,31 +1836,7 @@ static int restore_thread(struct ptr_inject *inj, int *deliver, struct ptr_inj_e
 	 */
 	if ((rc = regs_set(tid, &inj->norm, err)))
 		return rc;
-	if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) < 0)
-		return fail(err, PTR_INJ_STEP_INTERRUPT, tid, -errno);
-	if (ptrace(PTRACE_CONT, tid, 0, 0) < 0)
-		return fail(err, PTR_INJ_STEP_RESUME, tid, -errno);
-	for (int guard = 0; guard < 100; guard++) {
-		if (wait_tracee(inj, tid, &st) < 0)
-			return fail(err, PTR_INJ_STEP_WAIT, tid, errno == ECHILD ? -ESRCH : -errno);
-		if (WIFEXITED(st) || WIFSIGNALED(st)) {
-			inj->gone = 1;
-			return fail(err, PTR_INJ_STEP_WAIT, tid, -ESRCH);
-		}
-		if (!WIFSTOPPED(st))
-			continue;
-		if (st >> 16 == PTRACE_EVENT_STOP)
-			return regs_set(tid, &inj->saved, err);
-		if (!(st >> 16) && WSTOPSIG(st) != (SIGTRAP | 0x80)) {
-			/* a signal that became pending while the thread had it blocked, now
-			 * dequeued by get_signal(): delivered by the detach, with its siginfo */
-			*deliver = WSTOPSIG(st);
-			return regs_set(tid, &inj->saved, err);
-		}
-		if (ptrace(PTRACE_CONT, tid, 0, 0) < 0)
-			return fail(err, PTR_INJ_STEP_RESUME, tid, -errno);
-	}
-	return fail(err, PTR_INJ_STEP_PROTOCOL, tid, -EPROTO);
+	return through_get_signal(inj, inj->inj, &inj->saved, deliver, err);
 }
 
 /*

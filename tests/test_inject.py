@@ -211,6 +211,8 @@ def test_parked_threads_wait_in_the_trampoline_and_come_back_exactly() -> None:
         time.sleep(0.3)
         masks, rseqs = thread_masks(c.pid), rseq_registrations(c.pid)
         assert masks[c.tids["sleep"]] != masks[c.pid]   # the sleeper has a mask of its own
+        # glibc >= 2.35 registers rseq for every thread; without it the rseq checks were empty
+        assert all(addr for addr, _, _ in rseqs.values()), rseqs
         paused_at = time.monotonic()
         with _native.Injector(c.pid) as inj:
             info = inj.info()
@@ -320,6 +322,7 @@ def test_threads_put_themselves_back_exactly_when_the_injector_dies(where: str) 
     with child(mib=8) as c:
         time.sleep(0.3)
         masks, rseqs = thread_masks(c.pid), rseq_registrations(c.pid)
+        assert all(addr for addr, _, _ in rseqs.values()), rseqs   # (as above)
         maps_before = Path(f"/proc/{c.pid}/maps").read_text()
         paused_at = time.monotonic()
         inj = subprocess.Popen([sys.executable, "-c", _KILLED_INJECTOR, str(c.pid), where],
